@@ -1,0 +1,5 @@
+"""`python -m reconciler` is the same as the `reconcile` console script."""
+
+from reconciler.cli import main
+
+raise SystemExit(main())

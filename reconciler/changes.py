@@ -1,0 +1,61 @@
+"""A change: one resource's move from its live state to its desired state, as a value.
+
+The planner makes these without knowing any cmdlet; the provider then attaches the commands.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model import DesiredResource, LiveResource, ResourceKey
+from reconciler.transports.base import Command
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class ActionReason(enum.StrEnum):
+    """Why a change exists, in words a machine can switch on (Terraform's `action_reason`)."""
+
+    MISSING = "missing"
+    DRIFT = "drift"
+    REPLACE_BECAUSE_CANNOT_UPDATE = "replace_because_cannot_update"
+    ENSURE_ABSENT = "ensure_absent"
+    PRUNE = "delete_because_not_in_manifest"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One planned change.
+
+    `actions` is (create,), (update,), (delete,) or (delete, create) for a replace.
+    `before` is the live record (None on create), `after` the record once applied (None on delete).
+    `changed` lists the fields whose values differ (what a person reads first).
+    """
+
+    key: ResourceKey
+    actions: tuple[Action, ...]
+    action_reason: ActionReason
+    reason: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    changed: tuple[str, ...] = ()
+    desired: DesiredResource | None = None
+    live: LiveResource | None = None
+    commands: tuple[Command, ...] = field(default=())
+
+    @property
+    def is_replace(self) -> bool:
+        return self.actions == (Action.DELETE, Action.CREATE)
+
+    @property
+    def symbol(self) -> str:
+        if self.is_replace:
+            return "-/+"
+        return {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}[self.actions[0]]

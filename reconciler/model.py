@@ -1,0 +1,113 @@
+"""The desired and live models: plain typed values that every layer passes along.
+
+A resource is identified by (target, kind, identity). Desired records come from the manifest,
+live records from discovery; both carry fields under the same camelCase names (the manifest's),
+so the planner can diff them without knowing any system.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JSONValue = Any
+"""A JSON-compatible value (str, int, float, bool, None, list, dict)."""
+
+
+@dataclass(frozen=True, order=True)
+class ResourceKey:
+    """Identifies one object on one target: what the plan, the journal and the fingerprint key on."""
+
+    target: str
+    kind: str
+    identity: str
+
+    @property
+    def address(self) -> str:
+        """A stable, human-readable address, like Terraform's (`pool.PartnerApplication.microsoft.exchange`)."""
+        return f"{self.target}.{self.kind}.{self.identity}"
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where something was declared, so every message can point at file:line and the field path."""
+
+    file: str
+    line: int
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}"
+
+
+class Ensure(enum.StrEnum):
+    PRESENT = "present"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A system we connect to (a Skype pool, an Exchange org, a tenant) and how.
+
+    `connection` holds transport settings (never secrets: those come from the environment).
+    `prune` lists the kinds whose live objects that the manifest does not list are removed.
+    """
+
+    name: str
+    provider: str
+    connection: Mapping[str, JSONValue]
+    prune: frozenset[str] = frozenset()
+    location: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
+class DesiredResource:
+    """One resource as the manifest declares it, variables resolved and files read.
+
+    Only the fields the manifest sets are in `fields`: a field left out is not managed.
+    `field_lines` maps each field name to its manifest line for diagnostics.
+    """
+
+    key: ResourceKey
+    ensure: Ensure
+    fields: Mapping[str, JSONValue]
+    location: SourceLocation
+    field_lines: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything the manifest asks for."""
+
+    manifest_path: str
+    manifest_sha256: str
+    targets: Mapping[str, TargetSpec]
+    resources: tuple[DesiredResource, ...]
+
+    def for_target(self, target: str) -> tuple[DesiredResource, ...]:
+        return tuple(r for r in self.resources if r.key.target == target)
+
+
+@dataclass(frozen=True)
+class LiveResource:
+    """One object as discovery found it, fields under the manifest's camelCase names."""
+
+    key: ResourceKey
+    fields: Mapping[str, JSONValue]
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """Every object of every managed kind on one target, read in one go.
+
+    A failed read raises; it is never turned into an empty state (that would look like
+    everything is absent and cause false drift).
+    """
+
+    target: str
+    resources: Mapping[ResourceKey, LiveResource]
+
+    def get(self, key: ResourceKey) -> LiveResource | None:
+        return self.resources.get(key)

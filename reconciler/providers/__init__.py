@@ -1,0 +1,1 @@
+"""Providers: one module per system, found through the `reconciler.providers` entry point group."""

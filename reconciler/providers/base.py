@@ -1,0 +1,120 @@
+"""The provider plugin API.
+
+A provider knows one system: the kinds it owns (their fields, schema and which fields the system
+cannot change in place), how to read a whole target in one round trip, and how to turn a change
+into commands. It never decides what should change: that is the planner's job, driven by the
+declarative KindSpec below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.changes import Change
+from reconciler.model import JSONValue, LiveResource, LiveState, TargetSpec
+from reconciler.transports.base import Command, Transport
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one field of a kind behaves.
+
+    `replace_reason` set means the system cannot change this field in place: a difference makes
+    the planner replace the object (Remove + New) and quote this reason.
+    `metadata_url` marks a URL whose metadata document a create or update of this object downloads;
+    plan checks those documents before anything is applied.
+    `display` renders a value for people (for example a certificate as its thumbprint).
+    """
+
+    name: str
+    replace_reason: str | None = None
+    ignore_case: bool = False
+    sensitive: bool = False
+    metadata_url: bool = False
+    display: Callable[[Any], str] | None = None
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A kind of object a provider owns.
+
+    `singleton`: the object always exists (never created or removed), like CsOAuthConfiguration.
+    `after`: kinds whose creates and updates must come before this kind's (and whose deletes after).
+    `replace_when`: a rule beyond single fields, returning the reason a replace is needed
+    (for example switching a partner application between parameter sets), or None.
+    `prepare`: turns manifest fields into desired fields (for example reads a certificate file);
+    raises FieldProblem naming the field.
+    `schema`: JSON Schema of one manifest entry of this kind (the combined schema is built from these).
+    """
+
+    kind: str
+    fields: Mapping[str, FieldSpec]
+    schema: Mapping[str, Any]
+    singleton: bool = False
+    after: tuple[str, ...] = ()
+    replace_when: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue]], str | None] | None = None
+    prepare: Callable[[dict[str, JSONValue], Path], dict[str, JSONValue]] | None = None
+    description: str = ""
+
+    def field(self, name: str) -> FieldSpec:
+        return self.fields.get(name) or FieldSpec(name)
+
+
+class Provider(Protocol):
+    """What every provider plugin implements. Instances hold no mutable state."""
+
+    name: str
+    kinds: Mapping[str, KindSpec]
+
+    def discover(self, target: TargetSpec, transport: Transport) -> LiveState:
+        """Read every object of every kind on the target, in one round trip."""
+        ...
+
+    def commands(self, change: Change) -> tuple[Command, ...]:
+        """The commands that carry out a change, in order (for a replace: Remove then New)."""
+        ...
+
+    def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
+        """Commands that re-create an object exactly as it was read (used when a replace's New fails)."""
+        ...
+
+
+@dataclass
+class Registry:
+    """Providers and transports by name. Built once per run from entry points, or by hand in tests."""
+
+    providers: dict[str, Provider] = field(default_factory=dict)
+    transports: dict[str, Callable[[TargetSpec], Transport]] = field(default_factory=dict)
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        registry = cls()
+        for ep in entry_points(group="reconciler.providers"):
+            registry.providers[ep.name] = ep.load()()
+        for ep in entry_points(group="reconciler.transports"):
+            factory = ep.load()
+            registry.transports[ep.name] = factory.from_target
+        return registry
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise KeyError(f"no provider named {name!r} (installed: {known})") from None
+
+    def kind(self, provider: str, kind: str) -> KindSpec:
+        return self.provider(provider).kinds[kind]
+
+    def open_transport(self, target: TargetSpec) -> Transport:
+        name = str(target.connection.get("transport", ""))
+        try:
+            factory = self.transports[name]
+        except KeyError:
+            known = ", ".join(sorted(self.transports)) or "none"
+            raise KeyError(f"target {target.name!r}: no transport named {name!r} (installed: {known})") from None
+        return factory(target)

@@ -1,0 +1,71 @@
+"""The transport seam: structured commands in, structured results out.
+
+A command is data (cmdlet + parameters), never PowerShell source text, so no manifest value can
+ever become code. Real transports splat the parameters; the lab interprets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+MASK = "(sensitive value)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One cmdlet call. `sensitive` names parameters whose values must never be shown or logged."""
+
+    cmdlet: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    sensitive: frozenset[str] = frozenset()
+
+    def masked_parameters(self) -> dict[str, Any]:
+        return {k: (MASK if k in self.sensitive else v) for k, v in self.parameters.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable form used in plans and logs (sensitive values masked)."""
+        return {"cmdlet": self.cmdlet, "parameters": self.masked_parameters()}
+
+    def display(self) -> str:
+        """A readable one-liner for people. It is never executed by anything."""
+        parts = [self.cmdlet]
+        for name, value in self.masked_parameters().items():
+            if value is True:
+                parts.append(f"-{name}")
+            elif value is False:
+                parts.append(f"-{name}:$false")
+            elif isinstance(value, list | tuple):
+                parts.append(f"-{name} " + ",".join(_quote(v) for v in value))
+            else:
+                parts.append(f"-{name} {_quote(value)}")
+        return " ".join(parts)
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did: its output objects (property name -> value), or its error message."""
+
+    command: Command
+    ok: bool
+    output: tuple[Mapping[str, Any], ...] = ()
+    error: str | None = None
+
+
+class Transport(Protocol):
+    """Runs a batch of commands in one round trip.
+
+    With `stop_on_error` the batch stops at the first failing command; results then cover the
+    commands that ran (the last one failed) and nothing after it. Raises TransportError when the
+    batch could not be delivered at all.
+    """
+
+    def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]: ...
+
+    def close(self) -> None: ...
