@@ -83,12 +83,24 @@ class Provider(Protocol):
         ...
 
 
+class TransportFactory(Protocol):
+    """A transport class as registered under the `reconciler.transports` entry point group.
+
+    `connection_schema` is the JSON Schema of a target's `connection` block for this transport
+    (without the `transport` key itself); the manifest schema is built from these.
+    """
+
+    connection_schema: Mapping[str, Any]
+
+    def from_target(self, target: TargetSpec) -> Transport: ...
+
+
 @dataclass
 class Registry:
     """Providers and transports by name. Built once per run from entry points, or by hand in tests."""
 
     providers: dict[str, Provider] = field(default_factory=dict)
-    transports: dict[str, Callable[[TargetSpec], Transport]] = field(default_factory=dict)
+    transports: dict[str, TransportFactory] = field(default_factory=dict)
 
     @classmethod
     def from_entry_points(cls) -> Registry:
@@ -96,8 +108,7 @@ class Registry:
         for ep in entry_points(group="reconciler.providers"):
             registry.providers[ep.name] = ep.load()()
         for ep in entry_points(group="reconciler.transports"):
-            factory = ep.load()
-            registry.transports[ep.name] = factory.from_target
+            registry.transports[ep.name] = ep.load()
         return registry
 
     def provider(self, name: str) -> Provider:
@@ -117,4 +128,4 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.transports)) or "none"
             raise KeyError(f"target {target.name!r}: no transport named {name!r} (installed: {known})") from None
-        return factory(target)
+        return factory.from_target(target)

@@ -20,9 +20,11 @@ class Command:
     cmdlet: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
     sensitive: frozenset[str] = frozenset()
+    shown: Mapping[str, str] = field(default_factory=dict)
+    """How to show long or opaque values (for example a certificate as its thumbprint)."""
 
     def masked_parameters(self) -> dict[str, Any]:
-        return {k: (MASK if k in self.sensitive else v) for k, v in self.parameters.items()}
+        return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable form used in plans and logs (sensitive values masked)."""

@@ -1,0 +1,71 @@
+"""Checks run at plan time, before anything is applied.
+
+The cmdlets download a partner's metadata document when New (or Set -MetadataUrl) runs; a URL that
+is down or wrong fails there, halfway through an apply. We download every such document while
+planning instead, so the failure shows up in the plan and apply changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from reconciler.changes import Action, Change
+from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
+from reconciler.plan import Diagnostic
+from reconciler.providers.base import KindSpec
+
+KindLookup = Callable[[Change], KindSpec | None]
+
+
+def metadata_urls_needed(change: Change, spec: KindSpec) -> list[tuple[str, str]]:
+    """(field, url) pairs whose documents this change will download.
+
+    Creates and replaces download every metadata URL they carry; an update only when it changes
+    the URL (Set-CsPartnerApplication -MetadataUrl re-downloads; a trust-level change does not).
+    """
+    after = change.after or {}
+    creating = Action.CREATE in change.actions
+    found = []
+    for name, value in after.items():
+        if not spec.field(name).metadata_url or not isinstance(value, str) or not value:
+            continue
+        if creating or name in change.changed:
+            found.append((name, value))
+    return found
+
+
+def check_metadata(changes: tuple[Change, ...], kind_of: KindLookup, *, timeout: float = 10.0,
+                   client: httpx.Client | None = None) -> tuple[Diagnostic, ...]:
+    """Download each needed metadata document once; an error diagnostic for each that fails."""
+    wanted: list[tuple[Change, str, str]] = []
+    for change in changes:
+        spec = kind_of(change)
+        if spec is not None:
+            wanted.extend((change, name, url) for name, url in metadata_urls_needed(change, spec))
+    if not wanted:
+        return ()
+    own = client is None
+    http = client or httpx.Client(timeout=timeout, follow_redirects=True)
+    results: dict[str, MetadataDocument | MetadataError] = {}
+    try:
+        for _, _, url in wanted:
+            if url not in results:
+                try:
+                    results[url] = fetch_metadata(url, client=http, timeout=timeout)
+                except MetadataError as exc:
+                    results[url] = exc
+    finally:
+        if own:
+            http.close()
+    diagnostics = []
+    for change, name, url in wanted:
+        result = results[url]
+        if isinstance(result, MetadataError):
+            location = None
+            if change.desired is not None:
+                line = change.desired.field_lines.get(name, change.desired.location.line)
+                location = f"{change.desired.location.file}:{line}"
+            diagnostics.append(Diagnostic("error", f"{name}: {result}", change.key.address, location))
+    return tuple(diagnostics)

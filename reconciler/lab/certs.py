@@ -1,0 +1,70 @@
+"""Real, self-signed X.509 certificates for the lab's emulated services.
+
+The lab serves real metadata documents, so their certificates must parse like any other. Only the
+certificate (DER) is kept; the private key is discarded as soon as the certificate is signed: the lab
+never signs a token, and a key that is never written cannot leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+
+def make_certificate(common_name: str, *, now: datetime.datetime | None = None) -> bytes:
+    """A self-signed RSA 2048 certificate for `common_name`, valid from a day ago for two years (DER)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=730))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """Parse DER or PEM (as a .cer file may hold either); raises ValueError if it is neither."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def to_der(data: bytes) -> bytes:
+    """DER bytes of a DER or PEM certificate (raises ValueError if it is not one)."""
+    return load_certificate(data).public_bytes(serialization.Encoding.DER)
+
+
+def thumbprint(der: bytes) -> str:
+    """SHA-1 of the DER in upper-case hex: how Windows and the cmdlets name a certificate."""
+    digest = hashes.Hash(hashes.SHA1())
+    digest.update(der)
+    return digest.finalize().hex().upper()
+
+
+def x5t(der: bytes) -> str:
+    """The JOSE `x5t` of a certificate: base64url SHA-1 of the DER, unpadded."""
+    digest = hashes.Hash(hashes.SHA1())
+    digest.update(der)
+    return base64.urlsafe_b64encode(digest.finalize()).rstrip(b"=").decode("ascii")
+
+
+def b64(der: bytes) -> str:
+    return base64.b64encode(der).decode("ascii")
+
+
+def from_b64(text: str) -> bytes:
+    """Decode base64 strictly (whitespace ignored); raises ValueError when it is not base64."""
+    return base64.b64decode("".join(text.split()), validate=True)

@@ -1,0 +1,130 @@
+"""The lab's state file: every emulated server, document and injected failure in one JSON file.
+
+One file keeps the lab inspectable (`reconcile lab show`, or just `cat`) and lets the CLI, the
+transport and the HTTP server run as separate processes.
+
+Concurrency: writers take an exclusive `fcntl.flock` on `<state>.lock` and replace the file
+atomically (temp file in the same directory, then `os.replace`). Readers never take the lock: an
+atomic replace means they always see a whole file. This matters because the lab transport holds the
+lock while New-CsPartnerApplication downloads a metadata document from the lab HTTP server, which
+reads the state to answer; if the server waited for the lock the two would deadlock.
+
+Shape (format 1):
+
+    {"format": 1,
+     "tenantId": "<guid>",
+     "services": {"<name>": {"serviceName": "<guid>", "realm": "<realm>", "host": "<certificate CN>",
+                             "style": "exchange|sharepoint|acs", "name": "<display name>",
+                             "certificate": "<base64 DER>"}},
+     "documents": {"<URL path>": {"service": "<service name>", "status": "ok|invalid|notfound|unreachable"}},
+     "hosts": {"<host>": {"platform": "skype", "roundTrips": 0, "calls": {"<Cmdlet>": 0},
+                          "objects": {"OAuthConfiguration": {...}, "OAuthServer": [...],
+                                      "PartnerApplication": [...]}}},
+     "failures": [{"host": "<host>", "cmdlet": "<Cmdlet>", "identity": "<identity or null: any>",
+                   "times": 1, "message": "<error text or null: a default>"}]}
+
+Documents are keyed by URL path (first segment: the emulated host name) so the same state works
+whatever port the lab server listens on. Objects use the cmdlets' PascalCase property names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import TransportError
+
+FORMAT = 1
+DEFAULT_STATE_PATH = Path(".lab/state.json")
+INIT_HINT = "run `reconcile lab init` to create the lab"
+
+
+class LabStateError(TransportError):
+    """The lab state file is missing or unusable.
+
+    A TransportError because, to the tool, a broken lab is a system it cannot reach.
+    """
+
+
+class LabStore:
+    """Reads and writes one lab state file (see the module docstring for locking)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def read(self) -> dict[str, Any]:
+        """The whole state, without the lock (safe: writes are atomic replaces)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise self._missing() from None
+        except OSError as exc:
+            raise LabStateError(f"lab state {self.path} cannot be read: {exc.strerror}") from None
+        try:
+            state = json.loads(text)
+        except ValueError as exc:
+            raise LabStateError(f"lab state {self.path} is not valid JSON ({exc}): {INIT_HINT} --force") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise LabStateError(f"lab state {self.path} is not a format {FORMAT} lab state: {INIT_HINT} --force")
+        return state
+
+    def _missing(self) -> LabStateError:
+        return LabStateError(f"lab state {self.path} does not exist: {INIT_HINT}")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writers' lock. Not re-entrant: never nest edit() or locked() in one thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def edit(self) -> Iterator[dict[str, Any]]:
+        """Lock, read, yield the state to change in place, save.
+
+        The state is saved even when the body raises: a batch that fails halfway keeps what its
+        earlier commands did, as a real server would.
+        """
+        if not self.exists():
+            raise self._missing()  # before locking: the lock file must not appear where there is no lab
+        with self.locked():
+            state = self.read()
+            try:
+                yield state
+            finally:
+                self._write(state)
+
+    def create(self, state: dict[str, Any], *, force: bool = False) -> None:
+        """Write a new state file; refuse to overwrite an existing one unless `force`."""
+        with self.locked():
+            if self.path.exists() and not force:
+                raise LabStateError(f"lab state {self.path} already exists (use --force to overwrite it)")
+            self._write(state)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(state, out, indent=2)
+                out.write("\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise

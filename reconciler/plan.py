@@ -1,0 +1,93 @@
+"""The plan as a value: what will change, why, and the live state it was computed from.
+
+A plan can be rendered (text for people, JSON for machines), saved and applied later. It carries a
+fingerprint of every live record it saw and the manifest's hash; apply refuses a saved plan when
+either no longer matches. Sensitive values are never stored in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.changes import Action, Change
+from reconciler.model import LiveState
+
+FORMAT_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A problem found while planning. Errors block apply; warnings are shown."""
+
+    severity: str  # "error" | "warning"
+    message: str
+    address: str | None = None
+    location: str | None = None  # file:line in the manifest
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        what = f"{self.address}: " if self.address else ""
+        return f"{self.severity}: {where}{what}{self.message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    manifest_path: str
+    manifest_sha256: str
+    targets: tuple[str, ...]
+    fingerprints: Mapping[str, Mapping[str, str]]
+    changes: tuple[Change, ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    created_at: str = ""
+    format_version: str = FORMAT_VERSION
+    checked: int = 0  # how many declared resources were compared
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "replace": 0, "remove": 0}
+        for change in self.changes:
+            if change.is_replace:
+                counts["replace"] += 1
+            elif change.actions[0] is Action.CREATE:
+                counts["add"] += 1
+            elif change.actions[0] is Action.UPDATE:
+                counts["change"] += 1
+            else:
+                counts["remove"] += 1
+        return counts
+
+    def for_target(self, target: str) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.key.target == target)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint_live(live: LiveState) -> dict[str, str]:
+    """One hash per live record, keyed by address, plus '*' over the whole target.
+
+    Per-record hashes let a refusal name exactly which objects changed since the plan.
+    """
+    records = {key.address: hashlib.sha256(canonical_json(dict(res.fields)).encode()).hexdigest()
+               for key, res in sorted(live.resources.items())}
+    records["*"] = hashlib.sha256(canonical_json(records).encode()).hexdigest()
+    return records
+
+
+def fingerprint_differences(saved: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """Addresses whose live record appeared, disappeared or changed."""
+    addresses = (set(saved) | set(current)) - {"*"}
+    return sorted(a for a in addresses if saved.get(a) != current.get(a))

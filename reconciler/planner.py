@@ -1,0 +1,119 @@
+"""The planner: a pure function from (desired, live) to ordered changes.
+
+It knows no cmdlet. What it knows about a kind comes from the provider's declarative KindSpec
+(which fields force a replace and why, which kinds must come first); the provider then turns each
+change into commands. Same inputs, same plan: that is what lets a saved plan be checked later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from reconciler.changes import Action, ActionReason, Change
+from reconciler.model import DesiredResource, DesiredState, Ensure, JSONValue, LiveResource, LiveState
+from reconciler.providers.base import FieldSpec, KindSpec, Provider, Registry
+
+
+def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry) -> tuple[Change, ...]:
+    """All changes for every target, in the order they must run.
+
+    Per target: pure removals first (dependents before what they depend on, like the seed scripts
+    remove the stray `app` first), then creates, updates and replaces in dependency order, each
+    replace's Remove immediately before its New.
+    """
+    changes: list[Change] = []
+    for name, target in desired.targets.items():
+        provider = registry.provider(target.provider)
+        target_changes = _plan_target(desired.for_target(name), live[name], target.prune, provider.kinds)
+        changes.extend(_ordered(target_changes, provider.kinds, provider))
+    return tuple(changes)
+
+
+def values_equal(spec: FieldSpec, want: JSONValue, have: JSONValue) -> bool:
+    """Compare as the system does: unset and empty are the same; some fields ignore case."""
+    if want in (None, "") and have in (None, ""):
+        return True
+    if spec.ignore_case and isinstance(want, str) and isinstance(have, str):
+        return want.casefold() == have.casefold()
+    return bool(want == have)
+
+
+def _norm(kind: str, identity: str) -> tuple[str, str]:
+    return kind, identity.casefold()
+
+
+def _plan_target(desired: Iterable[DesiredResource], live: LiveState, prune: frozenset[str],
+                 kinds: Mapping[str, KindSpec]) -> list[Change]:
+    live_by_id = {_norm(k.kind, k.identity): r for k, r in live.resources.items()}
+    declared: set[tuple[str, str]] = set()
+    changes: list[Change] = []
+    for want in desired:
+        ident = _norm(want.key.kind, want.key.identity)
+        declared.add(ident)
+        change = _plan_resource(want, live_by_id.get(ident), kinds[want.key.kind])
+        if change is not None:
+            changes.append(change)
+    for ident, have in sorted(live_by_id.items()):
+        if ident[0] in prune and ident not in declared and not kinds[ident[0]].singleton:
+            changes.append(Change(
+                key=have.key, actions=(Action.DELETE,), action_reason=ActionReason.PRUNE,
+                reason=f"not in the manifest, and prune is on for {ident[0]} on target {live.target!r}",
+                before=dict(have.fields), after=None, live=have))
+    return changes
+
+
+def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindSpec) -> Change | None:
+    key = have.key if have is not None else want.key
+    if want.ensure is Ensure.ABSENT:
+        if have is None or spec.singleton:
+            return None
+        return Change(key=key, actions=(Action.DELETE,), action_reason=ActionReason.ENSURE_ABSENT,
+                      reason=f"ensure: absent ({want.location.file}:{want.location.line})",
+                      before=dict(have.fields), after=None, desired=want, live=have)
+    if have is None and not spec.singleton:
+        return Change(key=key, actions=(Action.CREATE,), action_reason=ActionReason.MISSING,
+                      reason="not found on the target", before=None, after=dict(want.fields), desired=want)
+    live_fields: Mapping[str, JSONValue] = have.fields if have is not None else {}
+    changed = tuple(name for name, value in want.fields.items()
+                    if not values_equal(spec.field(name), value, live_fields.get(name)))
+    reasons = [spec.field(name).replace_reason for name in changed if spec.field(name).replace_reason]
+    if spec.replace_when is not None and have is not None:
+        rule = spec.replace_when(want.fields, live_fields)
+        if rule:
+            reasons.insert(0, rule)
+    if reasons and not spec.singleton:
+        return Change(key=key, actions=(Action.DELETE, Action.CREATE),
+                      action_reason=ActionReason.REPLACE_BECAUSE_CANNOT_UPDATE,
+                      reason="; ".join(dict.fromkeys(r for r in reasons if r)),
+                      before=dict(live_fields), after=dict(want.fields), changed=changed, desired=want, live=have)
+    if not changed:
+        return None
+    return Change(key=key, actions=(Action.UPDATE,), action_reason=ActionReason.DRIFT,
+                  reason="differs from the manifest: " + ", ".join(changed),
+                  before=dict(live_fields), after={**live_fields, **want.fields}, changed=changed,
+                  desired=want, live=have)
+
+
+def _kind_ranks(kinds: Mapping[str, KindSpec]) -> dict[str, int]:
+    ranks: dict[str, int] = {}
+
+    def rank(kind: str, seen: frozenset[str]) -> int:
+        if kind not in ranks:
+            deps = [k for k in kinds[kind].after if k in kinds and k not in seen]
+            ranks[kind] = 1 + max((rank(k, seen | {kind}) for k in deps), default=0)
+        return ranks[kind]
+
+    for kind in kinds:
+        rank(kind, frozenset())
+    return ranks
+
+
+def _ordered(changes: list[Change], kinds: Mapping[str, KindSpec], provider: Provider) -> list[Change]:
+    ranks = _kind_ranks(kinds)
+    position = {id(c): i for i, c in enumerate(changes)}
+    removals = [c for c in changes if c.actions == (Action.DELETE,)]
+    others = [c for c in changes if c.actions != (Action.DELETE,)]
+    removals.sort(key=lambda c: (-ranks[c.key.kind], position[id(c)]))
+    others.sort(key=lambda c: (ranks[c.key.kind], position[id(c)]))
+    return [dataclasses.replace(c, commands=provider.commands(c)) for c in removals + others]

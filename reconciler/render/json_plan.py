@@ -1,0 +1,55 @@
+"""The plan for machines: a versioned JSON document modelled on Terraform's JSON plan format.
+
+`format_version` changes its major number only on incompatible changes. Each resource change has
+`actions` (["create"], ["update"], ["delete"] or ["delete","create"] for a replace), `action_reason`,
+`before`/`after` with `*_sensitive` maps (sensitive values are replaced, never written), and the
+commands as data. The same document is what `plan --out` saves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler import __version__
+from reconciler.plan import Plan
+from reconciler.render.text import KindLookup
+from reconciler.render.values import sensitive_map, shown_record
+
+
+def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
+    changes = []
+    for change in plan.changes:
+        spec = kind_of(change)
+        changes.append({
+            "address": change.key.address,
+            "target": change.key.target,
+            "kind": change.key.kind,
+            "identity": change.key.identity,
+            "change": {
+                "actions": [a.value for a in change.actions],
+                "before": shown_record(spec, change.before),
+                "after": shown_record(spec, change.after),
+                "before_sensitive": sensitive_map(spec, change.before),
+                "after_sensitive": sensitive_map(spec, change.after),
+                "changed": list(change.changed),
+            },
+            "action_reason": change.action_reason.value,
+            "reason": change.reason,
+            "commands": [c.to_json() for c in change.commands],
+        })
+    return {
+        "format_version": plan.format_version,
+        "reconciler_version": __version__,
+        "created_at": plan.created_at,
+        "manifest": {"path": plan.manifest_path, "sha256": plan.manifest_sha256},
+        "targets": list(plan.targets),
+        "fingerprints": {t: dict(f) for t, f in plan.fingerprints.items()},
+        "resource_changes": changes,
+        "diagnostics": [
+            {"severity": d.severity, "message": d.message, "address": d.address, "location": d.location}
+            for d in plan.diagnostics
+        ],
+        "summary": plan.summary(),
+        "checked": plan.checked,
+        "errored": plan.has_errors,
+    }

@@ -1,0 +1,84 @@
+"""The plan for people, in Terraform's style: a symbol per action, only what changes, a summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from reconciler.changes import Action, Change
+from reconciler.plan import Plan
+from reconciler.providers.base import KindSpec
+from reconciler.render.values import shown_value
+
+KindLookup = Callable[[Change], KindSpec | None]
+
+_HEADLINE = {"+": "will be created", "~": "will be updated in place", "-": "will be removed",
+             "-/+": "must be replaced"}
+
+
+def render_plan(plan: Plan, kind_of: KindLookup) -> str:
+    lines: list[str] = []
+    if plan.changes:
+        lines.append("reconcile will perform the following actions:")
+        lines.append("")
+        for change in plan.changes:
+            lines.extend(_render_change(change, kind_of(change)))
+            lines.append("")
+    for diagnostic in plan.diagnostics:
+        lines.append(str(diagnostic))
+    if plan.diagnostics:
+        lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(plan: Plan) -> str:
+    if not plan.changes:
+        targets = len(plan.targets)
+        return (f"No changes. The live state matches the manifest ({plan.checked} resources checked on "
+                f"{targets} target{'s' if targets != 1 else ''}).")
+    s = plan.summary()
+    return (f"Plan: {s['add']} to add, {s['change']} to change, {s['replace']} to replace, "
+            f"{s['remove']} to remove.")
+
+
+def _fmt(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _render_change(change: Change, spec: KindSpec | None) -> list[str]:
+    symbol = change.symbol
+    key = change.key
+    out = [f"  # {key.address} {_HEADLINE[symbol]}", f"  # reason: {change.reason}"]
+    out.append(f"{symbol:>3} {key.kind} \"{key.identity}\" {{")
+    rows: list[tuple[str, str, str]] = []
+    replace_fields = {n for n in change.changed if spec is not None and spec.field(n).replace_reason}
+    if change.actions == (Action.DELETE,):
+        for name, value in (change.before or {}).items():
+            if value not in (None, ""):
+                rows.append(("-", name, _fmt(shown_value(spec, name, value))))
+    elif change.actions == (Action.CREATE,):
+        for name, value in (change.after or {}).items():
+            rows.append(("+", name, _fmt(shown_value(spec, name, value))))
+    else:
+        before = change.before or {}
+        after = change.after or {}
+        names = change.changed if not change.is_replace else tuple(after)
+        for name in names:
+            old, new = before.get(name), after.get(name)
+            if name not in change.changed:
+                rows.append((" ", name, _fmt(shown_value(spec, name, new))))
+                continue
+            note = "  # forces replacement" if name in replace_fields else ""
+            if old in (None, ""):
+                rows.append(("+", name, _fmt(shown_value(spec, name, new)) + note))
+            else:
+                rows.append(("~", name, f"{_fmt(shown_value(spec, name, old))} -> "
+                                        f"{_fmt(shown_value(spec, name, new))}{note}"))
+    width = max((len(name) for _, name, _ in rows), default=0)
+    for sym, name, text in rows:
+        out.append(f"      {sym} {name.ljust(width)} = {text}")
+    out.append("    }")
+    for command in change.commands:
+        out.append(f"    > {command.display()}")
+    return out

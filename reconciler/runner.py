@@ -1,0 +1,164 @@
+"""One run over a manifest: open the targets, discover, plan, and (for apply) execute and re-read.
+
+This is the glue between the layers; the CLI and the scheduler call it, and it holds no state
+beyond the run it is doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.changes import Change
+from reconciler.checks import check_metadata
+from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
+from reconciler.executor import ChangeOutcome, Status, execute_target
+from reconciler.journal import Journal
+from reconciler.locks import lock_path, target_lock
+from reconciler.model import DesiredState, LiveState
+from reconciler.plan import Plan, fingerprint_live
+from reconciler.planner import plan_changes
+from reconciler.providers.base import KindSpec, Registry
+from reconciler.transports.base import Transport
+
+KindLookup = Callable[[Change], KindSpec | None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path(".reconciler")
+    lock_timeout: float = 30.0
+    metadata_timeout: float = 10.0
+    check_metadata: bool = True
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.jsonl"
+
+
+@dataclass
+class Session:
+    """The open transports of one run (one per target, reused for discovery and apply)."""
+
+    desired: DesiredState
+    registry: Registry
+    transports: dict[str, Transport] = field(default_factory=dict)
+
+    def transport(self, target: str) -> Transport:
+        if target not in self.transports:
+            try:
+                self.transports[target] = self.registry.open_transport(self.desired.targets[target])
+            except KeyError as exc:
+                raise ReconcilerError(str(exc.args[0])) from None
+        return self.transports[target]
+
+    def close(self) -> None:
+        for transport in self.transports.values():
+            transport.close()
+        self.transports.clear()
+
+    def kind_of(self, change: Change) -> KindSpec | None:
+        target = self.desired.targets.get(change.key.target)
+        if target is None:
+            return None
+        kinds = self.registry.provider(target.provider).kinds
+        return kinds.get(change.key.kind)
+
+
+@contextlib.contextmanager
+def open_session(desired: DesiredState, registry: Registry) -> Iterator[Session]:
+    session = Session(desired, registry)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@contextlib.contextmanager
+def locked(desired: DesiredState, settings: Settings) -> Iterator[None]:
+    """Hold every target's lock, taken in a fixed order so two runs cannot deadlock."""
+    targets = sorted(desired.targets.values(), key=lambda t: lock_path(settings.lock_dir, t).name)
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            stack.enter_context(target_lock(settings.lock_dir, target, timeout=settings.lock_timeout))
+        yield
+
+
+def discover(session: Session, targets: list[str] | None = None) -> dict[str, LiveState]:
+    live: dict[str, LiveState] = {}
+    for name in targets if targets is not None else list(session.desired.targets):
+        target = session.desired.targets[name]
+        provider = session.registry.provider(target.provider)
+        try:
+            live[name] = provider.discover(target, session.transport(name))
+        except TransportError as exc:
+            raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
+    return live
+
+
+def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
+    desired = session.desired
+    changes = plan_changes(desired, live, session.registry)
+    diagnostics = check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout) \
+        if settings.check_metadata else ()
+    return Plan(
+        manifest_path=desired.manifest_path,
+        manifest_sha256=desired.manifest_sha256,
+        targets=tuple(desired.targets),
+        fingerprints={name: fingerprint_live(state) for name, state in live.items()},
+        changes=changes,
+        diagnostics=diagnostics,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        checked=sum(1 for r in desired.resources),
+    )
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcomes: tuple[ChangeOutcome, ...]
+    remaining: dict[str, tuple[Change, ...]]  # per target: what a re-read still finds to do
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes) and self.converged
+
+    @property
+    def converged(self) -> bool:
+        return not any(self.remaining.values())
+
+
+def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
+    """Apply the plan target by target; stop at the first target that fails; re-read to prove it."""
+    journal = Journal(settings.journal_path)
+    outcomes: list[ChangeOutcome] = []
+    for name in plan.targets:
+        changes = plan.for_target(name)
+        if not changes:
+            continue
+        target = session.desired.targets[name]
+        provider = session.registry.provider(target.provider)
+        done = execute_target(changes, provider, session.transport(name), journal, session.kind_of)
+        outcomes.extend(done)
+        if not all(o.ok for o in done):
+            break
+    applied_targets = [name for name in plan.targets if plan.for_target(name)]
+    after = discover(session, applied_targets)
+    remaining = {}
+    for name in applied_targets:
+        replanned = plan_changes(_only(session.desired, name), {name: after[name]}, session.registry)
+        remaining[name] = replanned
+    not_reached = {c.key for c in plan.changes} - {o.change.key for o in outcomes}
+    outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.changes if c.key in not_reached)
+    return ApplyResult(tuple(outcomes), remaining)
+
+
+def _only(desired: DesiredState, target: str) -> DesiredState:
+    return DesiredState(desired.manifest_path, desired.manifest_sha256,
+                        {target: desired.targets[target]}, desired.for_target(target))
