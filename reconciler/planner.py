@@ -81,7 +81,7 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
     if spec.replace_when is not None and have is not None:
         rule = spec.replace_when(want.fields, live_fields)
         if rule:
-            reasons.insert(0, rule)
+            reasons.append(rule)
     if reasons and not spec.singleton:
         return Change(key=key, actions=(Action.DELETE, Action.CREATE),
                       action_reason=ActionReason.REPLACE_BECAUSE_CANNOT_UPDATE,

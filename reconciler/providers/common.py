@@ -8,15 +8,19 @@ from typing import Any
 
 GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
+# Values may also be written as ${variable} references: the loader checks them after substitution,
+# and this alternative keeps editors (which see the raw text) from flagging them.
+_VARIABLE = r"|^.*\$\{[A-Za-z_][A-Za-z0-9_]*\}.*$"
+
 GUID: dict[str, Any] = {
     "type": "string",
-    "pattern": GUID_PATTERN,
+    "pattern": GUID_PATTERN + _VARIABLE,
     "errorMessage": "is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
 }
 
 URL: dict[str, Any] = {
     "type": "string",
-    "pattern": r"^https?://[^\s/$.?#][^\s]*$",
+    "pattern": r"^https?://[^\s/$.?#][^\s]*$" + _VARIABLE,
     "errorMessage": "is not an http(s) URL",
 }
 

@@ -1,0 +1,120 @@
+"""The default lab estate that `reconcile lab init` creates.
+
+Two pools from Microsoft's own scripts: `atl-cs-001`, the on-premises Litware pool of seed 000,
+drifted so a first plan exercises every branch of that script (a stray `app`, `microsoft.exchange`
+with the wrong ApplicationIdentifier, `microsoft.sharepoint` missing, OAuth configuration not set);
+and `fab-cs-001`, the Fabrikam hybrid pool of seed 004, whose `microsoft.sts` still points at an old
+tenant. Metadata documents for Exchange, SharePoint (both of its URLs), the Skype pool and ACS are
+served by the lab server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.lab import certs, skype
+from reconciler.lab.state import FORMAT
+
+LAB_TENANT_ID = "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
+ACS_ID = "00000001-0000-0000-c000-000000000000"
+EXCHANGE_ID = "00000002-0000-0ff1-ce00-000000000000"
+SHAREPOINT_ID = "00000003-0000-0ff1-ce00-000000000000"
+SKYPE_ID = "00000004-0000-0ff1-ce00-000000000000"
+WRONG_EXCHANGE_ID = "00000005-0000-0ff1-ce00-000000000000"
+STRAY_APP_ID = "3b5f1c9e-7a2d-4e8f-9c1b-5d6e7f8a9b0c"
+OLD_TENANT_STS_URL = "https://accounts.accesscontrol.windows.net/00000000-0000-0000-0000-000000000000/metadata/json/1"
+
+EXCHANGE_PATH = "/atl-exchange-001.litwareinc.com/autodiscover/metadata/json/1"
+SHAREPOINT_PATH = "/atl-sharepoint-001.litwareinc.com/jsonmetadata.ashx"
+SHAREPOINT_PATH_15 = "/atl-sharepoint-001.litwareinc.com/_layouts/15/metadata/json/1"
+SKYPE_PATH = "/atl-cs-001.litwareinc.com/metadata/json/1"
+ACS_PATH = f"/accounts.accesscontrol.windows.net/{LAB_TENANT_ID}/metadata/json/1"
+
+STYLES = ("exchange", "sharepoint", "acs")
+"""How a service writes its metadata document (see reconciler.lab.server.render_document)."""
+
+
+def service(
+    service_name: str,
+    realm: str,
+    host: str,
+    style: str,
+    name: str,
+    make_certificate: Callable[[str], bytes] = certs.make_certificate,
+) -> dict[str, Any]:
+    """A service entry of the state, with a fresh certificate whose CN is the service's host."""
+    return {
+        "serviceName": service_name,
+        "realm": realm,
+        "host": host,
+        "style": style,
+        "name": name,
+        "certificate": certs.b64(make_certificate(host)),
+    }
+
+
+def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certificate) -> dict[str, Any]:
+    """The whole default state (certificates generated now, so every lab has its own)."""
+    services = {
+        "exchange": service(EXCHANGE_ID, "litwareinc.com", "atl-exchange-001.litwareinc.com", "exchange",
+                            "Exchange", make_certificate),
+        "sharepoint": service(SHAREPOINT_ID, "litwareinc.com", "atl-sharepoint-001.litwareinc.com",
+                              "sharepoint", "SharePoint", make_certificate),
+        "skype": service(SKYPE_ID, "litwareinc.com", "atl-cs-001.litwareinc.com", "exchange",
+                         "Skype for Business Server", make_certificate),
+        "acs": service(ACS_ID, LAB_TENANT_ID, "accounts.accesscontrol.windows.net", "acs",
+                       "Microsoft Azure Access Control Service", make_certificate),
+    }
+    documents = {
+        EXCHANGE_PATH: {"service": "exchange", "status": "ok"},
+        SHAREPOINT_PATH: {"service": "sharepoint", "status": "ok"},
+        SHAREPOINT_PATH_15: {"service": "sharepoint", "status": "ok"},
+        SKYPE_PATH: {"service": "skype", "status": "ok"},
+        ACS_PATH: {"service": "acs", "status": "ok"},
+    }
+    return {
+        "format": FORMAT,
+        "tenantId": LAB_TENANT_ID,
+        "services": services,
+        "documents": documents,
+        "hosts": {
+            "atl-cs-001": _host(_litware_objects(services["exchange"]["certificate"])),
+            "fab-cs-001": _host(_fabrikam_objects()),
+        },
+        "failures": [],
+    }
+
+
+def _host(objects: dict[str, Any]) -> dict[str, Any]:
+    return {"platform": "skype", "roundTrips": 0, "calls": {}, "objects": objects}
+
+
+def _litware_objects(exchange_certificate: str) -> dict[str, Any]:
+    objects = skype.empty_objects()
+    objects[skype.CONFIGURATION]["Realm"] = "litwareinc.com"
+    objects[skype.PARTNER_APPLICATION] = [
+        skype.normalize(skype.PARTNER_APPLICATION, {
+            "Identity": "app",
+            "ApplicationIdentifier": STRAY_APP_ID,
+            "ApplicationTrustLevel": "User",
+            "UseOAuthServer": True,
+        }),
+        skype.normalize(skype.PARTNER_APPLICATION, {
+            "Identity": "microsoft.exchange",
+            "ApplicationIdentifier": WRONG_EXCHANGE_ID,
+            "Realm": "litwareinc.com",
+            "ApplicationTrustLevel": "Application",
+            "CertificateRawData": exchange_certificate,
+        }),
+    ]
+    return objects
+
+
+def _fabrikam_objects() -> dict[str, Any]:
+    objects = skype.empty_objects()
+    objects[skype.CONFIGURATION].update(ServiceName=SKYPE_ID, Realm="fabrikam.com")
+    objects[skype.OAUTH_SERVER] = [
+        skype.normalize(skype.OAUTH_SERVER, {"Identity": "microsoft.sts", "MetadataUrl": OLD_TENANT_STS_URL}),
+    ]
+    return objects

@@ -1,0 +1,229 @@
+"""The lab's HTTP server: real metadata documents over real HTTP.
+
+The cmdlets download metadata documents when they run and plan checks them first, so the lab serves
+them for real (whatever the transport or a test reaches over loopback). Each document's `status`
+in the state says how it answers: `ok` (the JSON document), `invalid` (an HTML page, as a captive
+portal or an error page would be), `notfound` (404) or `unreachable` (the connection is closed
+without a response).
+
+The server reads the state on every request WITHOUT the writers' lock (see reconciler.lab.state):
+the lab transport holds that lock while a cmdlet downloads from here.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import uuid
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from reconciler.errors import ReconcilerError
+from reconciler.lab import certs
+from reconciler.lab.state import LabStore
+
+DEFAULT_PORT = 8470
+
+INVALID_PAGE = (
+    "<!DOCTYPE html><html><head><title>Sign in</title></head>"
+    "<body><h1>Sign in to continue</h1><p>This is not a metadata document.</p></body></html>"
+)
+
+
+def render_document(svc: Mapping[str, Any], location: str) -> dict[str, Any]:
+    """A metadata document for a service, written the way its product writes it.
+
+    `exchange`: Exchange's shape (lower-case `keyvalue`, `realm`, `serviceName`); Skype's is alike.
+    `sharepoint`: `keyValue`, `Signing`, `x509certificate`, no `realm` (only in `issuer`).
+    `acs`: no `serviceName` (only in `issuer`), an issuance endpoint.
+    """
+    service_name = str(svc["serviceName"])
+    realm = str(svc["realm"])
+    der = certs.from_b64(str(svc["certificate"]))
+    issuer = f"{service_name}@{realm}"
+    style = str(svc.get("style", "exchange")).lower()
+    stable_id = "_" + str(uuid.uuid5(uuid.NAMESPACE_URL, issuer + location))
+    if style == "sharepoint":
+        return {
+            "serviceName": service_name,
+            "version": "1.0",
+            "name": svc.get("name") or "SharePoint",
+            "issuer": issuer,
+            "allowedAudiences": [issuer],
+            "keys": [{
+                "keyinfo": {"x5t": certs.x5t(der)},
+                "usage": "Signing",
+                "keyValue": {"type": "x509certificate", "value": certs.b64(der)},
+            }],
+            "endpoints": [{"location": location, "protocol": "OAuth2", "usage": "metadata"}],
+        }
+    keys = [{
+        "usage": "signing",
+        "keyinfo": {"x5t": certs.x5t(der)},
+        "keyvalue": {"type": "x509Certificate", "value": certs.b64(der)},
+    }]
+    if style == "acs":
+        return {
+            "version": "1.0",
+            "realm": realm,
+            "name": svc.get("name") or "Microsoft Azure ACS",
+            "issuer": issuer,
+            "allowedAudiences": [issuer],
+            "keys": keys,
+            "endpoints": [{
+                "location": "https://accounts.accesscontrol.windows.net/tokens/OAuth/2",
+                "protocol": "OAuth2",
+                "usage": "issuance",
+            }],
+        }
+    return {
+        "id": stable_id,
+        "version": "1.0",
+        "name": svc.get("name") or "Exchange",
+        "realm": realm,
+        "serviceName": service_name,
+        "issuer": issuer,
+        "allowedAudiences": [issuer],
+        "keys": keys,
+        "endpoints": [{"location": location, "protocol": "OAuth2", "usage": "metadata"}],
+    }
+
+
+def find_document(state: Mapping[str, Any], path: str) -> tuple[str, Mapping[str, Any]] | None:
+    """The document entry for a URL path (exact first, then ignoring case as IIS does)."""
+    documents: Mapping[str, Any] = state.get("documents", {})
+    if path in documents:
+        return path, documents[path]
+    lowered = path.lower()
+    return next(((p, d) for p, d in documents.items() if p.lower() == lowered), None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _LabHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "reconciler-lab/1"
+    timeout = 30  # drop idle keep-alive connections rather than keep their threads forever
+
+    def do_GET(self) -> None:
+        path = unquote(urlsplit(self.path).path)
+        if path == "/healthz":
+            self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok")
+            return
+        try:
+            state = self.server.store.read()
+        except ReconcilerError as exc:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", str(exc).encode())
+            return
+        found = find_document(state, path)
+        if found is None:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found")
+            return
+        status = str(found[1].get("status", "ok"))
+        if status == "unreachable":
+            self.close_connection = True  # no response at all: the client sees the connection drop
+            return
+        if status == "notfound":
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found")
+            return
+        if status == "invalid":
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", INVALID_PAGE.encode())
+            return
+        svc = state.get("services", {}).get(found[1].get("service"))
+        if svc is None:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"no such service")
+            return
+        location = f"http://{self.headers.get('Host', 'localhost')}{found[0]}"
+        body = json.dumps(render_document(svc, location)).encode()
+        self._send(HTTPStatus.OK, "application/json; charset=utf-8", body)
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: one line per request would drown the demo's output."""
+
+
+class _LabHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], store: LabStore) -> None:
+        self.store = store
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hangs up mid-response is not worth a traceback on stderr."""
+
+
+class LabServer:
+    """Serves the lab's metadata documents from a state file, in a daemon thread."""
+
+    def __init__(self, state_path: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.store = LabStore(state_path)
+        self.host = host
+        self.port = port
+        self._httpd: _LabHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port` with the real port (useful after binding port 0)."""
+        if self._httpd is None:
+            raise RuntimeError("the lab server is not started")
+        host, port = self._httpd.server_address[:2]
+        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}"
+
+    def start(self) -> LabServer:
+        if self._httpd is not None:
+            return self
+        self._httpd = _LabHTTPServer((self.host, self.port), self.store)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="lab-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> LabServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Serve until SIGINT or SIGTERM (for `reconcile lab serve`; call from the main thread)."""
+        stop = threading.Event()
+
+        def _on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()

@@ -1,0 +1,213 @@
+"""YAML to plain data, remembering the line of every value.
+
+PyYAML's `safe_load` forgets where things were and silently keeps the last of two duplicate keys.
+Both matter for a manifest: every message must point at a line, and a duplicated key is almost
+always a copy-paste mistake. So we compose the node tree ourselves and build plain data from it
+with SafeLoader's scalar rules, recording `path -> line` on the way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+FieldPath = tuple[str | int, ...]
+"""Where a value sits in the document: mapping keys and list indexes, e.g. ("resources", 2, "kind")."""
+
+MAX_DEPTH = 64
+"""Deeper nesting than this is certainly not a manifest; refusing it keeps recursion bounded."""
+
+MAX_NODES = 100_000
+"""Aliases can expand exponentially ("billion laughs"); this caps the work."""
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_TAG = "tag:yaml.org,2002:"
+_MERGE = _TAG + "merge"
+_TIMESTAMP = _TAG + "timestamp"
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    """Something wrong at the YAML level, before any manifest meaning is applied."""
+
+    line: int
+    path: FieldPath
+    message: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """Plain data (None when the text could not be parsed at all) plus the line of each path.
+
+    `opaque` lists paths whose value was dropped because of a YAML problem (an unsupported tag,
+    a recursive alias): later checks stay silent there so each mistake gets one message.
+    """
+
+    data: Any
+    lines: Mapping[FieldPath, int]
+    problems: tuple[YamlProblem, ...]
+    opaque: frozenset[FieldPath] = frozenset()
+
+    def line(self, path: FieldPath) -> int:
+        """The line of `path`, or of its nearest ancestor that exists (a missing field's object)."""
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
+            if found is not None:
+                return found
+        return 1
+
+
+def format_path(path: FieldPath) -> str:
+    """`("resources", 2, "kind")` -> `resources[2].kind`, the form every message uses."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def parse(text: str) -> Document:
+    """Compose `text` as one YAML document and build plain data with line numbers. Never raises."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        return Document(None, {}, (_syntax_problem(exc),))
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        return Document(None, {}, (YamlProblem(line, (), f"invalid YAML: {exc.reason}"),))
+    except yaml.YAMLError as exc:
+        return Document(None, {}, (YamlProblem(1, (), f"invalid YAML: {exc}"),))
+    except RecursionError:
+        return Document(None, {}, (YamlProblem(1, (), "invalid YAML: the document is nested too deeply"),))
+    if root is None:
+        return Document(None, {}, (YamlProblem(1, (), "the manifest is empty"),))
+    builder = _Builder()
+    try:
+        data = builder.build(root, (), 0)
+    except _TooBig:
+        problem = YamlProblem(1, (), f"the document expands to more than {MAX_NODES} values (alias bomb?)")
+        return Document(None, {}, (problem,))
+    return Document(data, builder.lines, tuple(builder.problems), frozenset(builder.opaque))
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError) -> YamlProblem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    problem = (exc.problem or "syntax error").removeprefix("but ")
+    message = f"invalid YAML: {problem}"
+    if exc.context:
+        where = ""
+        if exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            where = f" at line {exc.context_mark.line + 1}"
+        message += f" ({exc.context}{where})"
+    return YamlProblem(line, (), message)
+
+
+class _TooBig(Exception):
+    """Raised when alias expansion exceeds MAX_NODES; aborts the whole build."""
+
+
+class _Builder:
+    """One build of one document: collects lines and problems as it goes (never shared)."""
+
+    def __init__(self) -> None:
+        self.lines: dict[FieldPath, int] = {}
+        self.problems: list[YamlProblem] = []
+        self.opaque: set[FieldPath] = set()
+        self._active: set[int] = set()
+        self._count = 0
+        constructor = SafeConstructor()
+        self._scalars: dict[str, Callable[[ScalarNode], Any]] = {
+            _TAG + "null": constructor.construct_yaml_null,
+            _TAG + "bool": constructor.construct_yaml_bool,
+            _TAG + "int": constructor.construct_yaml_int,
+            _TAG + "float": constructor.construct_yaml_float,
+            _TAG + "str": constructor.construct_yaml_str,
+        }
+
+    def _reject(self, node: Node, path: FieldPath, message: str) -> None:
+        self.problems.append(YamlProblem(node.start_mark.line + 1, path, message))
+        self.opaque.add(path)
+
+    def build(self, node: Node, path: FieldPath, depth: int) -> Any:
+        self._count += 1
+        if self._count > MAX_NODES:
+            raise _TooBig
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if depth > MAX_DEPTH:
+            self._reject(node, path, f"nested more than {MAX_DEPTH} levels deep")
+            return None
+        if id(node) in self._active:
+            self._reject(node, path, "an alias refers to a value that contains it (recursive alias)")
+            return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode) and node.tag == _TAG + "seq":
+                return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            if isinstance(node, MappingNode) and node.tag == _TAG + "map":
+                return self._mapping(node, path, depth)
+        finally:
+            self._active.discard(id(node))
+        self._reject(node, path, f"unsupported YAML tag '{node.tag}'")
+        return None
+
+    def _scalar(self, node: ScalarNode, path: FieldPath) -> Any:
+        if node.tag == _TIMESTAMP or (node.style is None and _GUID.match(node.value)):
+            return node.value  # dates stay text (JSON has no dates); GUIDs are always strings
+        construct = self._scalars.get(node.tag)
+        if construct is None:
+            self._reject(node, path, f"unsupported YAML tag '{node.tag}'")
+            return None
+        try:
+            return construct(node)
+        except (ValueError, yaml.YAMLError):
+            self._reject(node, path, f"cannot read value {node.value!r}")
+            return None
+
+    def _mapping(self, node: MappingNode, path: FieldPath, depth: int) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        explicit: dict[str, Any] = {}
+        key_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.update(self._merge(value_node, path, depth))
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(YamlProblem(line, path, "a mapping key must be a plain value"))
+                continue
+            key = str(key_node.value)
+            if key in key_lines:
+                self.problems.append(YamlProblem(
+                    line, (*path, key), f"duplicate key '{key}' (first at line {key_lines[key]})"))
+                continue
+            key_lines[key] = line
+            self.lines[(*path, key)] = line
+            explicit[key] = self.build(value_node, (*path, key), depth + 1)
+        return {**{k: v for k, v in merged.items() if k not in explicit}, **explicit}
+
+    def _merge(self, node: Node, path: FieldPath, depth: int) -> dict[str, Any]:
+        """`<<: *defaults` (or a list of them): the merged keys, explicit keys win as in PyYAML."""
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        out: dict[str, Any] = {}
+        for source in reversed(sources):  # earlier sources win, like SafeConstructor.flatten_mapping
+            if not isinstance(source, MappingNode):
+                self.problems.append(YamlProblem(
+                    source.start_mark.line + 1, path, "'<<' must merge a mapping or a list of mappings"))
+                continue
+            value = self.build(source, path, depth)
+            if isinstance(value, dict):
+                out.update(value)
+        return out

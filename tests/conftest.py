@@ -1,0 +1,35 @@
+"""Shared fixtures: a lab state file and a running lab server (reused by the end-to-end tests)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.lab.admin import init_lab
+from reconciler.lab.estate import default_estate
+from reconciler.lab.server import LabServer
+
+
+@pytest.fixture(scope="session")
+def lab_default_estate() -> dict[str, Any]:
+    """The default estate, generated once per session (RSA key generation is the slow part)."""
+    return default_estate()
+
+
+@pytest.fixture
+def lab_state(tmp_path: Path, lab_default_estate: dict[str, Any]) -> Path:
+    """A state file in tmp_path initialised with the default estate."""
+    path = tmp_path / "lab" / "state.json"
+    init_lab(path, estate=copy.deepcopy(lab_default_estate))
+    return path
+
+
+@pytest.fixture
+def lab_server(lab_state: Path) -> Iterator[LabServer]:
+    """A running lab server for `lab_state` on 127.0.0.1 and a free port (`.base_url`)."""
+    with LabServer(lab_state, host="127.0.0.1", port=0) as server:
+        yield server
