@@ -33,3 +33,12 @@ def lab_server(lab_state: Path) -> Iterator[LabServer]:
     """A running lab server for `lab_state` on 127.0.0.1 and a free port (`.base_url`)."""
     with LabServer(lab_state, host="127.0.0.1", port=0) as server:
         yield server
+
+
+@pytest.fixture
+def estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+           lab_default_estate: dict[str, Any]) -> Iterator[Any]:
+    """The default lab estate in the test's working directory (as `make demo` has it), served on a free port."""
+    from tests.e2e import make_estate
+
+    yield from make_estate(tmp_path, monkeypatch, capsys, lab_default_estate)

@@ -1,0 +1,79 @@
+"""Helpers for end-to-end tests: the CLI run in-process against a lab started for the test."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli import main
+from reconciler.lab.admin import init_lab
+from reconciler.lab.server import LabServer
+from reconciler.lab.state import LabStore
+
+REPO = Path(__file__).resolve().parent.parent
+ON_PREMISES = REPO / "manifests" / "on-premises.yaml"
+CROSS_PREMISES = REPO / "manifests" / "cross-premises.yaml"
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Estate:
+    """A lab estate in the test's working directory, its metadata served on a free loopback port."""
+
+    root: Path
+    state: Path
+    url: str
+    capsys: pytest.CaptureFixture[str]
+
+    def run(self, *argv: str | Path) -> Run:
+        self.capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = self.capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Run(code, captured.out, captured.err)
+
+    def reconcile(self, command: str, manifest: Path, *extra: str) -> Run:
+        return self.run(command, "--var", f"lab={self.url}", *extra, manifest)
+
+    def lab(self, *argv: str) -> Run:
+        return self.run("lab", *argv, "--state", str(self.state))
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(LabStore(self.state).read())
+
+    def objects(self, host: str, kind: str) -> Any:
+        return self.snapshot()["hosts"][host]["objects"][kind]
+
+    def app(self, host: str, identity: str) -> dict[str, Any] | None:
+        for obj in self.objects(host, "PartnerApplication"):
+            if obj["Identity"].lower() == identity.lower():
+                return dict(obj)
+        return None
+
+    def round_trips(self, host: str) -> int:
+        return int(self.snapshot()["hosts"][host]["roundTrips"])
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+def make_estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                default_estate: dict[str, Any]) -> Iterator[Estate]:
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / ".lab" / "state.json"
+    init_lab(state, estate=copy.deepcopy(default_estate))
+    with LabServer(state, host="127.0.0.1", port=0) as server:
+        yield Estate(tmp_path, state, server.base_url, capsys)
