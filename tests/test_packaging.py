@@ -1,0 +1,67 @@
+"""The package is usable as installed: console script, `python -m`, and an up-to-date schema file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from reconciler import __version__
+from reconciler.manifest import build_schema
+from reconciler.providers.base import Registry
+from tests.e2e import ON_PREMISES, REPO, Estate
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    run = subprocess.run([sys.executable, "-m", "reconciler", "--version"], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0
+    assert run.stdout.strip() == f"reconcile {__version__}"
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("reconcile", path=str(Path(sys.executable).parent))
+    assert script is not None
+    run = subprocess.run([script, "validate", str(ON_PREMISES)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "valid" in run.stdout
+
+
+def test_committed_schema_matches_the_installed_providers() -> None:
+    committed = json.loads((REPO / "schemas" / "manifest.schema.json").read_text(encoding="utf-8"))
+    assert committed == json.loads(json.dumps(build_schema(Registry.from_entry_points()))), \
+        "schemas/manifest.schema.json is out of date: run `make schema`"
+    Draft202012Validator.check_schema(committed)
+
+
+def test_entry_points_register_the_skype_provider_and_lab_transport() -> None:
+    registry = Registry.from_entry_points()
+    assert set(registry.provider("skype").kinds) == {"OAuthConfiguration", "OAuthServer", "PartnerApplication"}
+    assert "lab" in registry.transports
+
+
+def test_apply_on_a_terminal_asks_and_proceeds_only_on_yes(estate: Estate) -> None:
+    def apply_typing(answer: str) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--var", f"lab={estate.url}",
+                                 str(ON_PREMISES)], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=estate.root, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        os.close(slave)
+        os.write(master, answer.encode() + b"\n")
+        out, _ = proc.communicate(timeout=60)
+        os.close(master)
+        return proc.returncode, out
+
+    code, out = apply_typing("no")
+    assert code == 1 and "Only 'yes' will be accepted" in out and "Apply cancelled" in out
+    assert estate.app("atl-cs-001", "app") is not None
+    code, out = apply_typing("yes")
+    assert code == 0, out
+    assert "Apply complete" in out
+    assert estate.app("atl-cs-001", "app") is None
