@@ -518,7 +518,8 @@ NOTES = [
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
-                        help=f"comma-separated TARGETSxRESOURCES (default {DEFAULT_SIZES}; the issue's largest: 200x50)")
+                        help=f"comma-separated TARGETSxRESOURCES (default {DEFAULT_SIZES}; "
+                             "the issue's largest: 200x50)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="simulated latency per round trip (default 50)")
     parser.add_argument("--skip-baseline-above", type=int, default=5000, metavar="N",
                         help="above N desired objects, run the per-object baseline on a sample of targets only and "

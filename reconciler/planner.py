@@ -23,9 +23,12 @@ def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry:
     replace's Remove immediately before its New.
     """
     changes: list[Change] = []
+    by_target: dict[str, list[DesiredResource]] = {name: [] for name in desired.targets}
+    for resource in desired.resources:
+        by_target[resource.key.target].append(resource)
     for name, target in desired.targets.items():
         provider = registry.provider(target.provider)
-        target_changes = _plan_target(desired.for_target(name), live[name], target.prune, provider.kinds)
+        target_changes = _plan_target(by_target[name], live[name], target.prune, provider.kinds)
         changes.extend(_ordered(target_changes, provider.kinds, provider))
     return tuple(changes)
 

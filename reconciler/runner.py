@@ -138,8 +138,11 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     """Apply the plan target by target; stop at the first target that fails; re-read to prove it."""
     journal = Journal(settings.journal_path)
     outcomes: list[ChangeOutcome] = []
+    per_target: dict[str, list[Change]] = {}
+    for change in plan.changes:
+        per_target.setdefault(change.key.target, []).append(change)
     for name in plan.targets:
-        changes = plan.for_target(name)
+        changes = per_target.get(name, [])
         if not changes:
             continue
         target = session.desired.targets[name]
@@ -148,7 +151,7 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         outcomes.extend(done)
         if not all(o.ok for o in done):
             break
-    applied_targets = [name for name in plan.targets if plan.for_target(name)]
+    applied_targets = [name for name in plan.targets if name in per_target]
     after = discover(session, applied_targets)
     remaining = {}
     for name in applied_targets:
