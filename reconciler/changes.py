@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import DesiredResource, LiveResource, ResourceKey
+from reconciler.model import DesiredResource, LiveResource, Mode, ResourceKey
 from reconciler.transports.base import Command
 
 
@@ -49,6 +49,7 @@ class Change:
     desired: DesiredResource | None = None
     live: LiveResource | None = None
     commands: tuple[Command, ...] = field(default=())
+    mode: Mode = Mode.ENFORCE  # warn: reported, never applied
 
     @property
     def is_replace(self) -> bool:

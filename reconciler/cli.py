@@ -8,22 +8,30 @@ a traceback. Exit codes follow Terraform: 0 success (no changes with --detailed-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from reconciler import __version__
 from reconciler.errors import ManifestError, ReconcilerError, StalePlanError
+from reconciler.events import EventLog
 from reconciler.executor import Status
 from reconciler.manifest import build_schema, load_manifest
+from reconciler.metrics import Metrics, MetricsServer
 from reconciler.model import DesiredState
 from reconciler.plan import FORMAT_VERSION, Plan, fingerprint_differences
 from reconciler.providers.base import Registry
+from reconciler.recording import Recorder
 from reconciler.render.json_plan import plan_to_json
 from reconciler.render.text import render_plan, summary_line
 from reconciler.runner import ApplyResult, Session, Settings, discover, execute, locked, make_plan, open_session
+from reconciler.scheduler import Cycle, Schedule, parse_duration, run_loop
+from reconciler.store import RunStore, format_run, format_runs, open_store, run_to_json, runs_to_json
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -64,8 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
-                       help="where locks and the journal live (default: .reconciler)")
+                       help="where locks, the journal and the run store live (default: .reconciler)")
+        p.add_argument("--store", metavar="PATH|URL",
+                       help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path)")
         return p
+
+    def unattended(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="one event per line: readable text or JSON (default text)")
+        p.add_argument("--metrics-file", type=Path,
+                       help="write Prometheus metrics here after each run (node_exporter textfile collector)")
 
     p = manifest_command("validate", "check a manifest without touching any target")
     p.set_defaults(func=cmd_validate)
@@ -81,6 +97,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.set_defaults(func=cmd_apply)
+
+    p = manifest_command("drift", "plan only and record it: exit 0 in sync, 2 drifted, 1 error (for cron and CI)")
+    unattended(p)
+    p.set_defaults(func=cmd_drift)
+
+    p = manifest_command("run", "reconcile on an interval like a GitOps controller (enforce/warn/suspend modes)")
+    unattended(p)
+    p.add_argument("--interval", default="15m", help="time between cycles: 90, 30s, 15m, 1h (default 15m)")
+    p.add_argument("--jitter", type=float, default=0.1, help="fraction of the interval to vary by (default 0.1)")
+    p.add_argument("--retry-base", default="10s", help="first backoff after a failed cycle; doubles (default 10s)")
+    p.add_argument("--max-backoff", help="cap on the backoff (default: the interval)")
+    p.add_argument("--once", action="store_true", help="run one cycle and exit (for schedulers that start us)")
+    p.add_argument("--max-cycles", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT while running")
+    p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("history", help="list recorded runs, or show one")
+    p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--manifest", help="only runs of this manifest path")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--state-dir", type=Path, default=Path(".reconciler"))
+    p.add_argument("--store", metavar="PATH|URL")
+    p.set_defaults(func=cmd_history)
 
     p = manifest_command("discover", "print the live state of every target in the manifest")
     p.add_argument("--json", action="store_true")
@@ -119,11 +160,32 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     return EXIT_OK
 
 
+def _store(args: argparse.Namespace) -> RunStore:
+    return open_store(args.store or args.state_dir / "runs.sqlite3")
+
+
+@contextlib.contextmanager
+def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None = None,
+              metrics: Metrics | None = None) -> Iterator[Recorder]:
+    with contextlib.closing(_store(args)) as store, \
+            Recorder(command, args.manifest, store=store, events=events, metrics=metrics) as record:
+        yield record
+
+
 def cmd_plan(args: argparse.Namespace, registry: Registry) -> int:
+    with _recorded("plan", args) as record:
+        return _plan(args, registry, record)
+
+
+def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int:
     desired = _load(args, registry)
     with open_session(desired, registry) as session:
         plan = make_plan(session, discover(session), _settings(args))
+        record.planned(plan)
+        record.finish("error" if plan.has_errors else "changes" if plan.has_changes else "no-changes",
+                      tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
         document = plan_to_json(plan, session.kind_of)
+        document["variables"] = _overrides(args.var)
         if args.json:
             print(json.dumps(document, indent=2))
         else:
@@ -164,6 +226,13 @@ def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:
     saved = _read_saved_plan(args.manifest)
     if saved is not None:
         args.manifest = Path(saved["manifest"]["path"])
+        if not args.var:  # the plan's own --var values, unless new ones are given
+            args.var = [f"{k}={v}" for k, v in saved.get("variables", {}).items()]
+    with _recorded("apply", args) as record:
+        return _apply(args, registry, record, saved)
+
+
+def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved: dict[str, Any] | None) -> int:
     desired = _load(args, registry)
     if saved is not None and saved["manifest"]["sha256"] != desired.manifest_sha256:
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
@@ -174,15 +243,24 @@ def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:
         plan = make_plan(session, live, settings)
         if saved is not None:
             _check_still_current(saved, plan)
+        record.planned(plan)
         sys.stdout.write(render_plan(plan, session.kind_of))
         if plan.has_errors:
             print("error: the plan has errors; nothing was changed.", file=sys.stderr)
+            record.finish("error", tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
             return EXIT_ERROR
-        if not plan.has_changes:
+        if not plan.enforced:
+            if plan.has_changes:
+                print("Nothing to apply: every change above is in warn mode (reported only).")
+            record.finish("changes" if plan.has_changes else "no-changes")
             return EXIT_OK
         if saved is None and not args.auto_approve and not _confirm(sys.stdin, sys.stdout):
+            record.finish("refused", ("not confirmed",))
             return EXIT_ERROR
         result = execute(session, plan, settings)
+        record.applied(result)
+        record.finish("applied" if result.ok else "failed",
+                      tuple(f"{o.change.key.address}: {o.error}" for o in result.outcomes if o.error))
     _report(result, plan, session)
     return EXIT_OK if result.ok else EXIT_ERROR
 
@@ -228,7 +306,7 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
         if outcome.note:
             print(f"        {outcome.note}")
     counts = {s: sum(1 for o in result.outcomes if o.status is s) for s in Status}
-    failed = len(result.outcomes) - counts[Status.APPLIED] - counts[Status.NOT_RUN]
+    failed = len(result.outcomes) - counts[Status.APPLIED] - counts[Status.NOT_RUN] - counts[Status.WARNED]
     verdict = "Apply complete" if all(o.ok for o in result.outcomes) else "Apply stopped at the first failure"
     print(f"\n{verdict}: {counts[Status.APPLIED]} applied, {failed} failed, {counts[Status.NOT_RUN]} not run.")
     for target, remaining in result.remaining.items():
@@ -237,6 +315,78 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
                   + ", ".join(c.key.address for c in remaining))
         else:
             print(f"Re-read {target}: converged (the live state matches the manifest).")
+
+
+def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, metrics: Metrics,
+                *, apply: bool, command: str) -> Cycle:
+    settings = Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0))
+    events = EventLog(sys.stdout, fmt=args.log_format)
+    return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
+                 store=store, events=events, metrics=metrics)
+
+
+def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:
+    if args.metrics_file:
+        metrics.write_textfile(args.metrics_file)
+
+
+def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
+    metrics = Metrics()
+    with contextlib.closing(_store(args)) as store:
+        cycle = _unattended(args, registry, store, metrics, apply=False, command="drift")
+        try:
+            verdict = cycle()
+        finally:
+            _write_metrics(args, metrics)
+    return {"no-changes": EXIT_OK, "changes": EXIT_CHANGES}.get(verdict, EXIT_ERROR)
+
+
+def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
+    try:
+        schedule = Schedule(parse_duration(args.interval), args.jitter, parse_duration(args.retry_base),
+                            parse_duration(args.max_backoff) if args.max_backoff else None)
+    except ValueError as exc:
+        raise ReconcilerError(str(exc)) from None
+    metrics = Metrics()
+    stop = threading.Event()
+    with contextlib.closing(_store(args)) as store, contextlib.ExitStack() as stack:
+        cycle = _unattended(args, registry, store, metrics, apply=True, command="run")
+        events = cycle.events
+        assert events is not None
+        if args.metrics_port is not None:
+            server = stack.enter_context(MetricsServer(metrics, port=args.metrics_port))
+            events.emit("metrics", url=f"{server.base_url}/metrics")
+
+        def on_signal(signum: int, _frame: object) -> None:
+            events.emit("stop", signal=signal.Signals(signum).name,
+                        note="finishing the current cycle, then exiting")
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(sig, on_signal)
+            stack.callback(signal.signal, sig, previous)
+
+        def cycle_and_export() -> str:
+            try:
+                return cycle()
+            finally:
+                _write_metrics(args, metrics)
+
+        return run_loop(cycle_and_export, schedule, stop, events,
+                        max_cycles=1 if args.once else args.max_cycles)
+
+
+def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
+    with contextlib.closing(_store(args)) as store:
+        if args.run_id is not None:
+            record = store.get(args.run_id)
+            if record is None:
+                raise ReconcilerError(f"no run with id {args.run_id}")
+            print(json.dumps(run_to_json(record), indent=2) if args.json else format_run(record))
+            return EXIT_OK
+        records = store.list(limit=args.limit, manifest_path=args.manifest)
+        print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
+    return EXIT_OK
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:

@@ -27,6 +27,7 @@ class Status(enum.StrEnum):
     NOT_RUN = "not run"
     RESTORED = "failed, restored"
     RESTORE_FAILED = "failed, RESTORE FAILED"
+    WARNED = "reported only (mode: warn)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ChangeOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.APPLIED
+        return self.status in (Status.APPLIED, Status.WARNED)
 
 
 def execute_target(changes: Sequence[Change], provider: Provider, transport: Transport, journal: Journal,

@@ -47,6 +47,18 @@ class Ensure(enum.StrEnum):
     ABSENT = "absent"
 
 
+class Mode(enum.StrEnum):
+    """What a run does about drift (as Flux's suspend, plus a report-only mode).
+
+    enforce: apply changes; warn: plan and report them, never apply; suspend: skip entirely
+    (a suspended resource is still "declared", so prune never removes it).
+    """
+
+    ENFORCE = "enforce"
+    WARN = "warn"
+    SUSPEND = "suspend"
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """A system we connect to (a Skype pool, an Exchange org, a tenant) and how.
@@ -60,6 +72,7 @@ class TargetSpec:
     connection: Mapping[str, JSONValue]
     prune: frozenset[str] = frozenset()
     location: SourceLocation | None = None
+    mode: Mode = Mode.ENFORCE
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class DesiredResource:
     fields: Mapping[str, JSONValue]
     location: SourceLocation
     field_lines: Mapping[str, int] = field(default_factory=dict)
+    mode: Mode | None = None  # None: the target's mode
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.changes import Action, Change
-from reconciler.model import LiveState
+from reconciler.model import LiveState, Mode
 
 FORMAT_VERSION = "1.0"
 
@@ -50,6 +50,11 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def enforced(self) -> tuple[Change, ...]:
+        """The changes apply will make (those in warn mode are only reported)."""
+        return tuple(c for c in self.changes if c.mode is Mode.ENFORCE)
 
     @property
     def has_errors(self) -> bool:

@@ -11,7 +11,16 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from reconciler.changes import Action, ActionReason, Change
-from reconciler.model import DesiredResource, DesiredState, Ensure, JSONValue, LiveResource, LiveState
+from reconciler.model import (
+    DesiredResource,
+    DesiredState,
+    Ensure,
+    JSONValue,
+    LiveResource,
+    LiveState,
+    Mode,
+    TargetSpec,
+)
 from reconciler.providers.base import FieldSpec, KindSpec, Provider, Registry
 
 
@@ -27,8 +36,10 @@ def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry:
     for resource in desired.resources:
         by_target[resource.key.target].append(resource)
     for name, target in desired.targets.items():
+        if target.mode is Mode.SUSPEND:
+            continue
         provider = registry.provider(target.provider)
-        target_changes = _plan_target(by_target[name], live[name], target.prune, provider.kinds)
+        target_changes = _plan_target(by_target[name], live[name], target, provider.kinds)
         changes.extend(_ordered(target_changes, provider.kinds, provider))
     return tuple(changes)
 
@@ -46,23 +57,26 @@ def _norm(kind: str, identity: str) -> tuple[str, str]:
     return kind, identity.casefold()
 
 
-def _plan_target(desired: Iterable[DesiredResource], live: LiveState, prune: frozenset[str],
+def _plan_target(desired: Iterable[DesiredResource], live: LiveState, target: TargetSpec,
                  kinds: Mapping[str, KindSpec]) -> list[Change]:
     live_by_id = {_norm(k.kind, k.identity): r for k, r in live.resources.items()}
     declared: set[tuple[str, str]] = set()
     changes: list[Change] = []
     for want in desired:
         ident = _norm(want.key.kind, want.key.identity)
-        declared.add(ident)
+        declared.add(ident)  # a suspended resource is still declared: prune must not remove it
+        mode = want.mode or target.mode
+        if mode is Mode.SUSPEND:
+            continue
         change = _plan_resource(want, live_by_id.get(ident), kinds[want.key.kind])
         if change is not None:
-            changes.append(change)
+            changes.append(dataclasses.replace(change, mode=mode))
     for ident, have in sorted(live_by_id.items()):
-        if ident[0] in prune and ident not in declared and not kinds[ident[0]].singleton:
+        if ident[0] in target.prune and ident not in declared and not kinds[ident[0]].singleton:
             changes.append(Change(
                 key=have.key, actions=(Action.DELETE,), action_reason=ActionReason.PRUNE,
                 reason=f"not in the manifest, and prune is on for {ident[0]} on target {live.target!r}",
-                before=dict(have.fields), after=None, live=have))
+                before=dict(have.fields), after=None, live=have, mode=target.mode))
     return changes
 
 

@@ -18,7 +18,7 @@ from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
 from reconciler.locks import lock_path, target_lock
-from reconciler.model import DesiredState, LiveState
+from reconciler.model import DesiredState, LiveState, Mode
 from reconciler.plan import Plan, fingerprint_live
 from reconciler.planner import plan_changes
 from reconciler.providers.base import KindSpec, Registry
@@ -91,9 +91,14 @@ def locked(desired: DesiredState, settings: Settings) -> Iterator[None]:
         yield
 
 
+def active_targets(desired: DesiredState) -> list[str]:
+    """Targets a run reads: all but the suspended ones."""
+    return [name for name, target in desired.targets.items() if target.mode is not Mode.SUSPEND]
+
+
 def discover(session: Session, targets: list[str] | None = None) -> dict[str, LiveState]:
     live: dict[str, LiveState] = {}
-    for name in targets if targets is not None else list(session.desired.targets):
+    for name in targets if targets is not None else active_targets(session.desired):
         target = session.desired.targets[name]
         provider = session.registry.provider(target.provider)
         try:
@@ -111,7 +116,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     return Plan(
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,
-        targets=tuple(desired.targets),
+        targets=tuple(active_targets(desired)),
         fingerprints={name: fingerprint_live(state) for name, state in live.items()},
         changes=changes,
         diagnostics=diagnostics,
@@ -139,7 +144,7 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     journal = Journal(settings.journal_path)
     outcomes: list[ChangeOutcome] = []
     per_target: dict[str, list[Change]] = {}
-    for change in plan.changes:
+    for change in plan.enforced:
         per_target.setdefault(change.key.target, []).append(change)
     for name in plan.targets:
         changes = per_target.get(name, [])
@@ -156,9 +161,10 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     remaining = {}
     for name in applied_targets:
         replanned = plan_changes(_only(session.desired, name), {name: after[name]}, session.registry)
-        remaining[name] = replanned
-    not_reached = {c.key for c in plan.changes} - {o.change.key for o in outcomes}
-    outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.changes if c.key in not_reached)
+        remaining[name] = tuple(c for c in replanned if c.mode is Mode.ENFORCE)
+    not_reached = {c.key for c in plan.enforced} - {o.change.key for o in outcomes}
+    outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
+    outcomes.extend(ChangeOutcome(c, Status.WARNED) for c in plan.changes if c.mode is Mode.WARN)
     return ApplyResult(tuple(outcomes), remaining)
 
 

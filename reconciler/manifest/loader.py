@@ -24,6 +24,7 @@ from reconciler.model import (
     DesiredState,
     Ensure,
     JSONValue,
+    Mode,
     ResourceKey,
     SourceLocation,
     TargetSpec,
@@ -163,7 +164,9 @@ def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpe
         if (isinstance(provider, str) and provider in registry.providers and isinstance(connection, dict)
                 and isinstance(prune, list)):
             where = SourceLocation(run.file, run.doc.line(("targets", name)), f"targets.{name}")
-            out[name] = TargetSpec(name, provider, connection, frozenset(str(k) for k in prune), where)
+            mode = spec.get("mode", Mode.ENFORCE.value)
+            out[name] = TargetSpec(name, provider, connection, frozenset(str(k) for k in prune), where,
+                                   Mode(mode) if mode in set(Mode) else Mode.ENFORCE)
         else:
             out[name] = None
     return out
@@ -218,6 +221,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             fields=fields,
             location=SourceLocation(run.file, line, format_path(base)),
             field_lines={k: run.doc.line((*base, k)) if k in item else line for k in fields},
+            mode=Mode(item["mode"]) if item.get("mode") in set(Mode) else None,
         ))
     return out
 

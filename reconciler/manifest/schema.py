@@ -25,7 +25,11 @@ from reconciler.providers.base import Registry
 
 API_VERSION = "reconciler/v1"
 TARGET_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-COMMON_FIELDS = ("target", "kind", "identity", "ensure")
+MODE_SCHEMA: dict[str, Any] = {
+    "enum": ["enforce", "warn", "suspend"],
+    "description": "enforce (default) applies changes; warn only reports them; suspend skips.",
+}
+COMMON_FIELDS = ("target", "kind", "identity", "ensure", "mode")
 """Keys every resource entry has; everything else is a field of the kind."""
 
 _TYPE_NAMES = {
@@ -88,6 +92,7 @@ def _target_schema(registry: Registry) -> dict[str, Any]:
                 "type": "array", "uniqueItems": True, "items": {"type": "string"},
                 "description": "Kinds whose live objects that this manifest does not list are removed.",
             },
+            "mode": MODE_SCHEMA,
         },
     }
     if prune_rules:
@@ -110,6 +115,7 @@ def _resource_schema(owners: Mapping[str, list[str]]) -> dict[str, Any]:
             "kind": {"enum": sorted(owners), "description": "What kind of object this is."},
             "identity": {"type": "string", "description": "Identity of the object on the target."},
             "ensure": {"enum": ["present", "absent"], "description": "absent removes the object."},
+            "mode": MODE_SCHEMA,
         },
     }
     if rules:

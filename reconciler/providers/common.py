@@ -41,6 +41,8 @@ def resource_schema(kind: str, properties: dict[str, Any], *, description: str =
         "kind": {"const": kind},
         "identity": {**IDENTITY, "description": "Identity of the object on the target."},
         "ensure": {"enum": ["present", "absent"], "description": "absent removes the object."},
+        "mode": {"enum": ["enforce", "warn", "suspend"],
+                 "description": "enforce (default: the target's mode) applies, warn only reports, suspend skips."},
     }
     all_of: list[dict[str, Any]] = list(rules)
     if required_when_present:

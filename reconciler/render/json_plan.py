@@ -34,6 +34,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
                 "changed": list(change.changed),
             },
             "action_reason": change.action_reason.value,
+            "mode": change.mode.value,
             "reason": change.reason,
             "commands": [c.to_json() for c in change.commands],
         })

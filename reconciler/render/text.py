@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 from reconciler.changes import Action, Change
+from reconciler.model import Mode
 from reconciler.plan import Plan
 from reconciler.providers.base import KindSpec
 from reconciler.render.values import shown_value
@@ -38,8 +39,11 @@ def summary_line(plan: Plan) -> str:
         return (f"No changes. The live state matches the manifest ({plan.checked} resources checked on "
                 f"{targets} target{'s' if targets != 1 else ''}).")
     s = plan.summary()
-    return (f"Plan: {s['add']} to add, {s['change']} to change, {s['replace']} to replace, "
-            f"{s['remove']} to remove.")
+    line = f"Plan: {s['add']} to add, {s['change']} to change, {s['replace']} to replace, {s['remove']} to remove."
+    warned = len(plan.changes) - len(plan.enforced)
+    if warned:
+        line += f" ({warned} in warn mode: reported only, not applied.)"
+    return line
 
 
 def _fmt(value: object) -> str:
@@ -49,7 +53,11 @@ def _fmt(value: object) -> str:
 def _render_change(change: Change, spec: KindSpec | None) -> list[str]:
     symbol = change.symbol
     key = change.key
-    out = [f"  # {key.address} {_HEADLINE[symbol]}", f"  # reason: {change.reason}"]
+    headline = _HEADLINE[symbol]
+    if change.mode is Mode.WARN:
+        headline = headline.replace("will be", "would be").replace("must be", "would be") + \
+            " (mode: warn, reported only: apply leaves it)"
+    out = [f"  # {key.address} {headline}", f"  # reason: {change.reason}"]
     out.append(f"{symbol:>3} {key.kind} \"{key.identity}\" {{")
     rows: list[tuple[str, str, str]] = []
     replace_fields = {n for n in change.changed if spec is not None and spec.field(n).replace_reason}

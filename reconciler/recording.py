@@ -1,0 +1,126 @@
+"""Recording a run: the run store, the event log and the metrics see every run, however it ends.
+
+One Recorder per run. Callers report the plan and the apply result as they get them; an exception
+leaving the `with` block is classified (manifest, lock, discovery, ...) and recorded as the run's
+error before it propagates. Only masked data reaches any of the three sinks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from reconciler.errors import (
+    DiscoveryError,
+    LockError,
+    ManifestError,
+    ReconcilerError,
+    StalePlanError,
+    TransportError,
+)
+from reconciler.events import EventLog
+from reconciler.executor import ChangeOutcome
+from reconciler.metrics import Metrics
+from reconciler.plan import Plan
+from reconciler.runner import ApplyResult
+from reconciler.store import ChangeRecord, RunRecord, RunStore, git_info
+
+ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ManifestError, "manifest"), (LockError, "lock"), (StalePlanError, "stale_plan"),
+    (DiscoveryError, "discovery"), (TransportError, "transport"), (ReconcilerError, "other"),
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    return next((kind for cls, kind in ERROR_KINDS if isinstance(exc, cls)), "other")
+
+
+class Recorder:
+    def __init__(self, command: str, manifest: Path, *, store: RunStore | None = None,
+                 events: EventLog | None = None, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.command = command
+        self.manifest = manifest
+        self.store = store
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.run_id: int | None = None
+        self.started = 0.0
+        self.result: str | None = None
+        self.plan: Plan | None = None
+        self.changes: list[ChangeRecord] = []
+
+    def __enter__(self) -> Recorder:
+        self.started = self.clock()
+        git = git_info(self.manifest)
+        if self.store is not None:
+            self.run_id = self.store.start(RunRecord(None, self.command, self.started, str(self.manifest), git=git))
+        self._emit("run_start", command=self.command, manifest=str(self.manifest),
+                   git_commit=git.commit if git else None, run_id=self.run_id)
+        return self
+
+    def planned(self, plan: Plan) -> None:
+        self.plan = plan
+        self.changes = [ChangeRecord(c.key.address, tuple(a.value for a in c.actions), c.reason, c.mode.value,
+                                     "planned" if c.mode.value == "enforce" else "warned") for c in plan.changes]
+
+    def applied(self, result: ApplyResult) -> None:
+        self.changes = [_record(o) for o in result.outcomes]
+
+    def finish(self, result: str, errors: tuple[str, ...] = ()) -> None:
+        """The run's verdict: no-changes | changes | applied | failed | error | refused | interrupted."""
+        if self.result is not None:
+            return
+        self.result = result
+        ended = self.clock()
+        for change in self.changes:
+            self._emit("change", address=change.address, actions=list(change.actions), reason=change.reason,
+                       mode=change.mode, status=change.status)
+        drifted = self._drifted()
+        if self.store is not None and self.run_id is not None:
+            plan = self.plan
+            self.store.finish(self.run_id, result=result, changes=self.changes, errors=errors, ended_at=ended,
+                              manifest_sha256=plan.manifest_sha256 if plan else None,
+                              targets=list(plan.targets) if plan else None)
+        if self.metrics is not None:
+            self.metrics.observe_run(command=self.command, result=result, duration_seconds=ended - self.started,
+                                     finished_at=ended, drifted=drifted,
+                                     success=result in ("no-changes", "changes", "applied"))
+        level = "error" if result in ("failed", "error", "refused") else "info"
+        self._emit("run_end", level=level, command=self.command, result=result,
+                   duration_seconds=round(ended - self.started, 3), drifted=sum(drifted.values()),
+                   errors=list(errors), run_id=self.run_id)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.finish(self.result or "no-changes")
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            self.finish("interrupted", ("interrupted",))
+            return
+        kind = error_kind(exc)
+        if self.metrics is not None:
+            self.metrics.observe_error(kind)
+        messages = tuple(str(p) for p in exc.problems) if isinstance(exc, ManifestError) else (str(exc),)
+        self.finish("refused" if kind in ("lock", "stale_plan") else "error", messages)
+
+    def _drifted(self) -> dict[str, int]:
+        if self.plan is None:
+            return {}
+        counts = Counter(c.key.target for c in self.plan.changes)
+        return {target: counts.get(target, 0) for target in self.plan.targets}
+
+    def _emit(self, event: str, level: str = "info", **fields: object) -> None:
+        if self.events is not None:
+            self.events.emit(event, level=level, **fields)
+
+
+def _record(outcome: ChangeOutcome) -> ChangeRecord:
+    change = outcome.change
+    return ChangeRecord(change.key.address, tuple(a.value for a in change.actions), change.reason,
+                        change.mode.value, outcome.status.value)

@@ -1,0 +1,151 @@
+"""What the run store records and the interface every backend keeps.
+
+Every plan, apply, drift check and scheduled cycle becomes one RunRecord: started when the command
+begins (so a run killed halfway still leaves a trace, with no result) and finished with its result,
+its changes and its errors. The interface is a Protocol so a second backend (PostgreSQL for a team
+sharing one history) can be added without touching the commands that record runs.
+
+Secrets: the store keeps exactly what it is given and masks nothing itself. Callers pass the same
+masked data they render (change reasons and error messages are already masked by the planner,
+executor and renderers), so the store never sees a secret and cannot leak one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from reconciler.errors import ReconcilerError
+from reconciler.store.gitinfo import GitInfo
+
+DEFAULT_STORE = ".reconciler/runs.sqlite3"
+
+COMMANDS = frozenset({"plan", "apply", "drift", "run"})
+RESULTS = frozenset({"no-changes", "changes", "applied", "failed", "error", "refused", "interrupted"})
+
+
+class StoreError(ReconcilerError):
+    """The run store cannot be opened or used as asked (bad location, unknown run, newer schema)."""
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """One change of a run, as text: what history shows, never the live values themselves.
+
+    actions: ("create",), ("update",), ("delete",) or ("delete", "create") for a replace.
+    mode: the change's mode (enforce | warn). status: planned | applied | failed | not run |
+    failed, restored | warned | ... (free text: executors may add outcomes without a migration).
+    """
+
+    address: str
+    actions: tuple[str, ...]
+    reason: str
+    mode: str
+    status: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded command. `result` None means started but never finished (process killed)."""
+
+    id: int | None
+    command: str  # plan | apply | drift | run
+    started_at: float  # epoch seconds
+    manifest_path: str
+    manifest_sha256: str | None = None
+    git: GitInfo | None = None
+    targets: tuple[str, ...] = ()
+    ended_at: float | None = None
+    result: str | None = None  # no-changes | changes | applied | failed | error | refused | interrupted
+    changes: tuple[ChangeRecord, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end; None while (or because) the run never finished."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+
+class RunStore(Protocol):
+    """A place runs are recorded. Implementations must be safe with several processes writing."""
+
+    def start(self, record: RunRecord) -> int:
+        """Record a run that begins now; returns its new id (record.id is ignored)."""
+        ...
+
+    def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
+               errors: Sequence[str] = (), ended_at: float | None = None,
+               manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
+        """Record how a run ended. None for manifest_sha256/targets keeps what start recorded
+        (the manifest may only be hashed, and targets known, once it has been loaded)."""
+        ...
+
+    def list(self, *, limit: int = 20, manifest_path: str | None = None,
+             command: str | None = None) -> list[RunRecord]:
+        """The most recent runs, newest first, optionally for one manifest path or one command."""
+        ...
+
+    def get(self, run_id: int) -> RunRecord | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> RunStore: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+def check_command(command: str) -> None:
+    """Refuse an unknown command name: a typo would otherwise hide runs from `--command` filters."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown run command {command!r} (expected one of: {', '.join(sorted(COMMANDS))})")
+
+
+def check_result(result: str) -> None:
+    """Refuse an unknown result: history and schedulers switch on these exact words."""
+    if result not in RESULTS:
+        raise ValueError(f"unknown run result {result!r} (expected one of: {', '.join(sorted(RESULTS))})")
+
+
+SUPPORTED_LOCATIONS = "a file path, sqlite:///absolute/path or sqlite:relative/path"
+
+# A URL scheme is at least two characters, so a Windows drive letter ("C:\runs.db") stays a path.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
+
+
+def open_store(location: str | Path | None) -> RunStore:
+    """The store at `location`: None (DEFAULT_STORE under the current directory), a path, or a URL.
+
+    Only the scheme of an unsupported URL is echoed in the error: a database URL may carry a password.
+    """
+    from reconciler.store.sqlite import SQLiteRunStore  # the backend imports this module
+
+    if location is None:
+        return SQLiteRunStore(Path(DEFAULT_STORE))
+    if isinstance(location, Path):
+        return SQLiteRunStore(location)
+    match = _SCHEME.match(location)
+    if match is None:
+        if not location:
+            raise StoreError(f"empty run store location (expected {SUPPORTED_LOCATIONS})")
+        return SQLiteRunStore(Path(location))
+    scheme = match.group(1).lower()
+    if scheme != "sqlite":
+        raise StoreError(f"unsupported run store scheme {scheme!r} (supported: {SUPPORTED_LOCATIONS})")
+    rest = location[match.end():]
+    if rest.startswith("//"):
+        host, slash, path = rest[2:].partition("/")
+        if host or not slash or not path:
+            raise StoreError(f"bad sqlite run store URL (expected {SUPPORTED_LOCATIONS})")
+        return SQLiteRunStore(Path("/" + path))
+    if not rest:
+        raise StoreError(f"bad sqlite run store URL (expected {SUPPORTED_LOCATIONS})")
+    return SQLiteRunStore(Path(rest))
