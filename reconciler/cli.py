@@ -384,7 +384,8 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
                 raise ReconcilerError(f"no run with id {args.run_id}")
             print(json.dumps(run_to_json(record), indent=2) if args.json else format_run(record))
             return EXIT_OK
-        records = store.list(limit=args.limit, manifest_path=args.manifest)
+        manifest = str(Path(args.manifest).resolve()) if args.manifest else None
+        records = store.list(limit=args.limit, manifest_path=manifest)
         print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
     return EXIT_OK
 

@@ -58,7 +58,9 @@ class Recorder:
         self.started = self.clock()
         git = git_info(self.manifest)
         if self.store is not None:
-            self.run_id = self.store.start(RunRecord(None, self.command, self.started, str(self.manifest), git=git))
+            # Resolved, so one manifest reached by relative and absolute paths has one history.
+            self.run_id = self.store.start(RunRecord(None, self.command, self.started, str(self.manifest.resolve()),
+                                                     git=git))
         self._emit("run_start", command=self.command, manifest=str(self.manifest),
                    git_commit=git.commit if git else None, run_id=self.run_id)
         return self
