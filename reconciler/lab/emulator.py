@@ -253,6 +253,15 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
     return CommandResult(command=command, ok=True, output=tuple(copy.deepcopy(output)))
 
 
+def _selected(result: CommandResult, select: Sequence[str]) -> CommandResult:
+    """Like `| Select-Object -Property ...` on the server: only the asked-for properties come back."""
+    if not select or not result.ok:
+        return result
+    wanted = {name.lower() for name in select}
+    output = tuple({k: v for k, v in obj.items() if k.lower() in wanted} for obj in result.output)
+    return CommandResult(result.command, result.ok, output, result.error)
+
+
 def execute_batch(
     state: dict[str, Any],
     host: str,
@@ -273,7 +282,7 @@ def execute_batch(
     for command in commands:
         name = plat.cmdlet_name(command.cmdlet) or command.cmdlet
         calls[name] = int(calls.get(name, 0)) + 1
-        result = run_command(state, host, command, context)
+        result = _selected(run_command(state, host, command, context), command.select)
         results.append(result)
         if stop_on_error and not result.ok:
             break

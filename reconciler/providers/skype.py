@@ -242,9 +242,9 @@ _PARTNER_APPLICATION = KindSpec(
 )
 
 _DISCOVERY = (
-    Command("Get-CsOAuthConfiguration"),
-    Command("Get-CsOAuthServer"),
-    Command("Get-CsPartnerApplication"),
+    Command("Get-CsOAuthConfiguration", select=("Identity", *CONFIGURATION_PROPERTIES.values())),
+    Command("Get-CsOAuthServer", select=("Identity", *OAUTH_SERVER_PROPERTIES.values())),
+    Command("Get-CsPartnerApplication", select=("Identity", *PARTNER_APPLICATION_PROPERTIES.values())),
 )
 
 _CMDLET_NOUN = {"OAuthServer": "CsOAuthServer", "PartnerApplication": "CsPartnerApplication",

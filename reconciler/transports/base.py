@@ -22,6 +22,8 @@ class Command:
     sensitive: frozenset[str] = frozenset()
     shown: Mapping[str, str] = field(default_factory=dict)
     """How to show long or opaque values (for example a certificate as its thumbprint)."""
+    select: tuple[str, ...] = ()
+    """Properties to bring back (selected on the server side); empty: all."""
 
     def masked_parameters(self) -> dict[str, Any]:
         return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
