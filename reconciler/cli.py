@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="where locks, the journal and the run store live (default: .reconciler)")
         p.add_argument("--store", metavar="PATH|URL",
                        help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path)")
+        p.add_argument("--parallel", type=_positive_int, default=8, metavar="N",
+                       help="targets read and changed at once (default 8)")
         return p
 
     def unattended(p: argparse.ArgumentParser) -> None:
@@ -136,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _overrides(pairs: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
@@ -151,7 +160,8 @@ def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0))
+    return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0),
+                    parallel=args.parallel)
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
@@ -179,7 +189,7 @@ def cmd_plan(args: argparse.Namespace, registry: Registry) -> int:
 
 def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int:
     desired = _load(args, registry)
-    with open_session(desired, registry) as session:
+    with open_session(desired, registry, args.parallel) as session:
         plan = make_plan(session, discover(session), _settings(args))
         record.planned(plan)
         record.finish("error" if plan.has_errors else "changes" if plan.has_changes else "no-changes",
@@ -238,7 +248,7 @@ def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
                              "since the plan was made; run `reconcile plan` again")
     settings = _settings(args)
-    with locked(desired, settings), open_session(desired, registry) as session:
+    with locked(desired, settings), open_session(desired, registry, settings.parallel) as session:
         live = discover(session)
         plan = make_plan(session, live, settings)
         if saved is not None:
@@ -319,7 +329,7 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
 
 def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, metrics: Metrics,
                 *, apply: bool, command: str) -> Cycle:
-    settings = Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0))
+    settings = _settings(args)
     events = EventLog(sys.stdout, fmt=args.log_format)
     return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
                  store=store, events=events, metrics=metrics)
@@ -392,7 +402,7 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
     desired = _load(args, registry)
-    with open_session(desired, registry) as session:
+    with open_session(desired, registry, args.parallel) as session:
         live = discover(session)
     document = {
         name: [{"kind": key.kind, "identity": key.identity, **_shown(session, key.target, key.kind, res.fields)}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler.changes import Change
 from reconciler.checks import check_metadata
@@ -25,6 +27,7 @@ from reconciler.providers.base import KindSpec, Registry
 from reconciler.transports.base import Transport
 
 KindLookup = Callable[[Change], KindSpec | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Settings:
     lock_timeout: float = 30.0
     metadata_timeout: float = 10.0
     check_metadata: bool = True
+    parallel: int = 8  # targets read and changed at once
 
     @property
     def lock_dir(self) -> Path:
@@ -49,6 +53,7 @@ class Session:
 
     desired: DesiredState
     registry: Registry
+    parallel: int = 1
     transports: dict[str, Transport] = field(default_factory=dict)
 
     def transport(self, target: str) -> Transport:
@@ -73,8 +78,8 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(desired: DesiredState, registry: Registry) -> Iterator[Session]:
-    session = Session(desired, registry)
+def open_session(desired: DesiredState, registry: Registry, parallel: int = 1) -> Iterator[Session]:
+    session = Session(desired, registry, parallel)
     try:
         yield session
     finally:
@@ -96,16 +101,35 @@ def active_targets(desired: DesiredState) -> list[str]:
     return [name for name, target in desired.targets.items() if target.mode is not Mode.SUSPEND]
 
 
+def _each_target(names: list[str], work: Callable[[str], T], parallel: int) -> dict[str, T]:
+    """Run `work` for each target, up to `parallel` at once; the first error is raised after all finish.
+
+    Targets are independent systems, each with its own transport, so they are read and changed
+    concurrently; within a target, commands stay strictly in order.
+    """
+    if parallel <= 1 or len(names) <= 1:
+        return {name: work(name) for name in names}
+    with ThreadPoolExecutor(max_workers=min(parallel, len(names)), thread_name_prefix="target") as pool:
+        futures = {name: pool.submit(work, name) for name in names}
+        errors = [f.exception() for f in futures.values() if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return {name: future.result() for name, future in futures.items()}
+
+
 def discover(session: Session, targets: list[str] | None = None) -> dict[str, LiveState]:
-    live: dict[str, LiveState] = {}
-    for name in targets if targets is not None else active_targets(session.desired):
+    names = targets if targets is not None else active_targets(session.desired)
+    for name in names:
+        session.transport(name)  # opened here, in one thread: opening may prompt or fail early
+
+    def read(name: str) -> LiveState:
         target = session.desired.targets[name]
-        provider = session.registry.provider(target.provider)
         try:
-            live[name] = provider.discover(target, session.transport(name))
+            return session.registry.provider(target.provider).discover(target, session.transport(name))
         except TransportError as exc:
             raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
-    return live
+
+    return _each_target(names, read, session.parallel)
 
 
 def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
@@ -140,23 +164,19 @@ class ApplyResult:
 
 
 def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
-    """Apply the plan target by target; stop at the first target that fails; re-read to prove it."""
+    """Apply each target's changes (targets concurrently, each stopping at its first failure); re-read."""
     journal = Journal(settings.journal_path)
-    outcomes: list[ChangeOutcome] = []
     per_target: dict[str, list[Change]] = {}
     for change in plan.enforced:
         per_target.setdefault(change.key.target, []).append(change)
-    for name in plan.targets:
-        changes = per_target.get(name, [])
-        if not changes:
-            continue
-        target = session.desired.targets[name]
-        provider = session.registry.provider(target.provider)
-        done = execute_target(changes, provider, session.transport(name), journal, session.kind_of)
-        outcomes.extend(done)
-        if not all(o.ok for o in done):
-            break
     applied_targets = [name for name in plan.targets if name in per_target]
+
+    def apply(name: str) -> tuple[ChangeOutcome, ...]:
+        provider = session.registry.provider(session.desired.targets[name].provider)
+        return execute_target(per_target[name], provider, session.transport(name), journal, session.kind_of)
+
+    done = _each_target(applied_targets, apply, session.parallel)
+    outcomes = [outcome for name in applied_targets for outcome in done[name]]
     after = discover(session, applied_targets)
     remaining = {}
     for name in applied_targets:

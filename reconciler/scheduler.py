@@ -50,7 +50,7 @@ class Cycle:
                       metrics=self.metrics) as record:
             desired = load_manifest(self.manifest, self.registry, self.overrides)
             lock = locked(desired, self.settings) if self.apply else contextlib.nullcontext()
-            with lock, open_session(desired, self.registry) as session:
+            with lock, open_session(desired, self.registry, self.settings.parallel) as session:
                 plan = make_plan(session, discover(session), self.settings)
                 record.planned(plan)
                 if plan.has_errors:
