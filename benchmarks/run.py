@@ -241,10 +241,11 @@ def traced(fn: Callable[[], Any]) -> tuple[Any, float]:
 class Ours:
     """The real code path, split into PLAN (load + discover + plan) and APPLY (execute + re-read)."""
 
-    def __init__(self, manifest: Path, work: Path) -> None:
+    def __init__(self, manifest: Path, work: Path, parallel: int = 8) -> None:
         self.manifest = manifest
+        self.parallel = parallel
         # check_metadata=False: downloading metadata documents is network work outside this comparison.
-        self.settings = Settings(state_dir=work / ".reconciler", check_metadata=False)
+        self.settings = Settings(state_dir=work / ".reconciler", check_metadata=False, parallel=parallel)
         self.registry = Registry.from_entry_points()
         self._session_cm: Any = None
         self.session: Any = None
@@ -252,7 +253,7 @@ class Ours:
 
     def do_plan(self) -> Any:
         desired = load_manifest(self.manifest, self.registry)
-        self._session_cm = open_session(desired, self.registry)
+        self._session_cm = open_session(desired, self.registry, self.parallel)
         self.session = self._session_cm.__enter__()
         self.plan = make_plan(self.session, discover(self.session), self.settings)
         return self.plan
@@ -267,9 +268,10 @@ class Ours:
         return result
 
 
-def run_ours(manifest: Path, work: Path, targets: Sequence[Target], expected: Mapping[str, int]) -> Phases:
+def run_ours(manifest: Path, work: Path, targets: Sequence[Target], expected: Mapping[str, int],
+             parallel: int) -> Phases:
     phases = Phases()
-    ours = Ours(manifest, work)
+    ours = Ours(manifest, work, parallel)
     before = round_trips(targets)
     plan, phases.plan.wall, phases.plan.cpu = timed(ours.do_plan)
     middle = round_trips(targets)
@@ -285,7 +287,7 @@ def run_ours(manifest: Path, work: Path, targets: Sequence[Target], expected: Ma
 
 
 def trace_ours(manifest: Path, work: Path) -> tuple[float, float]:
-    ours = Ours(manifest, work)
+    ours = Ours(manifest, work)  # memory does not depend on parallelism
     _, plan_peak = traced(ours.do_plan)
     _, apply_peak = traced(ours.do_apply)
     return plan_peak, apply_peak
@@ -419,7 +421,7 @@ def bench_size(size: Size, options: argparse.Namespace, base: Mapping[str, Any])
         expected = expected_actions(targets)
         write_estates(targets, base)
         manifest = write_manifest(root / "manifest.yaml", targets, options.latency_ms)
-        ours = run_ours(manifest, root, targets, expected)
+        ours = run_ours(manifest, root, targets, expected, options.parallel)
         converged = live_apps(targets)
 
         estimate = size.objects > options.skip_baseline_above
@@ -456,6 +458,8 @@ def machine_facts(options: argparse.Namespace) -> list[str]:
         f"- python: {platform.python_version()} ({platform.python_implementation()}), {platform.platform()}",
         f"- cpus: {os.cpu_count()} (usable by this process: {usable})",
         f"- latency: {options.latency_ms:g} ms per round trip (LabTransport `latencyMs`)",
+        f"- ours: up to {options.parallel} targets at once (`--parallel`); per-object: sequential, as the seed "
+        "scripts run",
         f"- baseline measured up to {options.skip_baseline_above} objects; above that it is extrapolated "
         f"from {options.baseline_sample} target(s) by per-call cost (marked ~)",
     ]
@@ -504,8 +508,8 @@ NOTES = [
     "- remote calls = round trips counted by the lab (`hosts[h].roundTrips`); each one sleeps the latency once "
     "and reads + rewrites (fsync) that target's JSON state file.",
     "- ours PLAN = load_manifest (YAML + JSON Schema) + discover + make_plan with Settings(check_metadata=False): "
-    "metadata-document downloads are network work outside this comparison. It is sequential over targets: one "
-    "round trip per target, one after the other.",
+    "metadata-document downloads are network work outside this comparison. One round trip per target, up to "
+    "--parallel targets at once.",
     "- ours APPLY = execute: one batched round trip per changed target, then one re-read round trip per changed "
     "target to prove convergence (the per-object baseline does not verify).",
     "- per-object PLAN = one Get per desired object (Get-CsPartnerApplication -Identity X, "
@@ -526,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "extrapolate it by per-call cost (default 5000)")
     parser.add_argument("--baseline-sample", type=int, default=2, metavar="TARGETS",
                         help="targets the extrapolated baseline is measured on (default 2)")
+    parser.add_argument("--parallel", type=int, default=8, metavar="N",
+                        help="targets ours reads and changes at once (reconcile --parallel; default 8)")
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass (peak MiB n/a)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"Markdown output (default {RESULTS})")
     options = parser.parse_args(argv)
