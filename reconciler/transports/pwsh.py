@@ -1,0 +1,486 @@
+"""The local PowerShell transport (`transport: pwsh`): one PowerShell process per target per run.
+
+For admins who run `reconcile` on a management host that has the Skype for Business or Exchange
+modules (Windows PowerShell 5.1 or PowerShell 7 on Windows, or pwsh on Linux). The process runs
+`runner.ps1` (shipped next to this module), is started on the first `invoke`, reused for discovery,
+apply and the re-read after it, and ended by `close()`: importing those modules takes seconds, so
+one process per run instead of one per batch.
+
+Requests and responses are JSON lines on the process's standard input and output (see runner.ps1
+for the protocol). Commands stay data all the way: the runner splats each parameter map onto the
+cmdlet, so no value is ever parsed as PowerShell. Cmdlet names are checked against an allow-list
+here, before anything is sent, and again by the runner.
+
+Any failure to deliver a batch (the process missing, exiting, hanging past the timeout, or answering
+out of protocol) kills the process and raises TransportError; a later `invoke` starts a new one. No
+message ever contains a parameter marked sensitive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from reconciler.errors import TransportError
+from reconciler.model import TargetSpec
+from reconciler.transports import psjson
+from reconciler.transports.base import Command, CommandResult
+
+DEFAULT_TIMEOUT = 300.0
+MODULES_ENV = "RECONCILER_PWSH_MODULES"
+"""How the module list reaches the runner: an environment variable holding a JSON array, so no
+name is ever quoted onto a command line."""
+RUNNER = Path(__file__).with_name("runner.ps1")
+"""The runner script, shipped as package data next to this module."""
+STDERR_LINES = 20
+CLOSE_GRACE = 5.0
+
+DEFAULT_ALLOWED_CMDLETS: tuple[str, ...] = (
+    # Skype for Business / Lync Server
+    "Get-CsOAuthConfiguration", "Set-CsOAuthConfiguration", "New-CsOAuthConfiguration", "Remove-CsOAuthConfiguration",
+    "Get-CsOAuthServer", "Set-CsOAuthServer", "New-CsOAuthServer", "Remove-CsOAuthServer",
+    "Get-CsPartnerApplication", "Set-CsPartnerApplication", "New-CsPartnerApplication",
+    "Remove-CsPartnerApplication",
+    "Test-CsExStorageConnectivity",
+    # Exchange Server
+    "Get-PartnerApplication", "Set-PartnerApplication", "New-PartnerApplication", "Remove-PartnerApplication",
+    "Get-AuthServer", "Set-AuthServer", "New-AuthServer", "Remove-AuthServer",
+    "Get-AuthConfig", "Set-AuthConfig",
+    "Get-User",
+    "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
+)
+"""The cmdlets this transport runs unless a target's `allowCmdlets` adds more. Nothing else runs:
+not even a read, since an unexpected cmdlet means a bug upstream."""
+
+CMDLET_NAME = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
+PARAMETER_NAME = re.compile(r"^-?[A-Za-z_][A-Za-z0-9_]*$")
+RUNNER_ARGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File")
+"""-ExecutionPolicy applies to this process only (ignored off Windows); a Group Policy still wins."""
+
+
+def default_executable() -> str:
+    """`pwsh` (PowerShell 7) when it is on PATH; on Windows without it, Windows PowerShell 5.1."""
+    if os.name == "nt" and shutil.which("pwsh") is None:
+        return "powershell.exe"
+    return "pwsh"
+
+
+class PwshTransport:
+    """Runs commands in a local PowerShell process through runner.ps1 (one process per target per run)."""
+
+    connection_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "executable": {
+                "description": "The PowerShell to start: a program name or path (default `pwsh`, or "
+                "`powershell.exe` on Windows without PowerShell 7), or a list of arguments to start it "
+                "with (the runner's own arguments are appended).",
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                ],
+            },
+            "modules": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "description": "Modules to import (or Windows PowerShell snap-ins to add) before the first "
+                "command, e.g. SkypeForBusiness or Microsoft.Exchange.Management.PowerShell.SnapIn.",
+            },
+            "timeoutSeconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": f"How long one batch (or the start) may take (default {DEFAULT_TIMEOUT:g}).",
+            },
+            "allowCmdlets": {
+                "type": "array",
+                "items": {"type": "string", "pattern": CMDLET_NAME.pattern},
+                "description": "Cmdlets to allow beyond the built-in OAuth allow-list.",
+            },
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(
+        self,
+        executable: str | Sequence[str] | None = None,
+        *,
+        modules: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+        allow_cmdlets: Sequence[str] = (),
+        name: str = "pwsh",
+    ) -> None:
+        if executable is None:
+            executable = default_executable()
+        self.argv: tuple[str, ...] = (executable,) if isinstance(executable, str) else tuple(executable)
+        if not self.argv or not all(self.argv):
+            raise TransportError(f"{name}: the PowerShell executable must be a non-empty name or argument list")
+        self.modules = tuple(modules)
+        self.timeout = timeout
+        self.allowed: tuple[str, ...] = tuple(dict.fromkeys((*DEFAULT_ALLOWED_CMDLETS, *allow_cmdlets)))
+        self._allowed_lower = frozenset(c.lower() for c in self.allowed)
+        self.name = name
+        self._process: _Process | None = None
+        self._next_id = 1
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_target(cls, target: TargetSpec) -> PwshTransport:
+        """Build from a target's `connection` block (its `transport` key is ignored). Starts nothing."""
+        connection = target.connection
+        where = f"target {target.name!r}"
+        unknown = sorted(set(connection) - {"transport", *cls.connection_schema["properties"]})
+        if unknown:
+            raise TransportError(f"{where}: unknown connection setting(s) for pwsh: {', '.join(unknown)}")
+        executable = connection.get("executable")
+        if executable is not None and not _is_text(executable) and not _is_text_list(executable, nonempty=True):
+            raise TransportError(f"{where}: connection.executable must be a program name or a list of arguments")
+        modules = connection.get("modules", [])
+        if not _is_text_list(modules):
+            raise TransportError(f"{where}: connection.modules must be a list of module names")
+        timeout = connection.get("timeoutSeconds", DEFAULT_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise TransportError(f"{where}: connection.timeoutSeconds must be a number > 0")
+        extra = connection.get("allowCmdlets", [])
+        if not _is_text_list(extra) or not all(CMDLET_NAME.match(name) for name in extra):
+            raise TransportError(f"{where}: connection.allowCmdlets must be a list of cmdlet names (Verb-Noun)")
+        return cls(executable, modules=modules, timeout=float(timeout), allow_cmdlets=extra,
+                   name=f"pwsh ({target.name})")
+
+    # --- the seam ---------------------------------------------------------------------------------
+
+    def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]:
+        """One request to the PowerShell process; refused commands fail here without being sent.
+
+        A refused command gets its error result in its place. With `stop_on_error` the commands
+        before it are sent and nothing after it (exactly what the runner does at a failure); without,
+        every other command is sent.
+        """
+        with self._lock:
+            if self._closed:
+                raise TransportError(f"{self.name}: the transport is closed")
+            refusals: dict[int, CommandResult] = {}
+            for index, command in enumerate(commands):
+                refusal = self._refusal(command)
+                if refusal is not None:
+                    refusals[index] = refusal
+            if stop_on_error and refusals:
+                first = min(refusals)
+                sent = list(commands[:first])
+                tail: list[CommandResult] = [refusals[first]]
+            else:
+                sent = [c for i, c in enumerate(commands) if i not in refusals]
+                tail = []
+            answered = self._round_trip(sent, stop_on_error) if sent else []
+            if stop_on_error:
+                if answered and not answered[-1].ok:
+                    return answered
+                return answered + tail
+            merged = iter(answered)
+            return [refusals[i] if i in refusals else next(merged) for i in range(len(commands))]
+
+    def close(self) -> None:
+        """End the process: close its input (the runner exits), then kill it if it lingers."""
+        with self._lock:
+            self._closed = True
+            process, self._process = self._process, None
+        if process is not None:
+            process.shutdown(CLOSE_GRACE)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _refusal(self, command: Command) -> CommandResult | None:
+        """Why this command must not be sent, as an error result; None if it may be."""
+        if command.cmdlet.lower() not in self._allowed_lower or not CMDLET_NAME.match(command.cmdlet):
+            return CommandResult(command, ok=False, error=(
+                f"{command.cmdlet} : refused by the pwsh transport: the cmdlet is not on its allow-list "
+                "(add it to connection.allowCmdlets if it is safe to run); nothing was sent"))
+        seen: set[str] = set()
+        for name in command.parameters:
+            if not isinstance(name, str) or not PARAMETER_NAME.match(name):
+                return CommandResult(command, ok=False, error=(
+                    f"{command.cmdlet} : refused by the pwsh transport: {str(name)[:60]!r} is not a "
+                    "parameter name; nothing was sent"))
+            key = name.lstrip("-").lower()
+            if key in seen:  # a splatted hashtable is case-insensitive: one value would silently win
+                return CommandResult(command, ok=False, error=(
+                    f"{command.cmdlet} : refused by the pwsh transport: parameter {name!r} is given twice; "
+                    "nothing was sent"))
+            seen.add(key)
+        try:
+            json.dumps(dict(command.parameters), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # The exception text names a type, never a value.
+            return CommandResult(command, ok=False, error=(
+                f"{command.cmdlet} : refused by the pwsh transport: a parameter value cannot be sent "
+                f"as JSON ({type(exc).__name__}); nothing was sent"))
+        return None
+
+    def _request(self, request_id: int, commands: Sequence[Command], stop_on_error: bool) -> bytes:
+        body = {
+            "id": request_id,
+            "allow": list(self.allowed),
+            "stopOnError": stop_on_error,
+            "commands": [
+                {
+                    "cmdlet": c.cmdlet,
+                    "parameters": {name.lstrip("-"): value for name, value in c.parameters.items()},
+                    "select": list(c.select),
+                }
+                for c in commands
+            ],
+        }
+        # ASCII-only JSON: non-ASCII travels as \u escapes, so no console code page can alter it,
+        # and a newline inside a value can never end the line early.
+        return (json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n").encode("ascii")
+
+    def _round_trip(self, commands: Sequence[Command], stop_on_error: bool) -> list[CommandResult]:
+        deadline = time.monotonic() + self.timeout
+        try:
+            process = self._ensure_started(commands, deadline)
+            request_id = self._next_id
+            self._next_id += 1
+            process.send(self._request(request_id, commands, stop_on_error), deadline)
+            line = process.receive(deadline)
+            return self._parse(line, request_id, commands, stop_on_error)
+        except TransportError as exc:
+            # The conversation is broken (or never began): this process is not used again.
+            broken, self._process = self._process, None
+            if broken is not None:
+                broken.kill()
+            raise TransportError(psjson.mask_text(str(exc), commands)) from None
+
+    def _ensure_started(self, commands: Sequence[Command], deadline: float) -> _Process:
+        if self._process is not None:
+            return self._process
+        if not RUNNER.is_file():
+            raise TransportError(f"{self.name}: {RUNNER} is missing: reinstall reconciler")
+        argv = [*self.argv, *RUNNER_ARGS, str(RUNNER)]
+        env = {**os.environ, MODULES_ENV: json.dumps(list(self.modules))}
+        process = _Process.start(argv, env, self.name, self.timeout)
+        try:
+            line = process.receive(deadline, starting=True)
+            ready = _json_line(line, self.name, commands)
+            if not isinstance(ready, Mapping) or "ready" not in ready:
+                raise TransportError(f"{self.name}: the runner did not start with a ready line; got "
+                                     f"{_snippet(line, commands)}")
+            if ready.get("ready") is not True:
+                error = psjson.mask_text(str(ready.get("error") or "no reason given"), commands)
+                raise TransportError(f"{self.name}: PowerShell could not import the modules "
+                                     f"{list(self.modules)}: {error}")
+        except TransportError:
+            process.kill()
+            raise
+        self._process = process
+        return process
+
+    def _parse(self, line: bytes, request_id: int, commands: Sequence[Command],
+               stop_on_error: bool) -> list[CommandResult]:
+        response = _json_line(line, self.name, commands)
+        if not isinstance(response, Mapping) or response.get("id") != request_id:
+            got = response.get("id") if isinstance(response, Mapping) else type(response).__name__
+            raise TransportError(f"{self.name}: answered {got!r} to request {request_id}: the runner is out of "
+                                 "step with this transport, so no result can be trusted")
+        if "error" in response and "results" not in response:
+            raise TransportError(f"{self.name}: the runner could not run request {request_id}: "
+                                 f"{psjson.mask_text(str(response['error']), commands)}")
+        raw = response.get("results")
+        if not isinstance(raw, list):
+            raise TransportError(f"{self.name}: response {request_id} has no list of results")
+        if len(raw) > len(commands) or (len(raw) < len(commands) and not stop_on_error):
+            raise TransportError(f"{self.name}: {len(raw)} results for {len(commands)} commands in request "
+                                 f"{request_id}")
+        results = [_result(command, item, self.name) for command, item in zip(commands, raw, strict=False)]
+        if len(results) < len(commands) and (not results or results[-1].ok):
+            raise TransportError(f"{self.name}: request {request_id} stopped after {len(results)} of "
+                                 f"{len(commands)} commands without a failure")
+        return results
+
+
+# --- one process ------------------------------------------------------------------------------------
+
+
+class _Process:
+    """A running PowerShell and the threads draining its output (so it can never block on a full pipe).
+
+    Standard output is read line by line into a queue (None at end of file) so reads can time out on
+    every platform; standard error keeps its last lines for error messages.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+        self.popen = popen
+        self.name = name
+        self.timeout = timeout
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
+        self._readers = [
+            threading.Thread(target=self._pump_stdout, name=f"{name} stdout", daemon=True),
+            threading.Thread(target=self._pump_stderr, name=f"{name} stderr", daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], name: str, timeout: float) -> _Process:
+        try:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )
+        except FileNotFoundError:
+            raise TransportError(
+                f"{name}: cannot start PowerShell: {argv[0]!r} was not found. Install PowerShell 7 (pwsh) "
+                "or set connection.executable to powershell.exe or a full path") from None
+        except OSError as exc:
+            raise TransportError(f"{name}: cannot start PowerShell ({argv[0]!r}): {exc.strerror}") from None
+        return cls(popen, name, timeout)
+
+    def _pump_stdout(self) -> None:
+        assert self.popen.stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in iter(self.popen.stdout.readline, b""):
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.popen.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in iter(self.popen.stderr.readline, b""):
+                self.stderr.append(line.decode("utf-8", errors="replace").rstrip("\r\n"))
+
+    def send(self, data: bytes, deadline: float) -> None:
+        """Write one request, in a helper thread so a PowerShell that stopped reading cannot hang us."""
+        failure: list[OSError] = []
+
+        def write() -> None:
+            assert self.popen.stdin is not None
+            try:
+                self.popen.stdin.write(data)
+                self.popen.stdin.flush()
+            except OSError as exc:
+                failure.append(exc)
+
+        writer = threading.Thread(target=write, name=f"{self.name} stdin", daemon=True)
+        writer.start()
+        writer.join(max(0.0, deadline - time.monotonic()))
+        if writer.is_alive():
+            raise self.timed_out()
+        if failure:
+            raise self.ended("while a request was being sent")
+
+    def receive(self, deadline: float, *, starting: bool = False) -> bytes:
+        """The next line of standard output; TransportError at end of file or at the deadline."""
+        try:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise self.timed_out(starting=starting) from None
+        if line is None:
+            raise self.ended("before it started" if starting else "before it answered")
+        return line
+
+    def timed_out(self, *, starting: bool = False) -> TransportError:
+        seconds = f"{self.timeout:g}s"
+        self.kill()
+        if starting:
+            return TransportError(f"{self.name}: PowerShell did not start within {seconds} (importing modules?)"
+                                  f"{self._stderr_text()}")
+        return TransportError(f"{self.name}: the batch timed out after {seconds}; the batch may have partly run: "
+                              f"re-plan before retrying{self._stderr_text()}")
+
+    def ended(self, when: str) -> TransportError:
+        """PowerShell exited, or closed its output, mid-conversation: say so with its last words."""
+        try:
+            code: int | None = self.popen.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.kill()
+        status = f"exited with code {code}" if code is not None else "closed its output"
+        return TransportError(f"{self.name}: PowerShell {status} {when}{self._stderr_text()}")
+
+    def _stderr_text(self) -> str:
+        self._readers[1].join(timeout=1.0)  # let the last lines arrive
+        lines = list(self.stderr)
+        return ("; last lines of its standard error:\n  " + "\n  ".join(lines)) if lines else ""
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(OSError):
+                self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5.0)
+        self._close_pipes()
+
+    def shutdown(self, grace: float) -> None:
+        """Close standard input (the runner's signal to exit), wait `grace` seconds, then kill."""
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        self.kill()
+
+    def _close_pipes(self) -> None:
+        """Close our ends of the pipes; an output pipe only once its reader is done with it.
+
+        (Closing a pipe another thread is reading could block; a reader still running after the
+        process died means a grandchild holds the pipe, and the daemon thread is left to it.)
+        """
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        for reader, pipe in zip(self._readers, (self.popen.stdout, self.popen.stderr), strict=True):
+            reader.join(timeout=1.0)
+            if pipe is not None and not reader.is_alive():
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_text_list(value: Any, *, nonempty: bool = False) -> bool:
+    return isinstance(value, list) and (bool(value) or not nonempty) and all(_is_text(v) for v in value)
+
+
+def _snippet(line: bytes, commands: Sequence[Command]) -> str:
+    text = line.decode("utf-8", errors="replace").strip()
+    text = psjson.mask_text(text, commands)
+    return repr(text[:200] + ("…" if len(text) > 200 else ""))
+
+
+def _json_line(line: bytes, name: str, commands: Sequence[Command]) -> Any:
+    try:
+        return json.loads(line.decode("utf-8"))
+    except ValueError:
+        raise TransportError(f"{name}: PowerShell wrote something that is not a JSON line to its output: "
+                             f"{_snippet(line, commands)}") from None
+
+
+def _result(command: Command, item: Any, name: str) -> CommandResult:
+    """One command's result from the runner's `{"ok": ..., "output"|"error": ...}`."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("ok"), bool):
+        raise TransportError(f"{name}: a result for {command.cmdlet} is not of the form {{\"ok\": true|false, ...}}")
+    if not item["ok"]:
+        error = item.get("error")
+        text = str(error) if error else f"{command.cmdlet} : failed without an error message"
+        return CommandResult(command, ok=False, error=psjson.mask_text(text, [command]))
+    try:
+        output = psjson.output_objects(item.get("output"))
+    except psjson.OutputShapeError as exc:
+        return CommandResult(command, ok=False, error=f"{command.cmdlet} : returned unusable output: {exc}")
+    return CommandResult(command, ok=True, output=output)

@@ -1,0 +1,526 @@
+"""The pwsh transport against a stand-in that speaks runner.ps1's protocol (no PowerShell here).
+
+tests/standin_pwsh.py answers with the lab emulator and records every request exactly as it arrived,
+so these tests check what the transport sends (one process, one request per batch, values as
+literal JSON strings) as well as what it makes of answers, including broken ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from reconciler.errors import TransportError
+from reconciler.lab.admin import add_failure
+from reconciler.lab.state import LabStore
+from reconciler.lab.transport import LabTransport
+from reconciler.model import TargetSpec
+from reconciler.providers.base import Registry
+from reconciler.providers.skype import SkypeProvider
+from reconciler.transports import psjson
+from reconciler.transports.base import MASK, Command
+from reconciler.transports.pwsh import DEFAULT_ALLOWED_CMDLETS, RUNNER, PwshTransport
+from tests.e2e import ON_PREMISES, Estate
+
+STANDIN = Path(__file__).resolve().parent / "standin_pwsh.py"
+HOST = "atl-cs-001"
+SECRET = "s3cr3t-Value-never-shown"
+DISCOVERY = (
+    Command("Get-CsOAuthConfiguration", select=("Identity", "ServiceName", "Realm")),
+    Command("Get-CsOAuthServer"),
+    Command("Get-CsPartnerApplication", select=("Identity", "ApplicationTrustLevel")),
+)
+
+
+@dataclass
+class Standin:
+    """The stand-in's environment for one test, and the transports opened on it (closed after)."""
+
+    state: Path
+    record: Path
+    monkeypatch: pytest.MonkeyPatch
+    opened: list[PwshTransport] = field(default_factory=list)
+
+    def transport(self, **connection: Any) -> PwshTransport:
+        settings: dict[str, Any] = {"transport": "pwsh", "executable": [sys.executable, str(STANDIN)],
+                                    "timeoutSeconds": 30, **connection}
+        transport = PwshTransport.from_target(TargetSpec("pool", "skype", settings))
+        self.opened.append(transport)
+        return transport
+
+    def misbehave(self, *modes: str) -> None:
+        self.monkeypatch.setenv("STANDIN_MISBEHAVE", ",".join(modes))
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_bytes().splitlines()]
+
+    def raw_requests(self) -> list[bytes]:
+        return [line for line in self.record.read_bytes().splitlines() if line.startswith(b'{"id"')] \
+            if self.record.exists() else []
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if "id" in e]
+
+    def starts(self) -> list[dict[str, Any]]:
+        return [e["start"] for e in self.entries() if "start" in e]
+
+    def lab(self) -> dict[str, Any]:
+        return LabStore(self.state).read()["hosts"][HOST]
+
+
+@pytest.fixture
+def standin(lab_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Standin]:
+    record = tmp_path / "standin-record.jsonl"
+    monkeypatch.setenv("STANDIN_STATE", str(lab_state))
+    monkeypatch.setenv("STANDIN_HOST", HOST)
+    monkeypatch.setenv("STANDIN_RECORD", str(record))
+    monkeypatch.delenv("STANDIN_MISBEHAVE", raising=False)
+    monkeypatch.delenv("STANDIN_MISSING_MODULES", raising=False)
+    helper = Standin(lab_state, record, monkeypatch)
+    yield helper
+    for transport in helper.opened:
+        transport.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0; it is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
+
+
+# --- round trips, reuse, close -------------------------------------------------------------------
+
+
+def test_discovery_is_one_process_and_one_request_and_reads_what_the_lab_transport_reads(
+        standin: Standin, lab_state: Path) -> None:
+    target = TargetSpec("pool", "skype", {"transport": "pwsh"})
+    transport = standin.transport(modules=["SkypeForBusiness"])
+    assert standin.starts() == []  # started lazily, on the first invoke
+    live = SkypeProvider().discover(target, transport)
+    expected = SkypeProvider().discover(target, LabTransport(lab_state, HOST))
+    assert live == expected and len(live.resources) == 3
+    (start,) = standin.starts()
+    assert start["modules"] == ["SkypeForBusiness"]
+    assert start["argv"][-1] == str(RUNNER)
+    (request,) = standin.requests()
+    assert [c["cmdlet"] for c in request["commands"]] == [
+        "Get-CsOAuthConfiguration", "Get-CsOAuthServer", "Get-CsPartnerApplication"]
+    assert request["stopOnError"] is True and request["id"] == 1
+    assert request["commands"][1]["select"] and request["commands"][0]["parameters"] == {}
+    assert set(request["allow"]) == set(DEFAULT_ALLOWED_CMDLETS)
+
+
+def test_outputs_are_selected_objects_in_order(standin: Standin) -> None:
+    results = standin.transport().invoke(DISCOVERY)
+    assert [r.ok for r in results] == [True, True, True]
+    assert results[0].output == ({"Identity": "Global", "ServiceName": "", "Realm": "litwareinc.com"},)
+    assert results[1].output == ()
+    assert [dict(o) for o in results[2].output] == [
+        {"Identity": "app", "ApplicationTrustLevel": "User"},
+        {"Identity": "microsoft.exchange", "ApplicationTrustLevel": "Application"}]
+
+
+def test_the_process_is_reused_across_invokes_and_ended_by_close(standin: Standin) -> None:
+    transport = standin.transport()
+    transport.invoke(DISCOVERY[:1])
+    transport.invoke(DISCOVERY[1:])
+    (start,) = standin.starts()
+    assert [r["id"] for r in standin.requests()] == [1, 2]
+    assert standin.lab()["roundTrips"] == 2
+    assert pid_alive(start["pid"])
+    transport.close()
+    assert not pid_alive(start["pid"])
+    assert standin.entries()[-1] == {"eof": True}  # it saw its input close: a clean exit, not a kill
+    transport.close()  # idempotent
+    with pytest.raises(TransportError, match="closed"):
+        transport.invoke(DISCOVERY)
+
+
+def test_stop_on_error_stops_at_the_first_failure(standin: Standin) -> None:
+    add_failure(standin.state, HOST, "Set-CsOAuthConfiguration", message="injected")
+    commands = [Command("Remove-CsPartnerApplication", {"Identity": "app"}),
+                Command("Set-CsOAuthConfiguration", {"ServiceName": "x"}),
+                Command("Remove-CsPartnerApplication", {"Identity": "microsoft.exchange"})]
+    results = standin.transport().invoke(commands)
+    assert [r.ok for r in results] == [True, False]
+    assert results[1].error == "Set-CsOAuthConfiguration : injected"
+    assert [a["Identity"] for a in standin.lab()["objects"]["PartnerApplication"]] == ["microsoft.exchange"]
+
+
+def test_without_stop_on_error_every_command_runs(standin: Standin) -> None:
+    add_failure(standin.state, HOST, "Set-CsOAuthConfiguration", message="injected")
+    commands = [Command("Set-CsOAuthConfiguration", {"ServiceName": "x"}),
+                Command("Remove-CsPartnerApplication", {"Identity": "app"})]
+    results = standin.transport().invoke(commands, stop_on_error=False)
+    assert [r.ok for r in results] == [False, True]
+    assert standin.requests()[0]["stopOnError"] is False
+
+
+def test_switches_and_booleans_travel_as_json_true(standin: Standin) -> None:
+    new = Command("New-CsPartnerApplication", {"Identity": "sw", "ApplicationIdentifier": "id",
+                                               "ApplicationTrustLevel": "Full", "UseOAuthServer": True,
+                                               "Enabled": False})
+    (result,) = standin.transport().invoke([new])
+    assert result.ok and result.output[0]["UseOAuthServer"] is True and result.output[0]["Enabled"] is False
+    assert b'"UseOAuthServer":true' in standin.raw_requests()[0]
+
+
+# --- the allow-list -------------------------------------------------------------------------------
+
+
+def test_a_cmdlet_off_the_allow_list_is_refused_before_anything_is_sent(standin: Standin) -> None:
+    transport = standin.transport()
+    (result,) = transport.invoke([Command("Stop-Computer", {"Force": True})])
+    assert not result.ok and result.error is not None
+    assert result.error.startswith("Stop-Computer : refused by the pwsh transport")
+    assert standin.starts() == [] and standin.requests() == []  # no process, nothing sent
+
+
+def test_a_refusal_mid_batch_stops_it_there_and_is_never_sent(standin: Standin) -> None:
+    transport = standin.transport()
+    results = transport.invoke([DISCOVERY[0], Command("Invoke-Expression", {"Command": "x"}), DISCOVERY[1]])
+    assert [r.ok for r in results] == [True, False]
+    assert results[1].error is not None and "Invoke-Expression" in results[1].error
+    (request,) = standin.requests()
+    assert [c["cmdlet"] for c in request["commands"]] == ["Get-CsOAuthConfiguration"]
+    assert b"Invoke-Expression" not in standin.record.read_bytes()
+
+    results = transport.invoke([Command("Remove-Item", {"Path": "C:\\"}), DISCOVERY[0]], stop_on_error=False)
+    assert [r.ok for r in results] == [False, True]
+    assert [c["cmdlet"] for c in standin.requests()[1]["commands"]] == ["Get-CsOAuthConfiguration"]
+
+
+def test_allow_cmdlets_extends_the_list_and_names_match_case_insensitively(standin: Standin) -> None:
+    transport = standin.transport(allowCmdlets=["Get-CsUser"])
+    results = transport.invoke([Command("get-csoauthconfiguration"), Command("Get-CsUser")], stop_on_error=False)
+    assert results[0].ok
+    assert not results[1].ok and results[1].error is not None and "is not recognized" in results[1].error
+    assert "Get-CsUser" in standin.requests()[0]["allow"]
+
+
+def test_bad_parameter_names_and_unsendable_values_are_refused(standin: Standin) -> None:
+    transport = standin.transport()
+    (bad_name,) = transport.invoke([Command("Get-CsOAuthServer", {"Identity; Stop-Computer": "x"})])
+    (bad_value,) = transport.invoke([Command("Set-CsOAuthConfiguration", {"Realm": object()},
+                                             sensitive=frozenset({"Realm"}))])
+    (twice,) = transport.invoke([Command("Get-CsOAuthServer", {"Identity": "a", "-identity": "b"})])
+    assert not bad_name.ok and "not a parameter name" in (bad_name.error or "")
+    assert not twice.ok and "given twice" in (twice.error or "")
+    assert not bad_value.ok and "cannot be sent as JSON" in (bad_value.error or "")
+    assert standin.requests() == []
+
+
+def test_the_default_allow_list_is_the_oauth_cmdlets() -> None:
+    assert len(set(DEFAULT_ALLOWED_CMDLETS)) == len(DEFAULT_ALLOWED_CMDLETS)
+    for noun in ("CsOAuthConfiguration", "CsOAuthServer", "CsPartnerApplication", "PartnerApplication", "AuthServer"):
+        for verb in ("Get", "Set", "New", "Remove"):
+            assert f"{verb}-{noun}" in DEFAULT_ALLOWED_CMDLETS
+    for name in ("Test-CsExStorageConnectivity", "Get-AuthConfig", "Set-AuthConfig", "Get-User",
+                 "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment"):
+        assert name in DEFAULT_ALLOWED_CMDLETS
+    assert not {"Invoke-Expression", "Invoke-Command", "Remove-Item", "Start-Process"} & set(DEFAULT_ALLOWED_CMDLETS)
+
+
+# --- PowerShell's JSON quirks -----------------------------------------------------------------------
+
+
+def test_a_lone_object_not_in_an_array_and_null_output_become_lists(standin: Standin) -> None:
+    standin.misbehave("unwrapped")
+    results = standin.transport().invoke(DISCOVERY)
+    assert results[0].output == ({"Identity": "Global", "ServiceName": "", "Realm": "litwareinc.com"},)
+    assert results[1].output == ()
+    assert len(results[2].output) == 2  # two objects were an array all along
+
+
+def test_count_wrapped_arrays_are_unwrapped(standin: Standin) -> None:
+    standin.misbehave("countwrapped")
+    results = standin.transport().invoke(DISCOVERY)
+    assert [len(r.output) for r in results] == [1, 0, 2]
+
+
+def test_microsoft_json_dates_become_iso_8601_and_enum_numbers_pass_through(standin: Standin) -> None:
+    standin.misbehave("dates", "enums")
+    results = standin.transport().invoke(DISCOVERY[2:])
+    app = results[0].output[0]
+    assert app["WhenCreated"] == "2023-11-14T22:13:20Z" and app["WhenChanged"] == "2023-11-14T22:13:20Z"
+    # The runner turns enums into their names ($v -is [enum]); a number that arrives anyway cannot be
+    # named here (no type information travels), so it is passed on unchanged rather than guessed.
+    assert app["ApplicationTrustLevel"] == 2
+
+
+def test_output_that_is_not_objects_is_an_error_result(standin: Standin) -> None:
+    standin.misbehave("nonobject")
+    results = standin.transport().invoke(DISCOVERY[:1])
+    assert not results[0].ok
+    assert results[0].error == ("Get-CsOAuthConfiguration : returned unusable output: "
+                                "output item 0 is str, not an object")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("/Date(1700000000000)/", "2023-11-14T22:13:20Z"),
+    ("\\/Date(1700000000000)\\/", "2023-11-14T22:13:20Z"),
+    ("/Date(1700000000000+0100)/", "2023-11-14T22:13:20Z"),
+    ("/Date(1700000000123-0500)/", "2023-11-14T22:13:20.123Z"),
+    ("/Date(-62135596800000)/", "0001-01-01T00:00:00Z"),
+    ("/Date(x)/", None), ("Date(1)", None), ("prefix /Date(1)/", None),
+])
+def test_iso_date(text: str, expected: str | None) -> None:
+    assert psjson.iso_date(text) == expected
+
+
+def test_normalize_is_recursive_and_keeps_property_names() -> None:
+    raw = {"WhenCreated": "/Date(0)/", "Nested": {"value": [{"D": "/Date(0)/"}], "Count": 1},
+           "notAWrapper": {"value": [1], "Count": 5}, "lowerCASE": [1, "x"]}
+    assert psjson.normalize(raw) == {"WhenCreated": "1970-01-01T00:00:00Z", "Nested": [{"D": "1970-01-01T00:00:00Z"}],
+                                     "notAWrapper": {"value": [1], "Count": 5}, "lowerCASE": [1, "x"]}
+    assert psjson.as_list(None) == [] and psjson.as_list({"a": 1}) == [{"a": 1}]
+    with pytest.raises(psjson.OutputShapeError, match="item 1 is int"):
+        psjson.output_objects([{"a": 1}, 3])
+
+
+def test_render_failure_masks_sensitive_values() -> None:
+    command = Command("New-CsPartnerApplication",
+                      {"Identity": "a\nb", "CertificateRawData": SECRET, "UseOAuthServer": True},
+                      sensitive=frozenset({"CertificateRawData"}))
+    text = psjson.render_failure(command, f"bad certificate '{SECRET}'")
+    assert SECRET not in text
+    assert text == (f'New-CsPartnerApplication -Identity "a\\nb" -CertificateRawData "{MASK}" -UseOAuthServer: '
+                    f"bad certificate '{MASK}'")
+
+
+# --- failures: each one a TransportError that says what happened ----------------------------------------
+
+
+def test_a_missing_executable_says_how_to_fix_it(standin: Standin) -> None:
+    transport = standin.transport(executable="no-such-pwsh-anywhere")
+    with pytest.raises(TransportError, match=r"'no-such-pwsh-anywhere' was not found\. Install PowerShell 7"):
+        transport.invoke(DISCOVERY)
+
+
+def test_a_module_that_cannot_be_imported_fails_the_start(standin: Standin) -> None:
+    standin.monkeypatch.setenv("STANDIN_MISSING_MODULES", "SkypeForBusiness")
+    transport = standin.transport(modules=["SkypeForBusiness"])
+    with pytest.raises(TransportError, match=r"could not import the modules \['SkypeForBusiness'\]: "
+                                             r"Import-Module : The specified module 'SkypeForBusiness' was not loaded"):
+        transport.invoke(DISCOVERY)
+    assert standin.requests() == []
+
+
+def test_output_before_the_ready_line_fails_the_start(standin: Standin) -> None:
+    standin.misbehave("banner")
+    with pytest.raises(TransportError, match=r"not a JSON line to its output: 'PowerShell 7\.4\.0'"):
+        standin.transport().invoke(DISCOVERY)
+
+
+def test_a_start_that_never_gets_ready_times_out(standin: Standin) -> None:
+    standin.misbehave("slowstart")
+    with pytest.raises(TransportError, match=r"did not start within 0\.5s"):
+        standin.transport(timeoutSeconds=0.5).invoke(DISCOVERY)
+    assert not pid_alive(standin.starts()[0]["pid"])
+
+
+def sensitive_set() -> Command:
+    return Command("Set-CsOAuthConfiguration", {"Realm": SECRET, "ServiceName": "visible-name"},
+                   sensitive=frozenset({"Realm"}))
+
+
+def test_an_exit_mid_request_reports_its_stderr_without_secrets(standin: Standin) -> None:
+    standin.misbehave("exit")
+    with pytest.raises(TransportError) as caught:
+        standin.transport().invoke([sensitive_set()])
+    message = str(caught.value)
+    assert "PowerShell exited with code 3 before it answered" in message
+    assert "standin: something went badly wrong" in message
+    assert "visible-name" in message and MASK in message  # the echoed request, masked
+    assert SECRET not in message
+
+
+def test_closing_stdout_mid_request_is_reported_and_the_process_killed(standin: Standin) -> None:
+    standin.misbehave("closestdout")
+    with pytest.raises(TransportError, match="PowerShell closed its output before it answered"):
+        standin.transport().invoke(DISCOVERY)
+    assert not pid_alive(standin.starts()[0]["pid"])
+
+
+def test_a_hang_times_out_kills_the_process_and_says_to_re_plan(standin: Standin) -> None:
+    standin.misbehave("hang")
+    transport = standin.transport(timeoutSeconds=1)
+    began = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        transport.invoke([sensitive_set()])
+    assert time.monotonic() - began < 10
+    assert ("the batch timed out after 1s; the batch may have partly run: re-plan before retrying"
+            in str(caught.value))
+    assert SECRET not in str(caught.value)
+    assert not pid_alive(standin.starts()[0]["pid"])
+
+
+def test_garbage_on_stdout_is_a_protocol_error_without_secrets(standin: Standin) -> None:
+    standin.misbehave("garbage")
+    with pytest.raises(TransportError) as caught:
+        standin.transport().invoke([sensitive_set()])
+    message = str(caught.value)
+    assert "not a JSON line to its output: 'garbage: " in message
+    assert SECRET not in message and MASK in message
+
+
+def test_an_answer_to_another_request_is_a_protocol_error(standin: Standin) -> None:
+    standin.misbehave("wrongid")
+    with pytest.raises(TransportError, match=r"answered 1001 to request 1: the runner is out of step"):
+        standin.transport().invoke(DISCOVERY)
+
+
+def test_a_request_the_runner_could_not_read_is_reported(standin: Standin) -> None:
+    standin.misbehave("runnererror")
+    with pytest.raises(TransportError, match="could not run request 1: runner : Conversion from JSON failed"):
+        standin.transport().invoke(DISCOVERY)
+
+
+def test_after_a_broken_conversation_the_next_invoke_starts_a_new_process(standin: Standin) -> None:
+    standin.misbehave("wrongid@2")
+    transport = standin.transport()
+    transport.invoke(DISCOVERY)
+    with pytest.raises(TransportError):
+        transport.invoke(DISCOVERY)
+    first = standin.starts()[0]["pid"]
+    assert not pid_alive(first)
+    assert all(r.ok for r in transport.invoke(DISCOVERY))
+    pids = [s["pid"] for s in standin.starts()]
+    assert len(pids) == 2 and pids[0] == first and pids[1] != first
+
+
+def test_cmdlet_errors_are_masked_too(standin: Standin) -> None:
+    bad = Command("Set-CsPartnerApplication", {"Identity": "app", "ApplicationTrustLevel": SECRET},
+                  sensitive=frozenset({"ApplicationTrustLevel"}))
+    (result,) = standin.transport().invoke([bad])
+    assert not result.ok and result.error is not None
+    assert "Cannot convert value" in result.error and SECRET not in result.error and MASK in result.error
+
+
+# --- injection corpus ---------------------------------------------------------------------------------
+
+PAYLOADS = [
+    "'", '"', "$(Remove-Item C:\\)", "; Stop-Computer", "`whoami`", "a`nb", "line1\nline2", "cr\r\nlf",
+    "@{a=1}", "$env:PATH", "| Out-File x", "& calc.exe", "Ünïcødé ☃ 𝄞 \u202e", "\\", '"}]}\n{"id":99}',
+    "$null", "${function:Stop-Computer}", "-Force", "x' ; Stop-Computer ; '", "\u2028\u0000\t",
+]
+
+
+def test_injection_payloads_arrive_and_land_as_literal_strings(standin: Standin) -> None:
+    new = [Command("New-CsPartnerApplication", {"Identity": f"p{i}{p}", "ApplicationIdentifier": p, "Realm": p,
+                                                "ApplicationTrustLevel": "Full", "UseOAuthServer": True})
+           for i, p in enumerate(PAYLOADS)]
+    config_fields = ("ServiceName", "Realm", "ExchangeAutodiscoverUrl", "ExchangeAutodiscoverAllowedDomains",
+                     "ClientAuthorizationOAuthServerIdentity")
+    transport = standin.transport()
+    for i, payload in enumerate(PAYLOADS):
+        config = Command("Set-CsOAuthConfiguration", {"Identity": "Global", **dict.fromkeys(config_fields, payload)})
+        batch = [new[i], config]
+        results = transport.invoke(batch)
+        assert [r.ok for r in results] == [True, True], (payload, results)
+        raw = standin.raw_requests()[-1]
+        assert raw.isascii() and raw.count(b"\n") == 0  # one line whatever the value holds
+        sent = json.loads(raw)["commands"]
+        assert sent[0]["parameters"] == {"Identity": f"p{i}{payload}", "ApplicationIdentifier": payload,
+                                         "Realm": payload, "ApplicationTrustLevel": "Full", "UseOAuthServer": True}
+        assert sent[1]["parameters"] == {"Identity": "Global", **dict.fromkeys(config_fields, payload)}
+        assert json.dumps(payload).encode() in raw  # byte for byte, as a JSON string literal
+        lab = standin.lab()["objects"]
+        assert lab["OAuthConfiguration"] == {"Identity": "Global", **dict.fromkeys(config_fields, payload)}
+        app = next(a for a in lab["PartnerApplication"] if a["Identity"] == f"p{i}{payload}")
+        assert app["ApplicationIdentifier"] == payload and app["Realm"] == payload
+    (read,) = transport.invoke([Command("Get-CsPartnerApplication")])
+    assert {o["Identity"] for o in read.output} >= {f"p{i}{p}" for i, p in enumerate(PAYLOADS)}
+    assert len(standin.starts()) == 1
+
+
+# --- the runner script, statically ----------------------------------------------------------------------
+
+
+def test_runner_never_turns_text_into_code_and_splats() -> None:
+    text = RUNNER.read_text(encoding="utf-8")
+    for forbidden in ("Invoke-Expression", "ScriptBlock]::Create", "Add-Type", "NewScriptBlock", "Invoke-Command",
+                      "Start-Process", ".InvokeScript", "[scriptblock]"):
+        assert forbidden.lower() not in text.lower(), forbidden
+    assert not re.search(r"\biex\b", text, re.IGNORECASE)
+    assert "& $target @params -ErrorAction Stop" in text  # splatting, nothing else
+    assert "$Allow -contains $name" in text  # the runner checks the allow-list again
+    assert "ConvertTo-Json -InputObject $Value -Compress -Depth 6" in text
+    assert "$Value -is [enum]" in text and "ToString('o'" in text
+    # Nothing but protocol lines on stdout: the cmdlet's other streams are captured.
+    assert "*>&1" in text and "[Console]::SetOut(" in text
+
+
+def test_runner_is_shipped_as_package_data() -> None:
+    from importlib import resources
+
+    assert resources.files("reconciler.transports").joinpath("runner.ps1").is_file()
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'reconciler = ["transports/*.ps1"]' in pyproject
+
+
+# --- configuration -----------------------------------------------------------------------------------------
+
+
+def test_the_entry_point_registers_pwsh() -> None:
+    assert Registry.from_entry_points().transports["pwsh"] is PwshTransport
+
+
+@pytest.mark.parametrize("connection,ok", [
+    ({}, True),
+    ({"executable": "powershell.exe", "modules": ["SkypeForBusiness"], "timeoutSeconds": 60}, True),
+    ({"executable": ["/usr/bin/pwsh", "-NoLogo"], "allowCmdlets": ["Get-CsUser"]}, True),
+    ({"executable": []}, False), ({"executable": ""}, False), ({"timeoutSeconds": 0}, False),
+    ({"modules": "SkypeForBusiness"}, False), ({"allowCmdlets": ["Get-X; rm"]}, False), ({"host": "x"}, False),
+])
+def test_connection_schema_and_from_target_agree(connection: dict[str, Any], ok: bool) -> None:
+    schema_ok = Draft202012Validator(dict(PwshTransport.connection_schema)).is_valid(connection)
+    assert schema_ok == ok
+    target = TargetSpec("pool", "skype", {"transport": "pwsh", **connection})
+    if ok:
+        transport = PwshTransport.from_target(target)
+        transport.close()
+    else:
+        with pytest.raises(TransportError, match="target 'pool'"):
+            PwshTransport.from_target(target)
+
+
+# --- end to end: plan and apply through the stand-in ---------------------------------------------------------
+
+
+def test_apply_through_pwsh_converges_with_one_process_per_run(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = estate.root / "record.jsonl"
+    monkeypatch.setenv("STANDIN_STATE", str(estate.state))
+    monkeypatch.setenv("STANDIN_HOST", HOST)
+    monkeypatch.setenv("STANDIN_RECORD", str(record))
+    monkeypatch.delenv("STANDIN_MISBEHAVE", raising=False)
+    connection = ("      transport: pwsh\n"
+                  f"      executable: {json.dumps([sys.executable, str(STANDIN)])}\n"
+                  "      modules: [SkypeForBusiness]\n"
+                  "      timeoutSeconds: 60\n")
+    text = ON_PREMISES.read_text(encoding="utf-8").replace("      transport: lab\n      host: atl-cs-001\n", connection)
+    manifest = estate.write("pwsh.yaml", text)
+
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    assert "converged" in run.out
+    entries = [json.loads(line) for line in record.read_bytes().splitlines()]
+    assert [next(iter(e)) for e in entries] == ["start", "id", "id", "id", "eof"]  # discover, apply, re-read
+    assert estate.app(HOST, "app") is None
+    assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
