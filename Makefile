@@ -41,7 +41,7 @@ demo: setup
 	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises.yaml
 
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --sizes 1x10,10x10,20x50,200x50
 
 schema: setup
 	$(RECONCILE) schema --out schemas/manifest.schema.json
