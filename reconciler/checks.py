@@ -7,14 +7,15 @@ planning instead, so the failure shows up in the plan and apply changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
 from reconciler.changes import Action, Change
 from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
+from reconciler.model import DesiredState, Ensure, LiveState, Mode
 from reconciler.plan import Diagnostic
-from reconciler.providers.base import KindSpec
+from reconciler.providers.base import DiagnoseContext, KindSpec, Registry
 
 KindLookup = Callable[[Change], KindSpec | None]
 
@@ -69,3 +70,24 @@ def check_metadata(changes: tuple[Change, ...], kind_of: KindLookup, *, timeout:
                 location = f"{change.desired.location.file}:{line}"
             diagnostics.append(Diagnostic("error", f"{name}: {result}", change.key.address, location))
     return tuple(diagnostics)
+
+
+def check_kinds(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry,
+                context: DiagnoseContext) -> tuple[Diagnostic, ...]:
+    """Each declared resource's own plan-time checks (its kind's `diagnose`), e.g. certificate dates."""
+    found: list[Diagnostic] = []
+    for resource in desired.resources:
+        target = desired.targets[resource.key.target]
+        if resource.ensure is not Ensure.PRESENT or resource.key.target not in live:
+            continue
+        spec = registry.provider(target.provider).kinds[resource.key.kind]
+        if spec.diagnose is None or (resource.mode or target.mode) is Mode.SUSPEND:
+            continue
+        have = next((r for k, r in live[resource.key.target].resources.items()
+                     if k.kind == resource.key.kind and k.identity.casefold() == resource.key.identity.casefold()),
+                    None)
+        for severity, field, message in spec.diagnose(resource.fields, have.fields if have else None, context):
+            line = resource.field_lines.get(field, resource.location.line)
+            found.append(Diagnostic(severity, f"{field}: {message}" if field else message, resource.key.address,
+                                    f"{resource.location.file}:{line}"))
+    return tuple(found)

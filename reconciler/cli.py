@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path)")
         p.add_argument("--parallel", type=_positive_int, default=8, metavar="N",
                        help="targets read and changed at once (default 8)")
+        p.add_argument("--expiry-warning-days", type=_positive_int, default=30, metavar="DAYS",
+                       help="warn about declared certificates that expire within DAYS (default 30)")
         return p
 
     def unattended(p: argparse.ArgumentParser) -> None:
@@ -161,7 +163,7 @@ def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0),
-                    parallel=args.parallel)
+                    parallel=args.parallel, expiry_warning_days=args.expiry_warning_days)
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:

@@ -46,11 +46,17 @@ def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry:
 
 def values_equal(spec: FieldSpec, want: JSONValue, have: JSONValue) -> bool:
     """Compare as the system does: unset and empty are the same; some fields ignore case."""
-    if want in (None, "") and have in (None, ""):
+    if want in (None, "", []) and have in (None, "", []):
         return True
     if spec.ignore_case and isinstance(want, str) and isinstance(have, str):
         return want.casefold() == have.casefold()
     return bool(want == have)
+
+
+def _equal(spec: FieldSpec, want: JSONValue, have: JSONValue, desired: Mapping[str, JSONValue]) -> bool:
+    if spec.equal is not None:
+        return spec.equal(want, have, desired)
+    return values_equal(spec, want, have)
 
 
 def _norm(kind: str, identity: str) -> tuple[str, str]:
@@ -93,7 +99,8 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
                       reason="not found on the target", before=None, after=dict(want.fields), desired=want)
     live_fields: Mapping[str, JSONValue] = have.fields if have is not None else {}
     changed = tuple(name for name, value in want.fields.items()
-                    if not values_equal(spec.field(name), value, live_fields.get(name)))
+                    if not spec.field(name).control
+                    and not _equal(spec.field(name), value, live_fields.get(name), want.fields))
     reasons = [spec.field(name).replace_reason for name in changed if spec.field(name).replace_reason]
     if spec.replace_when is not None and have is not None:
         rule = spec.replace_when(want.fields, live_fields)

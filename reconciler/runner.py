@@ -7,6 +7,7 @@ beyond the run it is doing.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.changes import Change
-from reconciler.checks import check_metadata
+from reconciler.checks import check_kinds, check_metadata
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
@@ -23,7 +24,7 @@ from reconciler.locks import lock_path, target_lock
 from reconciler.model import DesiredState, LiveState, Mode
 from reconciler.plan import Plan, fingerprint_live
 from reconciler.planner import plan_changes
-from reconciler.providers.base import KindSpec, Registry
+from reconciler.providers.base import DiagnoseContext, KindSpec, Registry
 from reconciler.transports.base import Transport
 
 KindLookup = Callable[[Change], KindSpec | None]
@@ -37,6 +38,7 @@ class Settings:
     metadata_timeout: float = 10.0
     check_metadata: bool = True
     parallel: int = 8  # targets read and changed at once
+    expiry_warning_days: int = 30  # plan warns about declared certificates expiring this soon
 
     @property
     def lock_dir(self) -> Path:
@@ -124,8 +126,9 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
 
     def read(name: str) -> LiveState:
         target = session.desired.targets[name]
+        wanted = [r.key for r in session.desired.resources if r.key.target == name]
         try:
-            return session.registry.provider(target.provider).discover(target, session.transport(name))
+            return session.registry.provider(target.provider).discover(target, session.transport(name), wanted)
         except TransportError as exc:
             raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
 
@@ -137,6 +140,8 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     changes = plan_changes(desired, live, session.registry)
     diagnostics = check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout) \
         if settings.check_metadata else ()
+    context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
+    diagnostics += check_kinds(desired, live, session.registry, context)
     return Plan(
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,

@@ -8,14 +8,15 @@ declarative KindSpec below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import datetime
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.changes import Change
-from reconciler.model import JSONValue, LiveResource, LiveState, TargetSpec
+from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.transports.base import Command, Transport
 
 
@@ -35,7 +36,24 @@ class FieldSpec:
     ignore_case: bool = False
     sensitive: bool = False
     metadata_url: bool = False
-    display: Callable[[Any], str] | None = None
+    display: Callable[[Any], Any] | None = None
+    equal: Callable[[Any, Any, Mapping[str, Any]], bool] | None = None
+    """Custom comparison (desired value, live value, all desired fields): for collections where the
+    manifest's entries must be present but others may stay (unless it says the list is authoritative)."""
+    control: bool = False
+    """Not a property of the object: it changes how other fields compare (e.g. `...Authoritative`)."""
+
+
+@dataclass(frozen=True)
+class DiagnoseContext:
+    """What a kind's plan-time checks may depend on besides the records themselves."""
+
+    now: datetime.datetime
+    expiry_warning_days: int = 30
+
+
+Finding = tuple[str, str, str]
+"""(severity "error" | "warning", field name, message) from a kind's plan-time checks."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,9 @@ class KindSpec:
     replace_when: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue]], str | None] | None = None
     prepare: Callable[[dict[str, JSONValue], Path], dict[str, JSONValue]] | None = None
     description: str = ""
+    diagnose: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue] | None, DiagnoseContext],
+                       list[Finding]] | None = None
+    """Plan-time checks of one declared resource against what is live (e.g. certificate validity)."""
 
     def field(self, name: str) -> FieldSpec:
         return self.fields.get(name) or FieldSpec(name)
@@ -70,8 +91,13 @@ class Provider(Protocol):
     name: str
     kinds: Mapping[str, KindSpec]
 
-    def discover(self, target: TargetSpec, transport: Transport) -> LiveState:
-        """Read every object of every kind on the target, in one round trip."""
+    def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey]) -> LiveState:
+        """Read the target's objects in one round trip (or as few as the system allows).
+
+        `wanted` are the manifest's resources on this target: systems that can list every object
+        (Skype, Exchange) read everything and ignore it; a tenant with thousands of service
+        principals reads just these.
+        """
         ...
 
     def commands(self, change: Change) -> tuple[Command, ...]:

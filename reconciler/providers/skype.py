@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,7 @@ class SkypeProvider:
         k.kind: k for k in (_OAUTH_SERVER, _PARTNER_APPLICATION, _OAUTH_CONFIGURATION)
     }
 
-    def discover(self, target: TargetSpec, transport: Transport) -> LiveState:
+    def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
         results = transport.invoke(_DISCOVERY, stop_on_error=True)
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(_DISCOVERY):

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 MASK = "(sensitive value)"
+HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
+"""Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Command:
 
     def display(self) -> str:
         """A readable one-liner for people. It is never executed by anything."""
+        if self.cmdlet in HTTP_METHODS and "path" in self.parameters:
+            shown = self.masked_parameters()
+            body = shown.get("body")
+            return f"{self.cmdlet} {shown['path']}" + (f"  {body}" if body else "")
         parts = [self.cmdlet]
         for name, value in self.masked_parameters().items():
             if value is True:

@@ -1,0 +1,294 @@
+"""Office 365 / Microsoft Entra ID over Microsoft Graph: the cloud half of seed 004.
+
+Seed 004 uses MSOnline cmdlets (retired by Microsoft); Graph does the same: the on-premises signing
+certificate is added to the Skype and Exchange service principals' keyCredentials, the Exchange
+principal is enabled, and the Skype principal gets the on-premises pool's SPN.
+
+Kind: ServicePrincipal, identified by appId. Microsoft's first-party principals always exist in a
+tenant, so the kind is never created or removed; a missing one is a plan error.
+
+Collections: a PATCH replaces the whole collection, so every write re-sends every key (and SPN) that
+stays. Entries live on the principal that the manifest does not declare are kept unless the manifest
+says its list is authoritative.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from reconciler.changes import Action, Change
+from reconciler.errors import DiscoveryError, FieldProblem
+from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.providers.base import DiagnoseContext, FieldSpec, Finding, KindSpec
+from reconciler.providers.common import BOOLEAN, GUID, resource_schema
+from reconciler.transports.base import Command, CommandResult, Transport
+
+SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
+KEY_TYPE = "AsymmetricX509Cert"
+KEY_USAGE = "Verify"
+
+
+def sp_path(app_id: str) -> str:
+    return f"/servicePrincipals(appId='{app_id}')"
+
+
+def _thumbprint_of(key_b64: Any) -> str | None:
+    if not isinstance(key_b64, str) or not key_b64:
+        return None
+    try:
+        return hashlib.sha1(base64.b64decode(key_b64)).hexdigest().upper()
+    except ValueError:
+        return None
+
+
+def _read_certificate(path: Path) -> x509.Certificate:
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dict[str, JSONValue]:
+    name = str(entry.get("certificateFile", ""))
+    path = Path(name) if Path(name).is_absolute() else manifest_dir / name
+    try:
+        cert = _read_certificate(path)
+    except OSError as exc:
+        raise FieldProblem("credentials", f"[{index}] cannot read certificate file {name!r}: "
+                                          f"{exc.strerror or exc}") from None
+    except ValueError:
+        raise FieldProblem("credentials", f"[{index}] {name!r} is not an X.509 certificate "
+                                          "(expected a .cer file in DER or PEM)") from None
+    der = cert.public_bytes(Encoding.DER)
+    return {
+        "file": name,
+        "thumbprint": hashlib.sha1(der).hexdigest().upper(),
+        "displayName": cert.subject.rfc4514_string(),
+        "startDateTime": _iso(cert.not_valid_before_utc),
+        "endDateTime": _iso(cert.not_valid_after_utc),
+        "key": base64.b64encode(der).decode("ascii"),
+        "type": KEY_TYPE,
+        "usage": KEY_USAGE,
+    }
+
+
+def _prepare(fields: dict[str, JSONValue], manifest_dir: Path) -> dict[str, JSONValue]:
+    """Certificates are read here, with cryptography: key, dates and thumbprint come from the file."""
+    out = dict(fields)
+    if "credentials" in out:
+        entries = out.pop("credentials")
+        assert isinstance(entries, list)
+        out["keyCredentials"] = [_credential(e, manifest_dir, i) for i, e in enumerate(entries)]
+    if "credentialsAuthoritative" in out:
+        out["keyCredentialsAuthoritative"] = out.pop("credentialsAuthoritative")
+    return out
+
+
+def _thumbprints(keys: Any) -> set[str]:
+    found = set()
+    for key in keys or []:
+        if isinstance(key, Mapping):
+            thumb = key.get("thumbprint") or _thumbprint_of(key.get("key"))
+            if thumb:
+                found.add(str(thumb))
+    return found
+
+
+def _keys_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    declared, live = _thumbprints(want), _thumbprints(have)
+    return declared == live if desired.get("keyCredentialsAuthoritative") else declared <= live
+
+
+def _spns_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    declared = {str(s).casefold() for s in want or []}
+    live = {str(s).casefold() for s in have or []}
+    return declared == live if desired.get("servicePrincipalNamesAuthoritative") else declared <= live
+
+
+def _show_keys(keys: Any) -> list[str]:
+    """A key credential for people: thumbprint, subject and validity. Never the key itself."""
+    shown = []
+    for key in keys or []:
+        if isinstance(key, Mapping):
+            thumb = key.get("thumbprint") or _thumbprint_of(key.get("key")) or key.get("keyId")
+            until = str(key.get("endDateTime") or "?")[:10]
+            shown.append(f"{thumb} ({key.get('displayName') or 'no subject'}, until {until})")
+    return shown
+
+
+def _merged_keys(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The whole keyCredentials collection to send: every live key that stays, plus the new ones."""
+    declared = {k["thumbprint"]: k for k in desired.get("keyCredentials") or []}
+    authoritative = bool(desired.get("keyCredentialsAuthoritative"))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for key in live.get("keyCredentials") or []:
+        thumb = _thumbprint_of(key.get("key"))
+        if authoritative and thumb not in declared:
+            continue  # removed: the manifest's list is authoritative and does not name it
+        if not key.get("key"):
+            raise DiscoveryError(f"key credential {key.get('keyId')} was read without its key value; "
+                                 "refusing to write a collection that would drop it")
+        out.append({name: key[name] for name in ("key", "type", "usage", "displayName", "keyId",
+                                                 "customKeyIdentifier", "startDateTime", "endDateTime")
+                    if key.get(name) is not None})
+        if thumb:
+            seen.add(thumb)
+    for thumb, key in declared.items():
+        if thumb not in seen:
+            out.append({"key": key["key"], "type": KEY_TYPE, "usage": KEY_USAGE,
+                        "displayName": key["displayName"],
+                        "customKeyIdentifier": base64.b64encode(bytes.fromhex(thumb)).decode("ascii"),
+                        "startDateTime": key["startDateTime"], "endDateTime": key["endDateTime"]})
+    return out
+
+
+def _merged_spns(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    wanted = [str(s) for s in desired.get("servicePrincipalNames") or []]
+    if desired.get("servicePrincipalNamesAuthoritative"):
+        return wanted
+    current = [str(s) for s in live.get("servicePrincipalNames") or []]
+    known = {s.casefold() for s in current}
+    return current + [s for s in wanted if s.casefold() not in known]
+
+
+def _diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | None,
+              context: DiagnoseContext) -> list[Finding]:
+    if live is None:
+        return [("error", "", "this service principal does not exist in the tenant (Graph answered 404); "
+                              "reconcile never creates Microsoft's first-party service principals")]
+    findings: list[Finding] = []
+    on_principal = _thumbprints(live.get("keyCredentials"))
+    horizon = context.now + datetime.timedelta(days=context.expiry_warning_days)
+    for key in desired.get("keyCredentials") or []:
+        assert isinstance(key, Mapping)
+        start = datetime.datetime.fromisoformat(str(key["startDateTime"]).replace("Z", "+00:00"))
+        end = datetime.datetime.fromisoformat(str(key["endDateTime"]).replace("Z", "+00:00"))
+        upload = key["thumbprint"] not in on_principal
+        dates = f"valid {key['startDateTime']} to {key['endDateTime']}"
+        if end <= context.now:
+            findings.append(("error" if upload else "warning", "credentials",
+                             f"{key['file']} expired ({dates})"
+                             + ("; refusing to upload it" if upload else "; it is still on the principal")))
+        elif start > context.now and upload:
+            findings.append(("error", "credentials",
+                             f"{key['file']} is not valid yet ({dates}); refusing to upload it"))
+        elif end <= horizon:
+            days = (end - context.now).days
+            findings.append(("warning", "credentials", f"{key['file']} expires in {days} days ({dates}); "
+                                                       "declare its successor next to it to rotate without a gap"))
+    return findings
+
+
+_SERVICE_PRINCIPAL = KindSpec(
+    kind="ServicePrincipal",
+    singleton=True,
+    description="An Office 365 service principal (Graph servicePrincipal), identified by appId.",
+    fields={
+        "accountEnabled": FieldSpec("accountEnabled"),
+        "servicePrincipalNames": FieldSpec("servicePrincipalNames", equal=_spns_equal),
+        "servicePrincipalNamesAuthoritative": FieldSpec("servicePrincipalNamesAuthoritative", control=True),
+        "keyCredentials": FieldSpec("keyCredentials", equal=_keys_equal, display=_show_keys),
+        "keyCredentialsAuthoritative": FieldSpec("keyCredentialsAuthoritative", control=True),
+    },
+    prepare=_prepare,
+    diagnose=_diagnose,
+    schema=resource_schema(
+        "ServicePrincipal",
+        {
+            "identity": {**GUID, "description": "The appId: 00000004-0000-0ff1-ce00-000000000000 (Skype for "
+                                                "Business Online), 00000002-0000-0ff1-ce00-000000000000 (Exchange)."},
+            "accountEnabled": BOOLEAN,
+            "servicePrincipalNames": {
+                "type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                "description": "SPNs that must be present (for the pool: "
+                               "00000004-0000-0ff1-ce00-000000000000/<external web FQDN>). "
+                               "Others stay unless servicePrincipalNamesAuthoritative is true.",
+            },
+            "servicePrincipalNamesAuthoritative": {**BOOLEAN, "description": "true: remove SPNs not listed."},
+            "credentials": {
+                "type": "array",
+                "description": "Certificates (.cer, DER or PEM) whose public key the principal must carry. "
+                               "Dates and thumbprint come from the certificate.",
+                "items": {"type": "object", "additionalProperties": False, "required": ["certificateFile"],
+                          "properties": {"certificateFile": {"type": "string", "minLength": 1}}},
+            },
+            "credentialsAuthoritative": {**BOOLEAN,
+                                         "description": "true: remove key credentials the manifest does not list."},
+        },
+        description="Office 365 service principal (Microsoft Graph).",
+    ),
+)
+
+
+class Office365Provider:
+    """Office 365 / Entra ID service principals over Microsoft Graph (transport: graph)."""
+
+    name = "office365"
+    kinds: Mapping[str, KindSpec] = {"ServicePrincipal": _SERVICE_PRINCIPAL}
+
+    def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
+        """One batched Graph request for the declared principals (a tenant has thousands of others).
+
+        `key` values come back only with $select on a single object, so each principal is its own GET
+        inside one $batch. A 404 means the principal does not exist; any other failure is an error.
+        """
+        app_ids = list(dict.fromkeys(k.identity for k in wanted if k.kind == "ServicePrincipal"))
+        if not app_ids:
+            return LiveState(target.name, {})
+        commands = [Command("GET", {"path": sp_path(a), "query": {"$select": SELECT}}) for a in app_ids]
+        results = transport.invoke(commands, stop_on_error=False)
+        resources: dict[ResourceKey, LiveResource] = {}
+        for app_id, result in zip(app_ids, results, strict=True):
+            if not result.ok:
+                if " 404 " in f" {result.error} ":
+                    continue
+                raise DiscoveryError(f"target {target.name!r}: {result.error}")
+            body = _body(result)
+            key = ResourceKey(target.name, "ServicePrincipal", str(body.get("appId") or app_id))
+            keys = [dict(k) for k in body.get("keyCredentials") or [] if isinstance(k, Mapping)]
+            resources[key] = LiveResource(key, {
+                "accountEnabled": body.get("accountEnabled"),
+                "servicePrincipalNames": list(body.get("servicePrincipalNames") or []),
+                "keyCredentials": keys,
+            })
+        return LiveState(target.name, resources)
+
+    def commands(self, change: Change) -> tuple[Command, ...]:
+        if change.actions != (Action.UPDATE,) or change.after is None:
+            return ()  # service principals are never created, replaced or removed by us
+        desired = change.desired.fields if change.desired else change.after
+        live = change.before or {}
+        body: dict[str, Any] = {}
+        summary: list[str] = []
+        for name in change.changed:
+            if name == "accountEnabled":
+                body[name] = desired[name]
+                summary.append(f"accountEnabled={str(desired[name]).lower()}")
+            elif name == "servicePrincipalNames":
+                body[name] = _merged_spns(desired, live)
+                summary.append(f"servicePrincipalNames ({len(body[name])}, whole list re-sent)")
+            elif name == "keyCredentials":
+                body[name] = _merged_keys(desired, live)
+                summary.append("keyCredentials [" + ", ".join(_show_keys(body[name])) + "] (whole collection re-sent)")
+        path = sp_path(change.key.identity)
+        return (Command("PATCH", {"path": path, "body": body}, shown={"body": "; ".join(summary)}),)
+
+    def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
+        return ()
+
+
+def _body(result: CommandResult) -> Mapping[str, Any]:
+    return result.output[0] if result.output else {}
