@@ -113,10 +113,14 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
                       before=dict(live_fields), after=dict(want.fields), changed=changed, desired=want, live=have)
     if not changed:
         return None
+    after = {**live_fields, **{n: v for n, v in want.fields.items() if not spec.field(n).control}}
+    for name in changed:
+        merge = spec.field(name).merge
+        if merge is not None:
+            after[name] = merge(want.fields, live_fields)
     return Change(key=key, actions=(Action.UPDATE,), action_reason=ActionReason.DRIFT,
                   reason="differs from the manifest: " + ", ".join(changed),
-                  before=dict(live_fields), after={**live_fields, **want.fields}, changed=changed,
-                  desired=want, live=have)
+                  before=dict(live_fields), after=after, changed=changed, desired=want, live=have)
 
 
 def _kind_ranks(kinds: Mapping[str, KindSpec]) -> dict[str, int]:

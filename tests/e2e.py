@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.lab.admin import init_lab
+from reconciler.lab.estate import LAB_CLIENT_SECRET
 from reconciler.lab.server import LabServer
 from reconciler.lab.state import LabStore
 
@@ -73,6 +74,8 @@ class Estate:
 def make_estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                 default_estate: dict[str, Any]) -> Iterator[Estate]:
     monkeypatch.chdir(tmp_path)
+    # The lab tenant's client secret, from the environment as in production (never in the manifest).
+    monkeypatch.setenv("RECONCILE_GRAPH_CLIENT_SECRET", LAB_CLIENT_SECRET)
     state = tmp_path / ".lab" / "state.json"
     init_lab(state, estate=copy.deepcopy(default_estate))
     with LabServer(state, host="127.0.0.1", port=0) as server:

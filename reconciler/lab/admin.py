@@ -3,11 +3,27 @@
 Tests and the demo use these to set up a situation (drift made behind the tool's back, a metadata
 URL that stops answering, a cmdlet that fails once) and then check what the tool does about it.
 The CLI (`reconcile lab ...`, reconciler.lab.cli) is a thin layer over these functions.
+
+The lab's Office 365 tenants (Microsoft Graph, reconciler.lab.graph) have their own operations, each
+taking `tenant` (default: the lab's tenant, or the only one):
+
+- graph_show: service principals (keyCredentials as thumbprint + dates, never base64), clients (roles,
+  whether a secret is set, certificate thumbprint; never the secret's hash), faults, tokens, round trips.
+- graph_set: `accountEnabled` and `servicePrincipalNames` of a service principal (drift).
+- graph_add_key / graph_remove_key: add a certificate file's keyCredential, remove one by thumbprint
+  (or keyId), as someone in the portal would behind the tool's back.
+- add_graph_fault: the next N Graph requests (optionally only one method, a path substring, inner
+  requests of a batch) answer 429 or 503 with Retry-After.
+- expire_graph_tokens: every access token issued so far expires now.
+- register_graph_client: add or change a client app (secret stored as SHA-256; certificate for
+  assertions; roles).
+- graph_stats: Graph round trips per tenant (optionally reset).
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +32,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab import certs
+from reconciler.lab import certs, graph
 from reconciler.lab.emulator import Platform, find, find_host, platform
 from reconciler.lab.estate import STYLES, default_estate
 from reconciler.lab.server import find_document
@@ -400,3 +416,279 @@ def _stats(state: Mapping[str, Any], host: str | None) -> dict[str, Any]:
         }
         for name in names
     }
+
+
+# --- Graph (Office 365 tenants) -----------------------------------------------------------------
+
+
+def _tenant_id(state: Mapping[str, Any], tenant: str | None) -> str:
+    """The stored id of `tenant`, or of the lab's tenant (or the only one) when None."""
+    tenants: Mapping[str, Any] = state.get("tenants") or {}
+    if tenant:
+        found = graph.find_tenant(state, tenant)
+        if found is None:
+            raise LabAdminError(f"the lab has no tenant {tenant!r} (tenants: {', '.join(sorted(tenants)) or 'none'})")
+        return found
+    if state.get("tenantId") in tenants:
+        return str(state["tenantId"])
+    if len(tenants) == 1:
+        return next(iter(tenants))
+    if not tenants:
+        raise LabAdminError("the lab has no Office 365 tenant (recreate it with `reconcile lab init --force`)")
+    raise LabAdminError(f"name a tenant with --tenant (tenants: {', '.join(sorted(tenants))})")
+
+
+def _service_principal(record: Mapping[str, Any], app_id: str) -> dict[str, Any]:
+    sp = graph.find_service_principal(record, app_id)
+    if sp is None:
+        known = ", ".join(str(s.get("appId")) for s in record.get("servicePrincipals", [])) or "none"
+        raise LabAdminError(f"the tenant has no service principal with appId {app_id!r} (appIds: {known})")
+    return sp
+
+
+def _show_key(credential: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "keyId": credential.get("keyId"),
+        "thumbprint": graph.key_thumbprint(credential) or "(not a certificate)",
+        "displayName": credential.get("displayName"),
+        "startDateTime": credential.get("startDateTime"),
+        "endDateTime": credential.get("endDateTime"),
+        "type": credential.get("type"),
+        "usage": credential.get("usage"),
+    }
+
+
+def _show_service_principal(sp: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "appId": sp.get("appId"),
+        "id": sp.get("id"),
+        "displayName": sp.get("displayName"),
+        "accountEnabled": sp.get("accountEnabled"),
+        "servicePrincipalNames": list(sp.get("servicePrincipalNames", [])),
+        "keyCredentials": [_show_key(k) for k in sp.get("keyCredentials", [])],
+    }
+
+
+def _show_client(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "displayName": entry.get("displayName"),
+        "roles": list(entry.get("roles", [])),
+        "secret": bool(entry.get("secretSha256")),
+        "certificateThumbprint": _thumbprint(entry.get("certificate")),
+    }
+
+
+def graph_show(state_path: StatePath, tenant: str | None = None) -> dict[str, Any]:
+    """Each tenant's (or one tenant's) service principals, clients, faults, tokens and round trips."""
+    state = LabStore(state_path).read()
+    tenants: Mapping[str, Any] = state.get("tenants") or {}
+    names = [_tenant_id(state, tenant)] if tenant else sorted(tenants)
+    now = time.time()
+    view: dict[str, Any] = {}
+    for name in names:
+        record = tenants[name]
+        tokens = record.get("tokens", {}).values()
+        live = sum(1 for t in tokens if float(t.get("expires", 0)) > now)
+        view[name] = {
+            "servicePrincipals": [_show_service_principal(sp) for sp in record.get("servicePrincipals", [])],
+            "clients": {cid: _show_client(c) for cid, c in record.get("clients", {}).items()},
+            "faults": copy.deepcopy(record.get("faults", [])),
+            "tokens": {"valid": live, "expired": len(tokens) - live},
+            "roundTrips": record.get("roundTrips", 0),
+        }
+    return view
+
+
+def parse_graph_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """`accountEnabled=true|false` and `servicePrincipalNames=a,b` (a comma list; empty: none)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        prop = {"accountenabled": "accountEnabled", "serviceprincipalnames": "servicePrincipalNames"}.get(name.lower())
+        if not eq or prop is None:
+            raise LabAdminError(f"expected accountEnabled=true|false or servicePrincipalNames=a,b; got {item!r}")
+        if prop == "accountEnabled":
+            parsed = parse_value(value)
+            if not isinstance(parsed, bool):
+                raise LabAdminError(f"accountEnabled must be true or false, not {value!r}")
+            result[prop] = parsed
+        else:
+            result[prop] = [n.strip() for n in value.split(",") if n.strip()]
+    return result
+
+
+def graph_set(state_path: StatePath, app_id: str, assignments: Mapping[str, Any],
+              tenant: str | None = None) -> dict[str, Any]:
+    """Change a service principal's accountEnabled / servicePrincipalNames behind the tool's back."""
+    for name, value in assignments.items():
+        if name == "accountEnabled" and not isinstance(value, bool):
+            raise LabAdminError("accountEnabled must be true or false")
+        if name == "servicePrincipalNames" and not (
+                isinstance(value, list) and all(isinstance(n, str) and n for n in value)):
+            raise LabAdminError("servicePrincipalNames must be a list of names")
+        if name not in ("accountEnabled", "servicePrincipalNames"):
+            raise LabAdminError(f"only accountEnabled and servicePrincipalNames can be set, not {name!r}")
+    with LabStore(state_path).edit() as state:
+        sp = _service_principal(state["tenants"][_tenant_id(state, tenant)], app_id)
+        sp.update(copy.deepcopy(dict(assignments)))
+        return _show_service_principal(sp)
+
+
+def _read_certificate(path: StatePath) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LabAdminError(f"cannot read certificate {path}: {exc.strerror}") from None
+    try:
+        return certs.to_der(data)
+    except ValueError:
+        pass
+    try:
+        return certs.to_der(certs.from_b64(data.decode("ascii")))  # a .cer exported as bare base64
+    except (ValueError, UnicodeDecodeError):
+        raise LabAdminError(f"{path} is not an X.509 certificate (DER, PEM or base64)") from None
+
+
+def graph_add_key(state_path: StatePath, app_id: str, certificate: StatePath | bytes,
+                  tenant: str | None = None) -> dict[str, Any]:
+    """Add a certificate (a file, or DER/PEM bytes) as a keyCredential, dates from its validity."""
+    if isinstance(certificate, bytes):
+        try:
+            der = certs.to_der(certificate)
+        except ValueError:
+            raise LabAdminError("not an X.509 certificate (DER or PEM)") from None
+    else:
+        der = _read_certificate(certificate)
+    with LabStore(state_path).edit() as state:
+        sp = _service_principal(state["tenants"][_tenant_id(state, tenant)], app_id)
+        thumbprint = certs.thumbprint(der)
+        if any(graph.key_thumbprint(k) == thumbprint for k in sp.get("keyCredentials", [])):
+            raise LabAdminError(f"{app_id} already has the key {thumbprint}")
+        credential = graph.key_credential(der)
+        sp.setdefault("keyCredentials", []).append(credential)
+        return _show_key(credential)
+
+
+def graph_remove_key(state_path: StatePath, app_id: str, thumbprint: str, tenant: str | None = None) -> int:
+    """Remove the keyCredentials whose certificate has this SHA-1 thumbprint (or this keyId); returns how many."""
+    wanted = "".join(ch for ch in thumbprint if ch not in ": ").upper()
+    with LabStore(state_path).edit() as state:
+        sp = _service_principal(state["tenants"][_tenant_id(state, tenant)], app_id)
+        keys = sp.get("keyCredentials", [])
+        kept = [k for k in keys
+                if graph.key_thumbprint(k) != wanted and str(k.get("keyId", "")).upper() != wanted]
+        if len(kept) == len(keys):
+            raise LabAdminError(f"{app_id} has no key with thumbprint or keyId {thumbprint!r}")
+        sp["keyCredentials"] = kept
+        return len(keys) - len(kept)
+
+
+def add_graph_fault(
+    state_path: StatePath,
+    *,
+    status: int = 429,
+    retry_after: int | None = 2,
+    times: int = 1,
+    method: str | None = None,
+    path: str | None = None,
+    inner: bool = False,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Make the next `times` matching Graph requests answer `status` (429 or 503) with Retry-After."""
+    if status not in graph.FAULT_STATUSES:
+        raise LabAdminError(f"status must be one of {', '.join(map(str, graph.FAULT_STATUSES))}")
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise LabAdminError("times must be a whole number >= 1")
+    if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)
+                                    or retry_after < 0):
+        raise LabAdminError("retry-after must be a whole number of seconds >= 0")
+    if method is not None and method.upper() not in graph.FAULT_METHODS:
+        raise LabAdminError(f"method must be one of {', '.join(graph.FAULT_METHODS)}")
+    entry = {
+        "status": status,
+        "retryAfter": retry_after,
+        "times": times,
+        "method": method.upper() if method else None,
+        "path": path or None,
+        "inner": bool(inner),
+    }
+    with LabStore(state_path).edit() as state:
+        state["tenants"][_tenant_id(state, tenant)].setdefault("faults", []).append(entry)
+    return dict(entry)
+
+
+def expire_graph_tokens(state_path: StatePath, tenant: str | None = None) -> int:
+    """Expire every access token issued so far (in one tenant, or all); returns how many were valid."""
+    now = time.time()
+    expired = 0
+    with LabStore(state_path).edit() as state:
+        names = [_tenant_id(state, tenant)] if tenant else list(state.get("tenants") or {})
+        for name in names:
+            for token in state["tenants"][name].get("tokens", {}).values():
+                if float(token.get("expires", 0)) > now:
+                    expired += 1
+                token["expires"] = min(float(token.get("expires", 0)), int(now) - 1)
+    return expired
+
+
+def register_graph_client(
+    state_path: StatePath,
+    client_id: str,
+    *,
+    secret: str | None = None,
+    certificate: StatePath | bytes | None = None,
+    roles: Sequence[str] | None = None,
+    display_name: str | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Add a client app or change one: a secret (kept as SHA-256) and/or a certificate; roles.
+
+    A new client gets Application.ReadWrite.All unless `roles` says otherwise; an existing one keeps
+    its roles, display name and the credential not given.
+    """
+    if secret is None and certificate is None and roles is None and display_name is None:
+        raise LabAdminError("give a secret, a certificate, roles or a display name")
+    if secret is not None and not secret:
+        raise LabAdminError("the client secret is empty")
+    unknown = sorted(set(roles or []) - set(graph.ROLES))
+    if unknown:
+        raise LabAdminError(f"unknown role(s) {', '.join(unknown)} (known: {', '.join(graph.ROLES)})")
+    der: bytes | None = None
+    if isinstance(certificate, bytes):
+        try:
+            der = certs.to_der(certificate)
+        except ValueError:
+            raise LabAdminError("not an X.509 certificate (DER or PEM)") from None
+    elif certificate is not None:
+        der = _read_certificate(certificate)
+    with LabStore(state_path).edit() as state:
+        record = state["tenants"][_tenant_id(state, tenant)]
+        clients = record.setdefault("clients", {})
+        key = next((c for c in clients if c.lower() == client_id.lower()), client_id)
+        if key not in clients and secret is None and der is None:
+            raise LabAdminError(f"a new client needs a secret or a certificate ({client_id} is not registered)")
+        entry = clients.setdefault(key, graph.client(display_name or key, [graph.READ_WRITE_ALL]))
+        if secret is not None:
+            entry["secretSha256"] = graph.sha256_hex(secret)
+        if der is not None:
+            entry["certificate"] = certs.b64(der)
+        if roles is not None:
+            entry["roles"] = list(dict.fromkeys(roles))
+        if display_name:
+            entry["displayName"] = display_name
+        return {"clientId": key, **_show_client(entry)}
+
+
+def graph_stats(state_path: StatePath, tenant: str | None = None, *, reset: bool = False) -> dict[str, Any]:
+    """Graph round trips per tenant (before any reset), optionally setting them back to zero."""
+    store = LabStore(state_path)
+    if not reset:
+        state = store.read()
+        names = [_tenant_id(state, tenant)] if tenant else sorted(state.get("tenants") or {})
+        return {name: {"roundTrips": state["tenants"][name].get("roundTrips", 0)} for name in names}
+    with store.edit() as state:
+        names = [_tenant_id(state, tenant)] if tenant else sorted(state.get("tenants") or {})
+        result = {name: {"roundTrips": state["tenants"][name].get("roundTrips", 0)} for name in names}
+        for name in names:
+            state["tenants"][name]["roundTrips"] = 0
+        return result

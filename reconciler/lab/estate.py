@@ -6,6 +6,14 @@ with the wrong ApplicationIdentifier, `microsoft.sharepoint` missing, OAuth conf
 and `fab-cs-001`, the Fabrikam hybrid pool of seed 004, whose `microsoft.sts` still points at an old
 tenant. Metadata documents for Exchange, SharePoint (both of its URLs), the Skype pool and ACS are
 served by the lab server.
+
+The Office 365 side is the lab tenant LAB_TENANT_ID, served as Microsoft Graph and Entra ID's token
+endpoint by the same server (reconciler.lab.graph): the Skype for Business Online service principal
+(enabled, its usual SPNs but not yet the on-premises pool's) and Office 365 Exchange Online's (DISABLED,
+so seed 004's `Set-MSOLServicePrincipal -AccountEnabled $true` has something to do), neither with a
+keyCredential; and two client apps for the tool, LAB_CLIENT_ID (secret LAB_CLIENT_SECRET,
+Application.ReadWrite.All) and LAB_READONLY_CLIENT_ID (secret LAB_READONLY_SECRET, Application.Read.All).
+The secrets are lab-only constants; the state keeps only their SHA-256.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.lab import certs, skype
+from reconciler.lab import certs, graph, skype
 from reconciler.lab.state import FORMAT
 
 LAB_TENANT_ID = "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
@@ -30,6 +38,31 @@ SHAREPOINT_PATH = "/atl-sharepoint-001.litwareinc.com/jsonmetadata.ashx"
 SHAREPOINT_PATH_15 = "/atl-sharepoint-001.litwareinc.com/_layouts/15/metadata/json/1"
 SKYPE_PATH = "/atl-cs-001.litwareinc.com/metadata/json/1"
 ACS_PATH = f"/accounts.accesscontrol.windows.net/{LAB_TENANT_ID}/metadata/json/1"
+
+LAB_CLIENT_ID = "5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+LAB_CLIENT_SECRET = "lab-only-client-secret-not-for-production"  # a lab-only constant
+LAB_READONLY_CLIENT_ID = "6f1d2b3c-4d5e-4f60-9b0c-1d2e3f4a5b6c"
+LAB_READONLY_SECRET = "lab-only-read-only-secret-not-for-production"
+LAB_TOKEN_PATH = f"/{graph.TOKEN_HOST}/{LAB_TENANT_ID}/oauth2/v2.0/token"
+"""Path of the lab tenant's token endpoint on the lab server (prefix the server's base URL)."""
+LAB_GRAPH_PATH = f"/{graph.GRAPH_HOST}/{graph.GRAPH_VERSION}"
+"""Path of the lab's Graph base URL on the lab server (prefix the server's base URL)."""
+
+SKYPE_ONLINE_SPNS = (
+    SKYPE_ID,
+    f"{SKYPE_ID}/*.lync.com",
+    f"{SKYPE_ID}/lync.com",
+    f"{SKYPE_ID}/*.online.lync.com",
+    f"{SKYPE_ID}/*.infra.lync.com",
+)
+EXCHANGE_ONLINE_SPNS = (
+    EXCHANGE_ID,
+    f"{EXCHANGE_ID}/outlook.office365.com",
+    f"{EXCHANGE_ID}/*.outlook.com",
+    f"{EXCHANGE_ID}/outlook.com",
+    f"{EXCHANGE_ID}/ps.outlook.com",
+    "https://outlook.office365.com/",
+)
 
 STYLES = ("exchange", "sharepoint", "acs")
 """How a service writes its metadata document (see reconciler.lab.server.render_document)."""
@@ -83,7 +116,25 @@ def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certifi
             "fab-cs-001": _host(_fabrikam_objects()),
         },
         "failures": [],
+        "tenants": {LAB_TENANT_ID: lab_tenant()},
     }
+
+
+def lab_tenant() -> dict[str, Any]:
+    """The lab tenant's Graph objects and client apps (see the module docstring)."""
+    return graph.tenant(
+        [
+            graph.service_principal(LAB_TENANT_ID, SKYPE_ID, "Skype for Business Online", account_enabled=True,
+                                    names=SKYPE_ONLINE_SPNS),
+            graph.service_principal(LAB_TENANT_ID, EXCHANGE_ID, "Office 365 Exchange Online", account_enabled=False,
+                                    names=EXCHANGE_ONLINE_SPNS),
+        ],
+        {
+            LAB_CLIENT_ID: graph.client("reconciler (lab)", [graph.READ_WRITE_ALL], secret=LAB_CLIENT_SECRET),
+            LAB_READONLY_CLIENT_ID: graph.client("reconciler read-only (lab)", [graph.READ_ALL],
+                                                 secret=LAB_READONLY_SECRET),
+        },
+    )
 
 
 def _host(objects: dict[str, Any]) -> dict[str, Any]:

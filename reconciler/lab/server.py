@@ -8,6 +8,11 @@ without a response).
 
 The server reads the state on every request WITHOUT the writers' lock (see reconciler.lab.state):
 the lab transport holds that lock while a cmdlet downloads from here.
+
+The same server answers for two more emulated hosts, Microsoft Entra ID's token endpoint
+(`/login.microsoftonline.com/{tenant}/oauth2/v2.0/token`) and Microsoft Graph
+(`/graph.microsoft.com/v1.0/...`): see reconciler.lab.graph. Those requests DO take the writers' lock,
+briefly (they count round trips and store tokens); nothing holds it while calling Graph.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab import certs
+from reconciler.lab import certs, graph
 from reconciler.lab.state import LabStore
 
 DEFAULT_PORT = 8470
+MAX_BODY = 4 * 1024 * 1024
 
 INVALID_PAGE = (
     "<!DOCTYPE html><html><head><title>Sign in</title></head>"
@@ -111,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # drop idle keep-alive connections rather than keep their threads forever
 
     def do_GET(self) -> None:
+        if self._api("GET"):
+            return
         path = unquote(urlsplit(self.path).path)
         if path == "/healthz":
             self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok")
@@ -142,10 +150,99 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(render_document(svc, location)).encode()
         self._send(HTTPStatus.OK, "application/json; charset=utf-8", body)
 
+    def do_POST(self) -> None:
+        self._other("POST")
+
+    def do_PATCH(self) -> None:
+        self._other("PATCH")
+
+    def do_PUT(self) -> None:
+        self._other("PUT")
+
+    def do_DELETE(self) -> None:
+        self._other("DELETE")
+
+    def _other(self, method: str) -> None:
+        """Methods other than GET: only the emulated Entra ID and Graph hosts take them."""
+        if not self._api(method) and self._read_body() is not None:
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", b"method not allowed")
+
+    def _api(self, method: str) -> bool:
+        """Answer a request for the emulated Entra ID or Graph hosts; False when the path is neither."""
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        segments = path.split("/", 2)
+        if len(segments) < 2 or segments[1].lower() not in graph.HOSTS:
+            return False
+        body = self._read_body()
+        if body is None:
+            return True
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        origin = f"http://{self.headers.get('Host', 'localhost')}"
+        try:
+            response = graph.handle(self.server.store, method, path, split.query, headers, body, origin)
+        except ReconcilerError as exc:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", str(exc).encode())
+            return True
+        if response is None:  # not reached: the host was checked above
+            return False
+        payload = response.payload()
+        self.send_response(response.status)
+        if payload or response.status != HTTPStatus.NO_CONTENT:
+            self.send_header("Content-Type", response.content_type)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status != HTTPStatus.NO_CONTENT:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return True
+
+    def _read_body(self) -> bytes | None:
+        """The request body (Content-Length or chunked); None after answering 400/413 for a bad one."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    self._refuse(HTTPStatus.BAD_REQUEST, b"bad chunked body")
+                    return None
+                total += size
+                if total > MAX_BODY:
+                    self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"request body too large")
+                    return None
+                if size == 0:
+                    while self.rfile.readline(1024).strip():  # trailers
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._refuse(HTTPStatus.BAD_REQUEST, b"bad Content-Length")
+            return None
+        if length < 0:
+            self._refuse(HTTPStatus.BAD_REQUEST, b"bad Content-Length")
+            return None
+        if length > MAX_BODY:
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"request body too large")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _refuse(self, status: HTTPStatus, message: bytes) -> None:
+        self.close_connection = True  # the unread body would be taken for the next request
+        self._send(status, "text/plain; charset=utf-8", message)
+
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -165,7 +262,7 @@ class _LabHTTPServer(ThreadingHTTPServer):
 
 
 class LabServer:
-    """Serves the lab's metadata documents from a state file, in a daemon thread."""
+    """Serves the lab's metadata documents, Graph and token endpoint from a state file, in a daemon thread."""
 
     def __init__(self, state_path: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self.store = LabStore(state_path)

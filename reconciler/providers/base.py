@@ -42,6 +42,8 @@ class FieldSpec:
     manifest's entries must be present but others may stay (unless it says the list is authoritative)."""
     control: bool = False
     """Not a property of the object: it changes how other fields compare (e.g. `...Authoritative`)."""
+    merge: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None
+    """The value after an update (desired fields, live fields), for collections that are merged."""
 
 
 @dataclass(frozen=True)

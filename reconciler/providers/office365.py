@@ -198,9 +198,9 @@ _SERVICE_PRINCIPAL = KindSpec(
     description="An Office 365 service principal (Graph servicePrincipal), identified by appId.",
     fields={
         "accountEnabled": FieldSpec("accountEnabled"),
-        "servicePrincipalNames": FieldSpec("servicePrincipalNames", equal=_spns_equal),
+        "servicePrincipalNames": FieldSpec("servicePrincipalNames", equal=_spns_equal, merge=_merged_spns),
         "servicePrincipalNamesAuthoritative": FieldSpec("servicePrincipalNamesAuthoritative", control=True),
-        "keyCredentials": FieldSpec("keyCredentials", equal=_keys_equal, display=_show_keys),
+        "keyCredentials": FieldSpec("keyCredentials", equal=_keys_equal, display=_show_keys, merge=_merged_keys),
         "keyCredentialsAuthoritative": FieldSpec("keyCredentialsAuthoritative", control=True),
     },
     prepare=_prepare,
@@ -269,20 +269,15 @@ class Office365Provider:
     def commands(self, change: Change) -> tuple[Command, ...]:
         if change.actions != (Action.UPDATE,) or change.after is None:
             return ()  # service principals are never created, replaced or removed by us
-        desired = change.desired.fields if change.desired else change.after
-        live = change.before or {}
-        body: dict[str, Any] = {}
+        body = {name: change.after[name] for name in change.changed}  # merged collections, see FieldSpec.merge
         summary: list[str] = []
-        for name in change.changed:
-            if name == "accountEnabled":
-                body[name] = desired[name]
-                summary.append(f"accountEnabled={str(desired[name]).lower()}")
+        for name, value in body.items():
+            if name == "keyCredentials":
+                summary.append("keyCredentials [" + ", ".join(_show_keys(value)) + "] (whole collection re-sent)")
             elif name == "servicePrincipalNames":
-                body[name] = _merged_spns(desired, live)
-                summary.append(f"servicePrincipalNames ({len(body[name])}, whole list re-sent)")
-            elif name == "keyCredentials":
-                body[name] = _merged_keys(desired, live)
-                summary.append("keyCredentials [" + ", ".join(_show_keys(body[name])) + "] (whole collection re-sent)")
+                summary.append(f"servicePrincipalNames ({len(value)}, whole list re-sent)")
+            else:
+                summary.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
         path = sp_path(change.key.identity)
         return (Command("PATCH", {"path": path, "body": body}, shown={"body": "; ".join(summary)}),)
 

@@ -50,6 +50,18 @@ def _fmt(value: object) -> str:
     return json.dumps(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def _list_change(spec: KindSpec | None, name: str, old: list[object], new: list[object]) -> str:
+    """A collection as what it gains and loses, not two whole lists."""
+    def items(value: list[object]) -> list[str]:
+        shown = shown_value(spec, name, value)
+        return [_fmt(v) for v in shown] if isinstance(shown, list) else [_fmt(shown)]
+
+    before, after = items(old), items(new)
+    parts = [f"+ {v}" for v in after if v not in before] + [f"- {v}" for v in before if v not in after]
+    kept = sum(1 for v in after if v in before)
+    return "[" + ", ".join(parts) + "]" + (f" ({kept} unchanged)" if kept else "")
+
+
 def _render_change(change: Change, spec: KindSpec | None) -> list[str]:
     symbol = change.symbol
     key = change.key
@@ -78,7 +90,9 @@ def _render_change(change: Change, spec: KindSpec | None) -> list[str]:
                 rows.append((" ", name, _fmt(shown_value(spec, name, new))))
                 continue
             note = "  # forces replacement" if name in replace_fields else ""
-            if old in (None, ""):
+            if isinstance(old, list) and isinstance(new, list):
+                rows.append(("~", name, _list_change(spec, name, old, new) + note))
+            elif old in (None, ""):
                 rows.append(("+", name, _fmt(shown_value(spec, name, new)) + note))
             else:
                 rows.append(("~", name, f"{_fmt(shown_value(spec, name, old))} -> "
