@@ -38,7 +38,12 @@ demo: setup
 	echo; echo "== reconcile apply --auto-approve manifests/on-premises.yaml"; \
 	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/on-premises.yaml; \
 	echo; echo "== reconcile plan manifests/on-premises.yaml (again: expect no changes)"; \
-	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises.yaml
+	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises.yaml; \
+	export RECONCILE_GRAPH_CLIENT_SECRET=lab-only-client-secret-not-for-production; \
+	echo; echo "== seed 004, cross-premises (Skype + Office 365 over Graph): plan, apply, plan again"; \
+	$(RECONCILE) plan $(LAB_VAR) manifests/cross-premises.yaml; \
+	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/cross-premises.yaml; \
+	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/cross-premises.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --sizes 1x10,10x10,20x50,200x50
