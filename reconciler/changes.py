@@ -60,3 +60,17 @@ class Change:
         if self.is_replace:
             return "-/+"
         return {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}[self.actions[0]]
+
+
+@dataclass(frozen=True)
+class HandlerRun:
+    """A handler the plan will run once on a target after its changes (e.g. iisreset), and why."""
+
+    target: str
+    name: str
+    triggered_by: tuple[str, ...]  # addresses of the changes that make it necessary
+    commands: tuple[Command, ...]
+
+    @property
+    def address(self) -> str:
+        return f"{self.target}.handler.{self.name}"

@@ -29,9 +29,21 @@ from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.render.json_plan import plan_to_json
 from reconciler.render.text import render_plan, summary_line
-from reconciler.runner import ApplyResult, Session, Settings, discover, execute, locked, make_plan, open_session
+from reconciler.runner import (
+    ApplyResult,
+    CheckOutcome,
+    Session,
+    Settings,
+    discover,
+    execute,
+    locked,
+    make_plan,
+    open_session,
+    verify,
+)
 from reconciler.scheduler import Cycle, Schedule, parse_duration, run_loop
 from reconciler.store import RunStore, format_run, format_runs, open_store, run_to_json, runs_to_json
+from reconciler.trustgraph import graph_dot, graph_mermaid, graph_text, trust_graph
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -99,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = manifest_command("apply", "make the live state match the manifest (or a saved plan)")
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--verify", action="store_true", help="run the manifest's verify checks after applying")
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.set_defaults(func=cmd_apply)
 
@@ -126,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=Path(".reconciler"))
     p.add_argument("--store", metavar="PATH|URL")
     p.set_defaults(func=cmd_history)
+
+    p = manifest_command("verify", "run the manifest's end-to-end checks (e.g. Test-CsExStorageConnectivity)")
+    p.set_defaults(func=cmd_verify)
+
+    p = manifest_command("graph", "show who trusts whom (and whether each link checks out)")
+    p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+    p.set_defaults(func=cmd_graph)
 
     p = manifest_command("discover", "print the live state of every target in the manifest")
     p.add_argument("--json", action="store_true")
@@ -272,9 +292,14 @@ def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved
         result = execute(session, plan, settings)
         record.applied(result)
         record.finish("applied" if result.ok else "failed",
-                      tuple(f"{o.change.key.address}: {o.error}" for o in result.outcomes if o.error))
-    _report(result, plan, session)
-    return EXIT_OK if result.ok else EXIT_ERROR
+                      tuple(f"{o.change.key.address}: {o.error}" for o in result.outcomes if o.error)
+                      + tuple(f"{h.run.address}: {h.error}" for h in result.handlers if h.error))
+        _report(result, plan, session)
+        if not result.ok:
+            return EXIT_ERROR
+        if args.verify and desired.checks:
+            return _print_checks(verify(session))
+    return EXIT_OK
 
 
 def _check_still_current(saved: dict[str, Any], plan: Plan) -> None:
@@ -321,6 +346,14 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
     failed = len(result.outcomes) - counts[Status.APPLIED] - counts[Status.NOT_RUN] - counts[Status.WARNED]
     verdict = "Apply complete" if all(o.ok for o in result.outcomes) else "Apply stopped at the first failure"
     print(f"\n{verdict}: {counts[Status.APPLIED]} applied, {failed} failed, {counts[Status.NOT_RUN]} not run.")
+    for handler in result.handlers:
+        if handler.error:
+            print(f"Handler {handler.run.address}: FAILED: {handler.error}")
+        elif handler.ran:
+            print(f"Handler {handler.run.address}: ran once (" + "; ".join(c.display() for c in handler.run.commands)
+                  + ")")
+        else:
+            print(f"Handler {handler.run.address}: not needed (no triggering change was applied)")
     for target, remaining in result.remaining.items():
         if remaining:
             print(f"Re-read {target}: NOT converged, {len(remaining)} change(s) still needed: "
@@ -400,6 +433,34 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
         records = store.list(limit=args.limit, manifest_path=manifest)
         print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, registry: Registry) -> int:
+    desired = _load(args, registry)
+    if not desired.checks:
+        print(f"{args.manifest} declares no verify checks.")
+        return EXIT_OK
+    with open_session(desired, registry, args.parallel) as session:
+        return _print_checks(verify(session))
+
+
+def _print_checks(outcomes: list[CheckOutcome]) -> int:
+    print("\nVerify:")
+    for outcome in outcomes:
+        check = outcome.check
+        args = " ".join(f"{k}={v}" for k, v in check.arguments.items())
+        print(f"  {'ok  ' if outcome.ok else 'FAIL'} {check.target} {check.check} {args}"
+              + ("" if outcome.ok else f"\n       {outcome.detail}"))
+    failed = sum(1 for o in outcomes if not o.ok)
+    print(f"{len(outcomes) - failed} passed, {failed} failed." if failed else f"All {len(outcomes)} checks passed.")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace, registry: Registry) -> int:
+    desired = _load(args, registry)
+    graph = trust_graph(desired, registry, timeout=_settings(args).metadata_timeout)
+    sys.stdout.write({"text": graph_text, "dot": graph_dot, "mermaid": graph_mermaid}[args.format](graph))
+    return EXIT_ERROR if any(d.severity == "error" for d in graph.diagnostics) else EXIT_OK
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:

@@ -73,6 +73,8 @@ class TargetSpec:
     prune: frozenset[str] = frozenset()
     location: SourceLocation | None = None
     mode: Mode = Mode.ENFORCE
+    handlers: Mapping[str, Mapping[str, JSONValue]] = field(default_factory=dict)
+    """Declared handlers (name -> settings, including `enabled`), e.g. iisreset on an Exchange target."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,16 @@ class DesiredResource:
 
 
 @dataclass(frozen=True)
+class VerifyCheck:
+    """One entry of the manifest's `verify:` list: a provider check to run on a target."""
+
+    target: str
+    check: str
+    arguments: Mapping[str, JSONValue]
+    location: SourceLocation
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """Everything the manifest asks for."""
 
@@ -99,6 +111,7 @@ class DesiredState:
     manifest_sha256: str
     targets: Mapping[str, TargetSpec]
     resources: tuple[DesiredResource, ...]
+    checks: tuple[VerifyCheck, ...] = ()
 
     def for_target(self, target: str) -> tuple[DesiredResource, ...]:
         return tuple(r for r in self.resources if r.key.target == target)

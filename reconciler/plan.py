@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.changes import Action, Change
+from reconciler.changes import Action, Change, HandlerRun
 from reconciler.model import LiveState, Mode
 
 FORMAT_VERSION = "1.0"
@@ -45,6 +45,7 @@ class Plan:
     created_at: str = ""
     format_version: str = FORMAT_VERSION
     checked: int = 0  # how many declared resources were compared
+    handlers: tuple[HandlerRun, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

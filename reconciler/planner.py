@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from reconciler.changes import Action, ActionReason, Change
+from reconciler.changes import Action, ActionReason, Change, HandlerRun
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -21,7 +21,7 @@ from reconciler.model import (
     Mode,
     TargetSpec,
 )
-from reconciler.providers.base import FieldSpec, KindSpec, Provider, Registry
+from reconciler.providers.base import FieldSpec, KindSpec, Provider, Registry, handlers_of
 
 
 def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry) -> tuple[Change, ...]:
@@ -145,3 +145,19 @@ def _ordered(changes: list[Change], kinds: Mapping[str, KindSpec], provider: Pro
     removals.sort(key=lambda c: (-ranks[c.key.kind], position[id(c)]))
     others.sort(key=lambda c: (ranks[c.key.kind], position[id(c)]))
     return [dataclasses.replace(c, commands=provider.commands(c)) for c in removals + others]
+
+
+def plan_handlers(desired: DesiredState, changes: tuple[Change, ...], registry: Registry) -> tuple[HandlerRun, ...]:
+    """The handlers the changes make necessary: each at most once per target, only for enforced changes."""
+    runs = []
+    for name, target in desired.targets.items():
+        for handler, spec in handlers_of(registry.provider(target.provider)).items():
+            settings = target.handlers.get(handler)
+            if settings is None or settings.get("enabled") is False:
+                continue
+            triggers = tuple(c.key.address for c in changes if c.key.target == name and c.mode is Mode.ENFORCE
+                             and c.key.kind in spec.triggered_by)
+            if triggers:
+                config = {k: v for k, v in settings.items() if k != "enabled"}
+                runs.append(HandlerRun(name, handler, triggers, spec.commands(config)))
+    return tuple(runs)

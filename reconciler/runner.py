@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.changes import Change
+from reconciler.changes import Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
 from reconciler.locks import lock_path, target_lock
-from reconciler.model import DesiredState, LiveState, Mode
+from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Plan, fingerprint_live
-from reconciler.planner import plan_changes
-from reconciler.providers.base import DiagnoseContext, KindSpec, Registry
+from reconciler.planner import plan_changes, plan_handlers
+from reconciler.providers.base import DiagnoseContext, KindSpec, Registry, checks_of
 from reconciler.transports.base import Transport
+from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]
 T = TypeVar("T")
@@ -138,10 +139,13 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
 def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
     desired = session.desired
     changes = plan_changes(desired, live, session.registry)
+    handlers = plan_handlers(desired, changes, session.registry)
     diagnostics = check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout) \
         if settings.check_metadata else ()
     context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
     diagnostics += check_kinds(desired, live, session.registry, context)
+    if settings.check_metadata:
+        diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout).diagnostics
     return Plan(
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,
@@ -151,17 +155,30 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         diagnostics=diagnostics,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         checked=sum(1 for r in desired.resources),
+        handlers=handlers,
     )
+
+
+@dataclass(frozen=True)
+class HandlerOutcome:
+    run: HandlerRun
+    ran: bool
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     outcomes: tuple[ChangeOutcome, ...]
     remaining: dict[str, tuple[Change, ...]]  # per target: what a re-read still finds to do
+    handlers: tuple[HandlerOutcome, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes) and self.converged
+        return all(o.ok for o in self.outcomes) and self.converged and all(h.ok for h in self.handlers)
 
     @property
     def converged(self) -> bool:
@@ -176,12 +193,15 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         per_target.setdefault(change.key.target, []).append(change)
     applied_targets = [name for name in plan.targets if name in per_target]
 
-    def apply(name: str) -> tuple[ChangeOutcome, ...]:
+    def apply(name: str) -> tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]:
         provider = session.registry.provider(session.desired.targets[name].provider)
-        return execute_target(per_target[name], provider, session.transport(name), journal, session.kind_of)
+        done = execute_target(per_target[name], provider, session.transport(name), journal, session.kind_of)
+        ran = [run_handler(session, h, done, journal) for h in plan.handlers if h.target == name]
+        return done, tuple(ran)
 
-    done = _each_target(applied_targets, apply, session.parallel)
-    outcomes = [outcome for name in applied_targets for outcome in done[name]]
+    results = _each_target(applied_targets, apply, session.parallel)
+    outcomes = [outcome for name in applied_targets for outcome in results[name][0]]
+    handler_outcomes = tuple(h for name in applied_targets for h in results[name][1])
     after = discover(session, applied_targets)
     remaining = {}
     for name in applied_targets:
@@ -190,7 +210,62 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     not_reached = {c.key for c in plan.enforced} - {o.change.key for o in outcomes}
     outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
     outcomes.extend(ChangeOutcome(c, Status.WARNED) for c in plan.changes if c.mode is Mode.WARN)
-    return ApplyResult(tuple(outcomes), remaining)
+    return ApplyResult(tuple(outcomes), remaining, handler_outcomes)
+
+
+_CHANGED_SOMETHING = frozenset({Status.APPLIED, Status.RESTORED, Status.RESTORE_FAILED})
+
+
+def run_handler(session: Session, run: HandlerRun, done: tuple[ChangeOutcome, ...], journal: Journal) -> HandlerOutcome:
+    """Run a handler once, if a change that triggers it really changed the target; report its failure."""
+    if not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING for o in done):
+        return HandlerOutcome(run, ran=False)
+    try:
+        results = session.transport(run.target).invoke(run.commands, stop_on_error=False)
+    except TransportError as exc:
+        outcome = HandlerOutcome(run, ran=True, error=str(exc))
+    else:
+        errors = [r.error or "failed" for r in results if not r.ok]
+        if len(results) < len(run.commands):
+            errors.append("not every command ran")
+        outcome = HandlerOutcome(run, ran=True, error="; ".join(errors) or None)
+    journal.record("handler", address=run.address, commands=[c.to_json() for c in run.commands],
+                   error=outcome.error)
+    return outcome
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    check: VerifyCheck
+    ok: bool
+    detail: str
+
+
+def verify(session: Session) -> list[CheckOutcome]:
+    """Run the manifest's `verify:` checks; one round trip per target; every check reports."""
+    desired = session.desired
+    by_target: dict[str, list[VerifyCheck]] = {}
+    for check in desired.checks:
+        by_target.setdefault(check.target, []).append(check)
+
+    def run(name: str) -> list[CheckOutcome]:
+        provider = session.registry.provider(desired.targets[name].provider)
+        specs = checks_of(provider)
+        checks = by_target[name]
+        batches = [specs[c.check].commands(c.arguments) for c in checks]
+        results = session.transport(name).invoke([cmd for batch in batches for cmd in batch], stop_on_error=False)
+        outcomes, position = [], 0
+        for check, batch in zip(checks, batches, strict=True):
+            mine = results[position:position + len(batch)]
+            position += len(batch)
+            failed = [r.error or "failed" for r in mine if not r.ok]
+            if len(mine) < len(batch):
+                failed.append("not run")
+            outcomes.append(CheckOutcome(check, not failed, "; ".join(failed) or "ok"))
+        return outcomes
+
+    done = _each_target(list(by_target), run, session.parallel)
+    return [outcome for name in by_target for outcome in done[name]]
 
 
 def _only(desired: DesiredState, target: str) -> DesiredState:

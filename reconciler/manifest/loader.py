@@ -28,8 +28,9 @@ from reconciler.model import (
     ResourceKey,
     SourceLocation,
     TargetSpec,
+    VerifyCheck,
 )
-from reconciler.providers.base import KindSpec, Registry
+from reconciler.providers.base import KindSpec, Registry, checks_of
 
 SINGLETON_IDENTITY = "Global"
 
@@ -94,7 +95,7 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
     data: dict[str, Any] = doc.data
     variables = _variables(run, data.get("variables"), overrides)
     expanded = {**data}
-    for section in ("targets", "resources"):
+    for section in ("targets", "resources", "verify"):
         if section in data:
             expanded[section] = _expand(run, variables, data[section], (section,))
 
@@ -104,6 +105,7 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
     items = expanded.get("resources")
     resources = _resources(run, registry, checker, targets, items if isinstance(items, list) else [],
                            path.parent)
+    checks = _checks(run, registry, targets, expanded.get("verify"))
     if run.problems:
         raise ManifestError(list(dict.fromkeys(run.problems)))
     return DesiredState(
@@ -111,7 +113,34 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
         manifest_sha256=_fingerprint(raw, overrides),
         targets={name: spec for name, spec in (targets or {}).items() if spec is not None},
         resources=tuple(resources),
+        checks=tuple(checks),
     )
+
+
+def _checks(run: _Run, registry: Registry, targets: dict[str, TargetSpec | None] | None,
+            items: Any) -> list[VerifyCheck]:
+    """`verify:` entries: each names a defined target and a check its provider offers."""
+    out: list[VerifyCheck] = []
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        base: FieldPath = ("verify", index)
+        if not isinstance(item, dict) or run.troubled(base):
+            continue
+        name, check = item.get("target"), item.get("check")
+        target = (targets or {}).get(str(name))
+        if target is None:
+            if targets is not None and name not in targets:
+                defined = ", ".join(sorted(targets)) or "none"
+                run.add((*base, "target"), f"no target named {name!r} (defined: {defined})")
+            continue
+        offered = checks_of(registry.provider(target.provider))
+        if check not in offered:
+            run.add((*base, "check"), f"provider {target.provider!r} of target {name!r} has no check {check!r} "
+                                      f"(it has: {', '.join(sorted(offered)) or 'none'})")
+            continue
+        arguments = {k: v for k, v in item.items() if k not in ("target", "check")}
+        out.append(VerifyCheck(str(name), str(check), arguments,
+                               SourceLocation(run.file, run.doc.line(base), format_path(base))))
+    return out
 
 
 def _fingerprint(raw: bytes, overrides: Mapping[str, str]) -> str:
@@ -165,8 +194,10 @@ def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpe
                 and isinstance(prune, list)):
             where = SourceLocation(run.file, run.doc.line(("targets", name)), f"targets.{name}")
             mode = spec.get("mode", Mode.ENFORCE.value)
+            handlers = spec.get("handlers") if isinstance(spec.get("handlers"), dict) else {}
             out[name] = TargetSpec(name, provider, connection, frozenset(str(k) for k in prune), where,
-                                   Mode(mode) if mode in set(Mode) else Mode.ENFORCE)
+                                   Mode(mode) if mode in set(Mode) else Mode.ENFORCE,
+                                   {str(k): dict(v) for k, v in handlers.items() if isinstance(v, dict)})
         else:
             out[name] = None
     return out

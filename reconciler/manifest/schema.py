@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from reconciler.manifest.positions import FieldPath
 from reconciler.manifest.variables import NAME_PATTERN as VARIABLE_NAME_PATTERN
-from reconciler.providers.base import Registry
+from reconciler.providers.base import Registry, checks_of, handlers_of
 
 API_VERSION = "reconciler/v1"
 TARGET_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -75,10 +75,23 @@ def _connection_schema(registry: Registry) -> dict[str, Any]:
     return schema
 
 
+def _handlers_schema(provider: object) -> dict[str, Any]:
+    """The `handlers` block of a target of this provider: each declared handler's settings + enabled."""
+    properties = {}
+    for name, spec in sorted(handlers_of(provider).items()):
+        settings = _plain(spec.schema)
+        settings["properties"] = {"enabled": {"type": "boolean", "description": "false: never run it."},
+                                  **settings.get("properties", {})}
+        settings.setdefault("description", spec.description)
+        properties[name] = settings
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 def _target_schema(registry: Registry) -> dict[str, Any]:
     prune_rules = [
         {"if": _selector("provider", name),
-         "then": {"properties": {"prune": {"items": {"enum": sorted(provider.kinds)}}}}}
+         "then": {"properties": {"prune": {"items": {"enum": sorted(provider.kinds)}},
+                                 "handlers": _handlers_schema(provider)}}}
         for name, provider in sorted(registry.providers.items())
     ]
     schema: dict[str, Any] = {
@@ -93,10 +106,36 @@ def _target_schema(registry: Registry) -> dict[str, Any]:
                 "description": "Kinds whose live objects that this manifest does not list are removed.",
             },
             "mode": MODE_SCHEMA,
+            "handlers": {"type": "object", "description": "Follow-ups the provider offers (e.g. iisreset)."},
         },
     }
     if prune_rules:
         schema["allOf"] = prune_rules
+    return schema
+
+
+def _check_schema(registry: Registry) -> dict[str, Any]:
+    """One `verify:` entry: target, check name, and that check's arguments."""
+    rules = []
+    names: set[str] = set()
+    for _, provider in sorted(registry.providers.items()):
+        for name, spec in sorted(checks_of(provider).items()):
+            names.add(name)
+            then = _plain(spec.schema)
+            then["properties"] = {"target": {"type": "string"}, "check": {"const": name},
+                                  **then.get("properties", {})}
+            then["additionalProperties"] = False
+            rules.append({"if": _selector("check", name), "then": then})
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["target", "check"],
+        "properties": {
+            "target": {"type": "string", "description": "Name of a target defined under `targets`."},
+            "check": {"enum": sorted(names), "description": "Which end-to-end check to run."},
+        },
+    }
+    if rules:
+        schema["allOf"] = rules
     return schema
 
 
@@ -134,6 +173,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
     defs["connection"] = _connection_schema(registry)
     defs["target"] = _target_schema(registry)
     defs["resource"] = _resource_schema(owners)
+    defs["check"] = _check_schema(registry)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "reconciler manifest",
@@ -165,6 +205,8 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "additionalProperties": {"$ref": "#/$defs/target"},
             },
             "resources": {"type": "array", "items": {"$ref": "#/$defs/resource"}},
+            "verify": {"type": "array", "items": {"$ref": "#/$defs/check"},
+                       "description": "End-to-end checks `reconcile verify` runs (and `apply --verify`)."},
         },
         "$defs": defs,
     }

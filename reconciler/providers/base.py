@@ -87,6 +87,64 @@ class KindSpec:
         return self.fields.get(name) or FieldSpec(name)
 
 
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A follow-up a provider declares (like Ansible's handlers): it runs once per apply on a target, and
+    only when an applied change to one of `triggered_by` made it necessary (e.g. iisreset on Exchange
+    after partner-application changes). `schema` validates its settings under the target's `handlers`."""
+
+    name: str
+    description: str
+    triggered_by: tuple[str, ...]
+    schema: Mapping[str, Any]
+    commands: Callable[[Mapping[str, Any]], tuple[Command, ...]]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """An end-to-end check `reconcile verify` runs (e.g. Test-CsExStorageConnectivity for a SIP URI).
+
+    `schema` validates the arguments of a `verify:` entry (besides `target` and `check`)."""
+
+    name: str
+    description: str
+    schema: Mapping[str, Any]
+    commands: Callable[[Mapping[str, Any]], tuple[Command, ...]]
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """What a target says it is (its own service name and realm), for trust-graph checks."""
+
+    target: str
+    label: str
+    service_name: str | None
+    realm: str | None
+
+
+@dataclass(frozen=True)
+class TrustEdge:
+    """A declared trust: `target` accepts tokens from whatever `url` (or `application_identifier`) names."""
+
+    target: str
+    address: str
+    via: str
+    url: str | None = None
+    application_identifier: str | None = None
+    location: str | None = None  # file:line of the resource
+
+
+def handlers_of(provider: object) -> Mapping[str, HandlerSpec]:
+    """A provider's handlers; optional in the plugin API (most providers have none)."""
+    found = getattr(provider, "handlers", None)
+    return found if isinstance(found, Mapping) else {}
+
+
+def checks_of(provider: object) -> Mapping[str, CheckSpec]:
+    found = getattr(provider, "checks", None)
+    return found if isinstance(found, Mapping) else {}
+
+
 class Provider(Protocol):
     """What every provider plugin implements. Instances hold no mutable state."""
 

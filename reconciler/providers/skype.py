@@ -18,8 +18,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.changes import Action, Change
 from reconciler.errors import DiscoveryError, FieldProblem
-from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.providers.base import FieldSpec, KindSpec
+from reconciler.model import (
+    DesiredResource,
+    Ensure,
+    JSONValue,
+    LiveResource,
+    LiveState,
+    ResourceKey,
+    TargetSpec,
+)
+from reconciler.providers.base import CheckSpec, FieldSpec, KindSpec, ServiceIdentity, TrustEdge
 from reconciler.providers.common import BOOLEAN, GUID, URL, certificate_thumbprint, resource_schema
 from reconciler.transports.base import Command, CommandResult, Transport
 
@@ -263,6 +271,33 @@ def _live_fields(kind: str, obj: Mapping[str, Any]) -> dict[str, JSONValue]:
     return fields
 
 
+def _ex_storage_commands(args: Mapping[str, Any]) -> tuple[Command, ...]:
+    params: dict[str, Any] = {"SipUri": args["sipUri"]}
+    if args.get("folder"):
+        params["Folder"] = args["folder"]
+    if args.get("deleteItem"):
+        params["DeleteItem"] = True
+    return (Command("Test-CsExStorageConnectivity", params),)
+
+
+_EX_STORAGE = CheckSpec(
+    name="ExStorageConnectivity",
+    description="Test-CsExStorageConnectivity: the Storage Service writes an item to the user's Exchange "
+                "mailbox over server-to-server OAuth; it works only when both directions of the trust do.",
+    schema={
+        "type": "object",
+        "required": ["sipUri"],
+        "properties": {
+            "sipUri": {"type": "string", "pattern": r"^sip:[^@\s]+@[^@\s]+$",
+                       "errorMessage": "is not a SIP URI (sip:user@domain)"},
+            "folder": {"type": "string", "minLength": 1},
+            "deleteItem": BOOLEAN,
+        },
+    },
+    commands=_ex_storage_commands,
+)
+
+
 class SkypeProvider:
     """Skype for Business / Lync Server provider (first user of the plugin API)."""
 
@@ -270,6 +305,24 @@ class SkypeProvider:
     kinds: Mapping[str, KindSpec] = {
         k.kind: k for k in (_OAUTH_SERVER, _PARTNER_APPLICATION, _OAUTH_CONFIGURATION)
     }
+    checks: Mapping[str, CheckSpec] = {_EX_STORAGE.name: _EX_STORAGE}
+
+    def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
+        config = next((r.fields for r in resources if r.key.kind == "OAuthConfiguration"), {})
+        return ServiceIdentity(target.name, "Skype for Business", _text(config.get("serviceName")),
+                               _text(config.get("realm")))
+
+    def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
+        edges = []
+        for r in resources:
+            where = f"{r.location.file}:{r.location.line}"
+            if r.ensure is not Ensure.PRESENT or r.key.kind not in ("PartnerApplication", "OAuthServer"):
+                continue
+            url = _text(r.fields.get("metadataUrl"))
+            via = f"{r.key.kind} {r.key.identity}" + (" (metadataUrl)" if url else " (applicationIdentifier)")
+            edges.append(TrustEdge(target.name, r.key.address, via, url,
+                                   _text(r.fields.get("applicationIdentifier")), where))
+        return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
         results = transport.invoke(_DISCOVERY, stop_on_error=True)
@@ -333,6 +386,10 @@ def _command(cmdlet: str, params: dict[str, Any]) -> Command:
     shown = {"CertificateRawData": certificate_thumbprint(params["CertificateRawData"])} \
         if params.get("CertificateRawData") else {}
     return Command(cmdlet, params, shown=shown)
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
 
 
 def _objects(result: CommandResult) -> tuple[Mapping[str, Any], ...]:

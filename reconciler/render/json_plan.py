@@ -50,6 +50,11 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
             {"severity": d.severity, "message": d.message, "address": d.address, "location": d.location}
             for d in plan.diagnostics
         ],
+        "handlers": [
+            {"address": h.address, "target": h.target, "name": h.name, "triggered_by": list(h.triggered_by),
+             "commands": [c.to_json() for c in h.commands]}
+            for h in plan.handlers
+        ],
         "summary": plan.summary(),
         "checked": plan.checked,
         "errored": plan.has_errors,

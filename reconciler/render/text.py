@@ -25,6 +25,11 @@ def render_plan(plan: Plan, kind_of: KindLookup) -> str:
         for change in plan.changes:
             lines.extend(_render_change(change, kind_of(change)))
             lines.append("")
+        for run in plan.handlers:
+            lines.append(f"  # handler {run.address} will run once after the changes above")
+            lines.append(f"  # triggered by: {', '.join(run.triggered_by)}")
+            lines.extend(f"    > {command.display()}" for command in run.commands)
+            lines.append("")
     for diagnostic in plan.diagnostics:
         lines.append(str(diagnostic))
     if plan.diagnostics:
@@ -40,6 +45,9 @@ def summary_line(plan: Plan) -> str:
                 f"{targets} target{'s' if targets != 1 else ''}).")
     s = plan.summary()
     line = f"Plan: {s['add']} to add, {s['change']} to change, {s['replace']} to replace, {s['remove']} to remove."
+    if plan.handlers:
+        line += f" Then {len(plan.handlers)} handler{'s' if len(plan.handlers) != 1 else ''}: " + \
+            ", ".join(h.address for h in plan.handlers) + "."
     warned = len(plan.changes) - len(plan.enforced)
     if warned:
         line += f" ({warned} in warn mode: reported only, not applied.)"

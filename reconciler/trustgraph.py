@@ -1,0 +1,204 @@
+"""The trust graph: which system accepts tokens from which, and whether each link can work.
+
+Built from the manifest (what each target says it is, and whom it trusts) and the metadata
+documents the links point at (downloaded with httpx). Checked before anything is applied, because
+a link that cannot work fails silently in production: users just lose conversation history.
+
+Checks (each names the resource and its manifest line):
+- a partner application whose URL serves another service than the identifier it expects;
+- a metadata document whose realm disagrees with what the trusted side declares;
+- a realm declared on a target (e.g. Skype's OAuth configuration) that its own metadata document
+  does not carry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+
+from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
+from reconciler.model import DesiredState
+from reconciler.plan import Diagnostic
+from reconciler.providers.base import Registry, ServiceIdentity, TrustEdge
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    label: str
+    service_name: str | None
+    realm: str | None
+    declared: bool
+
+
+@dataclass(frozen=True)
+class Link:
+    source: str
+    dest: str
+    edge: TrustEdge
+    status: str  # ok | error | warning | unchecked
+    message: str
+
+
+@dataclass(frozen=True)
+class TrustGraph:
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.casefold() == b.casefold()
+
+
+def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 10.0,
+                client: httpx.Client | None = None) -> TrustGraph:
+    identities: dict[str, ServiceIdentity] = {}
+    edges: list[TrustEdge] = []
+    for name, target in desired.targets.items():
+        provider = registry.provider(target.provider)
+        resources = desired.for_target(name)
+        identity = getattr(provider, "identity", None)
+        trust_edges = getattr(provider, "trust_edges", None)
+        if callable(identity):
+            identities[name] = identity(target, resources)
+        if callable(trust_edges):
+            edges.extend(trust_edges(target, resources))
+    documents = _download({e.url for e in edges if e.url}, timeout, client)
+
+    nodes: dict[str, Node] = {
+        name: Node(name, i.label, i.service_name, i.realm, True) for name, i in identities.items()}
+    links: list[Link] = []
+    found: list[Diagnostic] = []
+
+    def problem(edge: TrustEdge, severity: str, message: str) -> None:
+        found.append(Diagnostic(severity, f"trust: {message}", edge.address, edge.location))
+
+    for edge in edges:
+        doc = documents.get(edge.url) if edge.url else None
+        service = doc.service_name if isinstance(doc, MetadataDocument) else edge.application_identifier
+        realm = doc.realm if isinstance(doc, MetadataDocument) else None
+        dest = _match(identities, service, realm)
+        if dest is None:
+            dest = f"{service or edge.url or '?'}@{realm}" if realm else (service or edge.url or "?")
+            nodes.setdefault(dest, Node(dest, "not in this manifest", service, realm, False))
+        status, message = "ok", "ok"
+        if isinstance(doc, MetadataError):
+            status, message = "unchecked", f"cannot check: {doc.detail}"
+            problem(edge, "warning", f"{edge.via}: cannot check the link to {edge.url}: {doc.detail}")
+        elif isinstance(doc, MetadataDocument):
+            trusted = identities.get(dest)
+            if edge.application_identifier and not _same(doc.service_name, edge.application_identifier):
+                status = "error"
+                message = (f"{edge.url} serves {doc.service_name or 'no service name'}, not the expected "
+                           f"{edge.application_identifier}: the link points at a host that does not serve the "
+                           "expected service")
+            elif trusted is not None and trusted.realm and doc.realm and not _same(trusted.realm, doc.realm):
+                status = "error"
+                message = (f"the metadata document at {edge.url} carries realm {doc.realm!r} but {dest} declares "
+                           f"realm {trusted.realm!r}: tokens from {dest} will not be accepted")
+            if status == "error":
+                problem(edge, "error", message)
+        links.append(Link(edge.target, dest, edge, status, message))
+
+    for name, identity in identities.items():
+        if not identity.realm or not identity.service_name:
+            continue
+        own = [d for d in documents.values()
+               if isinstance(d, MetadataDocument) and _same(d.service_name, identity.service_name)]
+        if own and not any(_same(d.realm, identity.realm) for d in own):
+            carried = ", ".join(sorted({repr(d.realm) for d in own}))
+            found.append(Diagnostic(
+                "error", f"trust: {name} declares realm {identity.realm!r}, but no metadata document of "
+                         f"{identity.service_name} carries it (they carry {carried}); partners will reject its tokens",
+                None, None))
+    return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found))
+
+
+def _match(identities: dict[str, ServiceIdentity], service: str | None, realm: str | None) -> str | None:
+    candidates = [n for n, i in identities.items() if _same(i.service_name, service)]
+    exact = [n for n in candidates if realm is None or identities[n].realm is None or _same(identities[n].realm, realm)]
+    chosen = exact or candidates
+    return chosen[0] if chosen else None
+
+
+def _download(urls: set[str], timeout: float,
+              client: httpx.Client | None) -> dict[str, MetadataDocument | MetadataError]:
+    if not urls:
+        return {}
+    own = client is None
+    http = client or httpx.Client(timeout=timeout, follow_redirects=True)
+    out: dict[str, MetadataDocument | MetadataError] = {}
+    try:
+        for url in sorted(urls):
+            try:
+                out[url] = fetch_metadata(url, client=http, timeout=timeout)
+            except MetadataError as exc:
+                out[url] = exc
+    finally:
+        if own:
+            http.close()
+    return out
+
+
+def _node_text(node: Node) -> str:
+    who = f"{node.service_name}@{node.realm}" if node.realm else (node.service_name or "")
+    return f"{node.name} ({node.label}{', ' + who if who and who != node.name else ''})"
+
+
+def graph_text(graph: TrustGraph) -> str:
+    lines = ["Trust relationships (an arrow means: accepts tokens from):", ""]
+    names = {n.name: n for n in graph.nodes}
+    for node in graph.nodes:
+        mine = [link for link in graph.links if link.source == node.name]
+        if not node.declared and not mine:
+            continue
+        lines.append(f"  {_node_text(node)}")
+        for link in mine:
+            dest = names[link.dest]
+            where = f" {link.edge.url}" if link.edge.url else ""
+            lines.append(f"    -> {dest.name}{'' if dest.declared else ' (not in this manifest)'}"
+                         f"  via {link.edge.via}{where}  [{link.status}]")
+            if link.status != "ok":
+                lines.append(f"       {link.message}")
+    problems = [str(d) for d in graph.diagnostics]
+    lines += ["", *problems] if problems else []
+    lines.append(f"\n{len(graph.links)} links, {sum(1 for link in graph.links if link.status == 'error')} broken.")
+    return "\n".join(lines) + "\n"
+
+
+_COLOURS = {"ok": "darkgreen", "error": "red", "warning": "orange", "unchecked": "gray"}
+
+
+def graph_dot(graph: TrustGraph) -> str:
+    """Graphviz DOT: `reconcile graph M --format dot | dot -Tsvg > trust.svg`."""
+    out = ["digraph trust {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
+    for node in graph.nodes:
+        label = "\\n".join(p for p in (node.name, node.label, node.realm or "") if p)
+        style = "" if node.declared else ", style=dashed"
+        out.append(f"  {json.dumps(node.name)} [label={json.dumps(label)}{style}];")
+    for link in graph.links:
+        label = link.edge.via + ("" if link.status == "ok" else f" ({link.status})")
+        out.append(f"  {json.dumps(link.source)} -> {json.dumps(link.dest)} "
+                   f"[label={json.dumps(label)}, color={_COLOURS[link.status]}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def graph_mermaid(graph: TrustGraph) -> str:
+    """Mermaid flowchart (renders in GitHub and most wikis)."""
+    ids = {node.name: f"n{i}" for i, node in enumerate(graph.nodes)}
+
+    def safe(text: str) -> str:
+        return text.replace('"', "'")
+
+    out = ["flowchart LR"]
+    for node in graph.nodes:
+        label = safe(node.name) + "<br/>" + safe(node.label)
+        out.append(f'  {ids[node.name]}["{label}"]')
+    for link in graph.links:
+        arrow = "-->" if link.status == "ok" else "-.->"
+        out.append(f'  {ids[link.source]} {arrow}|"{safe(link.edge.via)}: {link.status}"| {ids[link.dest]}')
+    return "\n".join(out) + "\n"
