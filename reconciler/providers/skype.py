@@ -315,10 +315,11 @@ class SkypeProvider:
     def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
         edges = []
         for r in resources:
-            where = f"{r.location.file}:{r.location.line}"
             if r.ensure is not Ensure.PRESENT or r.key.kind not in ("PartnerApplication", "OAuthServer"):
                 continue
             url = _text(r.fields.get("metadataUrl"))
+            line = r.field_lines.get("metadataUrl" if url else "applicationIdentifier", r.location.line)
+            where = f"{r.location.file}:{line}"
             via = f"{r.key.kind} {r.key.identity}" + (" (metadataUrl)" if url else " (applicationIdentifier)")
             edges.append(TrustEdge(target.name, r.key.address, via, url,
                                    _text(r.fields.get("applicationIdentifier")), where))
