@@ -40,6 +40,10 @@ from reconciler.lab.state import LabStore
 
 STATUSES = ("ok", "invalid", "notfound", "unreachable")
 StatePath = str | Path
+HOST_LINKS = ("service", "exchange", "skype")
+"""Host record keys naming one thing: its own service, the linked Exchange host, the linked Skype pool."""
+HOST_LISTS = ("servers", "mailboxes")
+"""Host record keys listing names: an Exchange host's servers (iisreset) and mailboxes (SIP URIs)."""
 
 
 class LabAdminError(ReconcilerError):
@@ -98,7 +102,11 @@ def show_lab(state_path: StatePath, host: str | None = None) -> dict[str, Any]:
                 objects[kind] = [_show_object(plat, item) for item in value]
             else:
                 objects[kind] = _show_object(plat, value)
-        hosts[name] = {"platform": plat.name, "roundTrips": record.get("roundTrips", 0), "objects": objects}
+        hosts[name] = {"platform": plat.name, "roundTrips": record.get("roundTrips", 0)}
+        for key in (*HOST_LINKS, *HOST_LISTS, "iisResets"):
+            if record.get(key) is not None:
+                hosts[name][key] = copy.deepcopy(record[key])
+        hosts[name]["objects"] = objects
     view: dict[str, Any] = {"hosts": hosts}
     if host is None:
         view["services"] = {
@@ -141,9 +149,11 @@ def seed_lab(state_path: StatePath, seed: Mapping[str, Any]) -> None:
 
     Shape: `services: {name: {serviceName, realm, style?, host?, name?, certificate?}}` (certificate:
     base64 DER; omitted keeps an existing service's certificate or generates one; `generate` always
-    generates), `documents: {path or URL: {service, status?}}`, `hosts: {host: {platform?,
-    <Kind>: object or list}}` (listed kinds replace that kind on the host; new hosts are created;
-    a `CertificateRawData` may be `{service: name}` to use that service's certificate), and
+    generates), `documents: {path or URL: {service, status?}}`, `hosts: {host: {platform?, service?,
+    exchange?, skype?, servers?, mailboxes?, <Kind>: object or list}}` (listed kinds replace that kind on
+    the host; new hosts are created; a `CertificateRawData` may be `{service: name}` to use that
+    service's certificate; `service` names a service, `exchange`/`skype` a linked host (null: none),
+    `servers`/`mailboxes` are lists of names), and
     `failures: [{host, cmdlet, identity?, times?, message?}]` (appended).
     """
     unknown = set(seed) - {"services", "documents", "hosts", "failures"}
@@ -254,10 +264,28 @@ def _seed_hosts(state: dict[str, Any], hosts: Mapping[str, Any]) -> None:
         for raw_kind, value in spec.items():
             if raw_kind == "platform":
                 continue
+            if raw_kind in HOST_LINKS or raw_kind in HOST_LISTS:
+                record[raw_kind] = _seed_host_value(state, str(raw_kind), value, f"hosts.{name}.{raw_kind}")
+                continue
             kind = plat.kind_name(str(raw_kind))
             if kind is None:
                 raise LabAdminError(f"seed: hosts.{name}: unknown kind {raw_kind!r} (known: {', '.join(plat.kinds)})")
             objects[kind] = _seed_kind(state, plat, kind, value, f"hosts.{name}.{kind}")
+
+
+def _seed_host_value(state: Mapping[str, Any], key: str, value: Any, where: str) -> Any:
+    """A host record link or list from a seed, checked (a link may name a host the same seed adds)."""
+    if key in HOST_LISTS:
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise LabAdminError(f"seed: {where} must be a list of names")
+        return list(value)
+    if value is None and key != "service":
+        return None
+    if not isinstance(value, str) or not value:
+        raise LabAdminError(f"seed: {where} must be a name")
+    if key == "service" and value not in state.get("services", {}):
+        raise LabAdminError(f"seed: {where} must name a service ({value!r} does not)")
+    return value
 
 
 def _seed_kind(state: Mapping[str, Any], plat: Platform, kind: str, value: Any, where: str) -> Any:
@@ -329,9 +357,9 @@ def set_object(
     with LabStore(state_path).edit() as state:
         plat, canonical, objects = _locate(state, host, kind)
         if plat.kinds[canonical]:
-            if identity.lower() != "global":
-                raise LabAdminError(f"{canonical} has one instance, Global")
             current = objects[canonical]
+            if identity.lower() not in ("global", str(current.get("Identity", "")).lower()):
+                raise LabAdminError(f"{canonical} has one instance, Global")
         else:
             index = find(objects.get(canonical, []), identity)
             if index is None:

@@ -262,7 +262,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     lab = subparsers.add_parser(
         "lab",
         help="the built-in emulated estate (for demos and tests)",
-        description="Manage the lab: emulated Skype for Business servers and their metadata documents.",
+        description="Manage the lab: emulated Skype for Business and Exchange servers and their metadata documents.",
     )
     ops = lab.add_subparsers(dest="lab_op", metavar="OP", required=True)
 
@@ -294,8 +294,9 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
     p = op("set", _set, "change a live object behind the tool's back")
     p.add_argument("host", metavar="HOST")
-    p.add_argument("kind", metavar="KIND", help="OAuthConfiguration, OAuthServer or PartnerApplication")
-    p.add_argument("identity", metavar="IDENTITY", help="Global for OAuthConfiguration")
+    p.add_argument("kind", metavar="KIND", help="OAuthConfiguration, OAuthServer or PartnerApplication (Skype); "
+                   "PartnerApplication, AuthServer, AuthConfig, LinkedUser or ManagementRoleAssignment (Exchange)")
+    p.add_argument("identity", metavar="IDENTITY", help="Global for OAuthConfiguration and AuthConfig")
     p.add_argument("values", metavar="Prop=Value", nargs="+", help="true/false/null are parsed; else a string")
 
     p = op("remove", _remove, "delete a live object behind the tool's back")

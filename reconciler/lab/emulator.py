@@ -3,8 +3,8 @@
 This module holds what every emulated platform shares: PowerShell-like parameter binding (names
 case-insensitive, unknown names rejected, common parameters accepted), error results that read like
 PowerShell's (`<Cmdlet> : <message>`), injected failures, call counting, and the batch loop. Each
-platform (today only Skype for Business, in `skype.py`) is one module exposing a `Platform` value,
-so an Exchange platform is one more module and one more line in `platform()`.
+platform (Skype for Business in `skype.py`, Exchange in `exchange.py`) is one module exposing a
+`Platform` value, and one line in `platform()`.
 
 Parameters are data: values are stored or compared, never evaluated.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.errors import TransportError
@@ -42,9 +42,16 @@ class CmdletError(Exception):
 
 @dataclass(frozen=True)
 class CmdletContext:
-    """What cmdlets may reach outside the state: downloading a metadata document (real HTTP)."""
+    """What cmdlets may reach outside their host's objects: downloading a metadata document (real HTTP).
+
+    `state` and `host` (the whole lab state and the state's spelling of the host running the command)
+    are filled by run_command, for the few commands that look beyond their host's objects:
+    Test-CsExStorageConnectivity reads the linked Exchange server, iisreset counts on its host record.
+    """
 
     fetch: Callable[[str], MetadataDocument]
+    state: dict[str, Any] | None = None
+    host: str | None = None
 
 
 Handler = Callable[[str, Mapping[str, Any], dict[str, Any], CmdletContext], list[dict[str, Any]]]
@@ -82,9 +89,9 @@ class Platform:
 def platform(name: str) -> Platform:
     """The platform for a host's `platform` value; raises TransportError for an unknown one."""
     # Imported here because platform modules import this module's toolkit.
-    from reconciler.lab import skype
+    from reconciler.lab import exchange, skype
 
-    platforms = {"skype": skype.PLATFORM}
+    platforms = {"skype": skype.PLATFORM, "exchange": exchange.PLATFORM}
     try:
         return platforms[name.lower()]
     except KeyError:
@@ -247,7 +254,8 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
                 f"The term '{command.cmdlet}' is not recognized as the name of a cmdlet, function, "
                 "script file, or operable program.",
             )
-        output = handler(name, command.parameters, record.setdefault("objects", plat.empty_objects()), context)
+        objects = record.setdefault("objects", plat.empty_objects())
+        output = handler(name, command.parameters, objects, replace(context, state=state, host=host))
     except CmdletError as exc:
         return CommandResult(command=command, ok=False, error=exc.message)
     return CommandResult(command=command, ok=True, output=tuple(copy.deepcopy(output)))

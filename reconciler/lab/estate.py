@@ -7,6 +7,14 @@ and `fab-cs-001`, the Fabrikam hybrid pool of seed 004, whose `microsoft.sts` st
 tenant. Metadata documents for Exchange, SharePoint (both of its URLs), the Skype pool and ACS are
 served by the lab server.
 
+`atl-exchange-001` is the Litware Exchange organization (reconciler.lab.exchange) as Exchange setup
+leaves it: the built-in `Exchange Online` partner application (disabled), an AuthConfig signing with
+the lab's `exchange` certificate, no linked users or role assignments, so neither side trusts the
+other yet and Test-CsExStorageConnectivity on atl-cs-001 fails. The two host records link each other
+(`exchange` on the pool, `skype` on Exchange) and name their own `service` (metadata document and
+certificate); the Exchange record also lists its `servers` (for iisreset) and the `mailboxes` the
+storage test can reach. fab-cs-001 is linked to nothing.
+
 The Office 365 side is the lab tenant LAB_TENANT_ID, served as Microsoft Graph and Entra ID's token
 endpoint by the same server (reconciler.lab.graph): the Skype for Business Online service principal
 (enabled, its usual SPNs but not yet the on-premises pool's) and Office 365 Exchange Online's (DISABLED,
@@ -21,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.lab import certs, graph, skype
+from reconciler.lab import certs, exchange, graph, skype
 from reconciler.lab.state import FORMAT
 
 LAB_TENANT_ID = "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
@@ -32,6 +40,11 @@ SKYPE_ID = "00000004-0000-0ff1-ce00-000000000000"
 WRONG_EXCHANGE_ID = "00000005-0000-0ff1-ce00-000000000000"
 STRAY_APP_ID = "3b5f1c9e-7a2d-4e8f-9c1b-5d6e7f8a9b0c"
 OLD_TENANT_STS_URL = "https://accounts.accesscontrol.windows.net/00000000-0000-0000-0000-000000000000/metadata/json/1"
+
+LITWARE_POOL = "atl-cs-001"
+EXCHANGE_HOST = "atl-exchange-001"
+EXCHANGE_SERVERS = ("atl-exchange-001", "atl-exchange-002")
+EXCHANGE_MAILBOXES = ("sip:kenmyer@litwareinc.com", "sip:pilar@litwareinc.com")
 
 EXCHANGE_PATH = "/atl-exchange-001.litwareinc.com/autodiscover/metadata/json/1"
 SHAREPOINT_PATH = "/atl-sharepoint-001.litwareinc.com/jsonmetadata.ashx"
@@ -112,8 +125,12 @@ def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certifi
         "services": services,
         "documents": documents,
         "hosts": {
-            "atl-cs-001": _host(_litware_objects(services["exchange"]["certificate"])),
+            LITWARE_POOL: _host(_litware_objects(services["exchange"]["certificate"]), service="skype",
+                                exchange=EXCHANGE_HOST),
             "fab-cs-001": _host(_fabrikam_objects()),
+            EXCHANGE_HOST: _host(_exchange_objects(services["exchange"]["certificate"]), platform="exchange",
+                                 service="exchange", skype=LITWARE_POOL, servers=list(EXCHANGE_SERVERS),
+                                 mailboxes=list(EXCHANGE_MAILBOXES), iisResets={}),
         },
         "failures": [],
         "tenants": {LAB_TENANT_ID: lab_tenant()},
@@ -137,8 +154,9 @@ def lab_tenant() -> dict[str, Any]:
     )
 
 
-def _host(objects: dict[str, Any]) -> dict[str, Any]:
-    return {"platform": "skype", "roundTrips": 0, "calls": {}, "objects": objects}
+def _host(objects: dict[str, Any], platform: str = "skype", **record: Any) -> dict[str, Any]:
+    """A host record; `record` adds its links and lists (service, exchange/skype, servers, mailboxes...)."""
+    return {"platform": platform, "roundTrips": 0, "calls": {}, **record, "objects": objects}
 
 
 def _litware_objects(exchange_certificate: str) -> dict[str, Any]:
@@ -159,6 +177,25 @@ def _litware_objects(exchange_certificate: str) -> dict[str, Any]:
             "CertificateRawData": exchange_certificate,
         }),
     ]
+    return objects
+
+
+def _exchange_objects(certificate: str) -> dict[str, Any]:
+    """Exchange as setup leaves it: `Exchange Online` (disabled, through the auth server) and its own certificate."""
+    objects = exchange.empty_objects()
+    objects[exchange.PARTNER_APPLICATION] = [
+        exchange.normalize(exchange.PARTNER_APPLICATION, {
+            "Name": "Exchange Online",
+            "ApplicationIdentifier": EXCHANGE_ID,
+            "UseAuthServer": True,
+            "Enabled": False,
+        }),
+    ]
+    objects[exchange.AUTH_CONFIG].update(
+        ServiceName=EXCHANGE_ID,
+        Realm="",
+        CurrentCertificateThumbprint=certs.thumbprint(certs.from_b64(certificate)),
+    )
     return objects
 
 

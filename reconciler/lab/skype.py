@@ -11,16 +11,21 @@ Objects use the cmdlets' property names:
 - OAuthServer: Identity, MetadataUrl, Realm, Type, AcceptSecurityIdentifierInformation, AuthorizationUriOverride.
 - PartnerApplication: Identity, ApplicationIdentifier, Realm, ApplicationTrustLevel,
   AcceptSecurityIdentifierInformation, Enabled, MetadataUrl, UseOAuthServer, CertificateRawData.
+
+Test-CsExStorageConnectivity reaches beyond the pool's objects: the host record's `exchange` names the
+Exchange host its Storage Service talks to (reconciler.lab.exchange) and its `service` the entry of the
+state's `services` whose certificate the pool signs with.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.lab import certs
+from reconciler.lab import certs, exchange
 from reconciler.lab.emulator import (
     CmdletContext,
     CmdletError,
@@ -31,6 +36,7 @@ from reconciler.lab.emulator import (
     as_switch,
     bind,
     find,
+    find_host,
     require,
 )
 from reconciler.metadata import METADATA_ERROR, MetadataDocument, MetadataError
@@ -441,6 +447,176 @@ def remove_partner_application(
     return _remove(cmdlet, PARTNER_APPLICATION, params, objects)
 
 
+# --- Test-CsExStorageConnectivity --------------------------------------------------------------
+
+SKYPE_SERVICE_NAME = "00000004-0000-0ff1-ce00-000000000000"
+STORAGE_FOLDER = "Conversation History"
+UNAUTHORIZED = "The remote server returned an error: (401) Unauthorized."
+"""What the Storage Service reports when Exchange does not accept its token (seed 002's note)."""
+
+
+class _Broken(Exception):
+    """One broken link of the trust; the message names the side, the object and the values."""
+
+
+def _thumbprints(document: Any) -> list[str]:
+    return [key.thumbprint for key in document.keys]
+
+
+def _fetch_for_test(side: str, url: str, context: CmdletContext) -> Any:
+    try:
+        return context.fetch(url)
+    except MetadataError as exc:
+        raise _Broken(f"{side}: the metadata document at {url} cannot be downloaded ({exc.detail})") from None
+
+
+def _skype_trusts_exchange(pool: str, objects: Mapping[str, Any], ex_host: str, ex_config: Mapping[str, Any],
+                           ex_realm: str, context: CmdletContext) -> None:
+    """Check 2: a partner application on the pool for Exchange's service name, whose certificate is Exchange's."""
+    side = "Skype for Business does not trust Exchange"
+    service_name = str(ex_config.get("ServiceName") or "")
+    apps = [a for a in objects.get(PARTNER_APPLICATION, [])
+            if service_name and str(a.get("ApplicationIdentifier") or "").lower() == service_name.lower()]
+    if not apps:
+        raise _Broken(f"{side}: no partner application on {pool} has ApplicationIdentifier '{service_name}' "
+                      f"(the AuthConfig.ServiceName of Exchange {ex_host})")
+    enabled = [a for a in apps if a.get("Enabled")]
+    if not enabled:
+        raise _Broken(f"{side}: partner application {apps[0]['Identity']} on {pool} is disabled")
+    app = enabled[0]
+    signs_with = str(ex_config.get("CurrentCertificateThumbprint") or "").upper()
+    if not signs_with:
+        raise _Broken(f"{side}: Exchange {ex_host} has no signing certificate "
+                      "(its AuthConfig.CurrentCertificateThumbprint is empty)")
+    realm_source = "AuthConfig.Realm" if ex_config.get("Realm") else "AuthConfig.Realm is empty: the organization's"
+    if app.get("MetadataUrl"):
+        url = str(app["MetadataUrl"])
+        document = _fetch_for_test(side, url, context)
+        if (document.service_name or "").lower() != service_name.lower():
+            raise _Broken(f"{side}: the metadata document at {url} publishes serviceName {document.service_name} "
+                          f"but Exchange {ex_host}'s AuthConfig.ServiceName is {service_name}")
+        if (document.realm or "").lower() != ex_realm.lower():
+            raise _Broken(f"{side}: the metadata document at {url} publishes realm {document.realm} but "
+                          f"Exchange {ex_host}'s realm is {ex_realm} ({realm_source})")
+        published = _thumbprints(document)
+        if signs_with not in published:
+            raise _Broken(f"{side}: the metadata document at {url} publishes certificate {', '.join(published)} "
+                          f"but Exchange {ex_host} signs with {signs_with} (a rotated certificate not yet published?)")
+    elif app.get("CertificateRawData"):
+        if str(app.get("Realm") or "").lower() != ex_realm.lower():
+            raise _Broken(f"{side}: partner application {app['Identity']} on {pool} has realm {app.get('Realm')} "
+                          f"but Exchange {ex_host}'s realm is {ex_realm} ({realm_source})")
+        carried = certs.thumbprint(certs.from_b64(str(app["CertificateRawData"])))
+        if carried != signs_with:
+            raise _Broken(f"{side}: partner application {app['Identity']} on {pool} carries certificate {carried} "
+                          f"but Exchange {ex_host} signs with {signs_with}")
+    else:
+        raise _Broken(f"{side}: partner application {app['Identity']} on {pool} has neither a MetadataUrl nor a "
+                      f"certificate (UseOAuthServer), so nothing verifies the tokens Exchange {ex_host} signs")
+
+
+def _exchange_trusts_skype(state: Mapping[str, Any], pool: str, config: Mapping[str, Any], ex_host: str,
+                           ex_objects: Mapping[str, Any], context: CmdletContext) -> None:
+    """Check 3: a partner application on Exchange for the pool's service name, linked, with the pool's certificate."""
+    side = "Exchange does not trust Skype for Business"
+    service_name = str(config.get("ServiceName") or "")
+    apps = [a for a in ex_objects.get(exchange.PARTNER_APPLICATION, [])
+            if service_name and str(a.get("ApplicationIdentifier") or "").lower() == service_name.lower()]
+    if not apps:
+        raise _Broken(f"{side}: no partner application on {ex_host} has ApplicationIdentifier '{service_name}' "
+                      f"(the OAuthConfiguration.ServiceName of {pool})")
+    enabled = [a for a in apps if a.get("Enabled")]
+    if not enabled:
+        raise _Broken(f"{side}: partner application {apps[0]['Name']} on {ex_host} is disabled")
+    app = enabled[0]
+    linked = app.get("LinkedAccount")
+    if not linked:
+        raise _Broken(f"{side}: partner application {app['Name']} on {ex_host} has no LinkedAccount")
+    user = exchange.find_linked_user(ex_objects, str(linked))
+    if user is None:
+        raise _Broken(f"{side}: partner application {app['Name']} on {ex_host} has LinkedAccount {linked}, "
+                      f"which is not a linked user on {ex_host}")
+    for role in exchange.STORAGE_ROLES:
+        if not exchange.has_role(ex_objects, str(user["Name"]), role):
+            raise _Broken(f"{side}: linked account {user['Name']} of partner application {app['Name']} on {ex_host} "
+                          f"lacks the {role} role (no ManagementRoleAssignment gives it)")
+    url = app.get("AuthMetadataUrl")
+    if not url:
+        raise _Broken(f"{side}: partner application {app['Name']} on {ex_host} has no AuthMetadataUrl, so "
+                      f"Exchange has no certificate to verify the tokens {pool} signs")
+    document = _fetch_for_test(side, str(url), context)
+    if (document.service_name or "").lower() != service_name.lower():
+        raise _Broken(f"{side}: the metadata document at {url} publishes serviceName {document.service_name} "
+                      f"but {pool}'s OAuthConfiguration.ServiceName is {service_name}")
+    service = state.get("services", {}).get(state["hosts"][pool].get("service"))
+    if service is None:
+        raise _Broken(f"{side}: the lab does not know which certificate {pool} signs with "
+                      "(its host record names no service)")
+    signs_with = certs.thumbprint(certs.from_b64(str(service["certificate"])))
+    published = _thumbprints(document)
+    if signs_with not in published:
+        raise _Broken(f"{side}: the metadata document at {url} publishes certificate {', '.join(published)} "
+                      f"but {pool} signs with {signs_with}")
+    realm = str(config.get("Realm") or "")
+    if realm and (document.realm or "").lower() != realm.lower():
+        raise _Broken(f"{side}: the metadata document at {url} publishes realm {document.realm} but "
+                      f"{pool}'s OAuthConfiguration.Realm is {realm}")
+
+
+def _storage_trust(state: dict[str, Any] | None, pool: str | None, objects: dict[str, Any],
+                   context: CmdletContext) -> tuple[str, dict[str, Any]]:
+    """The linked Exchange host and its record once the trust holds both ways; raises _Broken otherwise."""
+    record = state["hosts"].get(pool or "") if state is not None else None
+    link = (record or {}).get("exchange")
+    if state is None or pool is None or record is None or not link:
+        raise _Broken("no Exchange server is linked to this pool")
+    ex_host = find_host(state, str(link))
+    if ex_host is None or str(state["hosts"][ex_host].get("platform")).lower() != "exchange":
+        raise _Broken(f"no Exchange server is linked to this pool (its link names {link}, which is not an "
+                      "Exchange host of the lab)")
+    ex_record: dict[str, Any] = state["hosts"][ex_host]
+    ex_objects = ex_record.setdefault("objects", exchange.empty_objects())
+    ex_config = exchange.auth_config(ex_objects)  # a staged certificate whose date has passed is now current
+    config: Mapping[str, Any] = objects.get(CONFIGURATION) or CONFIGURATION_DEFAULTS
+    own_service = state.get("services", {}).get(record.get("service")) or {}
+    organization_realm = str(config.get("Realm") or own_service.get("realm") or "")
+    ex_realm = str(ex_config.get("Realm") or organization_realm)
+    _skype_trusts_exchange(pool, objects, ex_host, ex_config, ex_realm, context)
+    _exchange_trusts_skype(state, pool, config, ex_host, ex_objects, context)
+    service_name = str(config.get("ServiceName") or "")
+    if service_name.lower() != SKYPE_SERVICE_NAME:
+        raise _Broken(f"{pool}'s OAuthConfiguration.ServiceName is '{service_name}' but Skype for Business "
+                      f"Server's must be {SKYPE_SERVICE_NAME}")
+    return ex_host, ex_record
+
+
+def check_ex_storage_connectivity(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    """Write (in the lab: pretend to write) an item to a user's mailbox through the OAuth trust.
+
+    Succeeds only when the trust is consistent both ways (see _storage_trust for the checks, in
+    order); otherwise fails as Exchange answers a token it does not accept, with a 401, followed by
+    the lab's account of the broken link. -DeleteItem has no effect: the lab writes no item.
+    """
+    started = time.monotonic()
+    bound = bind(cmdlet, params, ("SipUri", "Folder", "DeleteItem"))
+    require(cmdlet, bound, "SipUri")
+    sip_uri = as_string(cmdlet, "SipUri", bound["SipUri"]) or ""
+    folder = as_string(cmdlet, "Folder", bound.get("Folder")) or STORAGE_FOLDER
+    if "DeleteItem" in bound:
+        as_switch(cmdlet, "DeleteItem", bound["DeleteItem"])
+    try:
+        ex_host, ex_record = _storage_trust(context.state, context.host, objects, context)
+    except _Broken as exc:
+        raise CmdletError(cmdlet, f"{UNAUTHORIZED} {exc}") from None
+    if sip_uri.lower() not in {str(m).lower() for m in ex_record.get("mailboxes") or []}:
+        # Lab wording: the real cmdlet's text for a user without a mailbox is not documented.
+        raise CmdletError(cmdlet, f"{sip_uri}: mailbox not found on Exchange {ex_host}.")
+    latency = round((time.monotonic() - started) * 1000)
+    return [{"SipUri": sip_uri, "Folder": folder, "Result": "Success", "Latency": latency}]
+
+
 PLATFORM = Platform(
     name="skype",
     cmdlets={
@@ -454,6 +630,7 @@ PLATFORM = Platform(
         "New-CsPartnerApplication": new_partner_application,
         "Set-CsPartnerApplication": set_partner_application,
         "Remove-CsPartnerApplication": remove_partner_application,
+        "Test-CsExStorageConnectivity": check_ex_storage_connectivity,
     },
     kinds={CONFIGURATION: True, OAUTH_SERVER: False, PARTNER_APPLICATION: False},
     empty_objects=empty_objects,

@@ -61,8 +61,16 @@ from typing import Any
 
 from reconciler.changes import Action, Change
 from reconciler.errors import DiscoveryError
-from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.providers.base import DiagnoseContext, FieldSpec, Finding, KindSpec
+from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.providers.base import (
+    DiagnoseContext,
+    FieldSpec,
+    Finding,
+    HandlerSpec,
+    KindSpec,
+    ServiceIdentity,
+    TrustEdge,
+)
 from reconciler.providers.common import BOOLEAN, GUID, IDENTITY, URL, resource_schema
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,
@@ -469,6 +477,29 @@ def _enterprise_record(app: EnterpriseApplication, partner: Mapping[str, Any] | 
     }
 
 
+def _iisreset(settings: Mapping[str, Any]) -> tuple[Command, ...]:
+    return tuple(Command("iisreset", {"Server": str(server)}) for server in settings.get("servers") or [])
+
+
+IISRESET = HandlerSpec(
+    name="iisreset",
+    description="Restart IIS on these Exchange servers after partner-application changes, as Microsoft recommends "
+                "(seed 001: `iisreset atl-exchange-001`).",
+    triggered_by=HANDLER_TRIGGER_KINDS,
+    schema={
+        "type": "object",
+        "required": ["servers"],
+        "properties": {"servers": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                   "items": {"type": "string", "minLength": 1},
+                                   "description": "Mailbox and client access servers to reset."}},
+    },
+    commands=_iisreset,
+)
+
+
+_TRUSTING_KINDS = ("PartnerApplication", "EnterprisePartnerApplication", "AuthServer")
+
+
 class ExchangeProvider:
     """Exchange Server provider: partner applications, enterprise partner applications, auth servers, AuthConfig."""
 
@@ -476,6 +507,27 @@ class ExchangeProvider:
     kinds: Mapping[str, KindSpec] = {
         k.kind: k for k in (_AUTH_SERVER, _PARTNER_APPLICATION, _ENTERPRISE, _AUTH_CONFIG)
     }
+    handlers: Mapping[str, HandlerSpec] = {IISRESET.name: IISRESET}
+
+    def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
+        config = next((r.fields for r in resources if r.key.kind == "AuthConfig"), {})
+        service = config.get("serviceName")
+        realm = config.get("realm")
+        return ServiceIdentity(target.name, "Exchange Server", str(service) if service else None,
+                               str(realm) if realm else None)
+
+    def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
+        edges = []
+        for r in resources:
+            if r.ensure is not Ensure.PRESENT or r.key.kind not in _TRUSTING_KINDS:
+                continue
+            url = r.fields.get("authMetadataUrl")
+            line = r.field_lines.get("authMetadataUrl" if url else "applicationIdentifier", r.location.line)
+            ident = r.fields.get("applicationIdentifier")
+            edges.append(TrustEdge(target.name, r.key.address, f"{r.key.kind} {r.key.identity}",
+                                   str(url) if url else None, str(ident) if ident else None,
+                                   f"{r.location.file}:{line}"))
+        return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
         """Everything in one round trip; a failed Get is an error, never an absence.
@@ -678,15 +730,20 @@ def _auth_config_commands(change: Change) -> tuple[Command, ...]:
     if change.actions != (Action.UPDATE,) or change.after is None:
         return ()  # a singleton: never created, replaced or removed
     after = change.after
-    params: dict[str, Any] = {}
-    for field_name in ("currentCertificateThumbprint", "serviceName", "realm"):
-        if field_name in change.changed:
-            params[AUTH_CONFIG_PARAMETERS[field_name]] = after.get(field_name)
-    if {"nextCertificateThumbprint", "nextCertificateEffectiveDate"} & set(change.changed):
-        for field_name in ("nextCertificateThumbprint", "nextCertificateEffectiveDate"):
-            if _set(after.get(field_name)):
-                params[AUTH_CONFIG_PARAMETERS[field_name]] = after[field_name]
-    return (Command("Set-AuthConfig", params),) if params else ()
+    changed = set(change.changed)
+    # Set-AuthConfig's parameter sets are exclusive: service name/realm | current certificate | next
+    # certificate + its effective date. One command per set, in that order.
+    groups = (("serviceName", "realm"), ("currentCertificateThumbprint",),
+              ("nextCertificateThumbprint", "nextCertificateEffectiveDate"))
+    commands = []
+    for group in groups:
+        if not changed & set(group):
+            continue
+        names = group if group[0].startswith("next") else tuple(n for n in group if n in changed)
+        params = {AUTH_CONFIG_PARAMETERS[n]: after.get(n) for n in names if _set(after.get(n))}
+        if params:
+            commands.append(Command("Set-AuthConfig", params))
+    return tuple(commands)
 
 
 def _objects(result: CommandResult) -> list[Mapping[str, Any]]:
