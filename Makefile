@@ -37,6 +37,8 @@ demo: setup
 	$(RECONCILE) plan $(LAB_VAR) manifests/on-premises.yaml; \
 	echo; echo "== reconcile apply --auto-approve manifests/on-premises.yaml"; \
 	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/on-premises.yaml; \
+	echo; echo "== reconcile verify manifests/on-premises.yaml (Test-CsExStorageConnectivity, both directions)"; \
+	$(RECONCILE) verify $(LAB_VAR) manifests/on-premises.yaml; \
 	echo; echo "== reconcile plan manifests/on-premises.yaml (again: expect no changes)"; \
 	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises.yaml; \
 	export RECONCILE_GRAPH_CLIENT_SECRET=lab-only-client-secret-not-for-production; \

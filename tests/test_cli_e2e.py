@@ -30,13 +30,13 @@ def test_seed_000_plan_shows_every_branch_in_order(estate: Estate) -> None:
     assert order == sorted(order)
     assert "reason: ApplicationIdentifier cannot be changed by Set-CsPartnerApplication" in out
     assert "# forces replacement" in out
-    assert "Plan: 1 to add, 1 to change, 1 to replace, 1 to remove." in out
+    assert "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove. Then 1 handler: " in out
 
 
 def test_apply_converges_and_a_second_plan_and_apply_change_nothing(estate: Estate) -> None:
     run = estate.reconcile("apply", ON_PREMISES, "--auto-approve")
     assert run.code == 0, run.out + run.err
-    assert "Apply complete: 4 applied, 0 failed, 0 not run." in run.out
+    assert "Apply complete: 5 applied, 0 failed, 0 not run." in run.out
     assert "Re-read litware-pool: converged" in run.out
     assert estate.app("atl-cs-001", "app") is None
     exchange = estate.app("atl-cs-001", "microsoft.exchange")
@@ -95,8 +95,8 @@ def test_discovery_is_one_round_trip_per_target(estate: Estate) -> None:
 
 def test_validate_touches_no_target(estate: Estate) -> None:
     run = estate.reconcile("validate", ON_PREMISES)
-    assert run.code == 0 and "valid (4 resources on 1 targets)" in run.out
-    assert estate.round_trips("atl-cs-001") == 0
+    assert run.code == 0 and "valid (6 resources on 2 targets)" in run.out
+    assert estate.round_trips("atl-cs-001") == 0 and estate.round_trips("atl-exchange-001") == 0
 
 
 def test_metadata_url_down_is_reported_at_plan_time_and_apply_changes_nothing(estate: Estate) -> None:
@@ -106,7 +106,7 @@ def test_metadata_url_down_is_reported_at_plan_time_and_apply_changes_nothing(es
     assert ("The metadata document could not be downloaded from the URL in the MetadataUrl parameter or "
             "downloaded data is not a valid metadata document.") in run.out
     # the file and line of microsoft.exchange's metadataUrl
-    assert "on-premises.yaml:32: litware-pool.PartnerApplication.microsoft.exchange: metadataUrl:" in run.out
+    assert "on-premises.yaml:46: litware-pool.PartnerApplication.microsoft.exchange: metadataUrl:" in run.out
     before = estate.snapshot()["hosts"]["atl-cs-001"]["objects"]
     applied = estate.reconcile("apply", ON_PREMISES, "--auto-approve")
     assert applied.code == 1
@@ -129,7 +129,8 @@ def test_failed_new_during_a_replace_restores_the_removed_object(estate: Estate)
     assert "litware-pool.PartnerApplication.app: applied" in run.out
     assert "litware-pool.PartnerApplication.microsoft.exchange: failed, restored" in run.out
     assert "litware-pool.PartnerApplication.microsoft.sharepoint: not run" in run.out
-    assert "Apply stopped at the first failure: 1 applied, 1 failed, 2 not run." in run.out
+    # the Exchange target is independent of the pool and is applied all the same
+    assert "Apply stopped at the first failure: 2 applied, 1 failed, 2 not run." in run.out
     assert estate.app("atl-cs-001", "microsoft.exchange") == old
     assert estate.app("atl-cs-001", "microsoft.sharepoint") is None
     # and the next apply finishes the job
@@ -151,7 +152,8 @@ def test_json_plan_is_versioned_with_actions_reasons_and_commands(estate: Estate
     assert exchange["change"]["before"]["certificateRawData"].startswith("certificate ")
     assert "MII" not in run.out
     assert changes["litware-pool.PartnerApplication.app"]["action_reason"] == "ensure_absent"
-    assert doc["summary"] == {"add": 1, "change": 1, "replace": 1, "remove": 1}
+    assert doc["summary"] == {"add": 2, "change": 1, "replace": 1, "remove": 1}
+    assert [h["address"] for h in doc["handlers"]] == ["litware-exchange.handler.iisreset"]
     assert set(doc["fingerprints"]["litware-pool"]) >= {"*", "litware-pool.PartnerApplication.app"}
 
 

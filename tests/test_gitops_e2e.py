@@ -27,8 +27,10 @@ def manifest_with(estate: Estate, *, target_extra: str = "", exchange_extra: str
                   name: str = "m.yaml") -> Path:
     """The on-premises manifest with a target mode / resource mode / lab latency added."""
     text = ON_PREMISES.read_text(encoding="utf-8")
-    connection = "      host: atl-cs-001\n"
-    text = text.replace(connection, connection + (f"      latencyMs: {latency}\n" if latency else "") + target_extra)
+    for host in ("atl-cs-001", "atl-exchange-001"):  # every target of the manifest
+        connection = f"      host: {host}\n"
+        text = text.replace(connection, connection + (f"      latencyMs: {latency}\n" if latency else "")
+                            + target_extra)
     anchor = "    identity: microsoft.exchange\n"
     text = text.replace(anchor, anchor + exchange_extra)
     return estate.write(name, text)
@@ -59,7 +61,7 @@ def test_drift_exits_2_when_drifted_records_it_and_0_once_in_sync(estate: Estate
     assert run.code == 2
     events = [json.loads(line) for line in run.out.splitlines()]
     assert events[0]["event"] == "run_start"
-    assert events[-1]["event"] == "run_end" and events[-1]["result"] == "changes" and events[-1]["drifted"] == 4
+    assert events[-1]["event"] == "run_end" and events[-1]["result"] == "changes" and events[-1]["drifted"] == 5
     changes = [e for e in events if e["event"] == "change"]
     assert {e["address"] for e in changes} >= {"litware-pool.PartnerApplication.app"}
     assert all(e["status"] == "planned" and e["reason"] for e in changes)
@@ -186,7 +188,7 @@ def test_two_applies_at_once_never_overlap_and_nothing_is_lost(estate: Estate) -
     outs = [p.communicate(timeout=DEADLINE) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     texts = [o[0] for o in outs]
-    assert sum("Apply complete: 4 applied" in t for t in texts) == 1  # one applied...
+    assert sum("Apply complete: 5 applied" in t for t in texts) == 1  # one applied...
     assert sum("No changes." in t for t in texts) == 1  # ...the other waited, re-read, found nothing to do
     assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
 

@@ -17,7 +17,8 @@ def both(estate: Estate) -> str:
     variables = cross.split("variables:\n", 1)[1].split("targets:\n", 1)[0]
     variables = variables.replace("  lab: http://127.0.0.1:8470\n", "")
     text = on.replace("targets:\n", "targets:\n" + targets, 1).replace("variables:\n", "variables:\n" + variables, 1)
-    return text + resources
+    head, verify = text.split("\nverify:\n", 1)
+    return head + resources + "\nverify:\n" + verify
 
 
 def test_each_target_is_read_once_and_both_converge(estate: Estate) -> None:
