@@ -27,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from reconciler.background import BackgroundHTTPServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -260,12 +261,15 @@ class _MetricsHTTPServer(ThreadingHTTPServer):
         """Quiet: a scraper that hangs up mid-response is not worth a traceback on stderr."""
 
 
-class MetricsServer:
+class MetricsServer(BackgroundHTTPServer):
     """Serves `GET /metrics` and `GET /healthz` from a `Metrics`, in a daemon thread.
 
     Binds to loopback unless `allow_remote=True`: the metrics name every target, which is an inventory
     of the estate's servers, so exposing them to the network has to be a decision, not a default.
     """
+
+    thread_name = "metrics-server"
+    description = "the metrics server"
 
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0, *,
                  allow_remote: bool = False) -> None:
@@ -274,44 +278,8 @@ class MetricsServer:
                 f"refusing to serve metrics on {host!r}: it is not a loopback address and the metrics name "
                 "every target; pass allow_remote=True (and protect the port) to expose them"
             )
+        super().__init__(host.strip("[]"), port)
         self.metrics = metrics
-        self.host = host.strip("[]")
-        self.port = port
-        self._httpd: _MetricsHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def base_url(self) -> str:
-        """`http://host:port` with the real port (useful after binding port 0)."""
-        if self._httpd is None:
-            raise RuntimeError("the metrics server is not started")
-        host, port = self._httpd.server_address[:2]
-        shown = f"[{host!s}]" if ":" in str(host) else str(host)
-        return f"http://{shown}:{port}"
-
-    def start(self) -> MetricsServer:
-        if self._httpd is not None:
-            return self
-        self._httpd = _MetricsHTTPServer((self.host, self.port), self.metrics)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        return _MetricsHTTPServer(address, self.metrics)

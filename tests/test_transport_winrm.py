@@ -51,12 +51,11 @@ from pypsrp.wsman import NAMESPACES
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
 from reconciler.providers.base import Registry
-from reconciler.transports.base import MASK, Command
+from reconciler.transports.base import MASK, Command, Sensitive
 from reconciler.transports.winrm import (
     DEFAULT_PASSWORD_ENV,
     DEFAULT_USERNAME_ENV,
     INSTALL_HINT,
-    Secret,
     WinRMSettings,
     WinRMTransport,
     build_pipeline,
@@ -95,7 +94,7 @@ INJECTION_CORPUS = [
 
 
 def settings(**overrides: Any) -> WinRMSettings:
-    values: dict[str, Any] = {"server": SERVER, "username": USER, "password": Secret(PASSWORD)}
+    values: dict[str, Any] = {"server": SERVER, "username": USER, "password": Sensitive(PASSWORD)}
     values.update(overrides)
     return WinRMSettings(**values)
 

@@ -25,10 +25,11 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import ReconcilerError
 from reconciler.lab import certs, graph
 from reconciler.lab.state import LabStore
@@ -261,52 +262,18 @@ class _LabHTTPServer(ThreadingHTTPServer):
         """Quiet: a client that hangs up mid-response is not worth a traceback on stderr."""
 
 
-class LabServer:
+class LabServer(BackgroundHTTPServer):
     """Serves the lab's metadata documents, Graph and token endpoint from a state file, in a daemon thread."""
 
+    thread_name = "lab-server"
+    description = "the lab server"
+
     def __init__(self, state_path: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        super().__init__(host, port)
         self.store = LabStore(state_path)
-        self.host = host
-        self.port = port
-        self._httpd: _LabHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def base_url(self) -> str:
-        """`http://host:port` with the real port (useful after binding port 0)."""
-        if self._httpd is None:
-            raise RuntimeError("the lab server is not started")
-        host, port = self._httpd.server_address[:2]
-        shown = f"[{host!s}]" if ":" in str(host) else str(host)
-        return f"http://{shown}:{port}"
-
-    def start(self) -> LabServer:
-        if self._httpd is not None:
-            return self
-        self._httpd = _LabHTTPServer((self.host, self.port), self.store)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="lab-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> LabServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        return _LabHTTPServer(address, self.store)
 
     def serve_forever(self) -> None:
         """Serve until SIGINT or SIGTERM (for `reconcile lab serve`; call from the main thread)."""

@@ -15,6 +15,30 @@ HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 """Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
 
 
+class Sensitive:
+    """A secret value that never shows itself: repr and str are the mask; `reveal()` is explicit.
+
+    Transports hold passwords, client secrets, assertions and tokens in these, so no log line,
+    exception or repr can carry one by accident.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return MASK
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a sensitive value cannot be pickled")
+
+
 @dataclass(frozen=True)
 class Command:
     """One cmdlet call. `sensitive` names parameters whose values must never be shown or logged."""

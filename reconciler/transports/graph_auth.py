@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from reconciler.errors import TransportError
-from reconciler.transports.base import MASK
+from reconciler.transports.base import MASK, Sensitive
 
 DEFAULT_SECRET_ENV = "RECONCILE_GRAPH_CLIENT_SECRET"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -52,26 +52,6 @@ AUTH_HINT = "check the client id, tenant and credential"
 
 PostForm = Callable[[str, Mapping[str, str]], httpx.Response]
 """Sends a form POST (with the caller's timeouts and retries) and returns the final response."""
-
-
-class Sensitive:
-    """A value that never shows itself: repr and str are the mask; `reveal()` is explicit."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return MASK
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a sensitive value cannot be pickled")
 
 
 def variants(value: str) -> tuple[str, ...]:

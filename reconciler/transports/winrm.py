@@ -66,7 +66,7 @@ from typing import Any, ClassVar, Protocol
 
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
-from reconciler.transports.base import MASK, Command, CommandResult
+from reconciler.transports.base import MASK, Command, CommandResult, Sensitive
 
 log = logging.getLogger(__name__)
 
@@ -93,26 +93,6 @@ _BASIC_NEEDS_TLS = "is not allowed with auth: basic (Basic sends the password un
 _CERTIFICATE_NEEDS_TLS = "is not allowed with auth: certificate (it needs TLS)"
 
 
-class Secret:
-    """A value that never shows itself: repr and str are the mask; `reveal()` is explicit."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return MASK
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Secret cannot be pickled")
-
-
 @dataclass(frozen=True)
 class WinRMSettings:
     """A target's resolved connection settings. Its repr shows the username, never the password."""
@@ -126,7 +106,7 @@ class WinRMSettings:
     certificate_validation: bool = True
     ca_bundle: str | None = None
     username: str | None = None
-    password: Secret | None = field(default=None, repr=False)
+    password: Sensitive | None = field(default=None, repr=False)
     certificate_pem: str | None = None
     certificate_key_pem: str | None = None
     operation_timeout: int = DEFAULT_OPERATION_TIMEOUT
@@ -296,7 +276,7 @@ def settings_from_connection(connection: Mapping[str, Any], *, target: str = "?"
     certificate_pem = path("certificatePem")
     certificate_key_pem = path("certificateKeyPem")
     username: str | None = None
-    password: Secret | None = None
+    password: Sensitive | None = None
     if auth == "certificate":
         if not ssl:
             raise problem("ssl", "must be true with auth: certificate")
@@ -335,7 +315,7 @@ def settings_from_connection(connection: Mapping[str, Any], *, target: str = "?"
 
 
 def _credentials(connection: Mapping[str, Any], auth: str, environ: Mapping[str, str], target: str,
-                 credential_file: str | None) -> tuple[str | None, Secret | None]:
+                 credential_file: str | None) -> tuple[str | None, Sensitive | None]:
     """Username and password from the credential file, or else from the named environment variables."""
     if credential_file is not None:
         if "usernameEnv" in connection or "passwordEnv" in connection:
@@ -359,7 +339,7 @@ def _credentials(connection: Mapping[str, Any], auth: str, environ: Mapping[str,
             f"{' and '.join(missing)} (or use connection.credentialFile)"
             + ("" if auth in PASSWORD_AUTHS else "; with negotiate/kerberos and no variables set at all, "
                                                   "a Kerberos ticket (kinit) is used instead"))
-    return user, (Secret(secret) if secret is not None else None)
+    return user, (Sensitive(secret) if secret is not None else None)
 
 
 def _check_private(path: Path, what: str) -> None:
@@ -374,7 +354,7 @@ def _check_private(path: Path, what: str) -> None:
                              f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
 
 
-def read_credential_file(path: Path) -> tuple[str, Secret]:
+def read_credential_file(path: Path) -> tuple[str, Sensitive]:
     """`username=...` and `password=...` lines (blank lines and `#` comments ignored).
 
     Refused when group or others may read or write it. Errors name the file and line, never a value.
@@ -398,7 +378,7 @@ def read_credential_file(path: Path) -> tuple[str, Secret]:
         found[key] = value.strip()
     if not found.get("username") or not found.get("password"):
         raise TransportError(f"credential file {path}: needs both a username=... and a password=... line")
-    return found["username"], Secret(found["password"])
+    return found["username"], Sensitive(found["password"])
 
 
 # ---------------------------------------------------------------------------------------------
