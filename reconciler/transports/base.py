@@ -6,13 +6,30 @@ ever become code. Real transports splat the parameters; the lab interprets them.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+from reconciler.errors import TransportError
 
 MASK = "(sensitive value)"
 HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 """Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse a file that group or others may read or write (like ssh does with keys)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise TransportError(f"{what}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TransportError(f"{what}: {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise TransportError(f"{what}: {path} is readable or writable by group or others "
+                             f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
 
 
 class Sensitive:

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import threading
 import time
 import urllib.parse
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from reconciler.errors import TransportError
-from reconciler.transports.base import MASK, Sensitive
+from reconciler.transports.base import MASK, Sensitive, check_private
 
 DEFAULT_SECRET_ENV = "RECONCILE_GRAPH_CLIENT_SECRET"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -73,19 +72,6 @@ def scrub(text: str, values: tuple[str, ...]) -> str:
             if form in text:
                 text = text.replace(form, MASK)
     return JWT.sub(MASK, text)
-
-
-def check_private(path: Path, what: str) -> None:
-    """Refuse a file that group or others may read or write (like ssh does with keys)."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise TransportError(f"{what}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise TransportError(f"{what}: {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise TransportError(f"{what}: {path} is readable or writable by group or others "
-                             f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
 
 
 def _read_bytes(path: Path, what: str) -> bytes:

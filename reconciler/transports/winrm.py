@@ -55,7 +55,6 @@ import datetime as dt
 import logging
 import os
 import re
-import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -66,7 +65,7 @@ from typing import Any, ClassVar, Protocol
 
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
-from reconciler.transports.base import MASK, Command, CommandResult, Sensitive
+from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +284,7 @@ def settings_from_connection(connection: Mapping[str, Any], *, target: str = "?"
                                  "connection.certificateKeyPem")
         if not Path(certificate_pem).is_file():
             raise problem("certificatePem", f"names no readable file: {certificate_pem}")
-        _check_private(Path(certificate_key_pem), f"target {target!r}: connection.certificateKeyPem")
+        check_private(Path(certificate_key_pem), f"target {target!r}: connection.certificateKeyPem")
         for name in ("credentialFile", "usernameEnv", "passwordEnv"):
             if name in connection:
                 raise problem(name, "is not used with auth: certificate (the client certificate is the credential)")
@@ -342,16 +341,6 @@ def _credentials(connection: Mapping[str, Any], auth: str, environ: Mapping[str,
     return user, (Sensitive(secret) if secret is not None else None)
 
 
-def _check_private(path: Path, what: str) -> None:
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise TransportError(f"{what}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise TransportError(f"{what}: {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise TransportError(f"{what}: {path} is readable or writable by group or others "
-                             f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
 
 
 def read_credential_file(path: Path) -> tuple[str, Sensitive]:
@@ -359,7 +348,7 @@ def read_credential_file(path: Path) -> tuple[str, Sensitive]:
 
     Refused when group or others may read or write it. Errors name the file and line, never a value.
     """
-    _check_private(path, "credential file")
+    check_private(path, "credential file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
