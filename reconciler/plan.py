@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.changes import Action, Change, HandlerRun
@@ -46,7 +46,6 @@ class Plan:
     format_version: str = FORMAT_VERSION
     checked: int = 0  # how many declared resources were compared
     handlers: tuple[HandlerRun, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
