@@ -28,7 +28,8 @@ from reconciler.plan import FORMAT_VERSION, Plan, fingerprint_differences
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.render.json_plan import plan_to_json
-from reconciler.render.text import render_plan, summary_line
+from reconciler.render.text import render_plan
+from reconciler.render.values import shown_record
 from reconciler.runner import (
     ApplyResult,
     CheckOutcome,
@@ -484,7 +485,6 @@ def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _shown(session: Session, target: str, kind: str, fields: Any) -> dict[str, Any]:
-    from reconciler.render.values import shown_record
     provider = session.registry.provider(session.desired.targets[target].provider)
     return shown_record(provider.kinds.get(kind), fields) or {}
 
@@ -497,5 +497,3 @@ def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
         sys.stdout.write(text)
     return EXIT_OK
 
-
-__all__ = ["main", "summary_line"]
