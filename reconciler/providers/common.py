@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from reconciler.changes import Action, Change
+from reconciler.model import JSONValue
+from reconciler.transports.base import Command
 
 GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
@@ -69,3 +74,21 @@ def certificate_thumbprint(raw_base64: Any) -> str:
     except (ValueError, TypeError):
         return "(unreadable certificate)"
     return "certificate " + hashlib.sha1(der).hexdigest().upper()
+
+
+def lifecycle_commands(change: Change, remove: Command, new: Callable[[Mapping[str, JSONValue]], Command],
+                       update: Callable[[Mapping[str, JSONValue]], Command]) -> tuple[Command, ...]:
+    """The Remove / New / Set shape most kinds share; a replace is its Remove right before its New.
+
+    `new` builds the creating command from the fields after the change, `update` the Set command
+    (it reads `change.changed` itself through its closure or argument).
+    """
+    if change.is_replace:
+        assert change.after is not None
+        return (remove, new(change.after))
+    if change.actions[0] is Action.DELETE:
+        return (remove,)
+    assert change.after is not None
+    if change.actions[0] is Action.CREATE:
+        return (new(change.after),)
+    return (update(change.after),)

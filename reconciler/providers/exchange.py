@@ -71,7 +71,7 @@ from reconciler.providers.base import (
     ServiceIdentity,
     TrustEdge,
 )
-from reconciler.providers.common import BOOLEAN, GUID, IDENTITY, URL, resource_schema
+from reconciler.providers.common import BOOLEAN, GUID, IDENTITY, URL, lifecycle_commands, resource_schema
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,
     EnterpriseApplication,
@@ -620,22 +620,17 @@ def _new_partner(name: str, fields: Mapping[str, JSONValue]) -> Command:
 
 def _partner_commands(change: Change) -> tuple[Command, ...]:
     name = change.key.identity
-    remove = Command("Remove-PartnerApplication", {"Identity": name})
-    if change.is_replace:
-        assert change.after is not None
-        return (remove, _new_partner(name, change.after))
-    action = change.actions[0]
-    if action is Action.DELETE:
-        return (remove,)
-    assert change.after is not None
-    if action is Action.CREATE:
-        return (_new_partner(name, change.after),)
-    params: dict[str, Any] = {"Identity": name}
-    for field_name in change.changed:
-        params[PARTNER_APPLICATION_PROPERTIES[field_name]] = change.after.get(field_name)
-    if "authMetadataUrl" in change.changed and _desired(change).get("trustAnySSLCertificate"):
-        params["TrustAnySSLCertificate"] = True
-    return (Command("Set-PartnerApplication", params),)
+
+    def update(after: Mapping[str, JSONValue]) -> Command:
+        params: dict[str, Any] = {"Identity": name}
+        for field_name in change.changed:
+            params[PARTNER_APPLICATION_PROPERTIES[field_name]] = after.get(field_name)
+        if "authMetadataUrl" in change.changed and _desired(change).get("trustAnySSLCertificate"):
+            params["TrustAnySSLCertificate"] = True
+        return Command("Set-PartnerApplication", params)
+
+    return lifecycle_commands(change, Command("Remove-PartnerApplication", {"Identity": name}),
+                              lambda after: _new_partner(name, after), update)
 
 
 def _enterprise_commands(change: Change) -> tuple[Command, ...]:
@@ -708,21 +703,16 @@ def _new_auth_server(name: str, fields: Mapping[str, JSONValue]) -> Command:
 
 def _auth_server_commands(change: Change) -> tuple[Command, ...]:
     name = change.key.identity
-    remove = Command("Remove-AuthServer", {"Identity": name})
-    if change.is_replace:
-        assert change.after is not None
-        return (remove, _new_auth_server(name, change.after))
-    action = change.actions[0]
-    if action is Action.DELETE:
-        return (remove,)
-    assert change.after is not None
-    if action is Action.CREATE:
-        return (_new_auth_server(name, change.after),)
-    params: dict[str, Any] = {"Identity": name}
-    for field_name in change.changed:
-        value = change.after.get(field_name)
-        params[AUTH_SERVER_PROPERTIES[field_name]] = list(value) if isinstance(value, list | tuple) else value
-    return (Command("Set-AuthServer", params),)
+
+    def update(after: Mapping[str, JSONValue]) -> Command:
+        params: dict[str, Any] = {"Identity": name}
+        for field_name in change.changed:
+            value = after.get(field_name)
+            params[AUTH_SERVER_PROPERTIES[field_name]] = list(value) if isinstance(value, list | tuple) else value
+        return Command("Set-AuthServer", params)
+
+    return lifecycle_commands(change, Command("Remove-AuthServer", {"Identity": name}),
+                              lambda after: _new_auth_server(name, after), update)
 
 
 def _auth_config_commands(change: Change) -> tuple[Command, ...]:

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from reconciler.changes import Action, Change
+from reconciler.changes import Change
 from reconciler.errors import DiscoveryError, FieldProblem
 from reconciler.model import (
     DesiredResource,
@@ -28,7 +28,14 @@ from reconciler.model import (
     TargetSpec,
 )
 from reconciler.providers.base import CheckSpec, FieldSpec, KindSpec, ServiceIdentity, TrustEdge
-from reconciler.providers.common import BOOLEAN, GUID, URL, certificate_thumbprint, resource_schema
+from reconciler.providers.common import (
+    BOOLEAN,
+    GUID,
+    URL,
+    certificate_thumbprint,
+    lifecycle_commands,
+    resource_schema,
+)
 from reconciler.transports.base import Command, CommandResult, Transport
 
 # manifest field (camelCase) -> cmdlet parameter / property (PascalCase), per kind.
@@ -343,20 +350,15 @@ class SkypeProvider:
     def commands(self, change: Change) -> tuple[Command, ...]:
         key = change.key
         noun = _CMDLET_NOUN[key.kind]
-        if change.is_replace:
-            assert change.after is not None
-            return (Command(f"Remove-{noun}", {"Identity": key.identity}),
-                    self._new(key, change.after))
-        action = change.actions[0]
-        if action is Action.DELETE:
-            return (Command(f"Remove-{noun}", {"Identity": key.identity}),)
-        assert change.after is not None
-        if action is Action.CREATE:
-            return (self._new(key, change.after),)
-        params: dict[str, Any] = {"Identity": key.identity}
-        for name in change.changed:
-            params[_PROPERTIES[key.kind][name]] = change.after.get(name)
-        return (_command(f"Set-{noun}", params),)
+
+        def update(after: Mapping[str, JSONValue]) -> Command:
+            params: dict[str, Any] = {"Identity": key.identity}
+            for name in change.changed:
+                params[_PROPERTIES[key.kind][name]] = after.get(name)
+            return _command(f"Set-{noun}", params)
+
+        return lifecycle_commands(change, Command(f"Remove-{noun}", {"Identity": key.identity}),
+                                  lambda after: self._new(key, after), update)
 
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
         return (self._new(live.key, live.fields),)
