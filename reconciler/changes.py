@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.commands import Command
 from reconciler.model import DesiredResource, LiveResource, Mode, ResourceKey
-from reconciler.transports.base import Command
 
 
 class Action(enum.StrEnum):

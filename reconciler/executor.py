@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reconciler.changes import Change
+from reconciler.commands import CommandResult, Transport
 from reconciler.errors import TransportError
 from reconciler.journal import Journal
 from reconciler.providers.base import KindSpec, Provider
 from reconciler.render.values import shown_record
-from reconciler.transports.base import CommandResult, Transport
 
 KindLookup = Callable[[Change], KindSpec | None]
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from reconciler.changes import Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata
+from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
@@ -25,7 +26,6 @@ from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import DiagnoseContext, KindSpec, Registry, checks_of
-from reconciler.transports.base import Transport
 from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]

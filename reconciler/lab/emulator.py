@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.commands import Command, CommandResult
 from reconciler.errors import TransportError
 from reconciler.metadata import MetadataDocument
-from reconciler.transports.base import Command, CommandResult
 
 COMMON_PARAMETERS = frozenset(
     name.lower()

@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 
 import httpx
 
+from reconciler.commands import Command, CommandResult
 from reconciler.errors import TransportError
 from reconciler.lab.emulator import CmdletContext, execute_batch, find_host
 from reconciler.lab.state import DEFAULT_STATE_PATH, LabStore
 from reconciler.metadata import MetadataDocument, fetch_metadata
 from reconciler.model import TargetSpec
-from reconciler.transports.base import Command, CommandResult
 
 METADATA_TIMEOUT = 10.0
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.changes import Change
+from reconciler.commands import Command, Transport
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.transports.base import Command, Transport
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.changes import Action, Change
+from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers.base import (
@@ -77,7 +78,6 @@ from reconciler.providers.exchange_enterprise import (
     EnterpriseApplication,
     enterprise_application,
 )
-from reconciler.transports.base import Command, CommandResult, Transport
 
 HANDLER_TRIGGER_KINDS = ("PartnerApplication", "EnterprisePartnerApplication")
 """Kinds whose applied changes make Microsoft recommend an iisreset on mailbox and client access servers."""

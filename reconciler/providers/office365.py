@@ -25,11 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.changes import Action, Change
+from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers.base import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
-from reconciler.transports.base import Command, CommandResult, Transport
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
 KEY_TYPE = "AsymmetricX509Cert"

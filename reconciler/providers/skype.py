@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.changes import Change
+from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
 from reconciler.model import (
     DesiredResource,
@@ -36,7 +37,6 @@ from reconciler.providers.common import (
     lifecycle_commands,
     resource_schema,
 )
-from reconciler.transports.base import Command, CommandResult, Transport
 
 # manifest field (camelCase) -> cmdlet parameter / property (PascalCase), per kind.
 CONFIGURATION_PROPERTIES = {

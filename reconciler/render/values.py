@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.commands import MASK
 from reconciler.model import JSONValue
 from reconciler.providers.base import KindSpec
-from reconciler.transports.base import MASK
 
 
 def shown_value(spec: KindSpec | None, name: str, value: JSONValue) -> JSONValue:

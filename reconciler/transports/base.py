@@ -7,17 +7,13 @@ ever become code. Real transports splat the parameters; the lab interprets them.
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from reconciler.commands import HTTP_METHODS, MASK, Command, CommandResult, Transport
 from reconciler.errors import TransportError
 
-MASK = "(sensitive value)"
-HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
-"""Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
-
+__all__ = ["HTTP_METHODS", "MASK", "Command", "CommandResult", "Sensitive", "Transport", "check_private"]
 
 def check_private(path: Path, what: str) -> None:
     """Refuse a file that group or others may read or write (like ssh does with keys)."""
@@ -54,69 +50,3 @@ class Sensitive:
 
     def __reduce__(self) -> Any:
         raise TypeError("a sensitive value cannot be pickled")
-
-
-@dataclass(frozen=True)
-class Command:
-    """One cmdlet call. `sensitive` names parameters whose values must never be shown or logged."""
-
-    cmdlet: str
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    sensitive: frozenset[str] = frozenset()
-    shown: Mapping[str, str] = field(default_factory=dict)
-    """How to show long or opaque values (for example a certificate as its thumbprint)."""
-    select: tuple[str, ...] = ()
-    """Properties to bring back (selected on the server side); empty: all."""
-
-    def masked_parameters(self) -> dict[str, Any]:
-        return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
-
-    def to_json(self) -> dict[str, Any]:
-        """The machine-readable form used in plans and logs (sensitive values masked)."""
-        return {"cmdlet": self.cmdlet, "parameters": self.masked_parameters()}
-
-    def display(self) -> str:
-        """A readable one-liner for people. It is never executed by anything."""
-        if self.cmdlet in HTTP_METHODS and "path" in self.parameters:
-            shown = self.masked_parameters()
-            body = shown.get("body")
-            return f"{self.cmdlet} {shown['path']}" + (f"  {body}" if body else "")
-        parts = [self.cmdlet]
-        for name, value in self.masked_parameters().items():
-            if value is True:
-                parts.append(f"-{name}")
-            elif value is False:
-                parts.append(f"-{name}:$false")
-            elif isinstance(value, list | tuple):
-                parts.append(f"-{name} " + ",".join(_quote(v) for v in value))
-            else:
-                parts.append(f"-{name} {_quote(value)}")
-        return " ".join(parts)
-
-
-def _quote(value: Any) -> str:
-    text = str(value)
-    return "'" + text.replace("'", "''") + "'"
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What one command did: its output objects (property name -> value), or its error message."""
-
-    command: Command
-    ok: bool
-    output: tuple[Mapping[str, Any], ...] = ()
-    error: str | None = None
-
-
-class Transport(Protocol):
-    """Runs a batch of commands in one round trip.
-
-    With `stop_on_error` the batch stops at the first failing command; results then cover the
-    commands that ran (the last one failed) and nothing after it. Raises TransportError when the
-    batch could not be delivered at all.
-    """
-
-    def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]: ...
-
-    def close(self) -> None: ...

@@ -1,0 +1,96 @@
+"""The command contract every layer shares: structured commands in, structured results out.
+
+A command is data (a cmdlet or executable, and its parameters), never PowerShell source text, so no
+manifest value can ever become code. Providers make commands, the plan carries them, the executor hands
+them to a transport; real transports splat the parameters, the lab interprets them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+MASK = "(sensitive value)"
+HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
+"""Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
+
+_BARE_ARGUMENT = re.compile(r"^[A-Za-z0-9._:/\\-]+$")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One cmdlet call (or, with `native`, one executable run with positional `arguments`).
+
+    `sensitive` names parameters whose values must never be shown or logged.
+    """
+
+    cmdlet: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    sensitive: frozenset[str] = frozenset()
+    shown: Mapping[str, str] = field(default_factory=dict)
+    """How to show long or opaque values (for example a certificate as its thumbprint)."""
+    select: tuple[str, ...] = ()
+    """Properties to bring back (selected on the server side); empty: all."""
+    native: bool = False
+    """An executable, not a cmdlet (e.g. `iisreset`): it takes positional `arguments`, no named parameters."""
+    arguments: tuple[str, ...] = ()
+    """Positional arguments of a native command, each passed as one argument (never parsed as PowerShell)."""
+
+    def masked_parameters(self) -> dict[str, Any]:
+        return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable form used in plans and logs (sensitive values masked)."""
+        if self.native:
+            return {"executable": self.cmdlet, "arguments": list(self.arguments)}
+        return {"cmdlet": self.cmdlet, "parameters": self.masked_parameters()}
+
+    def display(self) -> str:
+        """A readable one-liner for people, in valid PowerShell syntax. It is never executed by anything."""
+        if self.native:
+            return " ".join([self.cmdlet, *(a if _BARE_ARGUMENT.match(a) else _quote(a) for a in self.arguments)])
+        if self.cmdlet in HTTP_METHODS and "path" in self.parameters:
+            shown = self.masked_parameters()
+            body = shown.get("body")
+            return f"{self.cmdlet} {shown['path']}" + (f"  {body}" if body else "")
+        parts = [self.cmdlet]
+        for name, value in self.masked_parameters().items():
+            if value is True:
+                parts.append(f"-{name}")
+            elif value is False:
+                parts.append(f"-{name}:$false")
+            elif isinstance(value, list | tuple):
+                parts.append(f"-{name} " + ",".join(_quote(v) for v in value))
+            else:
+                parts.append(f"-{name} {_quote(value)}")
+        return " ".join(parts)
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did: its output objects (property name -> value), or its error message."""
+
+    command: Command
+    ok: bool
+    output: tuple[Mapping[str, Any], ...] = ()
+    error: str | None = None
+
+
+class Transport(Protocol):
+    """Runs a batch of commands in one round trip.
+
+    With `stop_on_error` the batch stops at the first failing command; results then cover the
+    commands that ran (the last one failed) and nothing after it. Raises TransportError when the
+    batch could not be delivered at all.
+    """
+
+    def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]: ...
+
+    def close(self) -> None: ...
