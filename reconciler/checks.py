@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from reconciler.changes import Action, Change
+from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
 from reconciler.model import DesiredState, Ensure, LiveState, Mode
 from reconciler.plan import Diagnostic
-from reconciler.providers.base import DiagnoseContext, KindSpec, Registry
+from reconciler.providers.base import Registry
 
 KindLookup = Callable[[Change], KindSpec | None]
 

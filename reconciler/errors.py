@@ -57,3 +57,15 @@ class LockError(ReconcilerError):
 
 class StalePlanError(ReconcilerError):
     """A saved plan no longer matches the manifest or the live state it was made from."""
+
+
+class CommandSyntaxError(ReconcilerError):
+    """A command outside its cmdlet's documented syntax (unknown parameter, no parameter set, wrong type).
+
+    `message` reads like PowerShell's own binding error, so the lab can return it as the cmdlet would.
+    """
+
+    def __init__(self, cmdlet: str, message: str) -> None:
+        self.cmdlet = cmdlet
+        self.message = message
+        super().__init__(f"{cmdlet} : {message}")

@@ -15,7 +15,8 @@ from reconciler.changes import Change
 from reconciler.commands import CommandResult, Transport
 from reconciler.errors import TransportError
 from reconciler.journal import Journal
-from reconciler.providers.base import KindSpec, Provider
+from reconciler.kinds.spec import KindSpec
+from reconciler.providers.base import Provider
 from reconciler.render.values import shown_record
 
 KindLookup = Callable[[Change], KindSpec | None]

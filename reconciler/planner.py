@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from reconciler.changes import Action, ActionReason, Change, HandlerRun
+from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -21,7 +22,7 @@ from reconciler.model import (
     Mode,
     TargetSpec,
 )
-from reconciler.providers.base import FieldSpec, KindSpec, Provider, Registry, handlers_of
+from reconciler.providers.base import Provider, Registry, handlers_of
 
 
 def plan_changes(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry) -> tuple[Change, ...]:

@@ -21,11 +21,12 @@ from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
+from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import lock_path, target_lock
 from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
-from reconciler.providers.base import DiagnoseContext, KindSpec, Registry, checks_of
+from reconciler.providers.base import Registry, checks_of
 from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]

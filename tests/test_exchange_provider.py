@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from reconciler.changes import Action, ActionReason, Change
 from reconciler.checks import metadata_urls_needed
 from reconciler.errors import DiscoveryError
+from reconciler.kinds.spec import DiagnoseContext
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -24,7 +25,7 @@ from reconciler.model import (
     TargetSpec,
 )
 from reconciler.planner import plan_changes
-from reconciler.providers.base import DiagnoseContext, Registry
+from reconciler.providers.base import Registry
 from reconciler.providers.exchange import FORM_SWITCH_REASON, HANDLER_TRIGGER_KINDS, ExchangeProvider
 from reconciler.providers.exchange_enterprise import ENTERPRISE_APPLICATIONS
 from reconciler.transports.base import Command, CommandResult

@@ -17,6 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from reconciler.errors import FieldProblem, ManifestError
+from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.manifest import build_schema, load_manifest, write_schema
 from reconciler.model import (
     DesiredResource,
@@ -27,7 +28,7 @@ from reconciler.model import (
     SourceLocation,
     TargetSpec,
 )
-from reconciler.providers.base import FieldSpec, KindSpec, Registry
+from reconciler.providers.base import Registry
 
 GUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 TRUST_LEVELS = ["Full", "Application", "User"]

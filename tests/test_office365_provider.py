@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from reconciler.errors import DiscoveryError, FieldProblem
+from reconciler.kinds.spec import DiagnoseContext, Finding
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -28,7 +29,7 @@ from reconciler.model import (
     TargetSpec,
 )
 from reconciler.planner import plan_changes
-from reconciler.providers.base import DiagnoseContext, Finding, Registry
+from reconciler.providers.base import Registry
 from reconciler.providers.office365 import Office365Provider, _prepare
 from reconciler.transports.base import Command, CommandResult
 

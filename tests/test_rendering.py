@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from reconciler.changes import Action, ActionReason, Change
+from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.model import ResourceKey
 from reconciler.plan import Plan, fingerprint_differences
-from reconciler.providers.base import FieldSpec, KindSpec
 from reconciler.render.json_plan import plan_to_json
 from reconciler.render.text import render_plan
 from reconciler.transports.base import MASK, Command

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem
+from reconciler.kinds.spec import KindSpec
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
 from reconciler.manifest.variables import Variables, resolve
@@ -30,7 +31,7 @@ from reconciler.model import (
     TargetSpec,
     VerifyCheck,
 )
-from reconciler.providers.base import KindSpec, Registry, checks_of
+from reconciler.providers.base import Registry, checks_of
 
 SINGLETON_IDENTITY = "Global"
 

@@ -62,16 +62,9 @@ from typing import Any
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
+from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.providers.base import (
-    DiagnoseContext,
-    FieldSpec,
-    Finding,
-    HandlerSpec,
-    KindSpec,
-    ServiceIdentity,
-    TrustEdge,
-)
+from reconciler.providers.base import HandlerSpec, ServiceIdentity, TrustEdge
 from reconciler.providers.common import BOOLEAN, GUID, IDENTITY, URL, lifecycle_commands, resource_schema
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,

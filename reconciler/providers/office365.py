@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
+from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.providers.base import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"

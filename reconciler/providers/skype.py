@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from reconciler.changes import Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
+from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.model import (
     DesiredResource,
     Ensure,
@@ -28,7 +29,7 @@ from reconciler.model import (
     ResourceKey,
     TargetSpec,
 )
-from reconciler.providers.base import CheckSpec, FieldSpec, KindSpec, ServiceIdentity, TrustEdge
+from reconciler.providers.base import CheckSpec, ServiceIdentity, TrustEdge
 from reconciler.providers.common import (
     BOOLEAN,
     GUID,

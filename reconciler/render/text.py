@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 
 from reconciler.changes import Action, Change
+from reconciler.kinds.spec import KindSpec
 from reconciler.model import Mode
 from reconciler.plan import Plan
-from reconciler.providers.base import KindSpec
 from reconciler.render.values import shown_value
 
 KindLookup = Callable[[Change], KindSpec | None]

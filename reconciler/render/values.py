@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.commands import MASK
+from reconciler.kinds.spec import KindSpec
 from reconciler.model import JSONValue
-from reconciler.providers.base import KindSpec
 
 
 def shown_value(spec: KindSpec | None, name: str, value: JSONValue) -> JSONValue:

@@ -1,0 +1,1 @@
+"""Kind declarations: the contract between manifest, planner, providers, transports and the lab."""

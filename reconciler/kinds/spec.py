@@ -1,0 +1,83 @@
+"""What the planner knows about a kind: its fields and how they compare, what forces a replace, what comes first.
+
+This is the core contract between the planner and the providers. Kinds managed with cmdlets derive it from
+their declaration (reconciler.kinds.declaration); kinds that do not fit the cmdlet pattern (Office 365 over
+Graph, Exchange's EnterprisePartnerApplication) write it themselves.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.model import JSONValue
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one field of a kind behaves.
+
+    `replace_reason` set means the system cannot change this field in place: a difference makes
+    the planner replace the object (Remove + New) and quote this reason.
+    `metadata_url` marks a URL whose metadata document a create or update of this object downloads;
+    plan checks those documents before anything is applied.
+    `display` renders a value for people (for example a certificate as its thumbprint).
+    """
+
+    name: str
+    replace_reason: str | None = None
+    ignore_case: bool = False
+    sensitive: bool = False
+    metadata_url: bool = False
+    display: Callable[[Any], Any] | None = None
+    equal: Callable[[Any, Any, Mapping[str, Any]], bool] | None = None
+    """Custom comparison (desired value, live value, all desired fields): for collections where the
+    manifest's entries must be present but others may stay (unless it says the list is authoritative)."""
+    control: bool = False
+    """Not a property of the object: it changes how other fields compare (e.g. `...Authoritative`)."""
+    merge: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None
+    """The value after an update (desired fields, live fields), for collections that are merged."""
+
+
+@dataclass(frozen=True)
+class DiagnoseContext:
+    """What a kind's plan-time checks may depend on besides the records themselves."""
+
+    now: datetime.datetime
+    expiry_warning_days: int = 30
+
+
+Finding = tuple[str, str, str]
+"""(severity "error" | "warning", field name, message) from a kind's plan-time checks."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A kind of object a provider owns.
+
+    `singleton`: the object always exists (never created or removed), like CsOAuthConfiguration.
+    `after`: kinds whose creates and updates must come before this kind's (and whose deletes after).
+    `replace_when`: a rule beyond single fields, returning the reason a replace is needed
+    (for example switching a partner application between parameter sets), or None.
+    `prepare`: turns manifest fields into desired fields (for example reads a certificate file);
+    raises FieldProblem naming the field.
+    `schema`: JSON Schema of one manifest entry of this kind (the combined schema is built from these).
+    """
+
+    kind: str
+    fields: Mapping[str, FieldSpec]
+    schema: Mapping[str, Any]
+    singleton: bool = False
+    after: tuple[str, ...] = ()
+    replace_when: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue]], str | None] | None = None
+    prepare: Callable[[dict[str, JSONValue], Path], dict[str, JSONValue]] | None = None
+    description: str = ""
+    diagnose: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue] | None, DiagnoseContext],
+                       list[Finding]] | None = None
+    """Plan-time checks of one declared resource against what is live (e.g. certificate validity)."""
+
+    def field(self, name: str) -> FieldSpec:
+        return self.fields.get(name) or FieldSpec(name)
