@@ -7,6 +7,13 @@ request line until standard input closes. Commands are checked against the reque
 the runner does, then answered by the lab emulator on a lab state file, with `select` applied the
 way Select-Object does (asked-for properties, in that order, missing ones as null).
 
+Native commands ({"native": true, "executable": ..., "arguments": [...]}) are checked the same way
+(name pattern, allow-list, every argument a string), recorded on the lab host as `nativeRuns`
+(executable and arguments exactly as received), and answered like the runner does: one
+{"Stream": ..., "Line": ...} object per line, a non-zero exit code as "<exe> : exited with code n: ...".
+Known executables: `iisreset` (IIS's restart output), `echoargs` (one output line per argument, as
+received); any other is "not recognized".
+
 Environment:
   STANDIN_STATE            the lab state file; STANDIN_HOST: the lab host that plays this server
   STANDIN_RECORD           a file receiving, one per line: {"start": {...}} at start, every request
@@ -21,12 +28,14 @@ Environment:
     protocol: exit (dies mid-request after echoing the request to stderr), closestdout (closes its
               output and lingers), hang, garbage (a non-JSON line echoing the commands), wrongid,
               runnererror (a request-level {"id": n, "error": ...})
+    natives:  nativefail (iisreset writes an error line and exits with code 1)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +48,12 @@ from reconciler.metadata import MetadataDocument, fetch_metadata
 from reconciler.transports.base import Command
 
 EXPECTED_ARGS = ["-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]
+NATIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
+IISRESET_OUTPUT = ["", "Attempting stop...", "Internet services successfully stopped",
+                   "Attempting start...", "Internet services successfully restarted"]
+IISRESET_DENIED = ("Access denied, you must be an administrator of the remote computer to use this command. "
+                   "Either have your account added to the administrator local group of the remote computer or "
+                   "to the domain administrator global group.")
 ESCAPED_DATE = "/Date(1700000000000)/"
 OFFSET_DATE = "/Date(1700000000000+0100)/"
 
@@ -77,7 +92,39 @@ def fetch(url: str) -> MetadataDocument:
     return fetch_metadata(url, None, 10.0)
 
 
-def answer(request: dict[str, Any]) -> dict[str, Any]:
+def run_native(name: str, arguments: list[str], modes: set[str]) -> dict[str, Any]:
+    """What the runner answers for `& $executable @arguments`, for the executables this stand-in knows."""
+    lines: list[dict[str, str]]
+    if name.lower() == "echoargs":
+        lines, code = [{"Stream": "Output", "Line": argument} for argument in arguments], 0
+    elif name.lower() == "iisreset":
+        if "nativefail" in modes:
+            lines, code = [{"Stream": "Error", "Line": IISRESET_DENIED}], 1
+        else:
+            lines, code = [{"Stream": "Output", "Line": line} for line in IISRESET_OUTPUT], 0
+    else:
+        return {"ok": False, "error": f"{name} : The term '{name}' is not recognized as a name of a cmdlet, "
+                                      "function, script file, or executable program."}
+    if code != 0:
+        tail = [entry["Line"].strip() for entry in lines if entry["Stream"] == "Error" and entry["Line"].strip()]
+        tail = tail or [entry["Line"].strip() for entry in lines if entry["Line"].strip()]
+        suffix = (": " + " / ".join(tail[-3:])) if tail else ""
+        return {"ok": False, "error": f"{name} : exited with code {code}{suffix}"}
+    return {"ok": True, "output": lines}
+
+
+def answer_native(item: dict[str, Any], allow: set[str], host: dict[str, Any], modes: set[str]) -> dict[str, Any]:
+    name = str(item.get("executable", ""))
+    if not NATIVE_NAME.match(name) or name.lower() not in allow:
+        return {"ok": False, "error": f"{name} : refused by the runner: not on the allow-list"}
+    arguments = item.get("arguments") or []
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        return {"ok": False, "error": f"{name} : refused by the runner: every argument must be a string"}
+    host.setdefault("nativeRuns", []).append({"executable": name, "arguments": arguments})
+    return run_native(name, arguments, modes)
+
+
+def answer(request: dict[str, Any], modes: set[str]) -> dict[str, Any]:
     """What the runner answers, computed by the lab emulator."""
     allow = {str(a).lower() for a in request.get("allow") or []}
     stop = bool(request.get("stopOnError", True))
@@ -91,7 +138,9 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         calls = record_.setdefault("calls", {})
         for item in request.get("commands") or []:
             name = str(item.get("cmdlet", ""))
-            if name.lower() not in allow:
+            if item.get("native") is True:
+                results.append(answer_native(item, allow, record_, modes))
+            elif name.lower() not in allow:
                 results.append({"ok": False, "error": f"{name} : refused by the runner: not on the allow-list"})
             else:
                 calls[name] = int(calls.get(name, 0)) + 1
@@ -178,7 +227,7 @@ def serve() -> int:
         if "runnererror" in modes:
             write(json.dumps({"id": request.get("id"), "error": "runner : Conversion from JSON failed"}))
             continue
-        response = answer(request)
+        response = answer(request, modes)
         if "wrongid" in modes:
             response["id"] = int(response["id"]) + 1000
         misshape(response, modes)

@@ -119,10 +119,10 @@ def test_discovery_is_one_process_and_one_request_and_reads_what_the_lab_transpo
     assert start["modules"] == ["SkypeForBusiness"]
     assert start["argv"][-1] == str(RUNNER)
     (request,) = standin.requests()
-    assert [c["cmdlet"] for c in request["commands"]] == [
+    assert sorted(c["cmdlet"] for c in request["commands"]) == [
         "Get-CsOAuthConfiguration", "Get-CsOAuthServer", "Get-CsPartnerApplication"]
     assert request["stopOnError"] is True and request["id"] == 1
-    assert request["commands"][1]["select"] and request["commands"][0]["parameters"] == {}
+    assert any(c["select"] for c in request["commands"]) and all(c["parameters"] == {} for c in request["commands"])
     assert set(request["allow"]) == set(DEFAULT_ALLOWED_CMDLETS)
 
 
@@ -177,8 +177,11 @@ def test_switches_and_booleans_travel_as_json_true(standin: Standin) -> None:
                                                "ApplicationTrustLevel": "Full", "UseOAuthServer": True,
                                                "Enabled": False})
     (result,) = standin.transport().invoke([new])
-    assert result.ok and result.output[0]["UseOAuthServer"] is True and result.output[0]["Enabled"] is False
+    assert result.ok and result.output[0]["Enabled"] is False
     assert b'"UseOAuthServer":true' in standin.raw_requests()[0]
+    assert b'"Enabled":false' in standin.raw_requests()[0]
+    stored = next(a for a in standin.lab()["objects"]["PartnerApplication"] if a["Identity"] == "sw")
+    assert stored["UseOAuthServer"] is True and stored["Enabled"] is False
 
 
 # --- the allow-list -------------------------------------------------------------------------------
@@ -232,9 +235,143 @@ def test_the_default_allow_list_is_the_oauth_cmdlets() -> None:
         for verb in ("Get", "Set", "New", "Remove"):
             assert f"{verb}-{noun}" in DEFAULT_ALLOWED_CMDLETS
     for name in ("Test-CsExStorageConnectivity", "Get-AuthConfig", "Set-AuthConfig", "Get-User",
-                 "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment"):
+                 "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
+                 "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser", "iisreset"):
         assert name in DEFAULT_ALLOWED_CMDLETS
     assert not {"Invoke-Expression", "Invoke-Command", "Remove-Item", "Start-Process"} & set(DEFAULT_ALLOWED_CMDLETS)
+    assert len({n.lower() for n in DEFAULT_ALLOWED_CMDLETS}) == len(DEFAULT_ALLOWED_CMDLETS)
+
+
+# --- restrict_to: the allow-list from the commands the providers declare ---------------------------
+
+
+def test_restrict_to_refuses_everything_else_with_nothing_sent(standin: Standin) -> None:
+    transport = standin.transport()
+    transport.restrict_to(["Get-CsOAuthConfiguration", "Set-CsOAuthConfiguration"])
+    (refused,) = transport.invoke([Command("Get-CsOAuthServer")])
+    assert not refused.ok and refused.error == (
+        "Get-CsOAuthServer : refused by the pwsh transport: the cmdlet is not on its allow-list (add it to "
+        "connection.allowCmdlets if it is safe to run); nothing was sent")
+    (native,) = transport.invoke([Command("iisreset", native=True, arguments=("atl-exchange-001",))])
+    assert not native.ok and "the executable is not on its allow-list" in (native.error or "")
+    assert standin.starts() == [] and standin.requests() == []  # no process, nothing sent
+
+    results = transport.invoke([Command("Get-CsOAuthConfiguration"), Command("Get-CsPartnerApplication")],
+                               stop_on_error=False)
+    assert [r.ok for r in results] == [True, False]
+    (request,) = standin.requests()
+    assert request["allow"] == ["Get-CsOAuthConfiguration", "Set-CsOAuthConfiguration"]
+    assert [c["cmdlet"] for c in request["commands"]] == ["Get-CsOAuthConfiguration"]
+
+
+def test_restrict_to_is_case_insensitive_keeps_allow_cmdlets_and_replaces_the_default(standin: Standin) -> None:
+    transport = standin.transport(allowCmdlets=["echoargs", "Get-CsUser"])
+    transport.restrict_to(["get-csoauthconfiguration", "GET-CSOAUTHCONFIGURATION", "IISRESET"])
+    assert transport.allowed == ("get-csoauthconfiguration", "IISRESET", "echoargs", "Get-CsUser")
+    results = transport.invoke([Command("Get-CsOAuthConfiguration"),
+                                Command("iisreset", native=True),
+                                Command("echoargs", native=True, arguments=("x",))])
+    assert [r.ok for r in results] == [True, True, True]
+    assert transport.unsupported(Command("Get-CsOAuthServer")) == (
+        "the pwsh transport (pwsh (pool)) cannot run Get-CsOAuthServer: the cmdlet is not on its allow-list "
+        "(add it to connection.allowCmdlets if it is safe to run)")
+    assert transport.unsupported(Command("GET-CSOAUTHCONFIGURATION")) is None
+    transport.restrict_to([])  # nothing declared: only allowCmdlets
+    assert list(transport.allowed) == ["echoargs", "Get-CsUser"]
+    assert transport.unsupported(Command("Get-CsOAuthConfiguration")) is not None
+
+
+def test_restrict_to_refuses_what_is_not_a_command_name(standin: Standin) -> None:
+    transport = standin.transport()
+    for bad in (["Get-X; Stop-Computer"], ["C:\\Windows\\iisreset.exe"], ["-Force"], [""], [3]):
+        with pytest.raises(ValueError, match="not command names"):
+            transport.restrict_to(bad)  # type: ignore[arg-type]
+    assert set(transport.allowed) == set(DEFAULT_ALLOWED_CMDLETS)  # unchanged
+
+
+def test_unsupported_says_why_without_sending_anything(standin: Standin) -> None:
+    transport = standin.transport()
+    assert transport.unsupported(DISCOVERY[0]) is None
+    assert transport.unsupported(Command("iisreset", native=True, arguments=("atl-exchange-001",))) is None
+    assert "not on its allow-list" in (transport.unsupported(Command("Stop-Computer")) or "")
+    assert "not on its allow-list" in (transport.unsupported(Command("cmd", native=True)) or "")
+    assert "positional arguments only" in (
+        transport.unsupported(Command("iisreset", {"Server": "x"}, native=True)) or "")
+    assert "given twice" in (transport.unsupported(Command("Get-CsOAuthServer", {"Identity": 1, "identity": 2})) or "")
+    assert standin.starts() == []
+
+
+# --- native commands (executables) -------------------------------------------------------------------
+
+
+def test_a_native_command_runs_with_its_arguments_and_returns_its_lines(standin: Standin) -> None:
+    iisreset = Command("iisreset", native=True, arguments=("atl-exchange-001",))
+    (result,) = standin.transport().invoke([iisreset])
+    assert result.ok, result.error
+    assert [o["Line"] for o in result.output if o["Line"]] == [
+        "Attempting stop...", "Internet services successfully stopped", "Attempting start...",
+        "Internet services successfully restarted"]
+    assert {o["Stream"] for o in result.output} == {"Output"}
+    (request,) = standin.requests()
+    assert request["commands"] == [{"native": True, "executable": "iisreset", "arguments": ["atl-exchange-001"]}]
+    assert b'"native":true,"executable":"iisreset","arguments":["atl-exchange-001"]' in standin.raw_requests()[0]
+    assert standin.lab()["nativeRuns"] == [{"executable": "iisreset", "arguments": ["atl-exchange-001"]}]
+
+
+def test_native_arguments_arrive_one_by_one_as_literal_strings(standin: Standin) -> None:
+    transport = standin.transport(allowCmdlets=["echoargs"])
+    (result,) = transport.invoke([Command("echoargs", native=True, arguments=tuple(PAYLOADS))])
+    assert result.ok, result.error
+    assert [o["Line"] for o in result.output] == PAYLOADS  # each payload exactly one argument, unchanged
+    raw = standin.raw_requests()[0]
+    assert raw.isascii() and len(standin.raw_requests()) == 1  # one request line whatever the values hold
+    assert json.loads(raw)["commands"][0]["arguments"] == PAYLOADS
+    assert standin.lab()["nativeRuns"][0]["arguments"] == PAYLOADS
+
+
+def test_a_non_zero_exit_code_fails_the_command_and_stops_the_batch(standin: Standin) -> None:
+    standin.misbehave("nativefail")
+    batch = [Command("iisreset", native=True, arguments=("atl-exchange-001",)), DISCOVERY[0]]
+    results = standin.transport().invoke(batch)
+    assert [r.ok for r in results] == [False]
+    assert results[0].error is not None
+    assert results[0].error.startswith("iisreset : exited with code 1: Access denied, you must be an administrator")
+
+
+def test_a_native_command_mixes_with_cmdlets_in_one_request(standin: Standin) -> None:
+    batch = [Command("Set-CsOAuthConfiguration", {"ServiceName": "x"}),
+             Command("iisreset", native=True, arguments=("atl-exchange-001", "/noforce")), DISCOVERY[0]]
+    results = standin.transport().invoke(batch)
+    assert [r.ok for r in results] == [True, True, True]
+    (request,) = standin.requests()
+    assert [sorted(c) for c in request["commands"]] == [
+        ["cmdlet", "parameters", "select"], ["arguments", "executable", "native"], ["cmdlet", "parameters", "select"]]
+
+
+@pytest.mark.parametrize("command,expected", [
+    (Command("cmd", native=True, arguments=("/c", "calc")), "the executable is not on its allow-list"),
+    (Command("C:\\Windows\\System32\\iisreset.exe", native=True), "the executable is not on its allow-list"),
+    (Command("..\\iisreset", native=True), "the executable is not on its allow-list"),
+    (Command("iisreset", {"Server": "atl-exchange-001"}, native=True), "positional arguments only"),
+    (Command("iisreset", native=True, select=("Line",)), "positional arguments only"),
+    (Command("iisreset", native=True, arguments=(3,)), "must be a string"),  # type: ignore[arg-type]
+    (Command("iisreset", {"Server": "atl-exchange-001"}), "the cmdlet is not on its allow-list"),  # not native
+], ids=["off-list", "path", "relative", "parameters", "select", "non-string", "as-a-cmdlet"])
+def test_bad_native_commands_are_refused_before_anything_is_sent(standin: Standin, command: Command,
+                                                                 expected: str) -> None:
+    (result,) = standin.transport().invoke([command])
+    assert not result.ok and expected in (result.error or ""), result.error
+    assert (result.error or "").endswith("; nothing was sent")
+    assert standin.starts() == []
+
+
+def test_the_protocol_form_and_the_message_form_of_a_native_command() -> None:
+    command = Command("iisreset", native=True, arguments=("atl-exchange-001", "a b", 'q"uote'))
+    assert psjson.protocol_command(command) == {"native": True, "executable": "iisreset",
+                                                "arguments": ["atl-exchange-001", "a b", 'q"uote']}
+    assert psjson.render_command(command) == 'iisreset "atl-exchange-001" "a b" "q\\"uote"'
+    assert psjson.protocol_command(Command("Get-CsOAuthServer", {"-Identity": "x"}, select=("Identity",))) == {
+        "cmdlet": "Get-CsOAuthServer", "parameters": {"Identity": "x"}, "select": ["Identity"]}
 
 
 # --- PowerShell's JSON quirks -----------------------------------------------------------------------
@@ -460,7 +597,10 @@ def test_runner_never_turns_text_into_code_and_splats() -> None:
         assert forbidden.lower() not in text.lower(), forbidden
     assert not re.search(r"\biex\b", text, re.IGNORECASE)
     assert "& $target @params -ErrorAction Stop" in text  # splatting, nothing else
-    assert "$Allow -contains $name" in text  # the runner checks the allow-list again
+    assert "& $executable @arguments 2>&1" in text  # array splatting: each argument one argument
+    assert "-CommandType Application" in text  # a native name finds an executable, never a function or alias
+    assert "$name -cmatch $nativeNamePattern" in text
+    assert text.count("$Allow -contains $name") == 2  # the runner checks the allow-list again, for both kinds
     assert "ConvertTo-Json -InputObject $Value -Compress -Depth 6" in text
     assert "$Value -is [enum]" in text and "ToString('o'" in text
     # Nothing but protocol lines on stdout: the cmdlet's other streams are captured.
@@ -486,6 +626,7 @@ def test_the_entry_point_registers_pwsh() -> None:
     ({}, True),
     ({"executable": "powershell.exe", "modules": ["SkypeForBusiness"], "timeoutSeconds": 60}, True),
     ({"executable": ["/usr/bin/pwsh", "-NoLogo"], "allowCmdlets": ["Get-CsUser"]}, True),
+    ({"allowCmdlets": ["iisreset", "appcmd.exe"]}, True), ({"allowCmdlets": ["..\\cmd"]}, False),
     ({"executable": []}, False), ({"executable": ""}, False), ({"timeoutSeconds": 0}, False),
     ({"modules": "SkypeForBusiness"}, False), ({"allowCmdlets": ["Get-X; rm"]}, False), ({"host": "x"}, False),
 ])

@@ -53,11 +53,13 @@ from reconciler.model import TargetSpec
 from reconciler.providers.base import Registry
 from reconciler.transports.base import MASK, Command, Sensitive
 from reconciler.transports.winrm import (
+    DEFAULT_NATIVE_CONFIGURATION,
     DEFAULT_PASSWORD_ENV,
     DEFAULT_USERNAME_ENV,
     INSTALL_HINT,
     WinRMSettings,
     WinRMTransport,
+    build_native_pipeline,
     build_pipeline,
     describe_failure,
     error_text,
@@ -105,23 +107,34 @@ def settings(**overrides: Any) -> WinRMSettings:
 
 @dataclass
 class WireCommand:
-    """One command of a pipeline as it travels: name, IsScript flag, parameters as the server reads them."""
+    """One command of a pipeline as it travels: name, IsScript flag, parameters (named) and arguments
+    (positional) as the server reads them."""
 
     cmdlet: str
     is_script: bool
     parameters: dict[str, Any]
     raw: str
+    arguments: list[Any] = field(default_factory=list)
 
 
 @dataclass
 class Invocation:
     pipeline_id: str
     xml: str
-    commands: list[WireCommand]
+    statements: list[list[WireCommand]]
+
+    @property
+    def commands(self) -> list[WireCommand]:
+        """The commands of a one-statement pipeline (every test of cmdlets sends exactly one)."""
+        assert len(self.statements) == 1, "one statement only"
+        return self.statements[0]
 
     @property
     def cmdlet(self) -> str:
-        return self.commands[0].cmdlet
+        """The command a pipeline is about: its first one; for a native command, the executable."""
+        if len(self.statements) == 3 and self.statements[0][0].cmdlet == "Remove-Variable":
+            return self.statements[1][0].cmdlet
+        return self.statements[0][0].cmdlet
 
 
 @dataclass
@@ -133,29 +146,44 @@ class Reply:
     failure: str | None = None
 
 
-def parse_create_pipeline(xml: str) -> list[WireCommand]:
-    """Read a CREATE_PIPELINE message's commands, deserializing each value with pypsrp's Serializer."""
+def parse_create_pipeline(xml: str) -> list[list[WireCommand]]:
+    """Read a CREATE_PIPELINE message's statements (each a list of commands), deserializing each value
+    with pypsrp's Serializer. One statement travels in Cmds; several in ExtraCmds (Cmds repeats the first)."""
     root = ET.fromstring(xml)
     serializer = Serializer()
     for tn in root.iter("TN"):  # type names are declared once per message and referenced after
         serializer.tn[tn.attrib["RefId"]] = [t.text for t in tn]
-    commands = []
-    statement = root.find("MS/Obj[@N='PowerShell']/MS/Obj[@N='Cmds']/LST")
-    assert statement is not None
-    assert root.find("MS/Obj[@N='PowerShell']/MS/Nil[@N='ExtraCmds']") is not None, "one statement only"
-    for obj in statement:
-        cmd = obj.find("MS/S[@N='Cmd']")
-        is_script = obj.find("MS/B[@N='IsScript']")
-        assert cmd is not None and is_script is not None
-        parameters: dict[str, Any] = {}
-        for arg in obj.findall("MS/Obj[@N='Args']/LST/Obj"):
-            name = arg.find("MS/S[@N='N']")
-            value = arg.find("MS/*[@N='V']")
-            assert name is not None and value is not None, "every argument is named"
-            parameters[str(name.text)] = serializer.deserialize(value, clear=False)
-        commands.append(WireCommand(str(cmd.text), is_script.text == "true", parameters,
-                                    ET.tostring(obj, encoding="unicode")))
-    return commands
+    shell = root.find("MS/Obj[@N='PowerShell']/MS")
+    assert shell is not None
+    first = shell.find("Obj[@N='Cmds']/LST")
+    assert first is not None
+    if shell.find("Nil[@N='ExtraCmds']") is not None:
+        lists = [first]
+    else:
+        lists = [s for s in shell.findall("Obj[@N='ExtraCmds']/LST/Obj/MS/Obj[@N='Cmds']/LST")]
+        assert len(lists) > 1, "ExtraCmds carries two statements or more"
+    statements = []
+    for statement in lists:
+        commands = []
+        for obj in statement:
+            cmd = obj.find("MS/S[@N='Cmd']")
+            is_script = obj.find("MS/B[@N='IsScript']")
+            assert cmd is not None and is_script is not None
+            parameters: dict[str, Any] = {}
+            arguments: list[Any] = []
+            for arg in obj.findall("MS/Obj[@N='Args']/LST/Obj"):
+                name = arg.find("MS/S[@N='N']")
+                value = arg.find("MS/*[@N='V']")
+                assert value is not None
+                if name is None:
+                    assert arg.find("MS/Nil[@N='N']") is not None, "an argument is named or positional"
+                    arguments.append(serializer.deserialize(value, clear=False))
+                else:
+                    parameters[str(name.text)] = serializer.deserialize(value, clear=False)
+            commands.append(WireCommand(str(cmd.text), is_script.text == "true", parameters,
+                                        ET.tostring(obj, encoding="unicode"), arguments))
+        statements.append(commands)
+    return statements
 
 
 def server_message(message_type: int, rpid: str, pid: str | None, xml: str) -> bytes:
@@ -264,19 +292,25 @@ class Rig:
     transport: WinRMTransport
     endpoint: FakeEndpoint
     pools_made: list[Any]
+    native: FakeEndpoint
+    """The endpoint behind the second pool, the one native commands run in."""
 
 
-def rig(handler: Callable[[Invocation], Reply] | None = None, **overrides: Any) -> Rig:
-    """A transport whose pool is pypsrp's real RunspacePool (built by the real factory) over a FakeEndpoint."""
+def rig(handler: Callable[[Invocation], Reply] | None = None,
+        native_handler: Callable[[Invocation], Reply] | None = None, **overrides: Any) -> Rig:
+    """A transport whose pools are pypsrp's real RunspacePools (built by the real factory) over FakeEndpoints:
+    `endpoint` for the target's own settings, `native` for the native-command settings."""
     endpoint = FakeEndpoint(handler)
+    native = FakeEndpoint(native_handler)
     made: list[Any] = []
+    base = settings(**overrides)
 
     def factory(s: WinRMSettings) -> Any:
-        pool = endpoint.attach(pypsrp_pool(s))
+        pool = (endpoint if s is base else native).attach(pypsrp_pool(s))
         made.append(pool)
         return pool
 
-    return Rig(WinRMTransport(settings(**overrides), pool_factory=factory), endpoint, made)
+    return Rig(WinRMTransport(base, pool_factory=factory), endpoint, made, native)
 
 
 # CLIXML as PowerShell serializes a Select-Object'ed Skype object over remoting (hand-written).
@@ -555,6 +589,194 @@ def test_the_pool_is_configured_from_the_settings() -> None:
     assert (transport.server, transport.port, transport.ssl, transport.path, transport.auth) == (
         SERVER, 80, False, "PowerShell", "kerberos")
     assert transport.endpoint == "http://fe01.litwareinc.com:80/PowerShell"
+
+
+# ---------------------------------------------------------------------------------------------
+# Native commands: a second pool, positional arguments, the exit code
+
+
+IISRESET = Command("iisreset", native=True, arguments=("atl-exchange-001",))
+IISRESET_LINES = ["", "Attempting stop...", "Internet services successfully stopped", "Attempting start...",
+                  "Internet services successfully restarted"]
+ACCESS_DENIED = "Access denied, you must be an administrator of the remote computer to use this command."
+EXCHANGE: dict[str, Any] = {"configuration_name": "Microsoft.Exchange", "path": "PowerShell", "ssl": False, "port": 80,
+            "auth": "kerberos"}
+
+
+def native_reply(lines: list[str], code: int | None = 0, errors: tuple[str, ...] = ()) -> Callable[[Invocation], Reply]:
+    """What the unrestricted endpoint answers to a native pipeline: the lines, then LASTEXITCODE's value."""
+    def escape(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    output = [f"<S>{escape(line)}</S>" for line in lines] + ["<Nil />" if code is None else f"<I32>{code}</I32>"]
+    return lambda invocation: Reply(output=output, errors=[error_record(e) for e in errors])
+
+
+def test_a_native_command_is_three_structured_statements_never_script() -> None:
+    command = Command("iisreset", native=True, arguments=("atl-exchange-001", "/noforce"))
+    ps = build_native_pipeline(PowerShell, unopened_pool(), command)
+    assert [c.cmd for c in ps.commands] == ["Remove-Variable", "iisreset", "Get-Variable"]
+    assert all(c.is_script is False for c in ps.commands)
+    assert [c.end_of_statement for c in ps.commands] == [True, True, False]
+    reset, run, read = ps.commands
+    assert [(a.name, a.value) for a in run.args] == [(None, "atl-exchange-001"), (None, "/noforce")]
+    assert [(a.name, a.value) for a in reset.args] == [
+        ("Name", "LASTEXITCODE"), ("Scope", "Global"), ("ErrorAction", "SilentlyContinue")]
+    assert [(a.name, a.value) for a in read.args] == [
+        ("Name", "LASTEXITCODE"), ("Scope", "Global"), ("ValueOnly", True), ("ErrorAction", "SilentlyContinue")]
+    with pytest.raises(ValueError, match="not a native command"):
+        build_native_pipeline(PowerShell, unopened_pool(), Command("Get-CsOAuthServer"))
+    with pytest.raises(ValueError, match="built by build_native_pipeline"):
+        build_pipeline(PowerShell, unopened_pool(), command)  # never with -ErrorAction as an argument
+
+
+@pytest.mark.parametrize("command", [
+    Command("C:\\Windows\\System32\\iisreset.exe", native=True),
+    Command("iisreset;calc", native=True),
+    Command("iisreset", {"Server": "x"}, native=True),
+    Command("iisreset", native=True, select=("Line",)),
+    Command("iisreset", native=True, arguments=(1,)),  # type: ignore[arg-type]
+], ids=["path", "separator", "parameters", "select", "non-string"])
+def test_malformed_native_commands_are_refused_before_connecting(command: Command) -> None:
+    r = rig()
+    with pytest.raises(ValueError):
+        r.transport.invoke([command])
+    assert r.pools_made == []
+    assert (r.transport.unsupported(command) or "").startswith("the winrm transport cannot run it: ")
+
+
+def test_native_arguments_travel_one_by_one_as_literal_positional_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PowerShell, "add_script", lambda *a, **k: pytest.fail("add_script must never be used"))
+    r = rig(native_handler=native_reply(["ok"]), allow_cmdlets=("echoargs",))
+    (result,) = r.transport.invoke([Command("echoargs", native=True, arguments=tuple(INJECTION_CORPUS))])
+    assert result.ok, result.error
+    (invocation,) = r.native.invocations
+    reset, run, read = invocation.statements
+    assert [len(reset), len(run), len(read)] == [1, 1, 1]
+    assert all(not wire.is_script for statement in invocation.statements for wire in statement)
+    assert run[0].cmdlet == "echoargs" and run[0].parameters == {}
+    assert run[0].arguments == INJECTION_CORPUS  # each value one argument, exactly as given
+    names = {str(e.text) for e in ET.fromstring(invocation.xml).iter("S") if e.get("N") == "Cmd"}
+    assert names == {"Remove-Variable", "echoargs", "Get-Variable"}, "no value ever becomes a command"
+    assert r.endpoint.invocations == [] and r.transport.pools_opened == 0, "the main endpoint is not used"
+    assert r.transport.native_pools_opened == 1
+
+
+def test_native_commands_run_over_a_second_pool_on_the_server_s_wsman_listener() -> None:
+    r = rig(native_handler=native_reply(IISRESET_LINES), **EXCHANGE)
+    results = r.transport.invoke([Command("Set-AuthConfig", {"CertificateThumbprint": "AB"}), IISRESET,
+                                  Command("Get-AuthConfig")])
+    assert [res.ok for res in results] == [True, True, True]
+    assert results[1].output == tuple({"Stream": "Output", "Line": line} for line in IISRESET_LINES)
+    main, native = r.pools_made
+    assert r.endpoint.resource_uri == "http://schemas.microsoft.com/powershell/Microsoft.Exchange"
+    assert r.native.resource_uri == "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+    transport = native.connection.transport
+    assert transport.endpoint == "http://fe01.litwareinc.com:5985/wsman"
+    assert (transport.auth, transport.username, transport.password) == ("kerberos", USER, PASSWORD)
+    assert native.max_runspaces == 1 and main.max_runspaces == 3
+    assert [i.cmdlet for i in r.endpoint.invocations] == ["Set-AuthConfig", "Get-AuthConfig"]
+    assert [i.cmdlet for i in r.native.invocations] == ["iisreset"]
+
+    r.transport.invoke([IISRESET])
+    assert (r.transport.pools_opened, r.transport.native_pools_opened) == (1, 1), "each pool is reused"
+    r.transport.close()
+    assert ("close", "") in r.endpoint.events and ("close", "") in r.native.events
+
+
+def test_a_non_zero_exit_code_fails_the_command_with_the_code_and_its_last_lines() -> None:
+    r = rig(native_handler=native_reply(["Attempting stop..."], 5, errors=(ACCESS_DENIED,)))
+    results = r.transport.invoke([IISRESET, Command("Get-CsOAuthServer")])
+    assert [res.ok for res in results] == [False]
+    assert results[0].error == f"iisreset : exited with code 5: {ACCESS_DENIED}"
+    assert results[0].output == ({"Stream": "Output", "Line": "Attempting stop..."},
+                                 {"Stream": "Error", "Line": ACCESS_DENIED})
+    assert r.endpoint.invocations == [], "stop_on_error: nothing after the failure runs"
+
+
+def test_standard_error_with_exit_code_zero_is_a_success_that_keeps_the_lines() -> None:
+    r = rig(native_handler=native_reply(["done"], 0, errors=("a warning on stderr",)))
+    (result,) = r.transport.invoke([IISRESET])
+    assert result.ok and result.output == ({"Stream": "Output", "Line": "done"},
+                                           {"Stream": "Error", "Line": "a warning on stderr"})
+
+
+@pytest.mark.parametrize("errors,expected", [
+    (("The term 'iisreset' is not recognized as a name of a cmdlet, function, script file, or executable program.",),
+     "iisreset : The term 'iisreset' is not recognized"),
+    ((), "iisreset : it ran, but left no exit code"),
+])
+def test_no_exit_code_is_a_failure(errors: tuple[str, ...], expected: str) -> None:
+    r = rig(native_handler=native_reply([], None, errors=errors))
+    (result,) = r.transport.invoke([IISRESET])
+    assert not result.ok and (result.error or "").startswith(expected), result.error
+
+
+def test_with_native_commands_disabled_a_native_command_is_explained_and_refused_unsent() -> None:
+    r = rig(**EXCHANGE, native_configuration_name=None)
+    message = r.transport.unsupported(IISRESET)
+    assert message == (
+        "the WinRM target fe01.litwareinc.com connects to the restricted Microsoft.Exchange endpoint, which runs "
+        "no executables, and native commands are disabled (connection.nativeConfigurationName is null), so the "
+        "executable iisreset cannot run there; set connection.nativeConfigurationName to an unrestricted session "
+        "configuration such as Microsoft.PowerShell, which runs executables over a second connection to "
+        "http://fe01.litwareinc.com:5985/wsman (connection.nativePort sets another port)")
+    assert r.transport.unsupported(Command("Get-AuthConfig")) is None
+
+    batch = [Command("Set-AuthConfig", {"CertificateThumbprint": "AB"}), IISRESET, Command("Get-AuthConfig")]
+    results = r.transport.invoke(batch)
+    assert [res.ok for res in results] == [True, False]
+    assert results[1].error == f"iisreset : refused by the winrm transport: {message}; nothing was sent"
+    assert [i.cmdlet for i in r.endpoint.invocations] == ["Set-AuthConfig"]
+    assert r.native.events == [] and len(r.pools_made) == 1, "no pool for native commands"
+
+    results = r.transport.invoke(batch, stop_on_error=False)
+    assert [res.ok for res in results] == [True, False, True]
+
+    other = rig(native_configuration_name=None)
+    assert "connects to the Microsoft.PowerShell session configuration, and native commands are disabled" in (
+        other.transport.unsupported(IISRESET) or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The allow-list
+
+
+def test_restrict_to_refuses_a_cmdlet_outside_the_list_with_nothing_sent() -> None:
+    r = rig(allow_cmdlets=("Get-CsUser",))
+    r.transport.restrict_to(["get-csoauthserver", "Set-CsOAuthServer", "IISRESET"])
+    (refused,) = r.transport.invoke([Command("Remove-CsOAuthServer", {"Identity": "a"})])
+    assert not refused.ok and refused.error == (
+        "Remove-CsOAuthServer : refused by the winrm transport: the cmdlet Remove-CsOAuthServer is not on the winrm "
+        "transport's allow-list for fe01.litwareinc.com (add it to connection.allowCmdlets if it is safe to run); "
+        "nothing was sent")
+    assert r.pools_made == [] and r.endpoint.events == [], "nothing was sent, nothing was opened"
+
+    results = r.transport.invoke([Command("Get-CsOAuthServer"), Command("Get-CsUser"),
+                                  Command("Remove-CsOAuthServer", {"Identity": "a"})], stop_on_error=False)
+    assert [res.ok for res in results] == [True, True, False]
+    assert [i.cmdlet for i in r.endpoint.invocations] == ["Get-CsOAuthServer", "Get-CsUser"]
+    assert r.transport.unsupported(Command("SET-CSOAUTHSERVER")) is None
+    assert r.transport.unsupported(IISRESET) is None
+    assert "is not on the winrm transport's allow-list" in (
+        r.transport.unsupported(Command("Remove-CsOAuthServer")) or "")
+
+    r.transport.restrict_to(["Get-CsOAuthServer"])
+    assert "the executable iisreset is not on" in (r.transport.unsupported(IISRESET) or "")
+    with pytest.raises(ValueError, match="not command names"):
+        r.transport.restrict_to(["Get-X; Stop-Computer"])
+
+
+def test_before_restrict_to_cmdlets_are_not_limited_here_but_executables_are() -> None:
+    r = rig(native_handler=native_reply(IISRESET_LINES))
+    (result,) = r.transport.invoke([Command("Get-CsUser")])
+    assert result.ok
+    assert r.transport.unsupported(IISRESET) is None  # on the default list
+    (refused,) = r.transport.invoke([Command("cmd", native=True, arguments=("/c", "calc"))])
+    assert not refused.ok and "the executable cmd is not on the winrm transport's allow-list" in (refused.error or "")
+    assert r.native.events == []
+    allowed = rig(native_handler=native_reply([]), allow_cmdlets=("appcmd",))
+    assert allowed.transport.invoke([Command("appcmd", native=True, arguments=("list", "site"))])[0].ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,6 +1071,39 @@ def test_skype_and_exchange_endpoints() -> None:
     assert exchange.wsman_arguments()["auth"] == "kerberos" and exchange.configuration_name == "Microsoft.Exchange"
 
 
+def test_native_command_settings() -> None:
+    default = settings_from_connection(connection(), environ=ENV)
+    assert (default.native_configuration_name, default.native_port, default.allow_cmdlets) == (
+        DEFAULT_NATIVE_CONFIGURATION, None, ()) and DEFAULT_NATIVE_CONFIGURATION == "Microsoft.PowerShell"
+    for off in (None, "", "  "):
+        s = settings_from_connection(connection(nativeConfigurationName=off), environ=ENV)
+        assert s.native_configuration_name is None and s.native_settings() is None
+    custom = settings_from_connection(connection(nativeConfigurationName="Reconcile.Admin", nativePort=15985,
+                                                 allowCmdlets=["iisreset", "Get-CsUser"]), environ=ENV)
+    assert custom.allow_cmdlets == ("iisreset", "Get-CsUser")
+    native = custom.native_settings()
+    assert native is not None and native.configuration_name == "Reconcile.Admin" and native.endpoint == (
+        f"https://{SERVER}:15985/wsman")
+
+
+@pytest.mark.parametrize("values,endpoint", [
+    ({}, f"https://{SERVER}:5986/wsman"),  # the same listener
+    ({"port": 5999}, f"https://{SERVER}:5999/wsman"),  # the same listener, its port
+    ({"path": "/WSMAN/", "ssl": False}, f"http://{SERVER}:5985/wsman"),
+    ({"path": "OcsPowershell", "port": 443}, f"https://{SERVER}:5986/wsman"),  # IIS: the WinRM listener instead
+    ({"path": "PowerShell", "port": 80, "ssl": False, "configuration_name": "Microsoft.Exchange"},
+     f"http://{SERVER}:5985/wsman"),
+    ({"path": "PowerShell", "port": 80, "ssl": False, "native_port": 5986}, f"http://{SERVER}:5986/wsman"),
+])
+def test_native_settings_reach_the_server_s_wsman_listener(values: dict[str, Any], endpoint: str) -> None:
+    base = settings(**values)
+    native = base.native_settings()
+    assert native is not None and native.endpoint == endpoint
+    assert (native.configuration_name, native.max_runspaces, native.server, native.auth) == (
+        "Microsoft.PowerShell", 1, SERVER, base.auth)
+    assert native.password is base.password and PASSWORD not in repr(native)
+
+
 def test_kerberos_ticket_cache_needs_no_credentials() -> None:
     s = settings_from_connection(connection(auth="kerberos"), environ={})
     assert s.username is None and s.password is None
@@ -872,6 +1127,13 @@ def test_kerberos_ticket_cache_needs_no_credentials() -> None:
     (connection(caBundle="missing.pem"), ENV, "caBundle names no readable file"),
     (connection(certificatePem="c.pem"), ENV, "certificatePem is only used with auth: certificate"),
     (connection(auth="certificate"), ENV, "auth: certificate needs connection.certificatePem"),
+    (connection(nativeConfigurationName=3), ENV, "connection.nativeConfigurationName must be a session configuration "
+                                                 "name (such as Microsoft.PowerShell), or null to disable"),
+    (connection(nativePort=70000), ENV, "connection.nativePort must be at most 65535"),
+    (connection(nativePort=5985, nativeConfigurationName=None), ENV, "nativePort makes no sense with native commands "
+                                                                     "disabled"),
+    (connection(allowCmdlets=["Get-X; rm"]), ENV, "connection.allowCmdlets must be a list of cmdlet names"),
+    (connection(allowCmdlets="iisreset"), ENV, "connection.allowCmdlets must be a list"),
 ], ids=lambda v: "" if not isinstance(v, str) else v[:30])
 def test_bad_settings_are_refused_clearly(conn: dict[str, Any], environ: dict[str, str], expected: str,
                                           tmp_path: Path) -> None:
@@ -979,6 +1241,13 @@ def test_the_schema_refuses_basic_without_tls_and_unknown_fields() -> None:
     assert list(validator.iter_errors({"server": SERVER, "password": PASSWORD}))
     assert list(validator.iter_errors({"server": SERVER, "auth": "certificate"}))
     assert list(validator.iter_errors({"server": SERVER, "path": "/wsman?x=$(y)"}))
+    for ok_native in ({"nativeConfigurationName": None}, {"nativeConfigurationName": ""},
+                      {"nativeConfigurationName": "Microsoft.PowerShell", "nativePort": 5985},
+                      {"allowCmdlets": ["iisreset", "Get-CsUser", "appcmd.exe"]}):
+        assert not list(validator.iter_errors({"server": SERVER, **ok_native})), ok_native
+    for bad_native in ({"nativeConfigurationName": 3}, {"nativePort": 0}, {"allowCmdlets": ["a b"]},
+                       {"allowCmdlets": ["..\\cmd"]}, {"allowCmdlets": "iisreset"}):
+        assert list(validator.iter_errors({"server": SERVER, **bad_native})), bad_native
 
 
 def test_manifest_errors_for_a_winrm_target(tmp_path: Path) -> None:
@@ -1000,6 +1269,35 @@ def test_manifest_errors_for_a_winrm_target(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as raised:
         load_manifest(manifest, Registry.from_entry_points())
     assert "m.yaml:9: targets.pool.connection.ssl: false is not allowed with auth: basic" in str(raised.value)
+
+
+def test_a_manifest_can_disable_native_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.manifest import load_manifest
+
+    monkeypatch.setenv(DEFAULT_USERNAME_ENV, USER)
+    monkeypatch.setenv(DEFAULT_PASSWORD_ENV, PASSWORD)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "apiVersion: reconciler/v1\n"
+        "targets:\n"
+        "  exchange:\n"
+        "    provider: exchange\n"
+        "    connection:\n"
+        "      transport: winrm\n"
+        "      server: ex01.litwareinc.com\n"
+        "      path: PowerShell\n"
+        "      port: 80\n"
+        "      ssl: false\n"
+        "      auth: kerberos\n"
+        "      configurationName: Microsoft.Exchange\n"
+        "      nativeConfigurationName: null\n"
+        "      allowCmdlets: [Get-Mailbox]\n"
+        "resources: []\n", encoding="utf-8")
+    loaded = load_manifest(manifest, Registry.from_entry_points())
+    transport = WinRMTransport.from_target(loaded.targets["exchange"])
+    assert transport.settings.native_configuration_name is None
+    assert "connects to the restricted Microsoft.Exchange endpoint" in (transport.unsupported(
+        Command("iisreset", native=True)) or "")
 
 
 def test_from_target_through_the_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,9 @@ avoids most of these, but a transport must not trust that it did: these function
 arrives into one shape (a list of objects with ISO 8601 dates), so providers never see the quirks.
 
 They also render commands for error messages with sensitive values masked, because an error text
-is the one place where a command's values would otherwise leak into logs.
+is the one place where a command's values would otherwise leak into logs, and give a command its
+form in the runner's request (`protocol_command`): a cmdlet with its parameter map, or a native
+executable with its argument array.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from reconciler.transports.base import MASK, Command
 _DATE = re.compile(r"^\\?/Date\((-?\d+)(?:[+-]\d{4})?\)\\?/$")
 """Microsoft's JSON date: milliseconds since the Unix epoch (UTC); an offset suffix is informational."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CMDLET_NAME = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
+"""A cmdlet name (Verb-Noun)."""
+NATIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
+"""An executable name as a native command gives it (e.g. `iisreset`): looked up on PATH, never a path."""
 
 
 class OutputShapeError(ValueError):
@@ -136,8 +143,11 @@ def mask_text(text: str, commands: Iterable[Command]) -> str:
 def render_command(command: Command) -> str:
     """A command as one line for error messages, built from `masked_parameters()`.
 
-    Values are JSON-quoted so a value with newlines or quotes cannot make the message ambiguous.
+    Values (and a native command's arguments) are JSON-quoted so a value with newlines or quotes
+    cannot make the message ambiguous.
     """
+    if command.native:
+        return " ".join([command.cmdlet, *(json.dumps(a, ensure_ascii=False) for a in command.arguments)])
     parts = [command.cmdlet]
     for name, value in command.masked_parameters().items():
         parts.append(f"-{name}" if value is True else f"-{name} {json.dumps(value, default=str, ensure_ascii=False)}")
@@ -147,3 +157,22 @@ def render_command(command: Command) -> str:
 def render_failure(command: Command, message: str) -> str:
     """`<command>: <message>` with the command's sensitive values masked in both parts."""
     return f"{render_command(command)}: {mask_text(message, [command])}"
+
+
+# --- the runner's request ------------------------------------------------------------------------
+
+
+def protocol_command(command: Command) -> dict[str, Any]:
+    """One command as the runner's request carries it (see runner.ps1).
+
+    A cmdlet: `{"cmdlet": name, "parameters": {...}, "select": [...]}` (parameter names without a
+    leading dash). A native command: `{"native": true, "executable": name, "arguments": [...]}`,
+    which the runner array-splats, so each argument stays one argument.
+    """
+    if command.native:
+        return {"native": True, "executable": command.cmdlet, "arguments": list(command.arguments)}
+    return {
+        "cmdlet": command.cmdlet,
+        "parameters": {name.lstrip("-"): value for name, value in command.parameters.items()},
+        "select": list(command.select),
+    }

@@ -8,8 +8,11 @@ one process per run instead of one per batch.
 
 Requests and responses are JSON lines on the process's standard input and output (see runner.ps1
 for the protocol). Commands stay data all the way: the runner splats each parameter map onto the
-cmdlet, so no value is ever parsed as PowerShell. Cmdlet names are checked against an allow-list
-here, before anything is sent, and again by the runner.
+cmdlet, and a native command's argument array onto the executable (`& $executable @arguments`), so
+no value is ever parsed as PowerShell. Cmdlet and executable names are checked against an allow-list
+here, before anything is sent, and again by the runner. The allow-list is DEFAULT_ALLOWED_CMDLETS
+until `restrict_to` sets it to the commands the installed providers declare; a target's
+`allowCmdlets` is added either way.
 
 Any failure to deliver a batch (the process missing, exiting, hanging past the timeout, or answering
 out of protocol) kills the process and raises TransportError; a later `invoke` starts a new one. No
@@ -28,7 +31,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,11 +62,16 @@ DEFAULT_ALLOWED_CMDLETS: tuple[str, ...] = (
     "Get-AuthConfig", "Set-AuthConfig",
     "Get-User",
     "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
+    "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
+    # Executables (native commands)
+    "iisreset",
 )
-"""The cmdlets this transport runs unless a target's `allowCmdlets` adds more. Nothing else runs:
-not even a read, since an unexpected cmdlet means a bug upstream."""
+"""The commands this transport runs until `restrict_to` names them, plus a target's `allowCmdlets`.
+Nothing else runs: not even a read, since an unexpected cmdlet means a bug upstream. (Transitional:
+once the registry restricts every transport to the commands its providers declare, this goes.)"""
 
-CMDLET_NAME = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
+CMDLET_NAME = psjson.CMDLET_NAME
+NATIVE_NAME = psjson.NATIVE_NAME
 PARAMETER_NAME = re.compile(r"^-?[A-Za-z_][A-Za-z0-9_]*$")
 RUNNER_ARGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File")
 """-ExecutionPolicy applies to this process only (ignored off Windows); a Group Policy still wins."""
@@ -104,8 +112,9 @@ class PwshTransport:
             },
             "allowCmdlets": {
                 "type": "array",
-                "items": {"type": "string", "pattern": CMDLET_NAME.pattern},
-                "description": "Cmdlets to allow beyond the built-in OAuth allow-list.",
+                "items": {"type": "string", "pattern": NATIVE_NAME.pattern},
+                "description": "Cmdlets (Verb-Noun) or executables (e.g. iisreset) to allow beyond the "
+                "commands the installed providers declare.",
             },
         },
         "additionalProperties": False,
@@ -127,8 +136,10 @@ class PwshTransport:
             raise TransportError(f"{name}: the PowerShell executable must be a non-empty name or argument list")
         self.modules = tuple(modules)
         self.timeout = timeout
-        self.allowed: tuple[str, ...] = tuple(dict.fromkeys((*DEFAULT_ALLOWED_CMDLETS, *allow_cmdlets)))
-        self._allowed_lower = frozenset(c.lower() for c in self.allowed)
+        self.allow_cmdlets = tuple(allow_cmdlets)
+        self.allowed: tuple[str, ...] = ()
+        self._allowed_lower: frozenset[str] = frozenset()
+        self._set_allowed(DEFAULT_ALLOWED_CMDLETS)
         self.name = name
         self._process: _Process | None = None
         self._next_id = 1
@@ -153,12 +164,33 @@ class PwshTransport:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise TransportError(f"{where}: connection.timeoutSeconds must be a number > 0")
         extra = connection.get("allowCmdlets", [])
-        if not _is_text_list(extra) or not all(CMDLET_NAME.match(name) for name in extra):
-            raise TransportError(f"{where}: connection.allowCmdlets must be a list of cmdlet names (Verb-Noun)")
+        if not _is_text_list(extra) or not all(NATIVE_NAME.match(name) for name in extra):
+            raise TransportError(f"{where}: connection.allowCmdlets must be a list of cmdlet names (Verb-Noun) "
+                                 "or executable names (e.g. iisreset)")
         return cls(executable, modules=modules, timeout=float(timeout), allow_cmdlets=extra,
                    name=f"pwsh ({target.name})")
 
     # --- the seam ---------------------------------------------------------------------------------
+
+    def restrict_to(self, names: Iterable[str]) -> None:
+        """Allow exactly these commands (cmdlets or executables, case-insensitive) plus `allowCmdlets`.
+
+        Replaces the default allow-list; applies from the next `invoke` (the list travels with every
+        request). Raises ValueError for an entry that is not a command name.
+        """
+        wanted = list(names)
+        bad = [name for name in wanted if not isinstance(name, str) or not NATIVE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"{self.name}: not command names: {bad!r}")
+        with self._lock:
+            self._set_allowed(wanted)
+
+    def unsupported(self, command: Command) -> str | None:
+        """Why this transport cannot run `command`, as a sentence; None when it can (nothing is sent)."""
+        problem = self._problem(command)
+        if problem is None:
+            return None
+        return f"the pwsh transport ({self.name}) cannot run {command.cmdlet}: {problem}"
 
     def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]:
         """One request to the PowerShell process; refused commands fail here without being sent.
@@ -200,46 +232,59 @@ class PwshTransport:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _refusal(self, command: Command) -> CommandResult | None:
-        """Why this command must not be sent, as an error result; None if it may be."""
+    def _set_allowed(self, names: Iterable[str]) -> None:
+        """The allow-list: `names` plus `allowCmdlets`, each once (case-insensitively, first spelling kept)."""
+        by_lower: dict[str, str] = {}
+        for name in (*names, *self.allow_cmdlets):
+            by_lower.setdefault(name.lower(), name)
+        self.allowed = tuple(by_lower.values())
+        self._allowed_lower = frozenset(by_lower)
+
+    def _problem(self, command: Command) -> str | None:
+        """Why this command must not be sent (a clause, no value in it); None if it may be."""
+        if command.native:
+            return self._native_problem(command)
         if command.cmdlet.lower() not in self._allowed_lower or not CMDLET_NAME.match(command.cmdlet):
-            return CommandResult(command, ok=False, error=(
-                f"{command.cmdlet} : refused by the pwsh transport: the cmdlet is not on its allow-list "
-                "(add it to connection.allowCmdlets if it is safe to run); nothing was sent"))
+            return "the cmdlet is not on its allow-list (add it to connection.allowCmdlets if it is safe to run)"
         seen: set[str] = set()
         for name in command.parameters:
             if not isinstance(name, str) or not PARAMETER_NAME.match(name):
-                return CommandResult(command, ok=False, error=(
-                    f"{command.cmdlet} : refused by the pwsh transport: {str(name)[:60]!r} is not a "
-                    "parameter name; nothing was sent"))
+                return f"{str(name)[:60]!r} is not a parameter name"
             key = name.lstrip("-").lower()
             if key in seen:  # a splatted hashtable is case-insensitive: one value would silently win
-                return CommandResult(command, ok=False, error=(
-                    f"{command.cmdlet} : refused by the pwsh transport: parameter {name!r} is given twice; "
-                    "nothing was sent"))
+                return f"parameter {name!r} is given twice"
             seen.add(key)
         try:
             json.dumps(dict(command.parameters), allow_nan=False)
         except (TypeError, ValueError) as exc:
             # The exception text names a type, never a value.
-            return CommandResult(command, ok=False, error=(
-                f"{command.cmdlet} : refused by the pwsh transport: a parameter value cannot be sent "
-                f"as JSON ({type(exc).__name__}); nothing was sent"))
+            return f"a parameter value cannot be sent as JSON ({type(exc).__name__})"
         return None
+
+    def _native_problem(self, command: Command) -> str | None:
+        if not NATIVE_NAME.match(command.cmdlet) or command.cmdlet.lower() not in self._allowed_lower:
+            return ("the executable is not on its allow-list (add it to connection.allowCmdlets if it is safe "
+                    "to run)")
+        if command.parameters or command.select:
+            return "a native command takes positional arguments only (no named parameters, no select)"
+        if not all(isinstance(argument, str) for argument in command.arguments):
+            return "every argument of a native command must be a string"
+        return None
+
+    def _refusal(self, command: Command) -> CommandResult | None:
+        """Why this command must not be sent, as an error result; None if it may be."""
+        problem = self._problem(command)
+        if problem is None:
+            return None
+        return CommandResult(command, ok=False, error=(
+            f"{command.cmdlet} : refused by the pwsh transport: {problem}; nothing was sent"))
 
     def _request(self, request_id: int, commands: Sequence[Command], stop_on_error: bool) -> bytes:
         body = {
             "id": request_id,
             "allow": list(self.allowed),
             "stopOnError": stop_on_error,
-            "commands": [
-                {
-                    "cmdlet": c.cmdlet,
-                    "parameters": {name.lstrip("-"): value for name, value in c.parameters.items()},
-                    "select": list(c.select),
-                }
-                for c in commands
-            ],
+            "commands": [psjson.protocol_command(c) for c in commands],
         }
         # ASCII-only JSON: non-ASCII travels as \u escapes, so no console code page can alter it,
         # and a newline inside a value can never end the line early.

@@ -12,17 +12,24 @@
       start:    {"ready": true, "version": "<PSVersion>"}  after importing the modules named in the
                 RECONCILER_PWSH_MODULES environment variable (a JSON array), or
                 {"ready": false, "error": "..."} and exit code 1 when one cannot be imported.
-      request:  {"id": n, "allow": ["Get-CsOAuthServer", ...], "stopOnError": true,
-                 "commands": [{"cmdlet": "...", "parameters": {...}, "select": ["Prop", ...]}]}
+      request:  {"id": n, "allow": ["Get-CsOAuthServer", "iisreset", ...], "stopOnError": true,
+                 "commands": [{"cmdlet": "...", "parameters": {...}, "select": ["Prop", ...]},
+                              {"native": true, "executable": "iisreset", "arguments": ["...", ...]}]}
       response: {"id": n, "results": [{"ok": true, "output": [{...}, ...]},
                                       {"ok": false, "error": "<cmdlet> : <message>"}]}
                 or {"id": n, "error": "..."} when the request itself could not be read.
+      A native command's output is one {"Stream": "Output"|"Error", "Line": "..."} object per line
+      it wrote (standard output or standard error, in order); a non-zero exit code fails it with
+      "<executable> : exited with code <n>: <its last lines>".
       The runner exits when standard input closes.
 
     Why it is safe to feed it manifest values: a command is a cmdlet name (checked against the
     request's allow-list, then looked up with Get-Command as a cmdlet or function) and a hashtable
     of parameters that is SPLATTED onto it. Values are bound by PowerShell's parameter binder and
-    never parsed as PowerShell: this script builds no code from text anywhere.
+    never parsed as PowerShell: this script builds no code from text anywhere. A native command is
+    an executable name (checked against the same allow-list and a strict name pattern, then looked
+    up with Get-Command as an application, so never a function, alias or script) and an array of
+    strings that is ARRAY-SPLATTED onto it: each string is one argument, passed as it is.
 
     Only protocol lines go to standard output. Each cmdlet's other streams (warnings, verbose,
     information, Write-Host) are captured and written to standard error, and .NET's Console.Out is
@@ -195,8 +202,90 @@ function Format-Failure {
     return ('{0} : {1}' -f $Cmdlet, $message)
 }
 
+$nativeNamePattern = '^[A-Za-z][A-Za-z0-9._-]*$'
+$nativeTailLines = 3
+
+function Format-NativeFailure {
+    <# "<executable> : exited with code <n>", then its last few lines (standard error first). #>
+    param([string]$Name, $ExitCode, $Lines)
+    $tail = New-Object System.Collections.Generic.List[string]
+    foreach ($stream in @('Error', 'Output')) {
+        foreach ($line in $Lines) {
+            if ($line.Stream -eq $stream -and -not [string]::IsNullOrWhiteSpace($line.Line)) {
+                $tail.Add($line.Line.Trim())
+            }
+        }
+        if ($tail.Count -gt 0) { break }
+    }
+    $message = '{0} : exited with code {1}' -f $Name, $ExitCode
+    if ($tail.Count -gt 0) {
+        $first = [Math]::Max(0, $tail.Count - $nativeTailLines)
+        $message = '{0}: {1}' -f $message, ($tail.GetRange($first, $tail.Count - $first).ToArray() -join ' / ')
+    }
+    return $message
+}
+
+function Invoke-NativeCommand {
+    <# An executable (e.g. iisreset) with positional arguments. The arguments are ARRAY-SPLATTED:
+       each string is one argument, passed as it is, never parsed as PowerShell. Its output lines
+       come back in order; a non-zero $LASTEXITCODE is a failure. #>
+    param($Command, [string[]]$Allow)
+    $name = [string](Get-Field -Object $Command -Name 'executable' -Default '')
+    if (-not ($name -cmatch $nativeNamePattern) -or -not ($Allow -contains $name)) {
+        return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: not on the allow-list' -f $name) }
+    }
+    $arguments = New-Object System.Collections.Generic.List[string]
+    $given = Get-Field -Object $Command -Name 'arguments'
+    foreach ($argument in $given) {
+        if ($argument -isnot [string]) {
+            return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: every argument must be a string' -f $name) }
+        }
+        $arguments.Add($argument)
+    }
+    $arguments = $arguments.ToArray()
+
+    $captured = $null
+    $exitCode = $null
+    try {
+        # An application found on PATH: never a function, alias or script of that name.
+        $executable = Get-Command -Name $name -CommandType Application -ErrorAction Stop | Select-Object -First 1
+        # Standard error lines are records to report, not terminating errors (Windows PowerShell 5.1
+        # stops at the first one under 'Stop'; PowerShell 7.3+ can fail on the exit code itself).
+        $ErrorActionPreference = 'Continue'
+        $PSNativeCommandUseErrorActionPreference = $false
+        # Empty input: the executable gets a closed standard input, never this runner's protocol
+        # stream. Capturing the output keeps it off standard output.
+        $captured = @() | & $executable @arguments 2>&1
+        $exitCode = $LASTEXITCODE
+    } catch {
+        return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $name -Failure $_) }
+    }
+
+    $lines = New-Object System.Collections.Generic.List[object]
+    foreach ($record in @($captured)) {
+        if ($null -eq $record) { continue }
+        if ($record -is [System.Management.Automation.ErrorRecord]) {
+            $text = [string]$record.Exception.Message
+            Write-Diagnostic -Text ('{0}: {1}' -f $name, $text)
+            $lines.Add([ordered]@{ Stream = 'Error'; Line = $text })
+        } else {
+            $lines.Add([ordered]@{ Stream = 'Output'; Line = [string]$record })
+        }
+    }
+    if ($null -eq $exitCode) {
+        return [ordered]@{ ok = $false; error = ('{0} : ran, but left no exit code' -f $name) }
+    }
+    if ($exitCode -ne 0) {
+        return [ordered]@{ ok = $false; error = (Format-NativeFailure -Name $name -ExitCode $exitCode -Lines $lines) }
+    }
+    return [ordered]@{ ok = $true; output = $lines.ToArray() }
+}
+
 function Invoke-OneCommand {
     param($Command, [string[]]$Allow)
+    if ([bool](Get-Field -Object $Command -Name 'native' -Default $false)) {
+        return (Invoke-NativeCommand -Command $Command -Allow $Allow)
+    }
     $name = [string](Get-Field -Object $Command -Name 'cmdlet' -Default '')
     if (-not ($Allow -contains $name)) {
         return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: not on the allow-list' -f $name) }
@@ -217,7 +306,8 @@ function Invoke-OneCommand {
 
     $captured = $null
     try {
-        $target = Get-Command -Name $name -CommandType Cmdlet, Function -ErrorAction Stop | Select-Object -First 1
+        $target = Get-Command -Name $name -CommandType @('Cmdlet', 'Function') -ErrorAction Stop |
+            Select-Object -First 1
         $captured = & $target @params -ErrorAction Stop *>&1
     } catch {
         return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $name -Failure $_) }

@@ -31,6 +31,28 @@ in spirit, not in packets:
 With `stop_on_error`, the results of a concurrent read batch are cut after the first failing
 command, as the contract says, even though the later reads did run (reads change nothing).
 
+Native commands (executables such as `iisreset`)
+------------------------------------------------
+Exchange's endpoint (configuration `Microsoft.Exchange`) is restricted and runs no executables, and
+the IIS-hosted paths (/PowerShell, /OcsPowershell) host only their own configuration. So a native
+command runs over a SECOND RunspacePool, opened on the first native command, on the same server's
+WinRM listener (`/wsman`; the same port when the main endpoint is /wsman, else 5986 or 5985, or
+`nativePort`) with the unrestricted configuration `nativeConfigurationName` (default
+`Microsoft.PowerShell`; null or empty disables native commands). Its pipeline is three structured
+statements, no script: `Remove-Variable LASTEXITCODE` (so an old exit code can never be read),
+the executable with each argument added as one positional argument (`add_argument`), then
+`Get-Variable -Name LASTEXITCODE -ValueOnly`. Its output lines become `{"Stream": "Output"|"Error",
+"Line": ...}` objects; a non-zero exit code fails the command with a message that gives it.
+`unsupported(command)` says, before anything is sent, when a target cannot run a command (native
+commands disabled, or a command off the allow-list).
+
+The allow-list
+--------------
+`restrict_to(names)` limits this transport to those commands (case-insensitive) plus the target's
+`allowCmdlets`; anything else is refused with nothing sent. Until it is called, cmdlets are not
+limited here (the endpoint's own role-based access control applies), and executables must be on the
+pwsh transport's default list or in `allowCmdlets`.
+
 Parameter values: `None` travels as PSRP null (the server cannot tell it from a switch given
 without a value), tuples as lists, `True`/`False` as booleans (switches are sent as `True`).
 
@@ -58,7 +80,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Protocol
@@ -66,6 +88,8 @@ from typing import Any, ClassVar, Protocol
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
 from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private
+from reconciler.transports.psjson import NATIVE_NAME
+from reconciler.transports.pwsh import DEFAULT_ALLOWED_CMDLETS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +97,9 @@ INSTALL_HINT = "pip install 'reconciler[winrm]'"
 DEFAULT_USERNAME_ENV = "RECONCILE_WINRM_USERNAME"
 DEFAULT_PASSWORD_ENV = "RECONCILE_WINRM_PASSWORD"
 DEFAULT_CONFIGURATION = "Microsoft.PowerShell"
+DEFAULT_NATIVE_CONFIGURATION = DEFAULT_CONFIGURATION
+"""The session configuration native commands run in: an unrestricted one (FullLanguage, applications allowed)."""
+NATIVE_MAX_RUNSPACES = 1
 DEFAULT_OPERATION_TIMEOUT = 20
 DEFAULT_READ_TIMEOUT = 30.0
 DEFAULT_MAX_RUNSPACES = 3
@@ -111,6 +138,21 @@ class WinRMSettings:
     operation_timeout: int = DEFAULT_OPERATION_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_runspaces: int = DEFAULT_MAX_RUNSPACES
+    native_configuration_name: str | None = DEFAULT_NATIVE_CONFIGURATION
+    """Where native commands run; None: they are disabled."""
+    native_port: int | None = None
+    allow_cmdlets: tuple[str, ...] = ()
+
+    def native_settings(self) -> WinRMSettings | None:
+        """The connection native commands use: the same server and credentials, the /wsman listener
+        (the same port when this endpoint is /wsman, else the default one or `native_port`), and the
+        unrestricted configuration. None when native commands are disabled."""
+        if not self.native_configuration_name:
+            return None
+        same_listener = self.path.strip("/").lower() == "wsman"
+        port = self.native_port if self.native_port is not None else (self.port if same_listener else None)
+        return replace(self, path="wsman", port=port, configuration_name=self.native_configuration_name,
+                       max_runspaces=NATIVE_MAX_RUNSPACES)
 
     @property
     def effective_port(self) -> int:
@@ -271,6 +313,20 @@ def settings_from_connection(connection: Mapping[str, Any], *, target: str = "?"
                                      "holds a Receive open that long before answering")
     max_runspaces = number("maxRunspaces", DEFAULT_MAX_RUNSPACES, integer=True, low=1)
     assert max_runspaces is not None
+    native_configuration = connection.get("nativeConfigurationName", DEFAULT_NATIVE_CONFIGURATION)
+    if native_configuration is not None and not isinstance(native_configuration, str):
+        raise problem("nativeConfigurationName", "must be a session configuration name (such as "
+                                                 f"{DEFAULT_NATIVE_CONFIGURATION}), or null to disable native commands")
+    native_configuration = (native_configuration or "").strip() or None
+    native_port = number("nativePort", None, integer=True, low=1)
+    if native_port is not None and native_port > 65535:
+        raise problem("nativePort", "must be at most 65535")
+    if native_port is not None and native_configuration is None:
+        raise problem("nativePort", "makes no sense with native commands disabled (nativeConfigurationName: null)")
+    allow_cmdlets = connection.get("allowCmdlets", [])
+    if not isinstance(allow_cmdlets, list) or not all(isinstance(n, str) and NATIVE_NAME.match(n)
+                                                      for n in allow_cmdlets):
+        raise problem("allowCmdlets", "must be a list of cmdlet names (Verb-Noun) or executable names (e.g. iisreset)")
 
     certificate_pem = path("certificatePem")
     certificate_key_pem = path("certificateKeyPem")
@@ -310,6 +366,9 @@ def settings_from_connection(connection: Mapping[str, Any], *, target: str = "?"
         operation_timeout=int(operation_timeout),
         read_timeout=float(read_timeout),
         max_runspaces=int(max_runspaces),
+        native_configuration_name=native_configuration,
+        native_port=None if native_port is None else int(native_port),
+        allow_cmdlets=tuple(allow_cmdlets),
     )
 
 
@@ -390,7 +449,18 @@ def _parameter_value(value: Any) -> Any:
 
 
 def check_names(command: Command) -> None:
-    """Cmdlet, parameter and selected property names are identifiers (they come from providers)."""
+    """Cmdlet, parameter and selected property names are identifiers (they come from providers).
+
+    A native command: an executable name (no path), string arguments, no parameters, no selection.
+    """
+    if command.native:
+        if not NATIVE_NAME.match(command.cmdlet):
+            raise ValueError(f"not an executable name: {command.cmdlet!r}")
+        if command.parameters or command.select:
+            raise ValueError(f"{command.cmdlet}: a native command takes positional arguments only")
+        if not all(isinstance(argument, str) for argument in command.arguments):
+            raise ValueError(f"{command.cmdlet}: every argument of a native command must be a string")
+        return
     if not _CMDLET.match(command.cmdlet):
         raise ValueError(f"not a cmdlet name: {command.cmdlet!r}")
     bad = [name for name in (*command.parameters, *command.select) if not _PARAMETER.match(name)]
@@ -405,6 +475,8 @@ def build_pipeline(powershell_class: Any, pool: Any, command: Command) -> Any:
     produces PowerShell source text.
     """
     check_names(command)
+    if command.native:
+        raise ValueError(f"{command.cmdlet}: a native command is built by build_native_pipeline")
     ps = powershell_class(pool)
     ps.add_cmdlet(command.cmdlet)
     ps.add_parameters({name: _parameter_value(value) for name, value in command.parameters.items()})
@@ -415,8 +487,31 @@ def build_pipeline(powershell_class: Any, pool: Any, command: Command) -> Any:
     return ps
 
 
+def build_native_pipeline(powershell_class: Any, pool: Any, command: Command) -> Any:
+    """An executable and its exit code, as three structured statements (no script, no text built):
+
+    `Remove-Variable -Name LASTEXITCODE -Scope Global` (so a stale exit code is never read), then the
+    executable with each argument added as one positional argument, then `Get-Variable -Name
+    LASTEXITCODE -Scope Global -ValueOnly`, whose value is the pipeline's last output object.
+    """
+    check_names(command)
+    if not command.native:
+        raise ValueError(f"{command.cmdlet}: not a native command")
+    ps = powershell_class(pool)
+    ps.add_cmdlet("Remove-Variable").add_parameters(
+        {"Name": "LASTEXITCODE", "Scope": "Global", "ErrorAction": "SilentlyContinue"})
+    ps.add_statement()
+    ps.add_cmdlet(command.cmdlet)
+    for argument in command.arguments:
+        ps.add_argument(argument)
+    ps.add_statement()
+    ps.add_cmdlet("Get-Variable").add_parameters(
+        {"Name": "LASTEXITCODE", "Scope": "Global", "ValueOnly": True, "ErrorAction": "SilentlyContinue"})
+    return ps
+
+
 def is_read(command: Command) -> bool:
-    return command.cmdlet.lower().startswith("get-")
+    return not command.native and command.cmdlet.lower().startswith("get-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,6 +724,18 @@ class WinRMTransport:
             "maxRunspaces": {"type": "integer", "minimum": 1, "maximum": 64,
                              "description": f"Runspaces in the pool, i.e. how many reads run at once "
                                             f"(default {DEFAULT_MAX_RUNSPACES})."},
+            "nativeConfigurationName": {
+                "type": ["string", "null"],
+                "description": f"Unrestricted PSSession configuration that native commands (executables such as "
+                               f"iisreset) run in, over a second pool on the same server's /wsman listener (default "
+                               f"{DEFAULT_NATIVE_CONFIGURATION}); the restricted Microsoft.Exchange endpoint runs "
+                               f"no executables. null or empty disables native commands."},
+            "nativePort": {"type": "integer", "minimum": 1, "maximum": 65535,
+                           "description": "TCP port of the /wsman listener native commands use (default: port when "
+                                          "path is wsman, else 5986 with ssl and 5985 without)."},
+            "allowCmdlets": {"type": "array", "items": {"type": "string", "pattern": NATIVE_NAME.pattern},
+                             "description": "Cmdlets (Verb-Noun) or executables (e.g. iisreset) to allow beyond "
+                                            "the commands the installed providers declare."},
         },
         "required": ["server"],
         "additionalProperties": False,
@@ -643,12 +750,17 @@ class WinRMTransport:
 
     def __init__(self, settings: WinRMSettings, *, pool_factory: PoolFactory | None = None) -> None:
         self.settings = settings
+        self._native_settings = settings.native_settings()
         self._pool_factory: PoolFactory = pool_factory or pypsrp_pool
         self._pool: RunspacePoolLike | None = None
+        self._native_pool: RunspacePoolLike | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._restricted: frozenset[str] | None = None
         self.pools_opened = 0
         """How many pools this transport opened (one per run, however many batches)."""
+        self.native_pools_opened = 0
+        """How many pools for native commands it opened (one per run that runs any)."""
 
     @classmethod
     def from_target(cls, target: TargetSpec) -> WinRMTransport:
@@ -662,49 +774,70 @@ class WinRMTransport:
     # -- the Transport protocol -----------------------------------------------------------------
 
     def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]:
+        """Run the commands; refused ones (see `unsupported`) fail here without being sent.
+
+        A refused command gets its error result in its place. With `stop_on_error` the commands
+        before it run and nothing after it; without, every other command runs.
+        """
         with self._lock:
             if self._closed:
                 raise TransportError(f"winrm transport to {self.settings.where} is closed")
             if not commands:
                 return []
             for command in commands:
-                check_names(command)
-            powershell_class = self._powershell_class()
-            pool = self._open()
-            pipelines = list(zip(commands, (build_pipeline(powershell_class, pool, c) for c in commands),
-                                 strict=True))
-            try:
-                if len(commands) > 1 and all(is_read(c) for c in commands):
-                    results = self._run_concurrently(pipelines)
-                    if stop_on_error:
-                        failed = next((i for i, r in enumerate(results) if not r.ok), None)
-                        if failed is not None:
-                            results = results[: failed + 1]
-                    return results
-                return self._run_in_order(pipelines, stop_on_error)
-            except TransportError:
-                self._discard(pool)  # the connection may be broken: the next invoke opens a new one
-                raise
+                check_names(command)  # a malformed command is a bug upstream: refused before connecting
+            refusals: dict[int, CommandResult] = {}
+            for index, command in enumerate(commands):
+                problem = self._problem(command)
+                if problem is not None:
+                    refusals[index] = CommandResult(command, ok=False, error=(
+                        f"{command.cmdlet} : refused by the winrm transport: {problem}; nothing was sent"))
+            if stop_on_error and refusals:
+                first = min(refusals)
+                sent = list(commands[:first])
+                tail: list[CommandResult] = [refusals[first]]
+            else:
+                sent = [c for i, c in enumerate(commands) if i not in refusals]
+                tail = []
+            answered = self._run(sent, stop_on_error) if sent else []
+            if stop_on_error:
+                if answered and not answered[-1].ok:
+                    return answered
+                return answered + tail
+            merged = iter(answered)
+            return [refusals[i] if i in refusals else next(merged) for i in range(len(commands))]
+
+    def restrict_to(self, names: Iterable[str]) -> None:
+        """Allow exactly these commands (cmdlets or executables, case-insensitive) plus `allowCmdlets`.
+
+        Anything else is refused with nothing sent. Raises ValueError for an entry that is not a
+        command name.
+        """
+        wanted = list(names)
+        bad = [name for name in wanted if not isinstance(name, str) or not NATIVE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"winrm transport to {self.settings.where}: not command names: {bad!r}")
+        with self._lock:
+            self._restricted = frozenset(name.lower() for name in (*wanted, *self.settings.allow_cmdlets))
+
+    def unsupported(self, command: Command) -> str | None:
+        """Why this transport cannot run `command`, as a sentence; None when it can (nothing is sent)."""
+        try:
+            check_names(command)
+        except ValueError as exc:
+            return f"the winrm transport cannot run it: {exc}"
+        with self._lock:
+            return self._problem(command)
 
     def close(self) -> None:
-        """Close the pool (and its HTTP session). Safe to call more than once."""
+        """Close the pools (and their HTTP sessions). Safe to call more than once."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            pool.close()
-        except Exception as exc:  # closing must not fail a finished run
-            log.warning("closing the WinRM pool to %s: %s", self.settings.where, describe_failure(exc, self.settings))
-        connection = getattr(pool, "connection", None)
-        closer = getattr(connection, "close", None)
-        if callable(closer):
-            try:
-                closer()
-            except Exception as exc:
-                log.warning("closing the WinRM connection to %s: %s", self.settings.where,
-                            describe_failure(exc, self.settings))
+            pools = [(self._pool, self.settings), (self._native_pool, self._native_settings)]
+            self._pool = self._native_pool = None
+        for pool, settings in pools:
+            if pool is not None and settings is not None:
+                _close_pool(pool, settings)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -712,30 +845,84 @@ class WinRMTransport:
     def _powershell_class() -> Any:
         return _pypsrp()[1].PowerShell
 
-    def _open(self) -> RunspacePoolLike:
-        if self._pool is not None:
-            return self._pool
-        pool = self._pool_factory(self.settings)
+    def _problem(self, command: Command) -> str | None:
+        """Why `command` must not be sent (a sentence, no value in it); None if it may be."""
+        if command.native and self._native_settings is None:
+            return self._natives_disabled(command)
+        allowed = self._restricted
+        if allowed is None and command.native:
+            allowed = frozenset(name.lower() for name in (*DEFAULT_ALLOWED_CMDLETS, *self.settings.allow_cmdlets))
+        if allowed is not None and command.cmdlet.lower() not in allowed:
+            kind = "executable" if command.native else "cmdlet"
+            return (f"the {kind} {command.cmdlet} is not on the winrm transport's allow-list for "
+                    f"{self.settings.server} (add it to connection.allowCmdlets if it is safe to run)")
+        return None
+
+    def _natives_disabled(self, command: Command) -> str:
+        configuration = self.settings.configuration_name
+        if configuration.lower() == "microsoft.exchange":
+            endpoint = "connects to the restricted Microsoft.Exchange endpoint, which runs no executables"
+        else:
+            endpoint = f"connects to the {configuration} session configuration"
+        listener = replace(self.settings, path="wsman", port=None)
+        return (f"the WinRM target {self.settings.server} {endpoint}, and native commands are disabled "
+                f"(connection.nativeConfigurationName is null), so the executable {command.cmdlet} cannot run "
+                f"there; set connection.nativeConfigurationName to an unrestricted session configuration such "
+                f"as {DEFAULT_NATIVE_CONFIGURATION}, which runs executables over a second connection to "
+                f"{listener.endpoint} (connection.nativePort sets another port)")
+
+    def _run(self, commands: Sequence[Command], stop_on_error: bool) -> list[CommandResult]:
+        powershell_class = self._powershell_class()
+        if len(commands) > 1 and all(is_read(c) for c in commands):
+            pool = self._open()
+            pipelines = [(c, build_pipeline(powershell_class, pool, c)) for c in commands]
+            try:
+                results = self._run_concurrently(pipelines)
+            except TransportError:
+                self._discard(pool)  # the connection may be broken: the next invoke opens a new one
+                raise
+            if stop_on_error:
+                failed = next((i for i, r in enumerate(results) if not r.ok), None)
+                if failed is not None:
+                    results = results[: failed + 1]
+            return results
+        return self._run_in_order(commands, stop_on_error, powershell_class)
+
+    def _open(self, *, native: bool = False) -> RunspacePoolLike:
+        """The pool for cmdlets, or (with `native`) the one for native commands; opened on first use."""
+        existing = self._native_pool if native else self._pool
+        if existing is not None:
+            return existing
+        settings = self._native_settings if native else self.settings
+        assert settings is not None, "native commands are refused before a pool is opened for them"
+        pool = self._pool_factory(settings)
         try:
             pool.open()
         except Exception as exc:  # anything pypsrp raises means the endpoint is unusable
             with contextlib.suppress(Exception):  # best effort on an already failed pool
                 pool.close()
-            raise TransportError(describe_failure(exc, self.settings)) from None
-        self._pool = pool
-        self.pools_opened += 1
+            raise TransportError(describe_failure(exc, settings)) from None
+        if native:
+            self._native_pool = pool
+            self.native_pools_opened += 1
+        else:
+            self._pool = pool
+            self.pools_opened += 1
         return pool
 
     def _discard(self, pool: RunspacePoolLike) -> None:
-        self._pool = None
+        if pool is self._pool:
+            self._pool = None
+        if pool is self._native_pool:
+            self._native_pool = None
         with contextlib.suppress(Exception):  # best effort on a pool that just failed
             pool.close()
 
-    def _call(self, action: Callable[[], Any]) -> Any:
+    def _call(self, action: Callable[[], Any], settings: WinRMSettings | None = None) -> Any:
         try:
             return action()
         except Exception as exc:  # a pypsrp call failing means the batch was not delivered
-            raise TransportError(describe_failure(exc, self.settings)) from None
+            raise TransportError(describe_failure(exc, settings or self.settings)) from None
 
     def _run_concurrently(self, pipelines: list[tuple[Command, Any]]) -> list[CommandResult]:
         started: list[tuple[Command, Any]] = []
@@ -748,18 +935,50 @@ class WinRMTransport:
             for _, ps in started:
                 _release(ps)
 
-    def _run_in_order(self, pipelines: list[tuple[Command, Any]], stop_on_error: bool) -> list[CommandResult]:
+    def _run_in_order(self, commands: Sequence[Command], stop_on_error: bool,
+                      powershell_class: Any) -> list[CommandResult]:
         results: list[CommandResult] = []
-        for command, ps in pipelines:
+        for command in commands:
+            pool = self._open(native=command.native)
+            settings = self._native_settings if command.native else self.settings
+            builder = build_native_pipeline if command.native else build_pipeline
+            ps = builder(powershell_class, pool, command)
             try:
-                self._call(ps.begin_invoke)
-                result = self._result(command, ps, self._call(ps.end_invoke))
+                self._call(ps.begin_invoke, settings)
+                output = self._call(ps.end_invoke, settings)
+                if command.native:
+                    result = self._native_result(command, ps, output)
+                else:
+                    result = self._result(command, ps, output)
+            except TransportError:
+                self._discard(pool)  # the connection may be broken: the next invoke opens a new one
+                raise
             finally:
                 _release(ps)
             results.append(result)
             if stop_on_error and not result.ok:
                 break
         return results
+
+    def _native_result(self, command: Command, ps: Any, output: Iterable[Any]) -> CommandResult:
+        """Output lines (`{"Stream": ..., "Line": ...}`) and the exit code, the pipeline's last object."""
+        items = list(output or ())
+        code: int | None = None
+        if items and (items[-1] is None or (isinstance(items[-1], int) and not isinstance(items[-1], bool))):
+            code = items.pop()
+        errors = [error_text(e) for e in list(getattr(ps.streams, "error", None) or ())]
+        lines = ([{"Stream": "Output", "Line": _line(item)} for item in items]
+                 + [{"Stream": "Error", "Line": text} for text in errors])
+        objects = tuple(lines)
+        if code == 0:
+            return CommandResult(command, True, objects)
+        if code is None:
+            reason = "; ".join(dict.fromkeys(errors)) or "it ran, but left no exit code"
+        else:
+            tail = [t.strip() for t in errors if t.strip()] or [str(e["Line"]).strip() for e in lines
+                                                                 if str(e["Line"]).strip()]
+            reason = f"exited with code {code}" + (f": {' / '.join(tail[-3:])}" if tail else "")
+        return CommandResult(command, False, objects, error=f"{command.cmdlet} : {_scrub(reason, self.settings)}")
 
     def _result(self, command: Command, ps: Any, output: Iterable[Any]) -> CommandResult:
         try:
@@ -774,6 +993,30 @@ class WinRMTransport:
         sensitive = [str(v) for k, v in command.parameters.items() if k in command.sensitive and v is not None]
         message = _scrub("; ".join(messages), self.settings, sensitive)
         return CommandResult(command, False, objects, error=f"{command.cmdlet} : {message}")
+
+
+def _line(item: Any) -> str:
+    """One line a native command wrote (pypsrp gives text; anything else is shown as its text)."""
+    if isinstance(item, str):
+        return item
+    if item is None:
+        return ""
+    value = _scalar(item)
+    return value if isinstance(value, str) else str(value)
+
+
+def _close_pool(pool: RunspacePoolLike, settings: WinRMSettings) -> None:
+    try:
+        pool.close()
+    except Exception as exc:  # closing must not fail a finished run
+        log.warning("closing the WinRM pool to %s: %s", settings.where, describe_failure(exc, settings))
+    connection = getattr(pool, "connection", None)
+    closer = getattr(connection, "close", None)
+    if callable(closer):
+        try:
+            closer()
+        except Exception as exc:
+            log.warning("closing the WinRM connection to %s: %s", settings.where, describe_failure(exc, settings))
 
 
 def _release(ps: Any) -> None:
