@@ -399,7 +399,8 @@ def test_get_with_select_has_keys(lab_server: LabServer, lab_state: Path, cert_a
         "$metadata#servicePrincipals(id,appId,accountEnabled,keyCredentials)/$entity")
     [key] = body["keyCredentials"]
     assert certs.from_b64(key["key"]) == cert_a
-    assert key["customKeyIdentifier"] == base64.b64encode(bytes.fromhex(certs.thumbprint(cert_a))).decode()
+    # "When not provided in the payload, defaults to the thumbprint of the certificate" (40 characters)
+    assert key["customKeyIdentifier"] == certs.thumbprint(cert_a) and len(key["customKeyIdentifier"]) == 40
     assert key["displayName"] == "CN=atl-cs-001.litwareinc.com"
     cert = x509.load_der_x509_certificate(cert_a)
     assert key["startDateTime"] == cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -487,6 +488,63 @@ def test_patch_keeps_given_key_fields(lab_server: LabServer, lab_state: Path, ce
     assert patch(lab_server, token, SKYPE, {"keyCredentials": [given]}).status_code == 204
     [stored] = stored_sp(lab_state, SKYPE)["keyCredentials"]
     assert stored == {**given, "endDateTime": "2027-01-01T00:00:00Z"}
+
+
+def test_patch_new_key_as_microsofts_script_sends_it(lab_server: LabServer, lab_state: Path, cert_a: bytes) -> None:
+    """{displayName, keyId, type, usage, key} (CSS-Exchange Add-CertificateToAzureApplication.ps1): the keyId
+    given is the key's identity; customKeyIdentifier and the dates are filled in."""
+    key_id = str(uuid.uuid4())
+    sent = {"displayName": "CN=atl-cs-001.litwareinc.com", "keyId": key_id, "type": "AsymmetricX509Cert",
+            "usage": "Verify", "key": certs.b64(cert_a)}
+    assert patch(lab_server, get_token(lab_server), SKYPE, {"keyCredentials": [sent]}).status_code == 204
+    [stored] = stored_sp(lab_state, SKYPE)["keyCredentials"]
+    cert = x509.load_der_x509_certificate(cert_a)
+    assert stored == {**sent, "customKeyIdentifier": certs.thumbprint(cert_a),
+                      "startDateTime": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "endDateTime": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def test_patch_kept_key_re_sent_with_its_key_id(lab_server: LabServer, lab_state: Path, cert_a: bytes,
+                                                cert_b: bytes, cert_c: bytes) -> None:
+    """A stored key re-sent with its keyId keeps its identity: as read without $select (key null, as
+    Add-CertificateToAzureApplication.ps1 re-sends what a list query gave), it stays exactly as stored."""
+    token = get_token(lab_server)
+    custom = key_entry(cert_a, keyId=str(uuid.uuid4()), displayName="Added by a script",
+                       startDateTime="2026-02-01T00:00:00Z", endDateTime="2027-02-01T00:00:00Z",
+                       customKeyIdentifier="QUJD")
+    assert patch(lab_server, token, SKYPE, {"keyCredentials": [custom, key_entry(cert_b)]}).status_code == 204
+    stored_a, stored_b = stored_sp(lab_state, SKYPE)["keyCredentials"]
+    as_read = httpx.get(graph(lab_server, sp_path(SKYPE)), headers=bearer(token)).json()["keyCredentials"]
+    assert [k["key"] for k in as_read] == [None, None] and [k["keyId"] for k in as_read] == [
+        stored_a["keyId"], stored_b["keyId"]]
+    new = {"displayName": "CN=rotated", "keyId": str(uuid.uuid4()), "type": "AsymmetricX509Cert", "usage": "Verify",
+           "key": certs.b64(cert_c)}
+    assert patch(lab_server, token, SKYPE, {"keyCredentials": [as_read[0], new]}).status_code == 204
+    kept, added = stored_sp(lab_state, SKYPE)["keyCredentials"]
+    assert kept == stored_a and added["keyId"] == new["keyId"]
+    # the same certificate with its keyId: same identity, the fields given
+    assert patch(lab_server, token, SKYPE, {"keyCredentials": [key_entry(cert_a, keyId=stored_a["keyId"])]}
+                 ).status_code == 204
+    [again] = stored_sp(lab_state, SKYPE)["keyCredentials"]
+    assert again["keyId"] == stored_a["keyId"] and again["customKeyIdentifier"] == certs.thumbprint(cert_a)
+    # another certificate under a stored keyId: refused, nothing changes
+    before = stored_sp(lab_state, SKYPE)
+    response = patch(lab_server, token, SKYPE, {"keyCredentials": [key_entry(cert_b, keyId=stored_a["keyId"])]})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"Update to existing credential with KeyId '{stored_a['keyId']}' is not allowed.")
+    assert stored_sp(lab_state, SKYPE) == before
+    # a keyId the principal does not have, without a key: nothing to keep, nothing to add
+    response = patch(lab_server, token, SKYPE, {"keyCredentials": [
+        {"keyId": str(uuid.uuid4()), "key": None, "type": "AsymmetricX509Cert", "usage": "Verify"}]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidKeyValue"
+
+
+def test_patch_long_display_name_is_shortened(lab_server: LabServer, lab_state: Path, cert_a: bytes) -> None:
+    name = "x" * 120
+    assert patch(lab_server, get_token(lab_server), SKYPE,
+                 {"keyCredentials": [key_entry(cert_a, displayName=name)]}).status_code == 204
+    assert stored_sp(lab_state, SKYPE)["keyCredentials"][0]["displayName"] == name[:90]
 
 
 @pytest.mark.parametrize("credential,code", [

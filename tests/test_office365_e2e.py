@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -14,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from reconciler.lab import certs
+from reconciler.lab import certs, graph
 from reconciler.lab.estate import LAB_CLIENT_SECRET, LAB_READONLY_CLIENT_ID, LAB_READONLY_SECRET, LAB_TENANT_ID
 from reconciler.lab.state import LabStore
+from reconciler.providers.office365 import key_id_for
 from tests.e2e import CROSS_PREMISES, Estate
 
 SKYPE = "00000004-0000-0ff1-ce00-000000000000"
@@ -155,6 +158,8 @@ def test_a_wrong_secret_is_one_clear_line_without_the_secret(estate: Estate, mon
 
 
 def test_no_secret_token_or_key_material_anywhere(estate: Estate) -> None:
+    """No secret or token anywhere. The certificate (public) appears in `plan --json` only, inside the PATCH
+    bodies it shows whole; text output, logs, the journal and the run store show its thumbprint."""
     manifest = cross(estate)
     key_b64 = certs.b64((estate.root / "certs" / "fabrikam-oauth.cer").read_bytes())
     outputs = [estate.reconcile("plan", manifest, "--json"), estate.reconcile("apply", manifest, "--auto-approve"),
@@ -166,5 +171,52 @@ def test_no_secret_token_or_key_material_anywhere(estate: Estate) -> None:
     assert any(c["kind"] == "ServicePrincipal" for c in plan["resource_changes"])
     for text in texts:
         assert LAB_CLIENT_SECRET not in text
-        assert key_b64[:60] not in text
         assert "Bearer " not in text and "access_token" not in text
+    bodies = [c["parameters"]["body"] for change in plan["resource_changes"] for c in change["commands"]
+              if c["cmdlet"] == "PATCH"]
+    assert [k["key"] for body in bodies for k in body.get("keyCredentials", [])] == [key_b64, key_b64]
+    without_bodies = copy.deepcopy(plan)
+    for change in without_bodies["resource_changes"]:
+        for command in change["commands"]:
+            command["parameters"].pop("body", None)
+    for text in [json.dumps(without_bodies), *texts[1:]]:
+        assert key_b64[:60] not in text
+    assert ONPREM in texts[1]  # apply's text plan: the thumbprint
+
+
+def test_plan_json_shows_the_exact_body_apply_sends_for_a_key_rotation(estate: Estate,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotation: the key in place is re-sent as {key, type, usage}, its successor added as
+    {displayName, keyId, type, usage, key} (as Microsoft's scripts do); what `plan --json` shows is, after
+    JSON parsing, exactly what the lab's Graph receives on apply."""
+    assert estate.reconcile("apply", cross(estate), "--auto-approve").code == 0
+    stored_ids = {k["keyId"] for k in principals(estate)[SKYPE]["keyCredentials"]}  # type: ignore[union-attr]
+    new = make_cert(estate.root / "certs" / "next.cer", "fab-cs-001.fabrikam.com", -1, 400)
+    both = cross(estate, credentials="      - certificateFile: certs/fabrikam-oauth.cer\n"
+                                     "      - certificateFile: certs/next.cer\n")
+    run = estate.reconcile("plan", both, "--json")
+    assert run.code == 0, run.err
+    planned = {change["identity"]: command["parameters"]["body"]
+               for change in json.loads(run.out)["resource_changes"] for command in change["commands"]
+               if command["cmdlet"] == "PATCH"}
+    onprem_b64 = certs.b64((estate.root / "certs" / "fabrikam-oauth.cer").read_bytes())
+    new_b64 = certs.b64((estate.root / "certs" / "next.cer").read_bytes())
+    assert planned[SKYPE] == {"keyCredentials": [
+        {"key": onprem_b64, "type": "AsymmetricX509Cert", "usage": "Verify"},
+        {"displayName": "CN=fab-cs-001.fabrikam.com", "keyId": key_id_for(SKYPE, new), "type": "AsymmetricX509Cert",
+         "usage": "Verify", "key": new_b64}]}
+
+    received: list[tuple[str, Any]] = []
+    real_patch = graph._patch
+
+    def recording(record: dict[str, Any], sp: dict[str, Any], body: Any) -> None:
+        received.append((sp["appId"], copy.deepcopy(body)))
+        real_patch(record, sp, body)
+
+    monkeypatch.setattr(graph, "_patch", recording)
+    assert estate.reconcile("apply", both, "--auto-approve").code == 0
+    assert dict(received) == planned and len(received) == len(planned) == 2
+    stored = {k["customKeyIdentifier"]: k for k in principals(estate)[SKYPE]["keyCredentials"]}  # type: ignore[union-attr]
+    assert set(stored) == {ONPREM, new}  # customKeyIdentifier left to its default: the thumbprint
+    assert stored[new]["keyId"] == key_id_for(SKYPE, new) and stored[ONPREM]["keyId"] in stored_ids
+    assert estate.reconcile("plan", both, "--detailed-exitcode").code == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,11 @@ from reconciler.model import (
 )
 from reconciler.planner import plan_changes
 from reconciler.providers.base import Registry
-from reconciler.providers.office365 import Office365Provider, _prepare
+from reconciler.providers.office365 import Office365Provider, _prepare, key_id_for
 from reconciler.transports.base import Command, CommandResult
 
 SKYPE = "00000004-0000-0ff1-ce00-000000000000"
+FIXTURES = Path(__file__).parent / "fixtures" / "graph"
 NOW = datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC)
 
 
@@ -83,6 +86,15 @@ def plan(want: DesiredResource, live_fields: dict[str, Any] | None) -> Any:
     return plan_changes(state, {"tenant": LiveState("tenant", live)}, registry)
 
 
+def b64(der: bytes) -> str:
+    return base64.b64encode(der).decode()
+
+
+def kept(der: bytes) -> dict[str, Any]:
+    """A key that stays, as Microsoft's script re-sends it: exactly {key, type, usage}."""
+    return {"key": b64(der), "type": "AsymmetricX509Cert", "usage": "Verify"}
+
+
 def test_adding_a_key_re_sends_every_key_that_stays(tmp_path: Path, certs: dict[str, bytes]) -> None:
     other = cert("someone-else", NOW, NOW + datetime.timedelta(days=90))
     live = {"accountEnabled": True, "servicePrincipalNames": [SKYPE],
@@ -90,14 +102,29 @@ def test_adding_a_key_re_sends_every_key_that_stays(tmp_path: Path, certs: dict[
     (change,) = plan(desired(tmp_path, credentials=[{"certificateFile": "new.cer"}]), live)
     (command,) = change.commands
     assert command.cmdlet == "PATCH" and command.parameters["path"] == f"/servicePrincipals(appId='{SKYPE}')"
-    sent = command.parameters["body"]["keyCredentials"]
-    assert [thumb(base64.b64decode(k["key"])) for k in sent] == [
-        thumb(certs["old.cer"]), thumb(other), thumb(certs["new.cer"])]
-    assert sent[0]["keyId"] == "k-old" and sent[1]["keyId"] == "k-other"
-    assert all(k["type"] == "AsymmetricX509Cert" and k["usage"] == "Verify" for k in sent)
+    new_id = key_id_for(SKYPE, thumb(certs["new.cer"]))
+    assert command.parameters["body"] == {"keyCredentials": [
+        kept(certs["old.cer"]), kept(other),
+        {"displayName": "CN=new", "keyId": new_id, "type": "AsymmetricX509Cert", "usage": "Verify",
+         "key": b64(certs["new.cer"])}]}
+    # never customKeyIdentifier (Graph defaults it to the thumbprint) nor dates; the keyId is fixed
+    assert uuid.UUID(new_id).version == 5 and new_id == key_id_for(SKYPE.upper(), thumb(certs["new.cer"]).lower())
+    assert new_id != key_id_for("00000002-0000-0ff1-ce00-000000000000", thumb(certs["new.cer"]))
     # the plan shows thumbprints, never key material
     shown = command.display()
     assert thumb(certs["new.cer"]) in shown and base64.b64encode(certs["new.cer"]).decode()[:40] not in shown
+
+
+def test_kept_keys_read_the_same_before_and_after_in_the_plan(tmp_path: Path, certs: dict[str, bytes]) -> None:
+    """Re-sent as {key, type, usage}, a kept key still shows its subject and end date (the certificate's)."""
+    live = {"keyCredentials": [live_key(certs["old.cer"], "k-old")]}
+    (change,) = plan(desired(tmp_path, credentials=[{"certificateFile": "new.cer"}]), live)
+    spec = Office365Provider().kinds["ServicePrincipal"]
+    display = spec.field("keyCredentials").display
+    assert display is not None and change.before is not None and change.after is not None
+    before, after = display(change.before["keyCredentials"]), display(change.after["keyCredentials"])
+    assert before[0] == after[0] and before[0].startswith(thumb(certs["old.cer"]) + " (CN=old, until ")
+    assert after[1].startswith(thumb(certs["new.cer"]) + " (CN=new, until ")
 
 
 def test_authoritative_list_removes_undeclared_keys_and_rotation_keeps_both(tmp_path: Path,
@@ -111,7 +138,7 @@ def test_authoritative_list_removes_undeclared_keys_and_rotation_keeps_both(tmp_
     only_new = desired(tmp_path, credentials=[{"certificateFile": "new.cer"}], credentialsAuthoritative=True)
     live_both = {"keyCredentials": [live_key(certs["old.cer"], "k-old"), live_key(certs["new.cer"], "k-new")]}
     (change,) = plan(only_new, live_both)
-    assert [k["keyId"] for k in change.commands[0].parameters["body"]["keyCredentials"]] == ["k-new"]
+    assert change.commands[0].parameters["body"] == {"keyCredentials": [kept(certs["new.cer"])]}
     # not authoritative: the old key simply stays, nothing to do
     assert plan(desired(tmp_path, credentials=[{"certificateFile": "new.cer"}]), live_both) == ()
 
@@ -189,3 +216,44 @@ def test_discovery_is_one_batch_404_is_absent_and_other_errors_raise() -> None:
     denied = CommandResult(get, False, error="GET /servicePrincipals(...): 403 Authorization_RequestDenied: no")
     with pytest.raises(DiscoveryError, match="403"):
         Office365Provider().discover(target, FakeGraph([ok, denied]), keys)
+
+
+# --- recorded response shapes (tests/fixtures/graph, sources in SOURCES.md) ------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_graph_fixture(name: str) -> None:
+    """A real-shaped GET answer is discovered as is, and the PATCH planned from it is the expected body."""
+    case = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    app_id = case["appId"]
+    target = TargetSpec("tenant", "office365", {"transport": "graph"})
+    key = ResourceKey("tenant", "ServicePrincipal", app_id)
+    graph = FakeGraph([CommandResult(Command("GET", {}), True, (case["response"],))])
+    live = Office365Provider().discover(target, graph, [key])
+    (get,) = graph.sent[0]
+    assert get.parameters["path"] == f"/servicePrincipals(appId='{app_id}')"
+    assert "keyCredentials" in get.parameters["query"]["$select"].split(",")
+    found = live.resources[key].fields
+    assert found["keyCredentials"] == case["response"]["keyCredentials"]
+    assert found["accountEnabled"] is case["response"]["accountEnabled"]
+    assert found["servicePrincipalNames"] == case["response"]["servicePrincipalNames"]
+
+    want = DesiredResource(key, Ensure.PRESENT, _prepare(dict(case["manifest"]), FIXTURES),
+                           SourceLocation("m.yaml", 1, "resources[0]"))
+    state = DesiredState("m.yaml", "h", {"tenant": target}, (want,))
+    registry = Registry(providers={"office365": Office365Provider()})
+    expect = case["expect"]
+    if "error" in expect:
+        with pytest.raises(DiscoveryError, match=expect["error"]):
+            plan_changes(state, {"tenant": live}, registry)
+        return
+    changes = plan_changes(state, {"tenant": live}, registry)
+    if expect["body"] is None:
+        assert changes == ()
+        return
+    (change,) = changes
+    (command,) = change.commands
+    assert command.cmdlet == "PATCH" and command.parameters["path"] == f"/servicePrincipals(appId='{app_id}')"
+    assert command.parameters["body"] == expect["body"]
+    for sent in command.parameters["body"].get("keyCredentials", []):
+        assert set(sent) in ({"key", "type", "usage"}, {"displayName", "keyId", "type", "usage", "key"})

@@ -31,19 +31,35 @@ audience, missing claim), AADSTS700021 (assertion `iss`/`sub` is not the client 
 
 Graph (every request needs `Authorization: Bearer <token from the lab>`):
 - GET: without `$select`, the default properties with every keyCredential's `key` null; with
-  `$select=...,keyCredentials` the keys are included (base64 DER), as Graph returns `key` only with
-  `$select` on a single object. Unknown `$select` property: 400 `Request_BadRequest`; unknown appId:
+  `$select=...,keyCredentials` the keys are included (base64 DER): Graph returns `key` "only on `$select`
+  for a single object ... otherwise, it is always null" (keycredential.md), and the lab serves single
+  objects only. Unknown `$select` property: 400 `Request_BadRequest`; unknown appId:
   404 `Request_ResourceNotFound`.
 - PATCH (JSON) of `accountEnabled`, `servicePrincipalNames`, `keyCredentials` -> 204 No Content. A
-  collection given REPLACES the stored one (keys not re-sent are deleted). A keyCredential is sent as
-  `{key, type: "AsymmetricX509Cert", usage: "Verify"}` plus optionally `displayName`, `startDateTime`,
-  `endDateTime`, `customKeyIdentifier`, `keyId`; the server parses `key` as an X.509 certificate (400
-  `InvalidKeyValue` if it is not one, or is missing/null, e.g. re-sent from a read without `$select`)
-  and fills `keyId` (the stored one for a key already present, else a new uuid4),
-  `customKeyIdentifier` (base64 of the SHA-1 thumbprint bytes), `displayName` (the subject, `CN=...`)
-  and the dates (the certificate's validity, ISO 8601 with `Z`). An unknown property: 400
-  `Request_BadRequest` "Invalid property '...'."; an SPN another service principal has: 400. The whole
-  PATCH is validated before anything changes.
+  collection given REPLACES the stored one (keys not re-sent are deleted). The keyCredentials bodies
+  Microsoft's own scripts send (microsoft/CSS-Exchange, Shared/GraphApiFunctions/) are what the lab
+  is built for: a new key `{displayName, keyId, type, usage, key}` (Add-CertificateToAzureApplication.ps1),
+  a kept key `{key, type, usage}` (Remove-CertificateFromAzureServicePrincipal.ps1) or the whole stored
+  object as read, `keyId` included and `key` null when read without `$select`
+  (Add-CertificateToAzureApplication.ps1 re-sends what a list query returned). Per entry:
+  - `type` must be `AsymmetricX509Cert` and `usage` `Verify`; other properties are those of the
+    keyCredential resource (api-reference/v1.0/resources/keycredential.md), anything else is 400
+    `Request_BadRequest` "Invalid property '...'.";
+  - `keyId` of a stored key: that key stays, with its identity; `key` null or absent keeps it exactly as
+    stored, the same certificate in `key` keeps its keyId with the fields given, another certificate is
+    400 "Update to existing credential with KeyId '...' is not allowed." (the message Entra ID gives
+    for that, as field reports of the older Azure AD Graph show; unconfirmed on Microsoft Graph);
+  - otherwise `key` must be a base64 X.509 certificate (400 `InvalidKeyValue` if it is not one, or is
+    missing/null, e.g. a new key re-sent from a read without `$select`); `keyId` is the one given, else
+    the stored one of the same certificate (our modelling: unconfirmed), else a new uuid4;
+  - `customKeyIdentifier` not given defaults to the certificate's thumbprint, 40 hexadecimal characters
+    ("A 40-character binary type ... When not provided in the payload, defaults to the thumbprint of the
+    certificate", keycredential.md; Microsoft's scripts compare it with X509Certificate2.Thumbprint);
+    given, it must be base64 (Edm.Binary), which a hex thumbprint is;
+  - `displayName` not given is the subject (`CN=...`; unconfirmed); longer than 90 characters it is
+    shortened to 90 ("Longer values are accepted but shortened", keycredential.md, current version);
+  - dates not given are the certificate's validity (unconfirmed), ISO 8601 with `Z`; end not after start: 400.
+  An SPN another service principal has: 400. The whole PATCH is validated before anything changes.
 - POST `$batch`: `{"requests": [{id, method, url (relative to /v1.0), headers?, body?, dependsOn?}]}`,
   at most 20 (else 400); a request with a body needs a `Content-Type` header. Answers
   `{"responses": [{id, status, headers, body}]}` (body null for 204). Requests run in list order, a
@@ -151,6 +167,10 @@ PATCHABLE = ("accountEnabled", "servicePrincipalNames", "keyCredentials")
 KEY_CREDENTIAL_PROPERTIES = (
     "customKeyIdentifier", "displayName", "endDateTime", "key", "keyId", "startDateTime", "type", "usage",
 )
+"""The keyCredential resource (microsoftgraph/microsoft-graph-docs-contrib,
+api-reference/v1.0/resources/keycredential.md)."""
+DISPLAY_NAME_MAX = 90
+"""keyCredential.displayName: "maximum length of 90 characters. Longer values are accepted but shortened"."""
 
 
 @dataclass
@@ -264,10 +284,12 @@ def key_credential(der: bytes, given: Mapping[str, Any] | None = None, key_id: s
     if isinstance(custom, str):
         base64.b64decode(custom, validate=True)
     else:
-        custom = base64.b64encode(bytes.fromhex(certs.thumbprint(der))).decode("ascii")
+        custom = certs.thumbprint(der)  # "defaults to the thumbprint of the certificate" (keycredential.md)
+    if not isinstance(display, str):
+        display = cert.subject.rfc4514_string()
     return {
         "customKeyIdentifier": custom,
-        "displayName": display if isinstance(display, str) else cert.subject.rfc4514_string(),
+        "displayName": display[:DISPLAY_NAME_MAX],
         "endDateTime": iso(end_at),
         "key": certs.b64(der),
         "keyId": str(uuid.UUID(key_id)) if key_id else str(uuid.uuid4()),
@@ -661,6 +683,8 @@ def _select(query: Mapping[str, list[str]]) -> list[str] | None:
 def _view(sp: Mapping[str, Any], selected: list[str] | None, base: str) -> dict[str, Any]:
     shape = f"servicePrincipals({','.join(selected)})" if selected else "servicePrincipals"
     view: dict[str, Any] = {"@odata.context": f"{base}/{GRAPH_VERSION}/$metadata#{shape}/$entity"}
+    # `key`: "Returned only on $select for a single object ... otherwise, it is always null"
+    # (api-reference/v1.0/resources/keycredential.md); the lab only serves single objects.
     with_key = selected is not None and "keyCredentials" in selected
     for prop in selected or SERVICE_PRINCIPAL_PROPERTIES:
         value = copy.deepcopy(sp.get(prop, [] if prop in COLLECTIONS else None))
@@ -715,9 +739,11 @@ def _check_names_unique(record: Mapping[str, Any], sp: Mapping[str, Any], names:
 
 
 def _key_credentials(existing: Sequence[Mapping[str, Any]], value: Any) -> list[dict[str, Any]]:
+    """The collection a PATCH stores (see the module docstring for the rules and their sources)."""
     if not isinstance(value, list):
         raise _bad_value("keyCredentials")
     known = {p.lower(): p for p in KEY_CREDENTIAL_PROPERTIES}
+    stored = {str(k.get("keyId", "")).lower(): k for k in existing if k.get("keyId")}
     result: list[dict[str, Any]] = []
     for raw in value:
         if not isinstance(raw, dict):
@@ -730,30 +756,46 @@ def _key_credentials(existing: Sequence[Mapping[str, Any]], value: Any) -> list[
             if prop is None:
                 raise _Failed(graph_error(400, "Request_BadRequest", f"Invalid property '{name}'."))
             given[prop] = item
-        key = given.get("key")
-        try:
-            if not isinstance(key, str) or not key.strip():
-                raise ValueError
-            der = certs.to_der(certs.from_b64(key))
-        except ValueError:
-            raise _Failed(graph_error(400, "InvalidKeyValue", "Key credential's key is missing or is not a valid "
-                                                              "base64-encoded X.509 certificate.")) from None
-        for prop, expected in (("type", ASYMMETRIC_X509), ("usage", VERIFY)):
-            if not isinstance(given.get(prop), str) or given[prop].lower() != expected.lower():
-                raise _bad_value(prop, "KeyCredential")
         for prop in ("displayName", "startDateTime", "endDateTime", "customKeyIdentifier", "keyId"):
             if given.get(prop) is not None and not isinstance(given[prop], str):
                 raise _bad_value(prop, "KeyCredential")
-        key_id = given.get("keyId") or _reuse_key_id(existing, der, {k["keyId"] for k in result})
-        try:
-            credential = key_credential(der, given, key_id)
-        except ValueError as exc:
-            raise _Failed(graph_error(400, "Request_BadRequest", f"Invalid keyCredential: {exc}")) from None
+        credential = _one_key_credential(given, stored, existing, {k["keyId"] for k in result})
         if any(k["keyId"] == credential["keyId"] for k in result):
             raise _Failed(graph_error(400, "Request_BadRequest",
                                       f"Key credential keyId '{credential['keyId']}' is listed twice."))
         result.append(credential)
     return result
+
+
+def _one_key_credential(given: Mapping[str, Any], stored: Mapping[str, Mapping[str, Any]],
+                        existing: Sequence[Mapping[str, Any]], taken: set[str]) -> dict[str, Any]:
+    key_id = given.get("keyId")
+    if key_id is not None:
+        try:
+            key_id = str(uuid.UUID(key_id))
+        except ValueError:
+            raise _bad_value("keyId", "KeyCredential") from None
+    kept = stored.get(key_id.lower()) if key_id else None
+    key = given.get("key")
+    for prop, expected in (("type", ASYMMETRIC_X509), ("usage", VERIFY)):
+        if not isinstance(given.get(prop), str) or given[prop].lower() != expected.lower():
+            raise _bad_value(prop, "KeyCredential")
+    if kept is not None and key is None:
+        return copy.deepcopy(dict(kept))  # retained by keyId, exactly as stored
+    try:
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError
+        der = certs.to_der(certs.from_b64(key))
+    except ValueError:
+        raise _Failed(graph_error(400, "InvalidKeyValue", "Key credential's key is missing or is not a valid "
+                                                          "base64-encoded X.509 certificate.")) from None
+    if kept is not None and key_thumbprint(kept) != certs.thumbprint(der):
+        raise _Failed(graph_error(400, "Request_BadRequest",
+                                  f"Update to existing credential with KeyId '{key_id}' is not allowed."))
+    try:
+        return key_credential(der, given, key_id or _reuse_key_id(existing, der, taken))
+    except ValueError as exc:
+        raise _Failed(graph_error(400, "Request_BadRequest", f"Invalid keyCredential: {exc}")) from None
 
 
 def _reuse_key_id(existing: Sequence[Mapping[str, Any]], der: bytes, taken: set[str]) -> str | None:

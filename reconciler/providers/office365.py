@@ -10,6 +10,11 @@ tenant, so the kind is never created or removed; a missing one is a plan error.
 Collections: a PATCH replaces the whole collection, so every write re-sends every key (and SPN) that
 stays. Entries live on the principal that the manifest does not declare are kept unless the manifest
 says its list is authoritative.
+
+keyCredentials are written the way Microsoft's own scripts write them (see `_kept_key` and `_new_key`):
+a kept key as `{key, type, usage}`, a new key as `{displayName, keyId, type, usage, key}`; neither
+carries `customKeyIdentifier` (Graph defaults it to the certificate's thumbprint) nor dates (Microsoft's
+scripts send none).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,8 @@ from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
 KEY_TYPE = "AsymmetricX509Cert"
 KEY_USAGE = "Verify"
+KEY_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:reconcile:office365:keyCredential")
+"""Namespace of the keyIds we give new keys: uuid5(namespace, "<appId>:<thumbprint>")."""
 
 
 def sp_path(app_id: str) -> str:
@@ -47,6 +55,25 @@ def _thumbprint_of(key_b64: Any) -> str | None:
         return hashlib.sha1(base64.b64decode(key_b64)).hexdigest().upper()
     except ValueError:
         return None
+
+
+def _certificate_of(key_b64: Any) -> x509.Certificate | None:
+    """The certificate a keyCredential's `key` holds (base64 DER), or None (missing or not a certificate)."""
+    if not isinstance(key_b64, str) or not key_b64:
+        return None
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode(key_b64, validate=True))
+    except ValueError:
+        return None
+
+
+def key_id_for(app_id: str, thumbprint: str) -> str:
+    """The keyId we give a new key (a name-based UUID of principal and certificate).
+
+    Microsoft's script sends a fresh random GUID; ours is fixed so that the body `plan --json` shows is
+    the body `apply` sends, and a retried PATCH sends the same keyId again.
+    """
+    return str(uuid.uuid5(KEY_ID_NAMESPACE, f"{app_id.lower()}:{thumbprint.upper()}"))
 
 
 def _read_certificate(path: Path) -> x509.Certificate:
@@ -118,18 +145,61 @@ def _spns_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
 
 
 def _show_keys(keys: Any) -> list[str]:
-    """A key credential for people: thumbprint, subject and validity. Never the key itself."""
+    """A key credential for people: thumbprint, subject and validity. Never the key itself.
+
+    Subject and end date are the certificate's when the key holds one, so a kept key (re-sent as
+    `{key, type, usage}`) reads the same before and after a write.
+    """
     shown = []
     for key in keys or []:
         if isinstance(key, Mapping):
             thumb = key.get("thumbprint") or _thumbprint_of(key.get("key")) or key.get("keyId")
-            until = str(key.get("endDateTime") or "?")[:10]
-            shown.append(f"{thumb} ({key.get('displayName') or 'no subject'}, until {until})")
+            cert = _certificate_of(key.get("key"))
+            if cert is not None:
+                subject, until = cert.subject.rfc4514_string(), _iso(cert.not_valid_after_utc)[:10]
+            else:
+                subject, until = str(key.get("displayName") or "no subject"), str(key.get("endDateTime") or "?")[:10]
+            shown.append(f"{thumb} ({subject}, until {until})")
     return shown
 
 
+# How Microsoft writes a service principal's keyCredentials, which we follow:
+# - a key that stays is re-sent as exactly {key, type, usage}, with the values read:
+#   microsoft/CSS-Exchange, Shared/GraphApiFunctions/Remove-CertificateFromAzureServicePrincipal.ps1
+#   ("Make sure to only pass these three values, otherwise the PATCH call will fail");
+# - a new key is sent as {displayName, keyId, type: "AsymmetricX509Cert", usage: "Verify", key}:
+#   microsoft/CSS-Exchange, Shared/GraphApiFunctions/Add-CertificateToAzureApplication.ps1 (its keyId is a
+#   fresh New-Guid; ours is `key_id_for`, see there). We put the certificate's subject in displayName, as the
+#   Graph guide does (microsoftgraph/microsoft-graph-docs-contrib, concepts/applications-how-to-add-certificate.md:
+#   "Assign the certificate subject name to the displayName property").
+# - customKeyIdentifier is never sent: "When not provided in the payload, defaults to the thumbprint of the
+#   certificate" (keyCredential resource: microsoftgraph/microsoft-graph-docs-contrib,
+#   api-reference/v1.0/resources/keycredential.md); nor are startDateTime/endDateTime: neither script sends them.
+# - the `key` of a kept key comes from the single-object GET with $select (see `discover`): Graph returns it
+#   nowhere else (same page), and a key read without it is refused below rather than dropped.
+
+
+def _kept_key(live_key: Mapping[str, Any]) -> dict[str, Any]:
+    return {"key": live_key["key"], "type": live_key.get("type") or KEY_TYPE,
+            "usage": live_key.get("usage") or KEY_USAGE}
+
+
+def _new_key(declared: Mapping[str, Any], key_id: str | None) -> dict[str, Any]:
+    return {"displayName": declared["displayName"], "keyId": key_id, "type": KEY_TYPE, "usage": KEY_USAGE,
+            "key": declared["key"]}
+
+
+def _with_key_id(entry: Mapping[str, Any], app_id: str) -> dict[str, Any]:
+    if "keyId" in entry and entry["keyId"] is None:  # a new key, see _merged_keys
+        return {**entry, "keyId": key_id_for(app_id, str(_thumbprint_of(entry["key"])))}
+    return dict(entry)
+
+
 def _merged_keys(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The whole keyCredentials collection to send: every live key that stays, plus the new ones."""
+    """The whole keyCredentials collection to send: every live key that stays, plus the new ones.
+
+    A new key's keyId depends on the principal, which only `commands` knows: here it is left None.
+    """
     declared = {k["thumbprint"]: k for k in desired.get("keyCredentials") or []}
     authoritative = bool(desired.get("keyCredentialsAuthoritative"))
     out: list[dict[str, Any]] = []
@@ -141,17 +211,12 @@ def _merged_keys(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[di
         if not key.get("key"):
             raise DiscoveryError(f"key credential {key.get('keyId')} was read without its key value; "
                                  "refusing to write a collection that would drop it")
-        out.append({name: key[name] for name in ("key", "type", "usage", "displayName", "keyId",
-                                                 "customKeyIdentifier", "startDateTime", "endDateTime")
-                    if key.get(name) is not None})
+        out.append(_kept_key(key))
         if thumb:
             seen.add(thumb)
     for thumb, key in declared.items():
         if thumb not in seen:
-            out.append({"key": key["key"], "type": KEY_TYPE, "usage": KEY_USAGE,
-                        "displayName": key["displayName"],
-                        "customKeyIdentifier": base64.b64encode(bytes.fromhex(thumb)).decode("ascii"),
-                        "startDateTime": key["startDateTime"], "endDateTime": key["endDateTime"]})
+            out.append(_new_key(key, None))
     return out
 
 
@@ -269,7 +334,10 @@ class Office365Provider:
     def commands(self, change: Change) -> tuple[Command, ...]:
         if change.actions != (Action.UPDATE,) or change.after is None:
             return ()  # service principals are never created, replaced or removed by us
-        body = {name: change.after[name] for name in change.changed}  # merged collections, see FieldSpec.merge
+        app_id = change.key.identity
+        body: dict[str, Any] = {name: change.after[name] for name in change.changed}  # merged, see FieldSpec.merge
+        if "keyCredentials" in body:
+            body["keyCredentials"] = [_with_key_id(k, app_id) for k in body["keyCredentials"]]
         summary: list[str] = []
         for name, value in body.items():
             if name == "keyCredentials":
@@ -278,8 +346,9 @@ class Office365Provider:
                 summary.append(f"servicePrincipalNames ({len(value)}, whole list re-sent)")
             else:
                 summary.append(f"{name}={str(value).lower() if isinstance(value, bool) else value}")
-        path = sp_path(change.key.identity)
-        return (Command("PATCH", {"path": path, "body": body}, shown={"body": "; ".join(summary)}),)
+        # The body holds certificates (public) and names, nothing secret: `plan --json` shows it whole
+        # (reconciler.render.json_plan); `shown` is the short form for people (text plan, journal).
+        return (Command("PATCH", {"path": sp_path(app_id), "body": body}, shown={"body": "; ".join(summary)}),)
 
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
         return ()

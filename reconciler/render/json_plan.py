@@ -4,6 +4,9 @@
 `actions` (["create"], ["update"], ["delete"] or ["delete","create"] for a replace), `action_reason`,
 `before`/`after` with `*_sensitive` maps (sensitive values are replaced, never written), and the
 commands as data. The same document is what `plan --out` saves.
+
+A REST command (Microsoft Graph) carries its request body whole, exactly as apply will send it (the text
+plan shows a short form, e.g. certificates as thumbprints); a body its provider marks sensitive is masked.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler import __version__
+from reconciler.commands import HTTP_METHODS, Command
 from reconciler.plan import Plan
 from reconciler.render.text import KindLookup
 from reconciler.render.values import sensitive_map, shown_record
+
+
+def command_to_json(command: Command) -> dict[str, Any]:
+    """A command as data: sensitive parameters masked; a REST request's body whole unless it is sensitive."""
+    document = command.to_json()
+    if command.cmdlet in HTTP_METHODS and not command.native and "body" in command.parameters \
+            and "body" not in command.sensitive:
+        document["parameters"]["body"] = command.parameters["body"]
+    return document
 
 
 def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
@@ -36,7 +49,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
             "action_reason": change.action_reason.value,
             "mode": change.mode.value,
             "reason": change.reason,
-            "commands": [c.to_json() for c in change.commands],
+            "commands": [command_to_json(c) for c in change.commands],
         })
     return {
         "format_version": plan.format_version,
@@ -52,7 +65,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
         ],
         "handlers": [
             {"address": h.address, "target": h.target, "name": h.name, "triggered_by": list(h.triggered_by),
-             "commands": [c.to_json() for c in h.commands]}
+             "commands": [command_to_json(c) for c in h.commands]}
             for h in plan.handlers
         ],
         "summary": plan.summary(),
