@@ -4,20 +4,38 @@ New-CsPartnerApplication / New-CsOAuthServer download the document at MetadataUr
 and fail if it cannot be fetched or is not a valid document. Plan checks the same documents before
 anything is applied, so a bad URL is reported before a replace removes the object that works.
 
-Products write the document differently (Exchange `keyvalue`, SharePoint `keyValue`, `Signing`,
-`x509certificate`, no `realm`; ACS no `serviceName`), so key names and enumerated values are matched
-case-insensitively and everything but `keys` is optional. A document is valid when at least one
-signing key carries an X.509 certificate that parses.
+Two families of document are read, told apart by their content (the Content-Type only settles a
+body whose first character says nothing), never by the URL:
+
+- JSON metadata (`kind="json"`): Exchange's `/autodiscover/metadata/json/1`, a Skype for Business
+  pool's `/metadata/json/1`, SharePoint's `/_layouts/15/metadata/json/1` (or the older
+  `/jsonmetadata.ashx`) and ACS's `https://accounts.accesscontrol.windows.net/<tenant>/metadata/json/1`.
+  Products write it differently (Exchange `keyvalue`, SharePoint `keyValue`, `Signing`,
+  `x509certificate`, no `realm`; ACS no `serviceName`), so member names and enumerated values are
+  matched case-insensitively and everything but `keys` is optional; a missing `serviceName` or
+  `realm` is taken from `issuer` (`<serviceName>@<realm>`).
+- Federation metadata XML (`kind="federation"`), which AzureAD (Entra ID) and ADFS authorization
+  servers publish at `.../FederationMetadata/2007-06/FederationMetadata.xml`: the `entityID` of the
+  `EntityDescriptor` is the issuer, and the signing certificates are the `X509Certificate`s of the
+  `KeyDescriptor`s (`use="signing"`, or no `use`) of its `RoleDescriptor`s and `IDPSSODescriptor`.
+  The XML is parsed with DTDs refused, so no entity (internal or external) can ever be expanded.
+
+A document is valid when at least one signing key carries an X.509 certificate that parses.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
+from xml.etree.ElementTree import Element, TreeBuilder
+from xml.parsers import expat
 
 import httpx
 from cryptography import x509
@@ -35,6 +53,11 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 
 _DETAIL_LIMIT = 80
 
+DocumentKind = Literal["json", "federation"]
+
+_TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_KEY_ROLES = frozenset({"roledescriptor", "idpssodescriptor"})
+
 
 @dataclass(frozen=True)
 class SigningKey:
@@ -51,7 +74,12 @@ class SigningKey:
 
 @dataclass(frozen=True)
 class MetadataDocument:
-    """The parts of a metadata document the trust depends on."""
+    """The parts of a metadata document the trust depends on.
+
+    For federation metadata there is no service name of the S2S kind: `service_name` and `issuer`
+    are both the `entityID` (what Exchange records as an auth server's IssuerIdentifier), `realm` is
+    the tenant id when the entityID names one (`https://sts.windows.net/<tenantId>/`) and `name` is None.
+    """
 
     url: str
     service_name: str | None
@@ -59,6 +87,7 @@ class MetadataDocument:
     issuer: str | None
     name: str | None
     keys: tuple[SigningKey, ...]
+    kind: DocumentKind = "json"
 
 
 class MetadataError(ReconcilerError):
@@ -95,6 +124,54 @@ def _equals(value: Any, expected: str) -> bool:
     return isinstance(value, str) and value.lower() == expected.lower()
 
 
+def _certificate(value: str) -> bytes | None:
+    """DER of a base64 certificate (whitespace ignored), or None when it is not one."""
+    try:
+        der = base64.b64decode("".join(value.split()), validate=True)
+        x509.load_der_x509_certificate(der)
+    except (binascii.Error, ValueError):
+        return None
+    return der
+
+
+# --- telling the two families apart -------------------------------------------------------------
+
+def _head(content: bytes) -> str:
+    """The start of the body as text, byte order mark and leading whitespace removed."""
+    sample = content[:512]
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                       (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if sample.startswith(bom):
+            return sample[len(bom):].decode(codec, "ignore").lstrip()
+    return sample.decode("utf-8", "ignore").lstrip()
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _declares_xml(content_type: str | None) -> bool:
+    media = _media_type(content_type)
+    return media in ("application/xml", "text/xml") or media.endswith("+xml")
+
+
+def _looks_like_xml(content: bytes, content_type: str | None) -> bool:
+    """XML when the body starts with `<` (an HTML page does not count); otherwise the Content-Type decides.
+
+    An HTML page (a sign-in or error page served instead of the document) is read as JSON, and so
+    fails as "not JSON": it is neither family, and JSON is what most metadata URLs serve.
+    """
+    head = _head(content)
+    if head.startswith(("{", "[")):
+        return False
+    if head.startswith("<"):
+        lowered = head.lower()
+        return not lowered.startswith(("<!doctype html", "<html"))
+    return _declares_xml(content_type)
+
+
+# --- JSON metadata -------------------------------------------------------------------------------
+
 def _signing_key(entry: Any) -> SigningKey | None:
     """The key entry as a SigningKey, or None when it is not a usable signing certificate."""
     if not isinstance(entry, Mapping) or not _equals(_get(entry, "usage"), "signing"):
@@ -103,20 +180,15 @@ def _signing_key(entry: Any) -> SigningKey | None:
     if not isinstance(keyvalue, Mapping) or not _equals(_get(keyvalue, "type"), "x509Certificate"):
         return None
     value = _get(keyvalue, "value")
-    if not isinstance(value, str):
-        return None
-    try:
-        der = base64.b64decode("".join(value.split()), validate=True)
-        x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError):
+    der = _certificate(value) if isinstance(value, str) else None
+    if der is None:
         return None
     keyinfo = _get(entry, "keyinfo")
     x5t = _text(_get(keyinfo, "x5t")) if isinstance(keyinfo, Mapping) else None
     return SigningKey(x5t=x5t, certificate_der=der)
 
 
-def parse_metadata(url: str, content: bytes) -> MetadataDocument:
-    """Parse a downloaded document; raise MetadataError if it is not a valid metadata document."""
+def _parse_json(url: str, content: bytes) -> MetadataDocument:
     try:
         data = json.loads(content)
     except (UnicodeDecodeError, ValueError):
@@ -129,15 +201,142 @@ def parse_metadata(url: str, content: bytes) -> MetadataDocument:
     if not keys:
         raise MetadataError(url, "no signing certificate")
     issuer = _text(_get(data, "issuer"))
-    issuer_name, at, issuer_realm = (issuer or "").partition("@")
+    principal, at, issuer_realm = (issuer or "").partition("@")
+    # An issuer may be written principal/host@realm (as ACS writes its audiences): the service is the principal.
+    issuer_service = principal.partition("/")[0]
     return MetadataDocument(
         url=url,
-        service_name=_text(_get(data, "serviceName")) or _text(issuer_name),
+        service_name=_text(_get(data, "serviceName")) or _text(issuer_service),
         realm=_text(_get(data, "realm")) or (_text(issuer_realm) if at else None),
         issuer=issuer,
         name=_text(_get(data, "name")),
         keys=keys,
+        kind="json",
     )
+
+
+# --- federation metadata XML ---------------------------------------------------------------------
+
+class _Refused(Exception):
+    """The XML declares a DTD (the only place entities can be declared)."""
+
+
+def _refuse(*_: object) -> NoReturn:
+    raise _Refused
+
+
+def _clark(name: str) -> str:
+    """expat's `namespace}local` as ElementTree's `{namespace}local`."""
+    return "{" + name if "}" in name else name
+
+
+def _read_xml(url: str, content: bytes) -> Element:
+    """Parse XML with expat, refusing any DTD, so no entity can be declared, let alone expanded.
+
+    Internal entities (the "billion laughs") and external ones (file or network reads) both need a
+    DTD; refusing the DOCTYPE when it starts refuses them all before any is read.
+    """
+    builder = TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        builder.start(_clark(name), {_clark(key): value for key, value in attributes.items()})
+
+    def end(name: str) -> None:
+        builder.end(_clark(name))
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(content, True)
+        return builder.close()
+    except _Refused:
+        raise MetadataError(url, "XML with a DTD or entity declarations (refused)") from None
+    except (expat.ExpatError, ValueError):
+        raise MetadataError(url, "not XML") from None
+
+
+def _local(tag: str) -> str:
+    """An element or attribute name without its namespace, lower-cased (names match case-insensitively)."""
+    return tag.rpartition("}")[2].lower()
+
+
+def _attribute(element: Element, name: str) -> str | None:
+    """An attribute by case-insensitive local name (exact spelling wins)."""
+    if name in element.attrib:
+        return element.attrib[name]
+    lowered = name.lower()
+    return next((value for key, value in element.attrib.items() if _local(key) == lowered), None)
+
+
+def _children(element: Element, names: frozenset[str] | str) -> Iterator[Element]:
+    wanted = {names} if isinstance(names, str) else names
+    return (child for child in element if _local(child.tag) in wanted)
+
+
+def _federation_keys(root: Element) -> tuple[SigningKey, ...]:
+    """Signing certificates of the roles' KeyDescriptors, in document order, each once.
+
+    The document's own Signature also carries a certificate; it is not a KeyDescriptor and is not read.
+    """
+    found: list[SigningKey] = []
+    seen: set[bytes] = set()
+    for role in _children(root, _KEY_ROLES):
+        for descriptor in _children(role, "keydescriptor"):
+            use = _attribute(descriptor, "use")
+            if use is not None and use.strip().lower() != "signing":
+                continue  # no `use` means the key serves both purposes (SAML metadata)
+            for element in descriptor.iter():
+                if _local(element.tag) != "x509certificate":
+                    continue
+                der = _certificate("".join(element.itertext()))
+                if der is not None and der not in seen:
+                    seen.add(der)
+                    found.append(SigningKey(x5t=None, certificate_der=der))
+    return tuple(found)
+
+
+def _tenant_of(entity_id: str) -> str | None:
+    """The tenant id an Entra ID issuer names (`https://sts.windows.net/<tenantId>/`), else None."""
+    first = urlsplit(entity_id).path.strip("/").partition("/")[0]
+    return first if _TENANT_ID.fullmatch(first) else None
+
+
+def _parse_federation(url: str, content: bytes) -> MetadataDocument:
+    root = _read_xml(url, content)
+    if _local(root.tag) != "entitydescriptor":
+        raise MetadataError(url, "XML but not federation metadata")
+    keys = _federation_keys(root)
+    if not keys:
+        raise MetadataError(url, "no signing certificate")
+    entity_id = (_attribute(root, "entityID") or "").strip() or None
+    return MetadataDocument(
+        url=url,
+        service_name=entity_id,
+        realm=_tenant_of(entity_id) if entity_id else None,
+        issuer=entity_id,
+        name=None,
+        keys=keys,
+        kind="federation",
+    )
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+def parse_metadata(url: str, content: bytes, content_type: str | None = None) -> MetadataDocument:
+    """Parse a downloaded document; raise MetadataError if it is not a valid metadata document.
+
+    `content_type` (the response's Content-Type, when known) only decides for a body whose first
+    character is neither `{`/`[` nor `<`, i.e. which error such a body gets.
+    """
+    if _looks_like_xml(content, content_type):
+        return _parse_federation(url, content)
+    return _parse_json(url, content)
 
 
 def fetch_metadata(url: str, client: httpx.Client | None = None, timeout: float = 10.0) -> MetadataDocument:
@@ -156,6 +355,7 @@ def _fetch(url: str, client: httpx.Client, timeout: float) -> MetadataDocument:
         with client.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             if not response.is_success:
                 raise MetadataError(url, f"HTTP {response.status_code}")
+            content_type = response.headers.get("content-type")
             body = bytearray()
             for chunk in response.iter_bytes():
                 body.extend(chunk)
@@ -169,4 +369,4 @@ def _fetch(url: str, client: httpx.Client, timeout: float) -> MetadataDocument:
         raise MetadataError(url, f"invalid URL: {exc}") from None
     except httpx.HTTPError as exc:
         raise MetadataError(url, f"connection failed: {str(exc) or type(exc).__name__}") from None
-    return parse_metadata(url, bytes(body))
+    return parse_metadata(url, bytes(body), content_type)
