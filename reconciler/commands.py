@@ -37,6 +37,8 @@ class Command:
     """An executable, not a cmdlet (e.g. `iisreset`): it takes positional `arguments`, no named parameters."""
     arguments: tuple[str, ...] = ()
     """Positional arguments of a native command, each passed as one argument (never parsed as PowerShell)."""
+    switches: frozenset[str] = frozenset()
+    """Parameters documented as SwitchParameter: shown as `-Force`; any other true value as `-Enabled:$true`."""
 
     def masked_parameters(self) -> dict[str, Any]:
         return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
@@ -58,7 +60,7 @@ class Command:
         parts = [self.cmdlet]
         for name, value in self.masked_parameters().items():
             if value is True:
-                parts.append(f"-{name}")
+                parts.append(f"-{name}" if name in self.switches else f"-{name}:$true")
             elif value is False:
                 parts.append(f"-{name}:$false")
             elif isinstance(value, list | tuple):

@@ -115,6 +115,10 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
     if not changed:
         return None
     after = {**live_fields, **{n: v for n, v in want.fields.items() if not spec.field(n).control}}
+    written = [n for n in spec.exclusive if n in changed and want.fields.get(n) not in (None, "", False)]
+    for name in spec.exclusive:
+        if written and name not in written:
+            after[name] = None  # a form written replaces the one the object had
     for name in changed:
         merge = spec.field(name).merge
         if merge is not None:

@@ -70,10 +70,14 @@ def test_present_and_right_sets_only_the_differing_field(estate: Estate) -> None
     assert estate.app("atl-cs-001", "microsoft.exchange")["ApplicationTrustLevel"] == "Full"  # type: ignore[index]
 
 
-def test_seed_004_replaces_microsoft_sts_when_its_url_differs_before_the_partner_app(estate: Estate) -> None:
+def test_seed_004_sets_microsoft_sts_url_in_place_before_the_partner_app(estate: Estate) -> None:
+    """Seed 004 removes and re-creates microsoft.sts when its URL differs; Set-CsOAuthServer has -MetadataUrl
+    (Microsoft's syntax), so the tool changes it in place, before the partner application that uses it."""
     run = estate.reconcile("plan", CROSS_PREMISES)
     assert run.code == 0, run.err
-    sts = run.out.index("fabrikam-pool.OAuthServer.microsoft.sts must be replaced")
+    sts = run.out.index("fabrikam-pool.OAuthServer.microsoft.sts will be updated in place")
+    assert "Set-CsOAuthServer -Identity 'microsoft.sts' -MetadataUrl" in run.out
+    assert "Remove-CsOAuthServer" not in run.out
     exch = run.out.index("fabrikam-pool.PartnerApplication.microsoft.exchange will be created")
     assert sts < exch
     assert "-UseOAuthServer" in run.out

@@ -194,10 +194,11 @@ def test_get_oauth_server(run: Runner) -> None:
     assert run("Get-CsOAuthServer").output == ()
     result = run("Get-CsOAuthServer", host=FABRIKAM)
     assert [s["Identity"] for s in result.output] == ["microsoft.sts"]
-    assert set(result.output[0]) == {"Identity", "MetadataUrl", "Realm", "Type",
+    # The properties Get-CsOAuthServer returns (onpremdiag/SfBServer,
+    # tests/mode/sfbserver/rules/Exchange/RDTestOAuthServerConfiguration.tests.ps1).
+    assert set(result.output[0]) == {"Identity", "Name", "IssuerIdentifier", "MetadataUrl", "Realm", "Type",
                                      "AcceptSecurityIdentifierInformation", "AuthorizationUriOverride"}
     assert result.output[0]["MetadataUrl"] == estate.OLD_TENANT_STS_URL
-    assert result.output[0]["Realm"] is None
     assert fails(run("Get-CsOAuthServer", Identity="nope"), "Get-CsOAuthServer",
                  'Cannot find "OAuthServer" "nope" because it does not exist.')
 
@@ -207,13 +208,16 @@ def test_new_oauth_server(run: Runner, state: dict[str, Any], fetched: list[str]
                  AcceptSecurityIdentifierInformation=True, Type="AzureAd")
     assert result.ok, result.error
     assert fetched == [STS_URL]
-    assert objects(state, LITWARE, "OAuthServer") == [{
-        "Identity": "microsoft.sts", "MetadataUrl": STS_URL, "Realm": None, "Type": "AzureAd",
-        "AcceptSecurityIdentifierInformation": True, "AuthorizationUriOverride": None,
-    }]
+    (server,) = objects(state, LITWARE, "OAuthServer")
+    assert (server["Identity"], server["MetadataUrl"], server["Type"], server["AcceptSecurityIdentifierInformation"]) \
+        == ("microsoft.sts", STS_URL, "AzureAd", True)
+    # Realm and IssuerIdentifier come from ACS's document when not given.
+    assert server["IssuerIdentifier"] == "00000001-0000-0000-c000-000000000000"
+    assert run("New-CsOAuthServer", Identity="acs", MetadataUrl=STS_URL).ok
+    assert run("Get-CsOAuthServer", Identity="acs").output[0]["Type"] == "Acs"
     assert result.output[0]["Identity"] == "microsoft.sts"
     assert run("New-CsOAuthServer", Identity="other", MetadataUrl=STS_URL, Realm="contoso.com").ok
-    assert objects(state, LITWARE, "OAuthServer")[1]["Realm"] == "contoso.com"
+    assert objects(state, LITWARE, "OAuthServer")[2]["Realm"] == "contoso.com"
 
 
 def test_new_oauth_server_errors(run: Runner, state: dict[str, Any]) -> None:
@@ -271,12 +275,12 @@ def test_get_partner_application(run: Runner, state: dict[str, Any]) -> None:
     assert [a["Identity"] for a in result.output] == ["app", "microsoft.exchange"]
     exchange = run("Get-CsPartnerApplication", Identity="Microsoft.Exchange").output
     assert len(exchange) == 1
-    assert set(exchange[0]) == {"Identity", "ApplicationIdentifier", "Realm", "ApplicationTrustLevel",
-                                "AcceptSecurityIdentifierInformation", "Enabled", "MetadataUrl",
-                                "UseOAuthServer", "CertificateRawData"}
+    # The properties Get-CsPartnerApplication returns: the form is in AuthToken (onpremdiag/SfBServer,
+    # tests/mode/sfbserver/rules/Exchange/RDCsPartnerApplication.tests.ps1).
+    assert set(exchange[0]) == {"Identity", "AuthToken", "Name", "ApplicationIdentifier", "Realm",
+                                "ApplicationTrustLevel", "AcceptSecurityIdentifierInformation", "Enabled"}
     assert exchange[0]["ApplicationIdentifier"] == estate.WRONG_EXCHANGE_ID
-    assert exchange[0]["CertificateRawData"] == state["services"]["exchange"]["certificate"]
-    assert exchange[0]["MetadataUrl"] is None and exchange[0]["UseOAuthServer"] is False
+    assert exchange[0]["AuthToken"] == "Value=" + state["services"]["exchange"]["certificate"]
     assert fails(run("Get-CsPartnerApplication", Identity="microsoft.sharepoint"), "Get-CsPartnerApplication",
                  'Cannot find "PartnerApplication" "microsoft.sharepoint" because it does not exist.')
 
@@ -303,7 +307,8 @@ def test_new_from_metadata(run: Runner, state: dict[str, Any], fetched: list[str
         "Realm": "litwareinc.com", "ApplicationTrustLevel": "Full", "AcceptSecurityIdentifierInformation": False,
         "Enabled": True, "MetadataUrl": SHAREPOINT_URL, "UseOAuthServer": False, "CertificateRawData": None,
     }
-    assert result.output[0] == app(state, "microsoft.sharepoint")
+    assert result.output[0]["AuthToken"] == f"Value={SHAREPOINT_URL}"
+    assert result.output[0]["Name"] == "microsoft.sharepoint"
 
 
 def test_new_from_metadata_download_failure(run: Runner, state: dict[str, Any]) -> None:
@@ -381,31 +386,37 @@ def test_new_with_bad_certificate_file(run: Runner, state: dict[str, Any], tmp_p
     assert app(state, "partner") is None
 
 
+def _missing(*names: str) -> str:
+    return "Cannot process command because of one or more missing mandatory parameters: " + " ".join(names) + "."
+
+
 @pytest.mark.parametrize(
-    "params",
+    "params,message",
     [
-        {"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "ApplicationIdentifier": "x"},
-        {"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "Realm": "x"},
-        {"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "UseOAuthServer": True},
-        {"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "CertificateRawData": "AA=="},
-        {"MetadataUrl": EXCHANGE_URL},  # no trust level
-        {"ApplicationIdentifier": "x", "UseOAuthServer": True},  # no trust level
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full"},  # no set chosen
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "UseOAuthServer": False},
-        {"UseOAuthServer": True, "ApplicationTrustLevel": "Full"},  # no identifier
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "UseOAuthServer": True,
-         "CertificateRawData": "AA==", "Realm": "r"},
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateRawData": "AA=="},  # no realm
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateFileData": "a.cer"},  # no realm
-        {"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateRawData": "AA==",
-         "CertificateFileData": "a.cer", "Realm": "r"},
-        {"ApplicationTrustLevel": "Full", "Realm": "r"},
+        ({"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "ApplicationIdentifier": "x"}, AMBIGUOUS),
+        ({"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "Realm": "x"}, AMBIGUOUS),
+        ({"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "UseOAuthServer": True}, AMBIGUOUS),
+        ({"MetadataUrl": EXCHANGE_URL, "ApplicationTrustLevel": "Full", "CertificateRawData": "AA=="}, AMBIGUOUS),
+        ({"MetadataUrl": EXCHANGE_URL}, _missing("ApplicationTrustLevel")),  # one set: its mandatory one is missing
+        ({"ApplicationIdentifier": "x", "UseOAuthServer": True}, _missing("ApplicationTrustLevel")),
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full"}, AMBIGUOUS),  # no set chosen
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "UseOAuthServer": False}, AMBIGUOUS),
+        ({"UseOAuthServer": True, "ApplicationTrustLevel": "Full"}, _missing("ApplicationIdentifier")),
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "UseOAuthServer": True,
+          "CertificateRawData": "AA==", "Realm": "r"}, AMBIGUOUS),
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateRawData": "AA=="},
+         _missing("Realm")),
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateFileData": "a.cer"},
+         _missing("Realm")),
+        ({"ApplicationIdentifier": "x", "ApplicationTrustLevel": "Full", "CertificateRawData": "AA==",
+          "CertificateFileData": "a.cer", "Realm": "r"}, AMBIGUOUS),
+        ({"ApplicationTrustLevel": "Full", "Realm": "r"}, AMBIGUOUS),
     ],
 )
 def test_new_parameter_sets_are_exclusive(run: Runner, state: dict[str, Any], fetched: list[str],
-                                          params: dict[str, Any]) -> None:
+                                          params: dict[str, Any], message: str) -> None:
     result = run("New-CsPartnerApplication", Identity="microsoft.sharepoint", **params)
-    assert fails(result, "New-CsPartnerApplication", AMBIGUOUS)
+    assert fails(result, "New-CsPartnerApplication", message)
     assert app(state, "microsoft.sharepoint") is None
     assert fetched == []
 
@@ -471,16 +482,21 @@ def test_set_cannot_change_identifier_or_realm(run: Runner, state: dict[str, Any
     assert app(state, "microsoft.exchange") == before
 
 
-def test_set_cannot_switch_parameter_set(run: Runner, state: dict[str, Any]) -> None:
-    before = copy.deepcopy(app(state, "microsoft.exchange"))
+def test_set_switches_the_form_in_place(run: Runner, state: dict[str, Any], fetched: list[str]) -> None:
+    """Set-CsPartnerApplication has the UseOAuthServer, MetadataUrl and certificate parameter sets (Microsoft's
+    syntax), and seed 004 runs `Set-CsPartnerApplication -ApplicationTrustLevel Full -UseOAuthServer` on an
+    existing application: switching form is a Set."""
     result = run("Set-CsPartnerApplication", Identity="microsoft.exchange", UseOAuthServer=True,
                  ApplicationTrustLevel="Full")
-    assert fails(result, "Set-CsPartnerApplication",
-                 'Partner application "microsoft.exchange" was created with the Certificate parameter set and cannot '
-                 "be switched to the UseOAuthServer parameter set: remove it and create it again.")
-    assert not run("Set-CsPartnerApplication", Identity="microsoft.exchange", MetadataUrl=EXCHANGE_URL).ok
-    assert not run("Set-CsPartnerApplication", Identity="app", CertificateRawData="AA==").ok
-    assert app(state, "microsoft.exchange") == before
+    assert result.ok, result.error
+    read = run("Get-CsPartnerApplication", Identity="microsoft.exchange").output[0]
+    assert read["AuthToken"] == "Microsoft.Rtc.Management.WritableConfig.Settings.SSAuth.UseOAuthServer"
+    assert run("Set-CsPartnerApplication", Identity="microsoft.exchange", MetadataUrl=EXCHANGE_URL).ok
+    read = run("Get-CsPartnerApplication", Identity="microsoft.exchange").output[0]
+    assert read["AuthToken"] == f"Value={EXCHANGE_URL}"
+    assert fetched == [EXCHANGE_URL]
+    assert fails(run("Set-CsPartnerApplication", Identity="app", UseOAuthServer=True, MetadataUrl=EXCHANGE_URL),
+                 "Set-CsPartnerApplication", AMBIGUOUS)
 
 
 def test_set_use_oauth_server_on_oauth_server_app(run: Runner) -> None:

@@ -853,9 +853,9 @@ def test_storage_connectivity_succeeds_when_both_sides_trust_each_other(lab: Lab
     assert set(output) == {"SipUri", "Folder", "Result", "Latency"}
     assert (output["SipUri"], output["Folder"], output["Result"]) == (KEN, "Conversation History", "Success")
     assert isinstance(output["Latency"], int) and output["Latency"] >= 0
-    (other,) = lab.ok(POOL, "test-csexstorageconnectivity", SipUri="SIP:Pilar@litwareinc.com", Folder="Notes",
+    (other,) = lab.ok(POOL, "test-csexstorageconnectivity", SipUri="SIP:Pilar@litwareinc.com", Folder="Inbox",
                       DeleteItem=True)
-    assert (other["Folder"], other["Result"]) == ("Notes", "Success")
+    assert (other["Folder"], other["Result"]) == ("Inbox", "Success")
     assert lab.snapshot()["hosts"][EXCHANGE]["iisResets"] == {"atl-exchange-001": 1, "atl-exchange-002": 1}
 
 

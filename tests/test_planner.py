@@ -89,14 +89,27 @@ def test_nothing_to_do_when_nothing_differs_and_identity_case_is_ignored() -> No
     assert changes == ()
 
 
-def test_switching_parameter_set_is_a_replace_with_the_reason() -> None:
+def test_switching_form_is_a_set_as_seed_004_does() -> None:
+    """Set-CsPartnerApplication has the UseOAuthServer parameter set: a certificate-based application becomes an
+    OAuth-server one in place (seed 004: `Set-CsPartnerApplication -ApplicationTrustLevel Full -UseOAuthServer`)."""
     live = have("PartnerApplication", "microsoft.exchange", applicationIdentifier=EXCHANGE,
-                certificateRawData="AAAA", realm="r", applicationTrustLevel="Full")
+                certificateRawData="AAAA", realm="r", applicationTrustLevel="Application")
     changes = plan([want("PartnerApplication", "microsoft.exchange", applicationIdentifier=EXCHANGE,
                          useOAuthServer=True, applicationTrustLevel="Full")], [live, config()])
     (change,) = changes
+    assert not change.is_replace
+    assert [c.display() for c in change.commands] == [
+        "Set-CsPartnerApplication -Identity 'microsoft.exchange' -UseOAuthServer -ApplicationTrustLevel 'Full'"]
+    assert change.after is not None and change.after["certificateRawData"] is None
+
+
+def test_a_different_application_identifier_is_a_replace_with_the_documented_reason() -> None:
+    live = have("PartnerApplication", "microsoft.exchange", applicationIdentifier="wrong", useOAuthServer=True,
+                applicationTrustLevel="Full")
+    (change,) = plan([want("PartnerApplication", "microsoft.exchange", applicationIdentifier=EXCHANGE,
+                           useOAuthServer=True, applicationTrustLevel="Full")], [live, config()])
     assert change.is_replace
-    assert "from the CertificateRawData parameter set to UseOAuthServer" in change.reason
+    assert "ApplicationIdentifier cannot be changed by Set-CsPartnerApplication" in change.reason
 
 
 def test_removals_first_then_oauth_server_before_partner_apps_then_configuration() -> None:
@@ -111,10 +124,19 @@ def test_removals_first_then_oauth_server_before_partner_apps_then_configuration
             have("PartnerApplication", "app", applicationIdentifier="x", useOAuthServer=True)]
     changes = plan(desired, live)
     assert [(c.key.identity, c.symbol) for c in changes] == [
-        ("app", "-"), ("microsoft.sts", "-/+"), ("microsoft.exchange", "+"), ("Global", "~")]
+        ("app", "-"), ("microsoft.sts", "~"), ("microsoft.exchange", "+"), ("Global", "~")]
     sts = changes[1]
-    assert "MetadataUrl differs" in sts.reason
-    assert [c.cmdlet for c in sts.commands] == ["Remove-CsOAuthServer", "New-CsOAuthServer"]
+    assert [c.display() for c in sts.commands] == [
+        "Set-CsOAuthServer -Identity 'microsoft.sts' -MetadataUrl 'http://acs/new'"]
+
+
+def test_realm_of_an_oauth_server_is_replaced_because_set_has_no_realm() -> None:
+    desired = [want("OAuthServer", "microsoft.sts", metadataUrl="http://acs/new", realm="new-tenant")]
+    live = [config(), have("OAuthServer", "microsoft.sts", metadataUrl="http://acs/new", realm="old-tenant")]
+    (change,) = plan(desired, live)
+    assert change.is_replace
+    assert change.reason == "Realm cannot be changed by Set-CsOAuthServer (in none of its documented parameter sets)"
+    assert [c.cmdlet for c in change.commands] == ["Remove-CsOAuthServer", "New-CsOAuthServer"]
 
 
 def test_prune_removes_only_unlisted_objects_of_the_opted_in_kinds() -> None:

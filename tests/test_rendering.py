@@ -43,10 +43,12 @@ def test_json_plan_masks_and_marks_sensitive_fields() -> None:
 
 def test_command_display_quotes_values_as_literals() -> None:
     command = Command("New-CsPartnerApplication", {"Identity": "x'; Remove-Item C:\\ -Recurse; '", "Enabled": False,
-                                                   "UseOAuthServer": True})
+                                                   "UseOAuthServer": True, "AcceptSecurityIdentifierInformation": True},
+                      switches=frozenset({"UseOAuthServer"}))
     shown = command.display()
+    # A switch shows bare; a Boolean parameter always shows its value (-Enabled alone is not valid for a Boolean)
     assert shown == ("New-CsPartnerApplication -Identity 'x''; Remove-Item C:\\ -Recurse; ''' -Enabled:$false "
-                     "-UseOAuthServer")
+                     "-UseOAuthServer -AcceptSecurityIdentifierInformation:$true")
     # the command itself stays data: the value is passed as-is, never as script text
     assert command.parameters["Identity"] == "x'; Remove-Item C:\\ -Recurse; '"
 

@@ -79,5 +79,9 @@ class KindSpec:
                        list[Finding]] | None = None
     """Plan-time checks of one declared resource against what is live (e.g. certificate validity)."""
 
+    exclusive: tuple[str, ...] = ()
+    """Fields of which an object holds one at a time (e.g. a partner application's form): after an update
+    that writes one, the others are gone."""
+
     def field(self, name: str) -> FieldSpec:
         return self.fields.get(name) or FieldSpec(name)

@@ -59,6 +59,8 @@ class Parameter:
     name: str
     type: ParamType = ParamType.STRING
     values: tuple[str, ...] = ()
+    numbers: tuple[tuple[int, str], ...] = ()
+    """An enum's numeric values where a source records them (ConvertTo-Json writes enums as numbers)."""
 
     def check(self, cmdlet: str, value: Any) -> None:
         """Fail as binding would when `value` cannot be bound to this parameter."""
@@ -68,11 +70,14 @@ class Parameter:
             return  # $null clears a String or list property on Set-* cmdlets
         kind = self.type
         if kind in (ParamType.SWITCH, ParamType.BOOLEAN):
-            if not isinstance(value, bool):
+            # Boolean parameters accept only Boolean values and numbers (never the string "false").
+            if not isinstance(value, bool | int | float):
                 type_name = "Management.Automation.SwitchParameter" if kind is ParamType.SWITCH else "Boolean"
+                given = "System.String" if isinstance(value, str) else type(value).__name__
                 raise CommandSyntaxError(
                     cmdlet, f"Cannot process argument transformation on parameter '{self.name}'. Cannot convert "
-                            f"value \"{value}\" to type \"System.{type_name}\".")
+                            f"value \"{given}\" to type \"System.{type_name}\". Boolean parameters accept only "
+                            "Boolean values and numbers, such as $True, $False, 1 or 0.")
             return
         if kind is ParamType.STRINGS:
             items = value if isinstance(value, list | tuple) else [value]
@@ -180,7 +185,8 @@ def cmdlet(name: str, source: str, parameters: Iterable[Parameter], sets: Mappin
     """Write a SYNTAX block compactly: each set is a space-separated list of names, `!` marking a mandatory one.
 
     `common` names parameters every set has (optional ones such as Confirm, DomainController, Force, WhatIf).
-    Every named parameter must be declared in `parameters` (with its type); a missing one is a bug here.
+    Every named parameter must be declared in `parameters` (with its type); a missing one is a bug here. A
+    declared parameter no set names is not the cmdlet's (so one list can serve New and Set).
     """
     params = {p.name: p for p in parameters}
     shared = common.split()
@@ -193,7 +199,8 @@ def cmdlet(name: str, source: str, parameters: Iterable[Parameter], sets: Mappin
         if unknown:
             raise ValueError(f"{name} set {set_name}: undeclared parameters {sorted(unknown)}")
         built.append(ParameterSet(set_name, mandatory, optional))
-    return CmdletSyntax(name, source, params, tuple(built), default_set)
+    used = {n for s in built for n in s.names}
+    return CmdletSyntax(name, source, {n: p for n, p in params.items() if n in used}, tuple(built), default_set)
 
 
 def native(name: str, source: str) -> CmdletSyntax:
@@ -221,5 +228,5 @@ def strings(*names: str) -> list[Parameter]:
     return [Parameter(n, ParamType.STRINGS) for n in names]
 
 
-def enum_(name: str, *values: str) -> list[Parameter]:
-    return [Parameter(name, ParamType.ENUM, values)]
+def enum_(name: str, *values: str, numbers: tuple[tuple[int, str], ...] = ()) -> list[Parameter]:
+    return [Parameter(name, ParamType.ENUM, values, numbers)]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.commands import Command, CommandResult
-from reconciler.errors import TransportError
+from reconciler.errors import CommandSyntaxError, TransportError
+from reconciler.kinds.syntax import CmdletSyntax
 from reconciler.metadata import MetadataDocument
 
 COMMON_PARAMETERS = frozenset(
@@ -75,6 +76,10 @@ class Platform:
     empty_objects: Callable[[], dict[str, Any]]
     normalize: Callable[[str, Mapping[str, Any]], dict[str, Any]]
     certificate_fields: frozenset[str] = field(default_factory=frozenset)
+    syntax: Mapping[str, CmdletSyntax] = field(default_factory=dict)
+    """Microsoft's documented syntax of the cmdlets (the same declarations the providers build commands from):
+    every call is bound against it before its handler runs, so a call outside every documented parameter set
+    fails here as PowerShell fails it."""
 
     def cmdlet_name(self, name: str) -> str | None:
         """The canonical spelling of a cmdlet name (PowerShell matches them case-insensitively)."""
@@ -254,6 +259,12 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
                 f"The term '{command.cmdlet}' is not recognized as the name of a cmdlet, function, "
                 "script file, or operable program.",
             )
+        documented = plat.syntax.get(name)
+        if documented is not None and not command.native:
+            try:
+                documented.bind(command.parameters)
+            except CommandSyntaxError as exc:
+                raise CmdletError(name, exc.message) from None
         objects = record.setdefault("objects", plat.empty_objects())
         output = handler(name, command.parameters, objects, replace(context, state=state, host=host))
     except CmdletError as exc:

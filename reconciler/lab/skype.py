@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.kinds import skype as documented
 from reconciler.lab import certs, exchange
 from reconciler.lab.emulator import (
     CmdletContext,
@@ -59,6 +60,7 @@ CONFIGURATION_DEFAULTS: dict[str, Any] = {
 }
 OAUTH_SERVER_DEFAULTS: dict[str, Any] = {
     "Identity": None,
+    "IssuerIdentifier": None,
     "MetadataUrl": None,
     "Realm": None,
     "Type": None,
@@ -82,25 +84,15 @@ DEFAULTS = {
     PARTNER_APPLICATION: PARTNER_APPLICATION_DEFAULTS,
 }
 
-# New-CsPartnerApplication's parameter sets: (mandatory, optional) beyond the parameters all sets share.
-_COMMON = frozenset({"Identity", "Enabled", "AcceptSecurityIdentifierInformation", *WRITE_SWITCHES})
-_NEW_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "MetadataUrl": (frozenset({"MetadataUrl", "ApplicationTrustLevel"}), frozenset()),
-    "UseOAuthServer": (
-        frozenset({"ApplicationIdentifier", "ApplicationTrustLevel", "UseOAuthServer"}),
-        frozenset({"Realm"}),
-    ),
-    "CertificateRawData": (
-        frozenset({"ApplicationIdentifier", "ApplicationTrustLevel", "CertificateRawData", "Realm"}),
-        frozenset(),
-    ),
-    "CertificateFileData": (
-        frozenset({"ApplicationIdentifier", "ApplicationTrustLevel", "CertificateFileData", "Realm"}),
-        frozenset(),
-    ),
-}
-_SET_FORMS = ("MetadataUrl", "UseOAuthServer", "CertificateRawData", "CertificateFileData")
 _AMBIGUOUS = "Parameter set cannot be resolved using the specified named parameters."
+ACS_ISSUER = "00000001-0000-0000-c000-000000000000"
+"""Office 365's ACS: Get-CsOAuthServer reports a server created from its document as Type `Acs`
+(onpremdiag/SfBServer tests/mode/sfbserver/rules/Exchange/RDTestOAuthServerConfiguration.tests.ps1)."""
+
+
+def _accepted(syntax: Any) -> tuple[str, ...]:
+    """Every parameter the documented syntax has (the emulator already refused calls outside its sets)."""
+    return tuple(syntax.parameters)
 
 
 def empty_objects() -> dict[str, Any]:
@@ -194,7 +186,7 @@ def _partner_identity_from(cmdlet: str, document: MetadataDocument) -> tuple[str
 
 
 def _get_list(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity",))
+    bound = bind(cmdlet, params, ("Identity", "Filter", "LocalStore", "Tenant"))
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
     identity = as_string(cmdlet, "Identity", bound.get("Identity"))
     if not identity:
@@ -206,7 +198,7 @@ def _get_list(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[s
 
 
 def _remove(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", *WRITE_SWITCHES))
+    bound = bind(cmdlet, params, ("Identity", "Tenant", *WRITE_SWITCHES, "WhatIf"))
     identity = _identity(cmdlet, bound)
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
     index = find(items, identity)
@@ -232,14 +224,14 @@ def _configuration(cmdlet: str, bound: Mapping[str, Any], objects: dict[str, Any
 def get_oauth_configuration(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity",))
+    bound = bind(cmdlet, params, _accepted(documented.GET_CS_OAUTH_CONFIGURATION))
     return [copy.deepcopy(_configuration(cmdlet, bound, objects))]
 
 
 def set_oauth_configuration(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", *_CONFIGURATION_FIELDS, *WRITE_SWITCHES))
+    bound = bind(cmdlet, params, _accepted(documented.SET_CS_OAUTH_CONFIGURATION))
     config = _configuration(cmdlet, bound, objects)
     changes = {name: as_string(cmdlet, name, bound[name]) or "" for name in _CONFIGURATION_FIELDS if name in bound}
     config.update(changes)
@@ -269,21 +261,32 @@ def _server_options(cmdlet: str, bound: Mapping[str, Any]) -> dict[str, Any]:
 def get_oauth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _get_list(cmdlet, OAUTH_SERVER, params, objects)
+    """As Get-CsOAuthServer returns them: Identity, Name, IssuerIdentifier, Realm, MetadataUrl,
+    AuthorizationUriOverride, Type, AcceptSecurityIdentifierInformation (onpremdiag/SfBServer,
+    tests/mode/sfbserver/rules/Exchange/RDTestOAuthServerConfiguration.tests.ps1)."""
+    return [{"Identity": s["Identity"], "Name": s["Identity"], "IssuerIdentifier": s.get("IssuerIdentifier") or "",
+             "Realm": s.get("Realm") or "", "MetadataUrl": s.get("MetadataUrl") or "",
+             "AuthorizationUriOverride": s.get("AuthorizationUriOverride") or "", "Type": s.get("Type") or "",
+             "AcceptSecurityIdentifierInformation": bool(s.get("AcceptSecurityIdentifierInformation"))}
+            for s in _get_list(cmdlet, OAUTH_SERVER, params, objects)]
 
 
 def new_oauth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", "MetadataUrl", "Realm", *_SERVER_OPTIONS, *WRITE_SWITCHES))
+    bound = bind(cmdlet, params, _accepted(documented.NEW_CS_OAUTH_SERVER))
     identity = _identity(cmdlet, bound)
     require(cmdlet, bound, "MetadataUrl")
     url = as_string(cmdlet, "MetadataUrl", bound["MetadataUrl"]) or ""
     server = dict(OAUTH_SERVER_DEFAULTS)
     server.update(Identity=identity, MetadataUrl=url, Realm=as_string(cmdlet, "Realm", bound.get("Realm")))
-    server.update(_server_options(cmdlet, bound))
     items: list[dict[str, Any]] = objects.setdefault(OAUTH_SERVER, [])
-    _download(cmdlet, url, context)
+    document = _download(cmdlet, url, context)
+    server["IssuerIdentifier"] = document.service_name
+    server["Realm"] = server["Realm"] or document.realm
+    if (document.service_name or "").lower() == ACS_ISSUER:
+        server["Type"] = "Acs"
+    server.update(_server_options(cmdlet, bound))
     if find(items, identity) is not None:
         # Lab wording: Microsoft does not document this message.
         raise CmdletError(cmdlet, f'"{OAUTH_SERVER}" with identity "{identity}" already exists.')
@@ -295,7 +298,7 @@ def set_oauth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
     # No -Realm: Microsoft's Set-CsOAuthServer has none, so a realm change is Remove + New.
-    bound = bind(cmdlet, params, ("Identity", "MetadataUrl", *_SERVER_OPTIONS, *WRITE_SWITCHES))
+    bound = bind(cmdlet, params, _accepted(documented.SET_CS_OAUTH_SERVER))
     identity = _identity(cmdlet, bound)
     items: list[dict[str, Any]] = objects.setdefault(OAUTH_SERVER, [])
     index = find(items, identity)
@@ -305,8 +308,9 @@ def set_oauth_server(
     if "MetadataUrl" in bound:
         require(cmdlet, bound, "MetadataUrl")
         url = as_string(cmdlet, "MetadataUrl", bound["MetadataUrl"]) or ""
-        _download(cmdlet, url, context)
+        document = _download(cmdlet, url, context)
         changes["MetadataUrl"] = url
+        changes["IssuerIdentifier"] = document.service_name
     items[index].update(changes)
     return []
 
@@ -320,31 +324,30 @@ def remove_oauth_server(
 # --- CsPartnerApplication -----------------------------------------------------------------------
 
 
-def _given(bound: Mapping[str, Any]) -> set[str]:
-    """Parameters that take part in set resolution (a switch given as $false counts as absent)."""
-    return {name for name, value in bound.items() if not (name == "UseOAuthServer" and value is False)}
+def auth_token(app: Mapping[str, Any]) -> str:
+    """What Get-CsPartnerApplication shows in AuthToken for the application's parameter set.
 
-
-def _new_parameter_set(cmdlet: str, bound: Mapping[str, Any]) -> str:
-    """The one New-CsPartnerApplication parameter set the parameters fit, as PowerShell resolves it."""
-    given = _given(bound) - _COMMON
-    matches = [
-        name for name, (mandatory, optional) in _NEW_SETS.items() if mandatory <= given <= mandatory | optional
-    ]
-    if len(matches) != 1:
-        raise CmdletError(cmdlet, _AMBIGUOUS)
-    return matches[0]
-
-
-def _form(app: Mapping[str, Any]) -> str | None:
-    """Which parameter set an existing application was created with (the certificate sets are one)."""
+    MetadataUrl: `Value=<url>` (onpremdiag/SfBServer tests/mode/sfbserver/rules/Exchange/
+    RDCsPartnerApplication.tests.ps1); UseOAuthServer: the type name
+    `Microsoft.Rtc.Management.WritableConfig.Settings.SSAuth.UseOAuthServer` (RDExchangeAutodiscoverUrl.tests.ps1).
+    Certificate: `Value=<base64 DER>` is the lab's modelling, unconfirmed (no public record).
+    """
     if app.get("MetadataUrl"):
-        return "MetadataUrl"
+        return f"Value={app['MetadataUrl']}"
     if app.get("UseOAuthServer"):
-        return "UseOAuthServer"
+        return documented.USE_OAUTH_SERVER_TOKEN
     if app.get("CertificateRawData"):
-        return "Certificate"
-    return None
+        return f"Value={app['CertificateRawData']}"
+    return ""
+
+
+def _as_read(app: Mapping[str, Any]) -> dict[str, Any]:
+    """A partner application as Get-CsPartnerApplication returns it (the form only in AuthToken)."""
+    return {"Identity": app["Identity"], "AuthToken": auth_token(app), "Name": app["Identity"],
+            "ApplicationIdentifier": app.get("ApplicationIdentifier") or "", "Realm": app.get("Realm") or "",
+            "ApplicationTrustLevel": app.get("ApplicationTrustLevel"),
+            "AcceptSecurityIdentifierInformation": bool(app.get("AcceptSecurityIdentifierInformation")),
+            "Enabled": bool(app.get("Enabled"))}
 
 
 def _partner_options(cmdlet: str, bound: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,18 +365,19 @@ def _partner_options(cmdlet: str, bound: Mapping[str, Any]) -> dict[str, Any]:
 def get_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _get_list(cmdlet, PARTNER_APPLICATION, params, objects)
+    return [_as_read(app) for app in _get_list(cmdlet, PARTNER_APPLICATION, params, objects)]
 
 
 def new_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    accepted = (*_COMMON, *(name for mandatory, optional in _NEW_SETS.values() for name in mandatory | optional))
-    bound = bind(cmdlet, params, accepted)
-    parameter_set = _new_parameter_set(cmdlet, bound)
+    bound = bind(cmdlet, params, _accepted(documented.NEW_CS_PARTNER_APPLICATION))
+    resolved, _ = documented.NEW_CS_PARTNER_APPLICATION.bind(params)
+    parameter_set = resolved.name
+    if parameter_set == "UseOAuthServer" and bound.get("UseOAuthServer") is False:
+        raise CmdletError(cmdlet, _AMBIGUOUS)  # -UseOAuthServer:$false chooses no set
     identity = _identity(cmdlet, bound)
-    mandatory, _ = _NEW_SETS[parameter_set]
-    require(cmdlet, bound, *sorted(mandatory - {"UseOAuthServer"}))
+    require(cmdlet, bound, *sorted(resolved.mandatory - {"UseOAuthServer"}))
     app = dict(PARTNER_APPLICATION_DEFAULTS)
     app["Identity"] = identity
     app.update(_partner_options(cmdlet, bound))
@@ -395,19 +399,19 @@ def new_partner_application(
         # Lab wording: Microsoft does not document this message.
         raise CmdletError(cmdlet, f'"{PARTNER_APPLICATION}" with identity "{identity}" already exists.')
     items.append(app)
-    return [copy.deepcopy(app)]
+    return [_as_read(app)]
 
 
 def set_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    # No -ApplicationIdentifier and no -Realm, as Microsoft documents: changing either is Remove + New.
-    accepted = ("Identity", "ApplicationTrustLevel", "Enabled", "AcceptSecurityIdentifierInformation",
-                *_SET_FORMS, *WRITE_SWITCHES)
-    bound = bind(cmdlet, params, accepted)
-    forms = [name for name in _SET_FORMS if name in _given(bound)]
-    if len(forms) > 1:
-        raise CmdletError(cmdlet, _AMBIGUOUS)
+    # No -ApplicationIdentifier and no -Realm (Microsoft's syntax): changing either is Remove + New. The
+    # MetadataUrl, UseOAuthServer and certificate sets switch an application's form in place, as seed 004's
+    # `Set-CsPartnerApplication -ApplicationTrustLevel Full -UseOAuthServer` does.
+    bound = bind(cmdlet, params, _accepted(documented.SET_CS_PARTNER_APPLICATION))
+    resolved, _ = documented.SET_CS_PARTNER_APPLICATION.bind(params)
+    forms = [name for name in ("MetadataUrl", "UseOAuthServer", "CertificateRawData", "CertificateFileData")
+             if name == resolved.name and not (name == "UseOAuthServer" and bound.get(name) is False)]
     identity = _identity(cmdlet, bound)
     items: list[dict[str, Any]] = objects.setdefault(PARTNER_APPLICATION, [])
     index = find(items, identity)
@@ -416,27 +420,18 @@ def set_partner_application(
     app = items[index]
     changes = _partner_options(cmdlet, bound)
     if forms:
-        wanted = "Certificate" if forms[0].startswith("Certificate") else forms[0]
-        current = _form(app)
-        # Lab modelling, unconfirmed: whether the real Set switches an application between parameter
-        # sets is not documented; the lab refuses, so the tool must plan Remove + New for a switch.
-        if current is not None and current != wanted:
-            raise CmdletError(
-                cmdlet,
-                f'Partner application "{app["Identity"]}" was created with the {current} parameter set and '
-                f"cannot be switched to the {wanted} parameter set: remove it and create it again.",
-            )
         require(cmdlet, bound, forms[0])
+        cleared = {"MetadataUrl": None, "UseOAuthServer": False, "CertificateRawData": None}
         if forms[0] == "MetadataUrl":
             url = as_string(cmdlet, "MetadataUrl", bound["MetadataUrl"]) or ""
             application_id, realm = _partner_identity_from(cmdlet, _download(cmdlet, url, context))
-            changes.update(MetadataUrl=url, ApplicationIdentifier=application_id, Realm=realm)
+            changes.update(cleared, MetadataUrl=url, ApplicationIdentifier=application_id, Realm=realm)
         elif forms[0] == "UseOAuthServer":
-            changes["UseOAuthServer"] = True
+            changes.update(cleared, UseOAuthServer=True)
         elif forms[0] == "CertificateRawData":
-            changes["CertificateRawData"] = _certificate_raw(cmdlet, bound["CertificateRawData"])
+            changes.update(cleared, CertificateRawData=_certificate_raw(cmdlet, bound["CertificateRawData"]))
         else:
-            changes["CertificateRawData"] = _certificate_file(cmdlet, bound["CertificateFileData"])
+            changes.update(cleared, CertificateRawData=_certificate_file(cmdlet, bound["CertificateFileData"]))
     app.update(changes)
     return []
 
@@ -600,7 +595,7 @@ def check_ex_storage_connectivity(
     the lab's account of the broken link. -DeleteItem has no effect: the lab writes no item.
     """
     started = time.monotonic()
-    bound = bind(cmdlet, params, ("SipUri", "Folder", "DeleteItem"))
+    bound = bind(cmdlet, params, _accepted(documented.TEST_CS_EX_STORAGE_CONNECTIVITY))
     require(cmdlet, bound, "SipUri")
     sip_uri = as_string(cmdlet, "SipUri", bound["SipUri"]) or ""
     folder = as_string(cmdlet, "Folder", bound.get("Folder")) or STORAGE_FOLDER
@@ -636,4 +631,5 @@ PLATFORM = Platform(
     empty_objects=empty_objects,
     normalize=normalize,
     certificate_fields=frozenset({"CertificateRawData"}),
+    syntax={c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.CHECKS)},
 )
