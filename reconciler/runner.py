@@ -24,7 +24,7 @@ from reconciler.journal import Journal
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import lock_path, target_lock
 from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
-from reconciler.plan import Plan, fingerprint_live
+from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of
 from reconciler.trustgraph import trust_graph
@@ -145,6 +145,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         if settings.check_metadata else ()
     context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
     diagnostics += check_kinds(desired, live, session.registry, context)
+    diagnostics += check_runnable(session, changes, handlers)
     if settings.check_metadata:
         diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout).diagnostics
     return Plan(
@@ -158,6 +159,26 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         checked=sum(1 for r in desired.resources),
         handlers=handlers,
     )
+
+
+def check_runnable(session: Session, changes: tuple[Change, ...], handlers: tuple[HandlerRun, ...]) -> tuple[
+        Diagnostic, ...]:
+    """An error for each command the target's transport cannot run (a read-only snapshot, Exchange's restricted
+    endpoint and an executable): the plan says so before apply, instead of apply failing halfway."""
+    found = []
+    work = [(c.key.target, c.key.address, c.commands) for c in changes if c.mode is Mode.ENFORCE]
+    work += [(h.target, h.address, h.commands) for h in handlers]
+    for target, address, commands in work:
+        transport = session.transport(target)
+        unsupported = getattr(transport, "unsupported", None)
+        if unsupported is None or getattr(transport, "read_only", False):
+            continue  # a read-only target plans normally; apply refuses it as a whole
+        for command in commands:
+            problem = unsupported(command)
+            if problem:
+                found.append(Diagnostic("error", problem, address))
+                break
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,11 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     for change in plan.enforced:
         per_target.setdefault(change.key.target, []).append(change)
     applied_targets = [name for name in plan.targets if name in per_target]
+    read_only = [name for name in applied_targets if getattr(session.transport(name), "read_only", False)]
+    if read_only:
+        raise ReconcilerError(
+            f"target {read_only[0]!r} is read from a captured snapshot (transport: snapshot): plan and discover "
+            "only; apply needs a real transport (pwsh or winrm). Nothing was changed.")
 
     def apply(name: str) -> tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]:
         provider = session.registry.provider(session.desired.targets[name].provider)

@@ -90,7 +90,10 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
             problem(edge, "warning", f"{edge.via}: cannot check the link to {edge.url}: {doc.detail}")
         elif isinstance(doc, MetadataDocument):
             trusted = identities.get(dest)
-            if edge.application_identifier and not _same(doc.service_name, edge.application_identifier):
+            # A federation document (Entra ID, AD FS) names its issuer, not the application an AuthServer's
+            # ApplicationIdentifier names (the 2025 EvoSts setup): nothing to compare there.
+            if edge.application_identifier and doc.kind != "federation" \
+                    and not _same(doc.service_name, edge.application_identifier):
                 status = "error"
                 message = (f"{edge.url} serves {doc.service_name or 'no service name'}, not the expected "
                            f"{edge.application_identifier}: the link points at a host that does not serve the "

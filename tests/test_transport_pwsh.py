@@ -665,3 +665,19 @@ def test_apply_through_pwsh_converges_with_one_process_per_run(estate: Estate, m
     assert [next(iter(e)) for e in entries] == ["start", "id", "id", "id", "eof"]  # discover, apply, re-read
     assert estate.app(HOST, "app") is None
     assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
+
+
+def test_the_registry_allows_exactly_what_the_providers_kinds_declare() -> None:
+    """The allow-list is built from the installed providers' declared syntax: every cmdlet a provider can emit,
+    discovery's included, and nothing else (a hand-kept list once refused Exchange's own Get-LinkedUser)."""
+    from reconciler.model import TargetSpec
+    from reconciler.providers.base import Registry, command_names
+
+    registry = Registry.from_entry_points()
+    for provider in ("skype",):
+        transport = registry.open_transport(TargetSpec("t", provider, {"transport": "pwsh"}))
+        declared = command_names(registry.provider(provider))
+        assert declared and set(transport.allowed) == set(declared)  # type: ignore[attr-defined]
+        for name in declared:
+            assert transport.unsupported(Command(name, native=name == "iisreset")) is None  # type: ignore[attr-defined]
+        assert transport.unsupported(Command("Remove-Mailbox")) is not None  # type: ignore[attr-defined]

@@ -146,4 +146,14 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.transports)) or "none"
             raise KeyError(f"target {target.name!r}: no transport named {name!r} (installed: {known})") from None
-        return factory.from_target(target)
+        transport = factory.from_target(target)
+        restrict = getattr(transport, "restrict_to", None)
+        names = command_names(self.provider(target.provider))
+        if restrict is not None and names:
+            restrict(names)  # the allow-list is exactly what the provider's kinds declare, nothing more
+        return transport
+
+
+def command_names(provider: object) -> tuple[str, ...]:
+    """The cmdlets and executables a provider may run: from its declared syntax (empty for REST providers)."""
+    return tuple(dict.fromkeys(syntax.name for syntax in getattr(provider, "syntax", ())))
