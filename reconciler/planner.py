@@ -111,7 +111,8 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
         return Change(key=key, actions=(Action.DELETE, Action.CREATE),
                       action_reason=ActionReason.REPLACE_BECAUSE_CANNOT_UPDATE,
                       reason="; ".join(dict.fromkeys(r for r in reasons if r)),
-                      before=dict(live_fields), after=dict(want.fields), changed=changed, desired=want, live=have)
+                      before=dict(live_fields), after=_replacement(want.fields, live_fields, spec),
+                      changed=changed, desired=want, live=have)
     if not changed:
         return None
     after = {**live_fields, **{n: v for n, v in want.fields.items() if not spec.field(n).control}}
@@ -126,6 +127,13 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
     return Change(key=key, actions=(Action.UPDATE,), action_reason=ActionReason.DRIFT,
                   reason="differs from the manifest: " + ", ".join(changed),
                   before=dict(live_fields), after=after, changed=changed, desired=want, live=have)
+
+
+def _replacement(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue],
+                 spec: KindSpec) -> dict[str, JSONValue]:
+    """What a replace's New creates. A field left out is not managed, so a replace must not reset it: the kind
+    says which live values its New carries over (derived from the parameter sets for cmdlet kinds)."""
+    return spec.replacement(desired, live) if spec.replacement is not None else dict(desired)
 
 
 def _kind_ranks(kinds: Mapping[str, KindSpec]) -> dict[str, int]:

@@ -248,3 +248,16 @@ def test_discover_prints_the_live_state(estate: Estate) -> None:
     identities = {r["identity"] for r in doc["litware-pool"]}
     assert identities == {"Global", "app", "microsoft.exchange"}
     assert "MII" not in run.out
+
+
+def test_a_replace_keeps_a_disabled_application_disabled(estate: Estate) -> None:
+    """The seed's microsoft.exchange has the wrong ApplicationIdentifier (a replace); disabled by an admin, it
+    must come back disabled: the manifest does not manage `enabled`, so the replace does not reset it."""
+    assert estate.lab("set", "atl-cs-001", "PartnerApplication", "microsoft.exchange", "Enabled=false",
+                      "AcceptSecurityIdentifierInformation=true").code == 0
+    plan = estate.reconcile("plan", ON_PREMISES)
+    assert "-Enabled:$false" in plan.out and "-AcceptSecurityIdentifierInformation:$true" in plan.out
+    assert estate.reconcile("apply", ON_PREMISES, "--auto-approve").code == 0
+    exchange = estate.app("atl-cs-001", "microsoft.exchange")
+    assert exchange is not None and exchange["ApplicationIdentifier"] == EXCHANGE
+    assert exchange["Enabled"] is False and exchange["AcceptSecurityIdentifierInformation"] is True

@@ -170,3 +170,19 @@ def test_restore_commands_recreate_the_object_as_read() -> None:
         "CertificateRawData": "QUJD", "Realm": "litwareinc.com", "ApplicationTrustLevel": "Application",
         "Enabled": True, "AcceptSecurityIdentifierInformation": False}
     assert "QUJD" not in command.display()
+
+
+def test_a_replace_keeps_what_the_manifest_does_not_manage() -> None:
+    """Issue: a replace reset fields the manifest leaves out (a disabled app came back enabled). The New of a
+    replace carries the live values of unmanaged fields that fit the parameter set it uses, and shows them."""
+    live = have("PartnerApplication", "microsoft.exchange", applicationIdentifier="wrong", useOAuthServer=True,
+                applicationTrustLevel="Full", enabled=False, acceptSecurityIdentifierInformation=True, realm="r")
+    (change,) = plan([want("PartnerApplication", "microsoft.exchange", applicationIdentifier=EXCHANGE,
+                           metadataUrl="https://x/metadata/json/1", applicationTrustLevel="Full")], [live, config()])
+    assert change.is_replace and change.after is not None
+    assert change.after["enabled"] is False and change.after["acceptSecurityIdentifierInformation"] is True
+    assert "useOAuthServer" not in change.after and "realm" not in change.after  # the old form does not come back
+    new = change.commands[1]
+    assert dict(new.parameters) == {"Identity": "microsoft.exchange", "MetadataUrl": "https://x/metadata/json/1",
+                                    "ApplicationTrustLevel": "Full", "Enabled": False,
+                                    "AcceptSecurityIdentifierInformation": True}

@@ -28,7 +28,7 @@ from reconciler.changes import Action, Change
 from reconciler.commands import Command
 from reconciler.kinds.schema import resource_schema
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
-from reconciler.kinds.syntax import CmdletSyntax, Parameter, ParamType
+from reconciler.kinds.syntax import CmdletSyntax, Parameter, ParameterSet, ParamType
 from reconciler.model import JSONValue
 
 Reader = Callable[[Mapping[str, Any]], JSONValue]
@@ -142,7 +142,7 @@ class CmdletKind:
         }
         return KindSpec(kind=self.kind, fields=fields, schema=self.schema(), singleton=self.singleton is not None,
                         after=self.after, prepare=self.prepare, description=self.description,
-                        diagnose=self.diagnose, exclusive=self.exclusive)
+                        diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement)
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {}
@@ -220,8 +220,8 @@ class CmdletKind:
     def _value(self, p: Prop, value: Any) -> Any:
         return list(value) if isinstance(value, list | tuple) else value
 
-    def new_command(self, identity: str, fields: Mapping[str, JSONValue]) -> Command:
-        """New with the parameter set the fields satisfy (the one that writes the most of them)."""
+    def _new_writes(self, fields: Mapping[str, JSONValue]) -> dict[str, Any]:
+        """The New parameters the fields give values for (a switch only when true)."""
         assert self.new is not None, f"{self.kind} has no New cmdlet"
         available: dict[str, Any] = {}
         for p in self.props:
@@ -230,20 +230,49 @@ class CmdletKind:
             if param is None or not _is_set(value) or (param.type is ParamType.SWITCH and value is not True):
                 continue
             available[param.name] = self._value(p, value)
-        named = {self.new_identity} if self.new_identity else set()
-        best: tuple[int, int, dict[str, Any]] | None = None
+        return available
+
+    def new_set(self, fields: Mapping[str, JSONValue]) -> ParameterSet | None:
+        """The New parameter set these fields satisfy, the one that writes the most of them (first on a tie)."""
+        assert self.new is not None, f"{self.kind} has no New cmdlet"
+        available = self._new_writes(fields).keys() | ({self.new_identity} if self.new_identity else set())
+        best: tuple[int, int, ParameterSet] | None = None
         for rank, candidate in enumerate(self.new.sets):
-            if not candidate.mandatory <= (available.keys() | named):
-                continue
-            chosen = {name: value for name, value in available.items() if name in candidate.names}
-            score = (len(chosen), -rank)
-            if best is None or score > best[:2]:
-                best = (score[0], score[1], chosen)
-        if best is None:
+            if candidate.mandatory <= available:
+                score = (len(available & candidate.names), -rank)
+                if best is None or score > best[:2]:
+                    best = (score[0], score[1], candidate)
+        return best[2] if best is not None else None
+
+    def new_command(self, identity: str, fields: Mapping[str, JSONValue]) -> Command:
+        """New with the parameter set the fields satisfy (the one that writes the most of them)."""
+        assert self.new is not None, f"{self.kind} has no New cmdlet"
+        chosen = self.new_set(fields)
+        if chosen is None:
             raise ValueError(f"{self.kind} {identity!r}: the declared fields fit no parameter set of {self.new.name}")
         params: dict[str, Any] = {self.new_identity: identity} if self.new_identity else {}
-        params.update(best[2])
+        params.update({n: v for n, v in self._new_writes(fields).items() if n in chosen.names})
         return self._command(self.new, params)
+
+    def replacement(self, desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+        """What a replace's New creates: the manifest's fields, plus the live values of the fields it leaves out
+        that fit the parameter set the manifest's fields choose (a disabled application comes back disabled;
+        the old form does not come back next to the new one)."""
+        if self.new is None:
+            return dict(desired)
+        chosen = self.new_set(desired)
+        kept: dict[str, JSONValue] = {}
+        for p in self.props:
+            if p.field in desired or not p.readable or p.writes is None or chosen is None:
+                continue
+            param = self.new.parameter(p.writes)
+            value = live.get(p.field)
+            if param is None or param.name not in chosen.names or not _is_set(value):
+                continue
+            if param.type is ParamType.SWITCH and value is not True:
+                continue
+            kept[p.field] = value
+        return {**kept, **desired}
 
     def set_commands(self, identity: str, changed: Sequence[str], after: Mapping[str, JSONValue],
                      desired: Mapping[str, JSONValue]) -> tuple[Command, ...]:

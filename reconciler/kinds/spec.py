@@ -79,6 +79,10 @@ class KindSpec:
                        list[Finding]] | None = None
     """Plan-time checks of one declared resource against what is live (e.g. certificate validity)."""
 
+    replacement: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue]], dict[str, JSONValue]] | None = None
+    """The fields a replace's New creates from (desired, live): the manifest's, plus the live values of the fields
+    it leaves out, so a replace never resets what the manifest does not manage. None: the manifest's fields only
+    (kinds that are never replaced)."""
     exclusive: tuple[str, ...] = ()
     """Fields of which an object holds one at a time (e.g. a partner application's form): after an update
     that writes one, the others are gone."""
