@@ -85,9 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
-                       help="where locks, the journal and the run store live (default: .reconciler)")
+                       help="where the journal and the run store live (default: .reconciler; locks are "
+                            "machine-wide: RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)")
         p.add_argument("--store", metavar="PATH|URL",
-                       help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path)")
+                       help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path, or postgresql://... "
+                            "which also holds the target locks for runners on several machines)")
         p.add_argument("--parallel", type=_positive_int, default=8, metavar="N",
                        help="targets read and changed at once (default 8)")
         p.add_argument("--expiry-warning-days", type=_positive_int, default=30, metavar="DAYS",
@@ -184,7 +186,7 @@ def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0),
-                    parallel=args.parallel, expiry_warning_days=args.expiry_warning_days)
+                    parallel=args.parallel, expiry_warning_days=args.expiry_warning_days, store=args.store)
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:

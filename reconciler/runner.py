@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +23,12 @@ from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.journal import Journal
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
-from reconciler.locks import lock_path, target_lock
+from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
 from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of
+from reconciler.store.base import is_postgres
 from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]
@@ -41,10 +43,12 @@ class Settings:
     check_metadata: bool = True
     parallel: int = 8  # targets read and changed at once
     expiry_warning_days: int = 30  # plan warns about declared certificates expiring this soon
+    lock_directory: Path | None = None  # None: machine-wide (RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)
+    store: str | None = None  # the run store's location: a PostgreSQL store also holds the target locks
 
     @property
     def lock_dir(self) -> Path:
-        return self.state_dir / "locks"
+        return self.lock_directory if self.lock_directory is not None else default_lock_dir()
 
     @property
     def journal_path(self) -> Path:
@@ -90,13 +94,35 @@ def open_session(desired: DesiredState, registry: Registry, parallel: int = 1) -
         session.close()
 
 
+def _tell(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def locked(desired: DesiredState, settings: Settings) -> Iterator[None]:
-    """Hold every target's lock, taken in a fixed order so two runs cannot deadlock."""
-    targets = sorted(desired.targets.values(), key=lambda t: lock_path(settings.lock_dir, t).name)
+def locked(desired: DesiredState, settings: Settings, *,
+           on_wait: Callable[[str], None] | None = _tell) -> Iterator[None]:
+    """Hold the lock of every system the manifest reaches, each once however many targets reach it
+    (reconciler.locks), in a fixed order so two runs cannot deadlock; all within one --lock-timeout.
+
+    The file locks exclude every run on this machine. With a PostgreSQL run store the same locks are
+    also taken there, as session-level advisory locks, after the file locks and in the same order:
+    they exclude runners on other machines sharing that store. A run on a SQLite store does not see
+    PostgreSQL locks (use one store for every runner of an estate).
+    """
+    keys = lock_keys(desired.targets.values())
+    deadline = time.monotonic() + settings.lock_timeout
     with contextlib.ExitStack() as stack:
-        for target in targets:
-            stack.enter_context(target_lock(settings.lock_dir, target, timeout=settings.lock_timeout))
+        for key in keys:
+            stack.enter_context(hold(settings.lock_dir, key, deadline=deadline, on_wait=on_wait))
+        if keys and is_postgres(settings.store):
+            assert settings.store is not None
+            from reconciler.store.postgres import TargetLocks
+
+            shared = stack.enter_context(TargetLocks(settings.store))
+            for key in keys:
+                stack.enter_context(shared.hold(
+                    key.advisory_key, key.identity, key.label, deadline=deadline, on_wait=on_wait,
+                    details=holder_details(target=", ".join(key.targets), identity=key.identity)))
         yield
 
 

@@ -198,12 +198,12 @@ def test_saved_plan_is_refused_when_the_manifest_changed(estate: Estate) -> None
 
 
 def test_a_second_apply_on_a_locked_target_fails_naming_the_holder(estate: Estate) -> None:
-    from reconciler.locks import target_lock
+    from reconciler.locks import default_lock_dir, target_lock
     from reconciler.manifest import load_manifest
     from reconciler.providers.base import Registry
 
     desired = load_manifest(ON_PREMISES, Registry.from_entry_points(), {"lab": estate.url})
-    with target_lock(estate.root / ".reconciler" / "locks", desired.targets["litware-pool"]):
+    with target_lock(default_lock_dir(), desired.targets["litware-pool"]):
         run = estate.reconcile("apply", ON_PREMISES, "--auto-approve", "--lock-timeout", "0.3")
     assert run.code == 1
     assert "is locked by another run (pid" in run.err

@@ -210,11 +210,11 @@ def test_a_lock_left_by_a_crashed_process_is_recovered(estate: Estate) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from reconciler.locks import target_lock\n"
+        "from reconciler.locks import default_lock_dir, target_lock\n"
         "from reconciler.manifest import load_manifest\n"
         "from reconciler.providers.base import Registry\n"
         f"d = load_manifest(Path({str(ON_PREMISES)!r}), Registry.from_entry_points(), {{'lab': {estate.url!r}}})\n"
-        "with target_lock(Path('.reconciler/locks'), d.targets['litware-pool']):\n"
+        "with target_lock(default_lock_dir(), d.targets['litware-pool']):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(60)\n"
     )

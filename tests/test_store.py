@@ -370,8 +370,7 @@ def test_open_store_paths_and_sqlite_urls(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "as-path.db").is_file()
 
 
-@pytest.mark.parametrize("location", ["postgresql://reconciler:hunter2@db.example.com/runs",
-                                      "mysql://u:hunter2@h/d", "file:///tmp/x.db"])
+@pytest.mark.parametrize("location", ["mysql://u:hunter2@h/d", "file:///tmp/x.db"])
 def test_open_store_rejects_other_schemes_naming_the_supported_ones(location: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -115,16 +115,41 @@ def check_result(result: str) -> None:
         raise ValueError(f"unknown run result {result!r} (expected one of: {', '.join(sorted(RESULTS))})")
 
 
-SUPPORTED_LOCATIONS = "a file path, sqlite:///absolute/path or sqlite:relative/path"
+SUPPORTED_LOCATIONS = ("a file path, sqlite:///absolute/path, sqlite:relative/path or "
+                       "postgresql://user[:password]@host[:port]/database")
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 
 # A URL scheme is at least two characters, so a Windows drive letter ("C:\runs.db") stays a path.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
+# user:password@ in any URL, and password=... in a query string or a libpq keyword/value string.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<secret>[^@/\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE)
+MASK = "***"
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every password a database URL or connection string may carry replaced by ***.
+
+    Every message that names a store location goes through this: the location is the one place a
+    secret may be written on the command line.
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)
+
+
+def is_postgres(location: str | Path | None) -> bool:
+    """Whether `location` names a PostgreSQL store (postgresql:// or postgres://)."""
+    if not isinstance(location, str):
+        return False
+    match = _SCHEME.match(location)
+    return match is not None and match.group(1).lower() in POSTGRES_SCHEMES
 
 
 def open_store(location: str | Path | None) -> RunStore:
     """The store at `location`: None (DEFAULT_STORE under the current directory), a path, or a URL.
 
     Only the scheme of an unsupported URL is echoed in the error: a database URL may carry a password.
+    A postgresql:// (or postgres://) URL opens the PostgreSQL store (reconciler.store.postgres).
     """
     from reconciler.store.sqlite import SQLiteRunStore  # the backend imports this module
 
@@ -138,6 +163,10 @@ def open_store(location: str | Path | None) -> RunStore:
             raise StoreError(f"empty run store location (expected {SUPPORTED_LOCATIONS})")
         return SQLiteRunStore(Path(location))
     scheme = match.group(1).lower()
+    if scheme in POSTGRES_SCHEMES:
+        from reconciler.store.postgres import PostgresRunStore
+
+        return PostgresRunStore(location)
     if scheme != "sqlite":
         raise StoreError(f"unsupported run store scheme {scheme!r} (supported: {SUPPORTED_LOCATIONS})")
     rest = location[match.end():]
