@@ -27,7 +27,7 @@ from reconciler.model import DesiredState
 from reconciler.plan import FORMAT_VERSION, Plan, fingerprint_differences
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
-from reconciler.render.json_plan import plan_to_json
+from reconciler.render.json_plan import plan_to_json, saved_command_differences
 from reconciler.render.text import render_plan
 from reconciler.render.values import shown_record
 from reconciler.runner import (
@@ -317,6 +317,11 @@ def _check_still_current(saved: dict[str, Any], plan: Plan) -> None:
     if wanted != now:
         raise StalePlanError("the saved plan no longer matches what the manifest and live state give; "
                              "run `reconcile plan` again")
+    differences = saved_command_differences(saved, plan)
+    if differences:
+        raise StalePlanError("the saved plan is not what apply would run now (" + "; ".join(differences)
+                             + "): a file it reads (a certificate?) changed, or the plan was edited; "
+                               "run `reconcile plan` again")
 
 
 def _confirm(stdin: TextIO, stdout: TextIO) -> bool:

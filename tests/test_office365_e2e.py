@@ -220,3 +220,29 @@ def test_plan_json_shows_the_exact_body_apply_sends_for_a_key_rotation(estate: E
     assert set(stored) == {ONPREM, new}  # customKeyIdentifier left to its default: the thumbprint
     assert stored[new]["keyId"] == key_id_for(SKYPE, new) and stored[ONPREM]["keyId"] in stored_ids
     assert estate.reconcile("plan", both, "--detailed-exitcode").code == 0
+
+
+def test_a_saved_plan_is_refused_when_a_certificate_file_it_read_was_replaced(estate: Estate) -> None:
+    """`plan --out`, then the .cer the manifest names is swapped for another certificate: apply must not upload
+    a certificate nobody saw in the plan."""
+    manifest = cross(estate)
+    assert estate.reconcile("plan", manifest, "--out", "plan.json").code == 0
+    other = make_cert(estate.root / "certs" / "fabrikam-oauth.cer", "CN=someone-else", -1, 300)
+    before = principals(estate)
+    run = estate.run("apply", "--var", f"lab={estate.url}", "plan.json")
+    assert run.code == 1
+    assert "the saved plan is not what apply would run now" in run.err
+    assert "fabrikam-tenant.ServicePrincipal.00000004-0000-0ff1-ce00-000000000000: its commands differ" in run.err
+    assert principals(estate) == before
+    assert other not in thumbprints(estate, SKYPE)
+
+
+def test_a_hand_edited_command_in_a_saved_plan_is_refused(estate: Estate) -> None:
+    manifest = cross(estate)
+    assert estate.reconcile("plan", manifest, "--out", "plan.json").code == 0
+    saved = json.loads((estate.root / "plan.json").read_text(encoding="utf-8"))
+    change = next(c for c in saved["resource_changes"] if c["kind"] == "PartnerApplication")
+    change["commands"][0]["parameters"]["ApplicationTrustLevel"] = "User"
+    (estate.root / "plan.json").write_text(json.dumps(saved), encoding="utf-8")
+    run = estate.run("apply", "--var", f"lab={estate.url}", "plan.json")
+    assert run.code == 1 and "fabrikam-pool.PartnerApplication.microsoft.exchange: its commands differ" in run.err

@@ -11,6 +11,7 @@ plan shows a short form, e.g. certificates as thumbprints); a body its provider 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from reconciler import __version__
@@ -27,6 +28,23 @@ def command_to_json(command: Command) -> dict[str, Any]:
             and "body" not in command.sensitive:
         document["parameters"]["body"] = command.parameters["body"]
     return document
+
+
+def saved_command_differences(saved: dict[str, Any], plan: Plan) -> list[str]:
+    """Where the commands a saved plan shows differ from those apply would run now, by address.
+
+    The saved document is what was reviewed: a certificate file replaced after `plan --out`, or a command
+    edited by hand, gives other commands now, and apply must refuse rather than run what nobody saw.
+    """
+    def canonical(commands: Any) -> str:
+        return json.dumps(commands, sort_keys=True, default=str)
+
+    saved_commands = {c.get("address"): canonical(c.get("commands")) for c in saved.get("resource_changes", [])}
+    saved_commands.update({h.get("address"): canonical(h.get("commands")) for h in saved.get("handlers", [])})
+    current = {c.key.address: canonical([command_to_json(x) for x in c.commands]) for c in plan.changes}
+    current.update({h.address: canonical([command_to_json(x) for x in h.commands]) for h in plan.handlers})
+    return [f"{address}: its commands differ" for address in sorted(set(saved_commands) | set(current), key=str)
+            if saved_commands.get(address) != current.get(address)]
 
 
 def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
