@@ -70,6 +70,9 @@ class HandlerRun:
     name: str
     triggered_by: tuple[str, ...]  # addresses of the changes that make it necessary
     commands: tuple[Command, ...]
+    due_since: str | None = None
+    """Set when an earlier apply made this handler due and it has not run successfully since (a failed
+    iisreset, or a run killed before it): it runs whatever this plan's changes do."""
 
     @property
     def address(self) -> str:

@@ -284,7 +284,7 @@ def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved
             print("error: the plan has errors; nothing was changed.", file=sys.stderr)
             record.finish("error", tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
             return EXIT_ERROR
-        if not plan.enforced:
+        if not plan.enforced and not plan.handlers_due:
             if plan.has_changes:
                 print("Nothing to apply: every change above is in warn mode (reported only).")
             record.finish("changes" if plan.has_changes else "no-changes")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler.changes import Change
 from reconciler.commands import CommandResult, Transport
@@ -43,16 +44,30 @@ class ChangeOutcome:
         return self.status in (Status.APPLIED, Status.WARNED)
 
 
+def _replaced(change: Change, spec: KindSpec | None) -> dict[str, Any] | None:
+    """The record a replace removes, as read, so a later run can re-create it if this one dies before its New.
+
+    Sensitive fields are never written: a kind with one set cannot be recovered from the journal (the executor's
+    own restore still covers a failed New)."""
+    if not change.is_replace or change.live is None:
+        return None
+    fields = dict(change.live.fields)
+    if spec is not None and any(spec.field(n).sensitive and v not in (None, "") for n, v in fields.items()):
+        return None
+    return fields
+
+
 def execute_target(changes: Sequence[Change], provider: Provider, transport: Transport, journal: Journal,
-                   kind_of: KindLookup) -> tuple[ChangeOutcome, ...]:
+                   kind_of: KindLookup, handlers_due: Sequence[str] = ()) -> tuple[ChangeOutcome, ...]:
     if not changes:
         return ()
     commands = [cmd for change in changes for cmd in change.commands]
     owners = [i for i, change in enumerate(changes) for _ in change.commands]
     target = changes[0].key.target
-    journal.record("batch_start", target=target, changes=[
+    journal.record("batch_start", target=target, handlers_due=list(handlers_due), changes=[
         {"address": c.key.address, "actions": [a.value for a in c.actions],
-         "before": shown_record(kind_of(c), c.before), "commands": [cmd.to_json() for cmd in c.commands]}
+         "before": shown_record(kind_of(c), c.before), "commands": [cmd.to_json() for cmd in c.commands],
+         "replaced": _replaced(c, kind_of(c))}
         for c in changes])
     try:
         results = transport.invoke(commands, stop_on_error=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,59 @@ class Journal:
                           sort_keys=True, default=str)
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def read_events(path: Path | None) -> list[dict[str, Any]]:
+    """Every event in the journal, oldest first; a torn last line (a crash mid-write) is skipped."""
+    if path is None or not path.is_file():
+        return []
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """What the journal says a crashed or failed apply left undone on one target."""
+
+    removed: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
+    """address -> (when, the object's fields as read before a replace removed it) for replaces whose New and
+    restore did not both happen (killed between Remove and New, or a failed New whose restore failed)."""
+    handlers: Mapping[str, str] = field(default_factory=dict)
+    """handler address -> since when it is due: it was due in an apply and has not run successfully since."""
+
+
+RESOLVED = frozenset({"applied", "failed", "failed, restored", "not run"})
+"""Outcomes after which a replaced object exists again (or was never removed)."""
+
+
+def unfinished(events: list[dict[str, Any]], target: str) -> Unfinished:
+    """Replay one target's journal: removals not undone, handlers due and not yet run successfully."""
+    removed: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    handlers: dict[str, str] = {}
+    for event in events:
+        if event.get("target") != target and not str(event.get("address", "")).startswith(f"{target}."):
+            continue
+        kind, when = event.get("event"), str(event.get("time", ""))
+        if kind == "batch_start":
+            for change in event.get("changes") or []:
+                if change.get("replaced") is not None:
+                    removed[str(change["address"])] = (when, change["replaced"])
+            for address in event.get("handlers_due") or []:
+                handlers.setdefault(str(address), when)
+        elif kind == "batch_end":
+            for outcome in event.get("outcomes") or []:
+                if outcome.get("status") in RESOLVED:
+                    removed.pop(str(outcome.get("address")), None)
+        elif kind == "batch_undelivered":
+            removed.clear()  # nothing of the batch ran
+        elif kind == "handler" and not event.get("error"):
+            handlers.pop(str(event.get("address")), None)
+    return Unfinished(removed, handlers)

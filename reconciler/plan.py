@@ -49,7 +49,13 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        """Anything to do: a change, or a handler still due from an earlier apply."""
+        return bool(self.changes) or bool(self.handlers_due)
+
+    @property
+    def handlers_due(self) -> tuple[HandlerRun, ...]:
+        """Handlers an earlier apply made due that have not run successfully since: apply runs them."""
+        return tuple(h for h in self.handlers if h.due_since)
 
     @property
     def enforced(self) -> tuple[Change, ...]:

@@ -7,6 +7,7 @@ beyond the run it is doing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import sys
 import time
@@ -14,20 +15,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from reconciler.changes import Change, HandlerRun
+from reconciler.changes import Action, Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata
 from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
-from reconciler.journal import Journal
+from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
 from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
-from reconciler.providers.base import Registry, checks_of
+from reconciler.providers.base import Registry, checks_of, handlers_of
 from reconciler.store.base import is_postgres
 from reconciler.trustgraph import trust_graph
 
@@ -167,6 +168,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     desired = session.desired
     changes = plan_changes(desired, live, session.registry)
     handlers = plan_handlers(desired, changes, session.registry)
+    changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
     diagnostics = check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout) \
         if settings.check_metadata else ()
     context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
@@ -207,6 +209,51 @@ def check_runnable(session: Session, changes: tuple[Change, ...], handlers: tupl
     return tuple(found)
 
 
+def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[HandlerRun, ...],
+            events: list[dict[str, Any]]) -> tuple[tuple[Change, ...], tuple[HandlerRun, ...]]:
+    """Finish what a crashed or failed apply left undone, as the journal tells it.
+
+    A replace killed between its Remove and its New (or whose New and restore both failed) left the object
+    absent: the plan creates it again, and that create carries the removed object's values for the fields
+    the manifest leaves out, as the replace would have. A handler that was due and has not run successfully
+    since (a failed iisreset, or a run killed before it) is planned again, whatever this plan's changes are.
+    """
+    if not events:
+        return changes, handlers
+    desired = session.desired
+    out_changes = list(changes)
+    out_handlers = list(handlers)
+    for name in active_targets(desired):
+        left = unfinished(events, name)
+        for i, change in enumerate(out_changes):
+            removed = left.removed.get(change.key.address)
+            spec = session.kind_of(change)
+            if removed is None or change.actions != (Action.CREATE,) or change.desired is None or spec is None:
+                continue
+            when, fields = removed
+            after = spec.replacement(change.desired.fields, fields) if spec.replacement else dict(change.after or {})
+            completed = dataclasses.replace(change, after=after, live=None, reason=(
+                f"completes a replace interrupted at {when}: the journal holds the removed object, whose unmanaged "
+                "values the new one keeps"))
+            provider = session.registry.provider(desired.targets[name].provider)
+            out_changes[i] = dataclasses.replace(completed, commands=provider.commands(completed))
+        target = desired.targets[name]
+        provider = session.registry.provider(target.provider)
+        for address, since in left.handlers.items():
+            handler = address.rsplit(".", 1)[-1]
+            spec_ = handlers_of(provider).get(handler)
+            settings = target.handlers.get(handler)
+            if spec_ is None or settings is None or settings.get("enabled") is False:
+                continue
+            planned = next((i for i, h in enumerate(out_handlers) if h.address == address), None)
+            if planned is not None:
+                out_handlers[planned] = dataclasses.replace(out_handlers[planned], due_since=since)
+            else:
+                config = {k: v for k, v in settings.items() if k != "enabled"}
+                out_handlers.append(HandlerRun(name, handler, (), spec_.commands(config), due_since=since))
+    return tuple(out_changes), tuple(out_handlers)
+
+
 @dataclass(frozen=True)
 class HandlerOutcome:
     run: HandlerRun
@@ -239,7 +286,8 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     per_target: dict[str, list[Change]] = {}
     for change in plan.enforced:
         per_target.setdefault(change.key.target, []).append(change)
-    applied_targets = [name for name in plan.targets if name in per_target]
+    due = {h.target for h in plan.handlers if h.due_since}
+    applied_targets = [name for name in plan.targets if name in per_target or name in due]
     read_only = [name for name in applied_targets if getattr(session.transport(name), "read_only", False)]
     if read_only:
         raise ReconcilerError(
@@ -248,8 +296,10 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
 
     def apply(name: str) -> tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]:
         provider = session.registry.provider(session.desired.targets[name].provider)
-        done = execute_target(per_target[name], provider, session.transport(name), journal, session.kind_of)
-        ran = [run_handler(session, h, done, journal) for h in plan.handlers if h.target == name]
+        mine = [h for h in plan.handlers if h.target == name]
+        done = execute_target(per_target.get(name, []), provider, session.transport(name), journal, session.kind_of,
+                              handlers_due=[h.address for h in mine])
+        ran = [run_handler(session, h, done, journal) for h in mine]
         return done, tuple(ran)
 
     results = _each_target(applied_targets, apply, session.parallel)
@@ -271,7 +321,8 @@ _CHANGED_SOMETHING = frozenset({Status.APPLIED, Status.RESTORED, Status.RESTORE_
 
 def run_handler(session: Session, run: HandlerRun, done: tuple[ChangeOutcome, ...], journal: Journal) -> HandlerOutcome:
     """Run a handler once, if a change that triggers it really changed the target; report its failure."""
-    if not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING for o in done):
+    if not run.due_since and not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING
+                                     for o in done):
         return HandlerOutcome(run, ran=False)
     try:
         results = session.transport(run.target).invoke(run.commands, stop_on_error=False)

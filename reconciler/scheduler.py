@@ -61,7 +61,7 @@ class Cycle:
                 if not plan.has_changes:
                     record.finish("no-changes")
                     return "no-changes"
-                if not self.apply or not plan.enforced:
+                if not self.apply or (not plan.enforced and not plan.handlers_due):
                     record.finish("changes")
                     return "changes"
                 result = execute(session, plan, self.settings)

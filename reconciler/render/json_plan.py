@@ -83,6 +83,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
         ],
         "handlers": [
             {"address": h.address, "target": h.target, "name": h.name, "triggered_by": list(h.triggered_by),
+             "due_since": h.due_since,
              "commands": [command_to_json(c) for c in h.commands]}
             for h in plan.handlers
         ],

@@ -25,11 +25,15 @@ def render_plan(plan: Plan, kind_of: KindLookup) -> str:
         for change in plan.changes:
             lines.extend(_render_change(change, kind_of(change)))
             lines.append("")
-        for run in plan.handlers:
-            lines.append(f"  # handler {run.address} will run once after the changes above")
+    for run in plan.handlers:
+        lines.append(f"  # handler {run.address} will run once after the changes above")
+        if run.due_since:
+            lines.append(f"  # due since {run.due_since}: an earlier apply needed it and it has not run "
+                         "successfully since (journal)")
+        if run.triggered_by:
             lines.append(f"  # triggered by: {', '.join(run.triggered_by)}")
-            lines.extend(f"    > {command.display()}" for command in run.commands)
-            lines.append("")
+        lines.extend(f"    > {command.display()}" for command in run.commands)
+        lines.append("")
     for diagnostic in plan.diagnostics:
         lines.append(str(diagnostic))
     if plan.diagnostics:
@@ -39,6 +43,9 @@ def render_plan(plan: Plan, kind_of: KindLookup) -> str:
 
 
 def summary_line(plan: Plan) -> str:
+    if not plan.changes and plan.handlers:
+        return f"Plan: no changes. Then {len(plan.handlers)} handler{'s' if len(plan.handlers) != 1 else ''} " \
+               "still due: " + ", ".join(h.address for h in plan.handlers) + "."
     if not plan.changes:
         targets = len(plan.targets)
         return (f"No changes. The live state matches the manifest ({plan.checked} resources checked on "
