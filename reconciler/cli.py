@@ -2,7 +2,9 @@
 
 Every error a user can cause ends as one clear message on stderr and a non-zero exit code, never
 a traceback. Exit codes follow Terraform: 0 success (no changes with --detailed-exitcode),
-1 error, 2 changes present (plan --detailed-exitcode).
+1 error, 2 changes present (plan --detailed-exitcode). A usage error (unknown option, missing
+argument) is an error like any other: exit 1 with the command's usage, never argparse's 2, which
+schedulers would read as "changes".
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from reconciler import __version__
 from reconciler.errors import ManifestError, ReconcilerError, StalePlanError
@@ -49,23 +52,60 @@ from reconciler.trustgraph import graph_dot, graph_mermaid, graph_text, trust_gr
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A command line argparse refused; the usage and the reason are already on stderr."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit 1 (through UsageError), showing the failing command's usage.
+
+    Subcommand parsers are made of the same class (argparse uses the parent's), so a mistake in
+    `reconcile plan ...` prints plan's usage, not the top-level one.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, blaming unrecognized arguments on the subcommand that was given them (its usage is shown)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        owner = getattr(args, "usage_parser", None)
+        (owner if isinstance(owner, argparse.ArgumentParser) else parser).error(
+            f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse(parser, argv)
+    except UsageError:
+        return EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
     try:
+        _check_outputs(args)
         if getattr(args, "lab_command", False):
             return int(args.func(args))
         return int(args.func(args, registry or Registry.from_entry_points()))
     except ManifestError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in the manifest; nothing was changed.", file=sys.stderr)
+        if not exc.problems:
+            print(f"error: {getattr(args, 'manifest', 'the manifest')}: cannot be used", file=sys.stderr)
+        print(f"{len(exc.problems) or 1} problem(s) in the manifest; nothing was changed.", file=sys.stderr)
         return EXIT_ERROR
     except ReconcilerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a file we were told to write or read (plan --out, schema --out, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -73,14 +113,19 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconcile", description=(
+    parser = Parser(prog="reconcile", description=(
         "Keep Skype for Business / Lync, Exchange and Office 365 server-to-server OAuth trust "
         "exactly as a YAML manifest says."))
     parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def manifest_command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(usage_parser=p)  # whose usage an unrecognized argument shows
+        return p
+
+    def manifest_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = command(name, help_text)
         p.add_argument("manifest", type=Path, help="the YAML manifest")
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
@@ -99,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     def unattended(p: argparse.ArgumentParser) -> None:
         p.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="one event per line: readable text or JSON (default text)")
-        p.add_argument("--metrics-file", type=Path,
+        p.add_argument("--metrics-file", type=_output_file, metavar="FILE",
                        help="write Prometheus metrics here after each run (node_exporter textfile collector)")
 
     p = manifest_command("validate", "check a manifest without touching any target")
@@ -107,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = manifest_command("plan", "show what apply would change")
     p.add_argument("--json", action="store_true", help="print the machine-readable plan")
-    p.add_argument("--out", type=Path, help="save the plan to apply it later with `reconcile apply FILE`")
+    p.add_argument("--out", type=_output_file, metavar="FILE",
+                   help="save the plan to apply it later with `reconcile apply FILE`")
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 when there are no changes, 2 when there are, 1 on error")
     p.set_defaults(func=cmd_plan)
@@ -130,13 +176,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backoff", help="cap on the backoff (default: the interval)")
     p.add_argument("--once", action="store_true", help="run one cycle and exit (for schedulers that start us)")
     p.add_argument("--max-cycles", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT while running")
+    p.add_argument("--metrics-port", type=port_number, metavar="PORT",
+                   help="serve /metrics on 127.0.0.1:PORT while running (0: any free port)")
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("history", help="list recorded runs, or show one")
+    p = command("history", "list recorded runs, or show one")
     p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_non_negative_int, default=20, metavar="N",
+                   help="show at most N runs, newest first (default 20)")
     p.add_argument("--manifest", help="only runs of this manifest path")
     p.add_argument("--json", action="store_true")
     p.add_argument("--state-dir", type=Path, default=Path(".reconciler"))
@@ -154,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_discover)
 
-    p = sub.add_parser("schema", help="print the manifest JSON Schema (what editors use)")
-    p.add_argument("--out", type=Path)
+    p = command("schema", "print the manifest JSON Schema (what editors use)")
+    p.add_argument("--out", type=_output_file, metavar="FILE")
     p.set_defaults(func=cmd_schema)
 
     from reconciler.lab.cli import add_lab_parser
@@ -163,11 +211,53 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port for a server of ours: 0 (any free port) to 65535."""
+    value = _whole_number(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 (any free port) to 65535, got {value}")
+    return value
+
+
+def _output_file(text: str) -> Path:
+    """A file we will write, as written: `dir/` names a directory (Path would forget the slash)."""
+    if not text or text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file path")
+    return Path(text)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Files the command will write: not a directory, in a folder that exists. Checked before any work."""
+    for option in ("out", "metrics_file"):
+        path = getattr(args, option, None)
+        if not isinstance(path, Path):
+            continue
+        flag = "--" + option.replace("_", "-")
+        if path.is_dir():
+            raise ReconcilerError(f"{flag} {path}: it is a directory; expected a file path")
+        if not path.parent.is_dir():
+            raise ReconcilerError(f"{flag} {path}: the folder {path.parent} does not exist")
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -175,7 +265,9 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ReconcilerError(f"--var {pair!r}: expected NAME=VALUE")
+            # Not echoed: a value typed without its NAME= may be a secret.
+            raise ReconcilerError("--var: expected NAME=VALUE (one was given without a name and '='; "
+                                  "it is not shown)")
         out[name] = value
     return out
 

@@ -16,6 +16,7 @@ bounded. Target names are the one open-ended label; they come from the manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import itertools
 import math
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.background import BackgroundHTTPServer
+from reconciler.errors import ReconcilerError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -179,10 +181,17 @@ class Metrics:
         The collector may read the file at any moment, so it is written to a temporary file in the same
         directory (same file system, so `os.replace` is atomic) and then renamed over the target. The
         temporary name does not end in `.prom`, so the collector never reads a half-written file.
+
+        A `path` that is a directory, or whose folder does not exist, is refused before anything is
+        written: a temporary file is only ever made next to the target. Raises MetricsFileError.
         """
         text = self.render()
         path = Path(path)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        check_textfile_path(path)
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise MetricsFileError(f"cannot write metrics to {path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
                 handle.write(text)
@@ -190,9 +199,11 @@ class Metrics:
                 os.fsync(handle.fileno())
             os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; the collector may run as another user
             os.replace(tmp_name, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+            if isinstance(exc, OSError):
+                raise MetricsFileError(f"cannot write metrics to {path}: {exc.strerror or exc}") from None
             raise
 
     @staticmethod
@@ -205,6 +216,19 @@ class Metrics:
         cls._header(lines, name, kind)
         for labels in sorted(samples):
             lines.append(f"{name}{_labels(labels)} {format_value(samples[labels])}")
+
+
+class MetricsFileError(ReconcilerError, OSError):
+    """A metrics file that cannot be written: one line for the CLI (and an OSError, as it was before)."""
+
+
+def check_textfile_path(path: Path) -> None:
+    """Refuse a metrics file path that is a directory or lies in a folder that does not exist."""
+    if not path.name or path.is_dir():
+        raise MetricsFileError(f"cannot write metrics to {path}: it is a directory; give a file path "
+                              "(e.g. reconcile.prom in the textfile collector's directory)")
+    if not path.parent.is_dir():
+        raise MetricsFileError(f"cannot write metrics to {path}: the folder {path.parent} does not exist")
 
 
 def is_loopback(host: str) -> bool:
@@ -278,8 +302,17 @@ class MetricsServer(BackgroundHTTPServer):
                 f"refusing to serve metrics on {host!r}: it is not a loopback address and the metrics name "
                 "every target; pass allow_remote=True (and protect the port) to expose them"
             )
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ReconcilerError(f"cannot serve metrics on port {port!r}: a port is 0 (any free port) to 65535")
         super().__init__(host.strip("[]"), port)
         self.metrics = metrics
 
     def make_server(self, address: tuple[str, int]) -> ThreadingHTTPServer:
-        return _MetricsHTTPServer(address, self.metrics)
+        """Bind; a port in use (or refused) is one clear ReconcilerError, not a socket traceback."""
+        try:
+            return _MetricsHTTPServer(address, self.metrics)
+        except OSError as exc:
+            host, port = address
+            hint = " (another process listens there; choose another --metrics-port, or 0 for any free port)" \
+                if exc.errno == errno.EADDRINUSE else ""
+            raise ReconcilerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}{hint}") from None

@@ -253,8 +253,9 @@ def test_good_manifest_gives_exact_desired_state(write: Any) -> None:
     )
 
 
-def test_overrides_replace_and_define_variables_and_change_the_fingerprint(write: Any) -> None:
-    path = write(GOOD.replace("host: atl-cs-001", "host: ${poolHost}"))
+def test_overrides_replace_declared_variables_and_change_the_fingerprint(write: Any) -> None:
+    path = write(GOOD.replace("host: atl-cs-001", "host: ${poolHost}").replace(
+        "variables:\n", "variables:\n  poolHost: atl-cs-001\n"))
     (path.parent / "sp.cer").write_bytes(b"c")
     state = load_manifest(path, registry(), {"lab": "https://lab.example", "poolHost": "pool01"})
     assert state.targets["litware-pool"].connection["host"] == "pool01"
@@ -266,7 +267,8 @@ def test_overrides_replace_and_define_variables_and_change_the_fingerprint(write
 
 
 def test_override_values_are_literal(write: Any) -> None:
-    path = write(HEADER + """\
+    path = write(HEADER.replace("apiVersion: reconciler/v1\n", "apiVersion: reconciler/v1\nvariables: {r: ''}\n")
+                 + """\
   - {target: pool, kind: OAuthConfiguration, realm: "${r}"}
 """)
     state = load_manifest(path, registry(), {"r": "${x}"})
@@ -281,12 +283,18 @@ def test_yaml_syntax_error_points_at_the_mark(write: Any) -> None:
 
 
 def test_empty_file(write: Any) -> None:
-    assert problems(write("# nothing here\n")) == ["manifests/x.yaml:1: the manifest is empty"]
+    assert problems(write("# nothing here\n")) == [
+        "manifests/x.yaml:1: the manifest is empty: expected a mapping with apiVersion, targets and resources"]
+
+
+def test_a_null_manifest_says_what_was_expected(write: Any) -> None:
+    assert problems(write("null\n")) == [
+        "manifests/x.yaml:1: expected a mapping with apiVersion, targets and resources, got null"]
 
 
 def test_top_level_must_be_a_mapping(write: Any) -> None:
     assert problems(write("- apiVersion: reconciler/v1\n")) == [
-        "manifests/x.yaml:1: the top level must be a mapping (apiVersion, variables, targets, resources)"]
+        "manifests/x.yaml:1: expected a mapping with apiVersion, targets and resources at the top level, got a list"]
 
 
 def test_unreadable_file_is_a_manifest_error(tmp_path: Path) -> None:
@@ -613,12 +621,13 @@ resources: []
 
 
 def test_self_reference_and_unclosed_reference(write: Any) -> None:
-    path = write(HEADER.replace("host: atl-cs-001", "host: '${h'") + """\
+    path = write(HEADER.replace("host: atl-cs-001", "host: '${h'").replace(
+        "apiVersion: reconciler/v1\n", "apiVersion: reconciler/v1\nvariables: {h: y}\n") + """\
   - {target: pool, kind: OAuthConfiguration, realm: "${r}"}
 """)
     assert problems(path, {"h": "x"}) == [
-        "manifests/x.yaml:5: targets.pool.connection.host: unclosed '${' in '${h' (write $${ for a literal ${)",
-        "manifests/x.yaml:7: resources[0].realm: undefined variable 'r' (defined: h)",
+        "manifests/x.yaml:6: targets.pool.connection.host: unclosed '${' in '${h' (write $${ for a literal ${)",
+        "manifests/x.yaml:8: resources[0].realm: undefined variable 'r' (defined: h)",
     ]
     cyclic = write("apiVersion: reconciler/v1\nvariables: {s: 'x${s}'}\ntargets: {}\n", "c.yaml")
     assert problems(cyclic) == [

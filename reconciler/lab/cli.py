@@ -23,11 +23,13 @@ endpoint the lab server emulates, reconciler.lab.graph); every op takes `--state
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.lab import admin
@@ -63,7 +65,13 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     store = LabStore(args.state)
     store.read()  # fail now, with the init hint, rather than on every request
-    server = LabServer(args.state, host=args.bind, port=args.port).start()
+    try:
+        server = LabServer(args.state, host=args.bind, port=args.port).start()
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        hint = (" (another process listens there, perhaps a lab server already running; choose another --port, "
+                "or 0 for any free port)") if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE else ""
+        raise ReconcilerError(f"cannot serve the lab on {args.bind}:{args.port}: {reason}{hint}") from None
     print(f"lab server on {server.base_url} (state {args.state}); Ctrl-C to stop", flush=True)
     server.serve_forever()
     return 0
@@ -207,7 +215,7 @@ def _add_graph_parser(lab_ops: argparse._SubParsersAction[argparse.ArgumentParse
         parser.add_argument("--state", type=Path, default=DEFAULT_STATE_PATH,
                             help=f"lab state file (default {DEFAULT_STATE_PATH})")
         parser.add_argument("--tenant", help="tenant id (default: the lab's tenant)")
-        parser.set_defaults(func=_guarded(handler), lab_command=True)
+        parser.set_defaults(func=_guarded(handler), lab_command=True, usage_parser=parser)
         return parser
 
     p = op("show", _graph_show, "service principals (keys as thumbprints and dates), clients, faults, tokens")
@@ -253,7 +261,13 @@ def _add_graph_parser(lab_ops: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
 
-def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _port(text: str) -> int:
+    from reconciler.cli import port_number  # the main CLI imports this module: import at use
+
+    return port_number(text)
+
+
+def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Register `lab <op>` on the main CLI.
 
     Each op sets `func` to a handler `(args) -> exit code` and `lab_command=True` (the lab needs no
@@ -267,18 +281,19 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     ops = lab.add_subparsers(dest="lab_op", metavar="OP", required=True)
 
     def op(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        parser = ops.add_parser(name, help=help_text, description=help_text)
+        parser: argparse.ArgumentParser = ops.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--state", type=Path, default=DEFAULT_STATE_PATH,
                             help=f"lab state file (default {DEFAULT_STATE_PATH})")
         # `lab_command` tells the main CLI to call func(args) without a provider registry.
-        parser.set_defaults(func=_guarded(handler), lab_command=True)
+        parser.set_defaults(func=_guarded(handler), lab_command=True, usage_parser=parser)
         return parser
 
     p = op("init", _init, "create the default lab estate")
     p.add_argument("--force", action="store_true", help="overwrite an existing lab")
 
     p = op("serve", _serve, "serve the lab's metadata documents, Graph and token endpoint over HTTP until Ctrl-C")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 
     p = op("show", _show, "show the live objects per host (certificates as thumbprints)")
@@ -321,9 +336,14 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m reconciler.lab.cli lab ...`: the lab commands without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="reconcile")
+    from reconciler.cli import Parser, UsageError, parse
+
+    parser = Parser(prog="reconcile")
     add_lab_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    try:
+        args = parse(parser, argv)
+    except UsageError:
+        return 1
     code: int = args.func(args)
     return code
 

@@ -1,25 +1,30 @@
 """Manifest file -> DesiredState, or a ManifestError listing every problem found.
 
-Order of work: YAML (with lines) -> variables -> expand `${...}` in targets and resources ->
-schema (document, then each resource against its exact kind) -> semantic checks (targets exist,
-kinds belong to the target's provider, no duplicates) -> each kind's `prepare`. Problems are
-collected, never raised one by one: a user fixes a manifest in one pass, not one error per run.
+Order of work: YAML (with lines) -> variables -> expand `${...}` in targets and resources -> text
+every system can carry (no lone surrogates or control characters, bounded lengths, URLs httpx can
+send; names of secrets' environment variables, never shown) -> schema (document, then each resource
+against its exact kind) -> semantic checks (targets exist, kinds belong to the target's provider, no
+duplicates) -> each kind's `prepare`. Problems are collected, never raised one by one: a user fixes
+a manifest in one pass, not one error per run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem
 from reconciler.kinds.spec import KindSpec
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
-from reconciler.manifest.variables import Variables, resolve
+from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -32,8 +37,17 @@ from reconciler.model import (
     VerifyCheck,
 )
 from reconciler.providers.base import Registry, checks_of
+from reconciler.transports.graph_auth import NOT_A_NAME, is_env_name
 
 SINGLETON_IDENTITY = "Global"
+EXPECTED_TOP = "a mapping with apiVersion, targets and resources"
+MAX_URL = 2048
+"""The longest URL a manifest may give (browsers and servers commonly stop near here)."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters and DEL; tab and line breaks are text."""
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass
@@ -44,11 +58,13 @@ class _Run:
     doc: Document
     problems: list[ManifestProblem] = field(default_factory=list)
     reported: set[FieldPath] = field(default_factory=set)
+    expanded: int = 0
+    """Characters substituted into fields so far (bounded by MAX_TOTAL)."""
 
     def add(self, path: FieldPath, message: str, line: int | None = None, *, mark: bool = True) -> None:
         """Record a problem; `mark` silences later complaints at or under `path`."""
         line = self.doc.line(path) if line is None else line
-        self.problems.append(ManifestProblem(self.file, line, format_path(path), message))
+        self.problems.append(ManifestProblem(self.file, line, printable(format_path(path)), printable(message)))
         if mark:
             self.reported.add(path)
 
@@ -87,10 +103,12 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
     for problem in doc.problems:
         # Not marked: a duplicate key must not hide problems in the first occurrence's value.
         run.add(problem.path, problem.message, problem.line, mark=False)
+    if doc.data is None and not doc.problems:
+        run.add((), f"expected {EXPECTED_TOP}, got null")
     if doc.data is None:
         raise ManifestError(run.problems)
     if not isinstance(doc.data, dict):
-        run.add((), "the top level must be a mapping (apiVersion, variables, targets, resources)")
+        run.add((), f"expected {EXPECTED_TOP} at the top level, got {_kind_of(doc.data)}")
         raise ManifestError(run.problems)
 
     data: dict[str, Any] = doc.data
@@ -99,6 +117,8 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
     for section in ("targets", "resources", "verify"):
         if section in data:
             expanded[section] = _expand(run, variables, data[section], (section,))
+    _check_secret_names(run, expanded.get("targets"))
+    _check_text(run, expanded, ())
 
     checker = SchemaChecker(registry)
     run.add_issues((), checker.check_document(expanded))
@@ -156,13 +176,29 @@ def _fingerprint(raw: bytes, overrides: Mapping[str, str]) -> str:
 
 
 def _variables(run: _Run, section: Any, overrides: Mapping[str, str]) -> Variables:
-    """Resolve the `variables` section plus overrides; report problems at each variable's line."""
+    """Resolve the `variables` section plus overrides; report problems at each variable's line.
+
+    A variable whose text cannot be carried is reported once, at itself; its uses stay silent.
+    """
     section = section if isinstance(section, dict) else {}
-    templates = {k: v for k, v in section.items() if isinstance(v, str)}
-    unusable = frozenset(k for k, v in section.items() if not isinstance(v, str))
-    variables, problems = resolve(templates, overrides, unusable)
-    for problem in problems:
-        run.add(("variables", problem.name), problem.message)
+    unusable = {k for k, v in section.items() if not isinstance(v, str)}
+    for name, value in section.items():
+        problem = text_problem(value, url=False) if isinstance(value, str) else None
+        if problem is not None:
+            run.add(("variables", name), problem)
+            unusable.add(name)
+    literals: dict[str, str] = {}
+    for name, value in overrides.items():
+        problem = text_problem(value)
+        if problem is not None:
+            run.add(("variables", name), f"--var {name}: the value {problem}")
+            unusable.add(name)
+            continue
+        literals[name] = value
+    templates = {k: v for k, v in section.items() if isinstance(v, str) and k not in unusable}
+    variables, problems = resolve(templates, literals, frozenset(unusable - set(literals)))
+    for variable in problems:
+        run.add(("variables", variable.name), variable.message)
     return variables
 
 
@@ -170,6 +206,14 @@ def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any
     """Substitute variables in every string of a section (keys stay literal)."""
     if isinstance(value, str):
         result = variables.expand(value)
+        if _names_a_variable(path):
+            # Never echoed: _check_secret_names says what is wrong without the text.
+            return result.text
+        if not result.errors and not result.tainted and run.expanded + result.inserted > MAX_TOTAL:
+            run.add(path, f"variables (most of all ${{{result.largest}}}) expand to more than {MAX_TOTAL:,} "
+                          "characters in this manifest's fields")
+            return value
+        run.expanded += result.inserted
         for message in result.errors:
             run.add(path, message)
         if result.tainted:
@@ -180,6 +224,109 @@ def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any
     if isinstance(value, list):
         return [_expand(run, variables, v, (*path, i)) for i, v in enumerate(value)]
     return value
+
+
+def _names_a_variable(path: FieldPath) -> bool:
+    """`targets.<name>.connection.<something>Env`: a setting that names an environment variable (of a secret)."""
+    return (len(path) == 4 and path[0] == "targets" and path[2] == "connection" and isinstance(path[3], str)
+            and path[3].endswith("Env"))
+
+
+def _check_secret_names(run: _Run, targets: Any) -> None:
+    """Settings that name an environment variable hold a name; anything else may be the secret: not shown."""
+    for name, spec in (targets.items() if isinstance(targets, dict) else ()):
+        connection = spec.get("connection") if isinstance(spec, dict) else None
+        for key, value in (connection.items() if isinstance(connection, dict) else ()):
+            path: FieldPath = ("targets", name, "connection", key)
+            if _names_a_variable(path) and not is_env_name(value) and not run.silent(path):
+                run.add(path, NOT_A_NAME)
+
+
+def printable(text: str) -> str:
+    """`text` on one line that any terminal, log and UTF-8 store can take: what is not printable is escaped.
+
+    Messages quote what the user wrote (a key, a value), which may hold a line break, a control
+    character or a lone surrogate; each becomes its Python escape (\\n, \\x1f, \\ud800).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def text_problem(value: str, *, url: bool = True) -> str | None:
+    """What makes `value` text a target cannot be given, in words (without echoing it); None when fine.
+
+    Refused: lone surrogates (not Unicode: nothing can encode them), control characters other than
+    tab and line breaks, more than MAX_VALUE characters, and a URL (`scheme://...`) longer than
+    MAX_URL or one httpx cannot send (`url=False`: not checked, for `${...}` templates).
+    """
+    found = _SURROGATE.search(value)
+    if found:
+        return (f"contains a lone surrogate (U+{ord(found.group()):04X}) at character {found.start() + 1}: it is "
+                "not Unicode text, and neither PowerShell nor HTTP can carry it")
+    found = _CONTROL.search(value)
+    if found:
+        return (f"contains the control character U+{ord(found.group()):04X} at character {found.start() + 1} "
+                "(only tab and line breaks are allowed)")
+    if url and _URL.match(value):
+        if len(value) > MAX_URL:
+            return f"is a URL of {len(value):,} characters; at most {MAX_URL:,} are allowed"
+        try:
+            parsed = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+            return f"is not a URL that HTTP can carry ({_reason(exc)})"
+        problem = _host_problem(parsed)
+        if problem is not None:
+            return f"is not a URL that HTTP can carry ({problem})"
+    if len(value) > MAX_VALUE:
+        return f"is {len(value):,} characters long; at most {MAX_VALUE:,} are allowed"
+    return None
+
+
+def _host_problem(url: httpx.URL) -> str | None:
+    """What DNS or the socket layer would refuse later (out of httpx's own checks), in words."""
+    if url.port is not None and not 0 < url.port <= 65535:
+        return f"port {url.port}: a port is 1 to 65535"
+    host = url.raw_host.decode("ascii", "replace")
+    if ":" in host:  # an IPv6 literal; httpx has checked it
+        return None
+    if len(host) > 253 or any(len(label) > 63 for label in host.rstrip(".").split(".")):
+        return "a host name is at most 253 characters, each part between dots at most 63"
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_text(run: _Run, value: Any, path: FieldPath, *, url: bool = True) -> None:
+    """Every key and string of the (expanded) document, through `text_problem`, at its own path."""
+    if run.silent(path):
+        return
+    if isinstance(value, str):
+        problem = text_problem(value, url=url)
+        if problem is not None:
+            run.add(path, problem)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problem = text_problem(key, url=False) if isinstance(key, str) else None
+            if problem is not None:
+                run.add((*path, key), f"the key {problem}")
+            else:
+                # `variables` holds templates (`${host}:${port}` is no URL yet); their uses are checked.
+                _check_text(run, item, (*path, key), url=url and (*path, key) != ("variables",))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(run, item, (*path, index), url=url)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    return "a single value"
 
 
 def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpec | None] | None:

@@ -95,9 +95,10 @@ def parse(text: str) -> Document:
     except yaml.YAMLError as exc:
         return Document(None, {}, (YamlProblem(1, (), f"invalid YAML: {exc}"),))
     except RecursionError:
-        return Document(None, {}, (YamlProblem(1, (), "invalid YAML: the document is nested too deeply"),))
+        return Document(None, {}, (_too_deep(text),))
     if root is None:
-        return Document(None, {}, (YamlProblem(1, (), "the manifest is empty"),))
+        return Document(None, {}, (YamlProblem(
+            1, (), "the manifest is empty: expected a mapping with apiVersion, targets and resources"),))
     builder = _Builder()
     try:
         data = builder.build(root, (), 0)
@@ -105,6 +106,62 @@ def parse(text: str) -> Document:
         problem = YamlProblem(1, (), f"the document expands to more than {MAX_NODES} values (alias bomb?)")
         return Document(None, {}, (problem,))
     return Document(data, builder.lines, tuple(builder.problems), frozenset(builder.opaque))
+
+
+@dataclass
+class _Open:
+    """A collection being read by `_too_deep`: its path, and where the next value in it goes."""
+
+    path: FieldPath
+    mapping: bool
+    key: str | int | None = None  # the mapping key just read (the next value's); None: a key comes next
+    index: int = 0
+
+
+def _too_deep(text: str) -> YamlProblem:
+    """Where the nesting first passes MAX_DEPTH: its line and path, from the parser's events.
+
+    Composing a document nested thousands deep runs out of stack, but the parser is a state
+    machine: reading its events keeps no recursion, so the place can still be named.
+    """
+    stack: list[_Open] = []
+    message = f"nested more than {MAX_DEPTH} levels deep"
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionEndEvent):
+                stack.pop()
+                _advance(stack)
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            top = stack[-1] if stack else None
+            is_key = top is not None and top.mapping and top.key is None
+            where: FieldPath = () if top is None else top.path if is_key else (
+                (*top.path, top.key) if top.mapping and top.key is not None else (*top.path, top.index))
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark is not None else 1
+                    return YamlProblem(line, where, message)
+                stack.append(_Open(where, isinstance(event, yaml.MappingStartEvent)))
+            elif is_key and top is not None:
+                top.key = str(event.value) if isinstance(event, yaml.ScalarEvent) else "*"
+            else:
+                _advance(stack)
+    except yaml.YAMLError as exc:
+        if isinstance(exc, yaml.MarkedYAMLError):
+            return _syntax_problem(exc)
+    return YamlProblem(1, (), f"invalid YAML: the document is {message}")
+
+
+def _advance(stack: list[_Open]) -> None:
+    """A value of the innermost open collection is complete."""
+    if not stack:
+        return
+    top = stack[-1]
+    if top.mapping:
+        top.key = "?" if top.key is None else None  # a complex key (a collection) reads as "?"
+    else:
+        top.index += 1
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> YamlProblem:

@@ -6,6 +6,12 @@ and a value can never become code. `$${` writes a literal `${`.
 
 Values given on the command line (overrides) are taken literally: the shell has already had
 its turn at `$`, and a second round of substitution would surprise.
+
+Expansion is bounded, so a small manifest cannot ask for gigabytes (`a: ${b}${b}`, `b: ${c}${c}`, ...):
+a variable may reference variables at most MAX_DEPTH levels deep, no value (a variable's or a field's)
+may expand to more than MAX_VALUE characters, and all the text substituted in one manifest is at
+most MAX_TOTAL characters. Sizes are added up before any text is joined, so the bounds hold for the
+memory too. Each refusal names the variable.
 """
 
 from __future__ import annotations
@@ -16,6 +22,13 @@ from dataclasses import dataclass
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME = re.compile(NAME_PATTERN)
+
+MAX_DEPTH = 8
+"""How many levels of variables one variable may go through (`a: ${b}` is one level)."""
+MAX_VALUE = 64 * 1024
+"""The longest text (in characters) one variable or one field may expand to."""
+MAX_TOTAL = 4 * 1024 * 1024
+"""The most text variables may produce in one manifest: resolved variables, and again the fields using them."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,10 @@ class Expansion:
     text: str
     errors: tuple[str, ...] = ()
     tainted: bool = False
+    inserted: int = 0
+    """Characters the substituted variables added (counted against MAX_TOTAL by the caller)."""
+    largest: str | None = None
+    """The variable that added the most of them (named when the total is exceeded)."""
 
 
 @dataclass(frozen=True)
@@ -108,25 +125,34 @@ class Variables:
         known = f"defined: {', '.join(names)}" if names else "no variables are defined"
         return f"undefined variable '{name}' ({known})"
 
-    def expand(self, text: str) -> Expansion:
+    def expand(self, text: str, limit: int = MAX_VALUE) -> Expansion:
+        """`text` with its variables substituted, unless that would be longer than `limit` characters."""
         template = parse_template(text)
         if template.error is not None:
             return Expansion(text, (template.error,))
         out: list[str] = []
         errors: list[str] = []
         tainted = False
+        added: dict[str, int] = {}
         for part in template.parts:
             if isinstance(part, str):
                 out.append(part)
             elif part.name in self.values:
                 out.append(self.values[part.name])
+                added[part.name] = added.get(part.name, 0) + len(self.values[part.name])
             elif part.name in self.broken:
                 tainted = True
             else:
                 errors.append(self.undefined(part.name))
         if errors or tainted:
             return Expansion(text, tuple(errors), tainted)
-        return Expansion("".join(out))
+        size = sum(len(p) for p in out)  # before joining: an oversized value is never built
+        largest = max(added, key=lambda n: added[n]) if added else None
+        if size > limit and added:  # text that is long as written is the caller's to judge
+            names = ", ".join(f"${{{n}}}" for n in sorted(added, key=lambda n: -added[n]))
+            return Expansion(text, (f"expands to {size:,} characters through {names}; at most {limit:,} "
+                                    "are allowed",))
+        return Expansion("".join(out), inserted=sum(added.values()), largest=largest)
 
 
 def resolve(templates: Mapping[str, str], literals: Mapping[str, str],
@@ -136,6 +162,8 @@ def resolve(templates: Mapping[str, str], literals: Mapping[str, str],
     `unusable` names variables whose definition is wrong in another way (not a string; reported
     by the schema): they count as defined but broken. Iterative (no recursion), so any number
     of variables is fine. Each cycle is reported once, at its first member in manifest order.
+    A variable nested deeper than MAX_DEPTH, longer than MAX_VALUE, or past MAX_TOTAL for all
+    variables together is reported at that variable (and those using it stay silent).
     """
     order = list(templates)
     broken: set[str] = set(unusable) - set(literals)
@@ -161,6 +189,10 @@ def resolve(templates: Mapping[str, str], literals: Mapping[str, str],
 
     pending = {n for n in parsed if n not in broken and n not in literals}
     values: dict[str, str] = dict(literals)
+    depth: dict[str, int] = dict.fromkeys(literals, 0)
+    deepest: dict[str, str] = {}  # name -> the reference its depth comes through
+    total = 0
+    crossed = False  # MAX_TOTAL is reported once, at the variable that crossed it
     progress = True
     while pending and progress:
         progress = False
@@ -169,7 +201,19 @@ def resolve(templates: Mapping[str, str], literals: Mapping[str, str],
             if any(r in broken for r in refs):
                 broken.add(name)
             elif all(r in values for r in refs):
-                values[name] = Variables(values).expand(templates[name]).text
+                outcome = _bounded(name, templates[name], values, depth, deepest)
+                if isinstance(outcome, VariableProblem):
+                    problems.append(outcome)
+                    broken.add(name)
+                elif total + outcome.inserted > MAX_TOTAL:
+                    if not crossed:
+                        problems.append(VariableProblem(name, f"variable '{name}' takes the text all variables "
+                                                              f"expand to past {MAX_TOTAL:,} characters"))
+                    crossed = True
+                    broken.add(name)
+                else:
+                    values[name] = outcome.text
+                    total += outcome.inserted
             else:
                 continue
             pending.discard(name)
@@ -195,3 +239,26 @@ def resolve(templates: Mapping[str, str], literals: Mapping[str, str],
         broken.update(walk)
     broken.update(pending)
     return Variables(values, frozenset(broken - set(values))), problems
+
+
+def _bounded(name: str, template: str, values: Mapping[str, str], depth: dict[str, int],
+             deepest: dict[str, str]) -> Expansion | VariableProblem:
+    """Expand one variable whose references are all resolved, or say which bound it breaks."""
+    refs = parse_template(template).names
+    if refs:
+        via = max(refs, key=lambda r: depth.get(r, 0))
+        depth[name] = depth.get(via, 0) + 1
+        deepest[name] = via
+    else:
+        depth[name] = 0
+    if depth[name] > MAX_DEPTH:
+        chain = [name]
+        while chain[-1] in deepest and len(chain) <= MAX_DEPTH + 1:
+            chain.append(deepest[chain[-1]])
+        shown = " -> ".join(chain) + (" -> ..." if chain[-1] in deepest else "")
+        return VariableProblem(name, f"variable '{name}' nests variables more than {MAX_DEPTH} levels deep "
+                                     f"({shown})")
+    expansion = Variables(values).expand(template)
+    if expansion.errors:
+        return VariableProblem(name, f"variable '{name}' {expansion.errors[0]}")
+    return expansion

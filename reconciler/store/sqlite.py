@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,7 @@ from reconciler.store.base import ChangeRecord, RunRecord, StoreError, check_com
 from reconciler.store.gitinfo import GitInfo
 
 BUSY_TIMEOUT = 10.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,10 @@ class SQLiteRunStore:
                 "INSERT INTO runs (command, started_at, ended_at, manifest_path, manifest_sha256, in_git, "
                 "git_commit, git_branch, git_dirty, targets, result, changes, errors) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.command, record.started_at, record.ended_at, record.manifest_path, record.manifest_sha256,
-                 git is not None, git.commit if git else None, git.branch if git else None,
-                 git.dirty if git else None, _dump_list(record.targets), record.result,
+                (record.command, record.started_at, record.ended_at, _text(record.manifest_path),
+                 _text(record.manifest_sha256), git is not None, _text(git.commit if git else None),
+                 _text(git.branch if git else None), git.dirty if git else None, _dump_list(record.targets),
+                 record.result,
                  _dump_changes(record.changes), _dump_list(record.errors)))
             run_id = cursor.lastrowid
         assert run_id is not None
@@ -139,7 +142,7 @@ class SQLiteRunStore:
             db.execute(
                 "UPDATE runs SET result = ?, ended_at = ?, changes = ?, errors = ?, "
                 "manifest_sha256 = COALESCE(?, manifest_sha256), targets = COALESCE(?, targets) WHERE id = ?",
-                (result, ended, _dump_changes(changes), _dump_list(errors), manifest_sha256,
+                (result, ended, _dump_changes(changes), _dump_list(errors), _text(manifest_sha256),
                  None if targets is None else _dump_list(targets), run_id))
 
     # -- reads -----------------------------------------------------------------------------------
@@ -153,7 +156,7 @@ class SQLiteRunStore:
         params: list[Any] = []
         if manifest_path is not None:
             where.append("manifest_path = ?")
-            params.append(manifest_path)
+            params.append(_text(manifest_path))
         if command is not None:
             where.append("command = ?")
             params.append(command)
@@ -242,13 +245,19 @@ def _check_sequence(migrations: Sequence[Migration]) -> None:
         raise ValueError(f"migration versions must be 1, 2, 3, ... in order, got {versions}")
 
 
+def _text(value: str | None) -> str | None:
+    """Text SQLite can store: UTF-8 has no lone surrogates (from an undecodable path, say), so each is U+FFFD."""
+    return None if value is None else _SURROGATE.sub("\ufffd", value)
+
+
 def _dump_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values), ensure_ascii=False)
+    return _SURROGATE.sub("\ufffd", json.dumps(list(values), ensure_ascii=False))
 
 
 def _dump_changes(changes: Sequence[ChangeRecord]) -> str:
-    return json.dumps([{"address": c.address, "actions": list(c.actions), "reason": c.reason, "mode": c.mode,
-                        "status": c.status} for c in changes], ensure_ascii=False)
+    return _SURROGATE.sub("\ufffd", json.dumps(
+        [{"address": c.address, "actions": list(c.actions), "reason": c.reason, "mode": c.mode,
+          "status": c.status} for c in changes], ensure_ascii=False))
 
 
 def _load_change(data: dict[str, Any]) -> ChangeRecord:

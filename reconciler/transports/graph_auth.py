@@ -49,6 +49,34 @@ MINIMUM_CACHE = 60.0
 """... or cached this long when that margin would leave less (never past its own expiry)."""
 AUTH_HINT = "check the client id, tenant and credential"
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_NAME = 128
+NOT_A_NAME = "must name an environment variable (the value given is not a name; it was not shown)"
+"""Said of a setting that should name a variable but holds something else, quite likely the secret itself."""
+
+
+def is_env_name(value: object) -> bool:
+    """Whether `value` can be the name of an environment variable, and does not look like a pasted secret.
+
+    A name is letters, digits and `_`, not starting with a digit, at most MAX_ENV_NAME long. A part
+    between underscores of 16 or more characters with digits that also mixes lower and upper case,
+    or is a fifth digits or more, is taken for a secret (names read like RECONCILE_GRAPH_CLIENT_SECRET,
+    secrets like `aX9kQ2...` or hex). Whatever the answer, callers never show the value: it may be
+    the secret.
+    """
+    if not isinstance(value, str) or len(value) > MAX_ENV_NAME or not ENV_NAME.match(value):
+        return False
+    return not any(_random(part) for part in value.split("_"))
+
+
+def _random(part: str) -> bool:
+    digits = sum(c.isdigit() for c in part)
+    if len(part) < 16 or not digits:
+        return False
+    mixed = any(c.islower() for c in part) and any(c.isupper() for c in part)
+    return mixed or digits * 5 >= len(part)
+
+
 PostForm = Callable[[str, Mapping[str, str]], httpx.Response]
 """Sends a form POST (with the caller's timeouts and retries) and returns the final response."""
 
@@ -113,7 +141,17 @@ class ClientSecret:
 
     @classmethod
     def from_env(cls, name: str, environ: Mapping[str, str] | None = None, *, missing: str = "") -> ClientSecret:
-        """`missing`: what to say when the variable is unset (default: that it is)."""
+        """`missing`: what to say when the variable is unset (default: that it is).
+
+        A `name` that is not one (a secret pasted where its variable's name belongs) is refused
+        when the secret is first needed, and never shown.
+        """
+        if not is_env_name(name):
+
+            def refuse() -> str:
+                raise TransportError(f"connection.clientSecretEnv {NOT_A_NAME}")
+
+            return cls(refuse, "client secret from an environment variable (the name given is not one)")
 
         def read() -> str:
             source = os.environ if environ is None else environ
