@@ -22,6 +22,7 @@ from reconciler.checks import check_kinds, check_metadata
 from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
+from reconciler.guards import DeletionLimits, guard
 from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
@@ -44,6 +45,7 @@ class Settings:
     check_metadata: bool = True
     parallel: int = 8  # targets read and changed at once
     expiry_warning_days: int = 30  # plan warns about declared certificates expiring this soon
+    deletions: DeletionLimits = field(default_factory=DeletionLimits)
     lock_directory: Path | None = None  # None: machine-wide (RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)
     store: str | None = None  # the run store's location: a PostgreSQL store also holds the target locks
 
@@ -166,11 +168,11 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
 
 def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
     desired = session.desired
-    changes = plan_changes(desired, live, session.registry)
+    changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
     handlers = plan_handlers(desired, changes, session.registry)
     changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
-    diagnostics = check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout) \
-        if settings.check_metadata else ()
+    diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout)
+                             if settings.check_metadata else ())
     context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
     diagnostics += check_kinds(desired, live, session.registry, context)
     diagnostics += check_runnable(session, changes, handlers)
@@ -308,7 +310,9 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     after = discover(session, applied_targets)
     remaining = {}
     for name in applied_targets:
-        replanned = plan_changes(_only(session.desired, name), {name: after[name]}, session.registry)
+        only = _only(session.desired, name)
+        replanned, _ = guard(plan_changes(only, {name: after[name]}, session.registry), only, {name: after[name]},
+                             settings.deletions)
         remaining[name] = tuple(c for c in replanned if c.mode is Mode.ENFORCE)
     not_reached = {c.key for c in plan.enforced} - {o.change.key for o in outcomes}
     outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
