@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from reconciler import __version__
-from reconciler.errors import ManifestError, ReconcilerError, StalePlanError
+from reconciler.errors import ManifestError, ReconcilerError
 from reconciler.events import EventLog
 from reconciler.executor import Status
+from reconciler.guards import DeletionLimits
 from reconciler.manifest import build_schema, load_manifest
 from reconciler.metrics import Metrics, MetricsServer
 from reconciler.model import DesiredState
-from reconciler.plan import FORMAT_VERSION, Plan, fingerprint_differences
+from reconciler.plan import FORMAT_VERSION, Plan
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
-from reconciler.render.json_plan import plan_to_json, saved_command_differences
+from reconciler.render.json_plan import plan_to_json
 from reconciler.render.text import render_plan
 from reconciler.render.values import shown_record
 from reconciler.runner import (
@@ -39,15 +40,13 @@ from reconciler.runner import (
     Session,
     Settings,
     discover,
-    execute,
-    locked,
-    make_plan,
     open_session,
     verify,
 )
 from reconciler.scheduler import Cycle, Schedule, parse_duration, run_loop
 from reconciler.store import RunStore, format_run, format_runs, open_store, run_to_json, runs_to_json
 from reconciler.trustgraph import graph_dot, graph_mermaid, graph_text, trust_graph
+from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -139,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="targets read and changed at once (default 8)")
         p.add_argument("--expiry-warning-days", type=_positive_int, default=30, metavar="DAYS",
                        help="warn about declared certificates that expire within DAYS (default 30)")
+        p.add_argument("--target", action="append", default=[], metavar="ADDRESS",
+                       help="only changes whose address matches (a target, a target.kind, an address or a glob; "
+                            "repeatable)")
+        p.add_argument("--exclude", action="append", default=[], metavar="ADDRESS",
+                       help="leave out changes whose address matches (repeatable)")
+        p.add_argument("--allow-deletions", type=_non_negative_int, default=0, metavar="N",
+                       help="let this run remove N objects beyond the deletion guard (10 per run, or half a "
+                            "target's objects from three on)")
         return p
 
     def unattended(p: argparse.ArgumentParser) -> None:
@@ -278,7 +285,8 @@ def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0),
-                    parallel=args.parallel, expiry_warning_days=args.expiry_warning_days, store=args.store)
+                    parallel=args.parallel, expiry_warning_days=args.expiry_warning_days, store=args.store,
+                    deletions=DeletionLimits(allowed=args.allow_deletions))
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
@@ -305,27 +313,32 @@ def cmd_plan(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int:
-    desired = _load(args, registry)
-    with open_session(desired, registry, args.parallel) as session:
-        plan = make_plan(session, discover(session), _settings(args))
-        record.planned(plan)
-        record.finish("error" if plan.has_errors else "changes" if plan.has_changes else "no-changes",
-                      tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
+    saved: list[dict[str, Any]] = []
+
+    def show(plan: Plan, session: Session) -> None:
         document = plan_to_json(plan, session.kind_of)
         document["variables"] = _overrides(args.var)
+        saved.append(document)
         if args.json:
             print(json.dumps(document, indent=2))
         else:
             sys.stdout.write(render_plan(plan, session.kind_of))
-    if args.out:
-        args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+    outcome = reconcile_once(_request(args, show=show), registry, _settings(args), record)
+    if args.out and saved:
+        args.out.write_text(json.dumps(saved[0], indent=2) + "\n", encoding="utf-8")
         print(f"Saved the plan to {args.out}; apply it with: reconcile apply {args.out}", file=sys.stderr)
-    if plan.has_errors:
-        print("error: the plan has errors; apply would change nothing until they are fixed.", file=sys.stderr)
-        return EXIT_ERROR
-    if args.detailed_exitcode and plan.has_changes:
-        return EXIT_CHANGES
-    return EXIT_OK
+    if outcome.verdict is Verdict.ERROR:
+        print("error: the plan has errors; apply would change nothing on "
+              + ("any target" if set(outcome.blocked) >= set(outcome.plan.targets if outcome.plan else ())
+                 else "target(s) " + ", ".join(outcome.blocked))
+              + " until they are fixed.", file=sys.stderr)
+    return outcome.verdict.exit_code(detailed=args.detailed_exitcode)
+
+
+def _request(args: argparse.Namespace, **more: Any) -> Request:
+    return Request(args.manifest, _overrides(args.var), selection=Selection(tuple(args.target), tuple(args.exclude)),
+                   **more)
 
 
 def _read_saved_plan(path: Path) -> dict[str, Any] | None:
@@ -360,60 +373,28 @@ def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved: dict[str, Any] | None) -> int:
-    desired = _load(args, registry)
-    if saved is not None and saved["manifest"]["sha256"] != desired.manifest_sha256:
-        raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
-                             "since the plan was made; run `reconcile plan` again")
-    settings = _settings(args)
-    with locked(desired, settings), open_session(desired, registry, settings.parallel) as session:
-        live = discover(session)
-        plan = make_plan(session, live, settings)
-        if saved is not None:
-            _check_still_current(saved, plan)
-        record.planned(plan)
+    def show(plan: Plan, session: Session) -> None:
         sys.stdout.write(render_plan(plan, session.kind_of))
-        if plan.has_errors:
-            print("error: the plan has errors; nothing was changed.", file=sys.stderr)
-            record.finish("error", tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
-            return EXIT_ERROR
-        if not plan.enforced and not plan.handlers_due:
-            if plan.has_changes:
-                print("Nothing to apply: every change above is in warn mode (reported only).")
-            record.finish("changes" if plan.has_changes else "no-changes")
-            return EXIT_OK
-        if saved is None and not args.auto_approve and not _confirm(sys.stdin, sys.stdout):
-            record.finish("refused", ("not confirmed",))
-            return EXIT_ERROR
-        result = execute(session, plan, settings)
-        record.applied(result)
-        record.finish("applied" if result.ok else "failed",
-                      tuple(f"{o.change.key.address}: {o.error}" for o in result.outcomes if o.error)
-                      + tuple(f"{h.run.address}: {h.error}" for h in result.handlers if h.error))
-        _report(result, plan, session)
-        if not result.ok:
-            return EXIT_ERROR
-        if args.verify and desired.checks:
-            return _print_checks(verify(session))
-    return EXIT_OK
 
+    def blocked(targets: tuple[str, ...]) -> None:
+        print(f"error: the plan has errors for {', '.join(targets)}: nothing is changed there; the other targets "
+              "are applied.", file=sys.stderr)
 
-def _check_still_current(saved: dict[str, Any], plan: Plan) -> None:
-    changed: list[str] = []
-    for target, current in plan.fingerprints.items():
-        changed += fingerprint_differences(saved.get("fingerprints", {}).get(target, {}), current)
-    if changed:
-        raise StalePlanError("the saved plan is stale: the live state changed since it was made ("
-                             + ", ".join(changed) + "); run `reconcile plan` again")
-    wanted = [(c["address"], c["change"]["actions"]) for c in saved.get("resource_changes", [])]
-    now = [(c.key.address, [a.value for a in c.actions]) for c in plan.changes]
-    if wanted != now:
-        raise StalePlanError("the saved plan no longer matches what the manifest and live state give; "
-                             "run `reconcile plan` again")
-    differences = saved_command_differences(saved, plan)
-    if differences:
-        raise StalePlanError("the saved plan is not what apply would run now (" + "; ".join(differences)
-                             + "): a file it reads (a certificate?) changed, or the plan was edited; "
-                               "run `reconcile plan` again")
+    def confirm(plan: Plan) -> bool:
+        return _confirm(sys.stdin, sys.stdout)
+
+    interactive = saved is None and not args.auto_approve
+    request = _request(args, apply=True, saved=saved, show=show, report=_report, blocked=blocked,
+                       confirm=confirm if interactive else None, verify=args.verify)
+    outcome = reconcile_once(request, registry, _settings(args), record)
+    plan = outcome.plan
+    if outcome.verdict is Verdict.ERROR:
+        print("error: the plan has errors; nothing was changed.", file=sys.stderr)
+    elif outcome.result is None and plan is not None and plan.changes and not plan.enforced:
+        print("Nothing to apply: every change above is in warn mode (reported only).")
+    if outcome.checks:
+        return _print_checks(list(outcome.checks))
+    return outcome.verdict.exit_code()
 
 
 def _confirm(stdin: TextIO, stdout: TextIO) -> bool:
@@ -467,7 +448,8 @@ def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, m
     settings = _settings(args)
     events = EventLog(sys.stdout, fmt=args.log_format)
     return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
-                 store=store, events=events, metrics=metrics)
+                 store=store, events=events, metrics=metrics,
+                 selection=Selection(tuple(args.target), tuple(args.exclude)))
 
 
 def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:
@@ -483,7 +465,7 @@ def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
             verdict = cycle()
         finally:
             _write_metrics(args, metrics)
-    return {"no-changes": EXIT_OK, "changes": EXIT_CHANGES}.get(verdict, EXIT_ERROR)
+    return Verdict(verdict).exit_code(detailed=True)
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:

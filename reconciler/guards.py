@@ -4,8 +4,8 @@
   delete every live object of the kind (an emptied `resources:` list, a bad merge). Nothing of that kind is
   pruned; the plan says so.
 - A deletion limit per run: more deletions than `max_deletions`, or (from three deletions up) more than
-  `max_deletion_share` of a target's live objects, is an error that blocks the apply until the run is allowed
-  more (`--allow-deletions N`). The plan names the guard and the count.
+  `max_deletion_share` of a target's live objects of that kind, is an error that blocks the apply until the
+  run is allowed more (`--allow-deletions N`). The plan names the guard and the count.
 """
 
 from __future__ import annotations
@@ -51,12 +51,15 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
         found.append(Diagnostic("error", f"deletion guard: this plan removes {len(deletions)} objects, more than "
                                           f"the {allowance} one run may remove; review it and allow them with "
                                           f"--allow-deletions {len(deletions) - limits.max_deletions}"))
-    for target, state in sorted(live.items()):
-        mine = [c for c in deletions if c.key.target == target]
-        total = len(state.resources)
-        if len(mine) >= SHARE_FROM and total and len(mine) > limits.max_deletion_share * total + limits.allowed:
-            found.append(Diagnostic("error", f"deletion guard: this plan removes {len(mine)} of the {total} live "
-                                              f"objects on target {target!r} (more than "
+    by_kind: dict[tuple[str, str], int] = {}
+    for change in deletions:
+        by_kind[(change.key.target, change.key.kind)] = by_kind.get((change.key.target, change.key.kind), 0) + 1
+    for (target, kind), count in sorted(by_kind.items()):
+        state = live.get(target)
+        total = sum(1 for k in state.resources if k.kind == kind) if state is not None else 0
+        if count >= SHARE_FROM and total and count > limits.max_deletion_share * total + limits.allowed:
+            found.append(Diagnostic("error", f"deletion guard: this plan removes {count} of the {total} live "
+                                              f"{kind} objects on target {target!r} (more than "
                                               f"{limits.max_deletion_share:.0%}); review it and allow them with "
-                                              f"--allow-deletions {len(mine)}"))
+                                              f"--allow-deletions {count}"))
     return tuple(kept), tuple(found)

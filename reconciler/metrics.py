@@ -38,7 +38,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 COMMANDS = frozenset({"plan", "apply", "drift", "run"})
-RESULTS = frozenset({"no-changes", "changes", "applied", "failed", "error", "refused", "interrupted"})
+RESULTS = frozenset({"no-changes", "changes", "applied", "partial", "failed", "error", "refused", "interrupted"})
 ERROR_KINDS = frozenset({"manifest", "discovery", "metadata", "lock", "apply", "stale_plan", "transport", "other"})
 
 _HELP = {

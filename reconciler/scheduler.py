@@ -9,7 +9,6 @@ a batch of commands is never cut in half.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import threading
@@ -19,15 +18,15 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventLog
-from reconciler.manifest import load_manifest
 from reconciler.metrics import Metrics
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
-from reconciler.runner import Settings, discover, execute, locked, make_plan, open_session
+from reconciler.runner import Settings
 from reconciler.store import RunStore
+from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
-FAILED_VERDICTS = frozenset({"failed", "error", "refused"})
-EXIT_CODES = {"no-changes": 0, "applied": 0, "changes": 2}
+FAILED_VERDICTS = frozenset(v.value for v in Verdict if v.failed)
+EXIT_CODES = {v.value: v.exit_code(detailed=True) for v in Verdict}
 
 
 @dataclass(frozen=True)
@@ -43,37 +42,19 @@ class Cycle:
     store: RunStore | None = None
     events: EventLog | None = None
     metrics: Metrics | None = None
+    selection: Selection = field(default_factory=Selection)
 
     def __call__(self) -> str:
         """Run one cycle; returns its verdict. Errors are recorded, then raised."""
         with Recorder(self.command, self.manifest, store=self.store, events=self.events,
                       metrics=self.metrics) as record:
-            desired = load_manifest(self.manifest, self.registry, self.overrides)
-            lock = locked(desired, self.settings) if self.apply else contextlib.nullcontext()
-            with lock, open_session(desired, self.registry, self.settings.parallel) as session:
-                plan = make_plan(session, discover(session), self.settings)
-                record.planned(plan)
-                if plan.has_errors:
-                    if self.metrics is not None:
-                        self.metrics.observe_error("metadata")
-                    record.finish("error", tuple(str(d) for d in plan.diagnostics if d.severity == "error"))
-                    return "error"
-                if not plan.has_changes:
-                    record.finish("no-changes")
-                    return "no-changes"
-                if not self.apply or (not plan.enforced and not plan.handlers_due):
-                    record.finish("changes")
-                    return "changes"
-                result = execute(session, plan, self.settings)
-                record.applied(result)
-                errors = tuple(f"{o.change.key.address}: {o.error}" for o in result.outcomes if o.error)
-                if not result.converged:
-                    errors += tuple(f"{t}: not converged" for t, left in result.remaining.items() if left)
-                verdict = "applied" if result.ok else "failed"
-                if verdict == "failed" and self.metrics is not None:
-                    self.metrics.observe_error("apply")
-                record.finish(verdict, errors)
-                return verdict
+            outcome = reconcile_once(Request(self.manifest, self.overrides, apply=self.apply, selection=self.selection),
+                                     self.registry, self.settings, record)
+            if self.metrics is not None and outcome.plan is not None and outcome.plan.has_errors:
+                self.metrics.observe_error("metadata")
+            if self.metrics is not None and outcome.verdict is Verdict.FAILED:
+                self.metrics.observe_error("apply")
+            return outcome.verdict.value
 
 
 @dataclass(frozen=True)

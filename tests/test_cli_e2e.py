@@ -114,8 +114,11 @@ def test_metadata_url_down_is_reported_at_plan_time_and_apply_changes_nothing(es
     before = estate.snapshot()["hosts"]["atl-cs-001"]["objects"]
     applied = estate.reconcile("apply", ON_PREMISES, "--auto-approve")
     assert applied.code == 1
-    assert "nothing was changed" in applied.err
+    # the error blocks only its target: the pool is left alone, Exchange (independent of it) is applied
+    assert "the plan has errors for litware-pool: nothing is changed there; the other targets are applied" \
+        in applied.err
     assert estate.snapshot()["hosts"]["atl-cs-001"]["objects"] == before
+    assert "litware-exchange.EnterprisePartnerApplication.Lync: applied" in applied.out
 
 
 def test_invalid_metadata_document_is_reported_too(estate: Estate) -> None:

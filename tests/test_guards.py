@@ -70,8 +70,8 @@ def test_mass_deletion_is_an_error_until_allowed() -> None:
     assert len(changes) == 7
     (error,) = diagnostics
     assert error.severity == "error"
-    assert error.message == ("deletion guard: this plan removes 7 of the 8 live objects on target 'pool' (more than "
-                             "50%); review it and allow them with --allow-deletions 7")
+    assert error.message == ("deletion guard: this plan removes 7 of the 8 live PartnerApplication objects on "
+                             "target 'pool' (more than 50%); review it and allow them with --allow-deletions 7")
     _, allowed = planned(desired, live_apps(*names), DeletionLimits(allowed=7))
     assert allowed == ()
 

@@ -25,7 +25,7 @@ from reconciler.store.gitinfo import GitInfo
 DEFAULT_STORE = ".reconciler/runs.sqlite3"
 
 COMMANDS = frozenset({"plan", "apply", "drift", "run"})
-RESULTS = frozenset({"no-changes", "changes", "applied", "failed", "error", "refused", "interrupted"})
+RESULTS = frozenset({"no-changes", "changes", "applied", "partial", "failed", "error", "refused", "interrupted"})
 
 
 class StoreError(ReconcilerError):
