@@ -53,6 +53,8 @@ class CmdletContext:
     fetch: Callable[[str], MetadataDocument]
     state: dict[str, Any] | None = None
     host: str | None = None
+    arguments: tuple[str, ...] = ()
+    """A native command's positional arguments (e.g. the server `iisreset` names), filled by run_command."""
 
 
 Handler = Callable[[str, Mapping[str, Any], dict[str, Any], CmdletContext], list[dict[str, Any]]]
@@ -266,7 +268,8 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
             except CommandSyntaxError as exc:
                 raise CmdletError(name, exc.message) from None
         objects = record.setdefault("objects", plat.empty_objects())
-        output = handler(name, command.parameters, objects, replace(context, state=state, host=host))
+        output = handler(name, command.parameters, objects,
+                         replace(context, state=state, host=host, arguments=tuple(command.arguments)))
     except CmdletError as exc:
         return CommandResult(command=command, ok=False, error=exc.message)
     return CommandResult(command=command, ok=True, output=tuple(copy.deepcopy(output)))
