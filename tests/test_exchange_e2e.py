@@ -136,3 +136,44 @@ def test_bad_input_for_the_new_fields(case: str, tmp_path: Path, monkeypatch: py
     assert main(["validate", "m.yaml"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: m.yaml:") and where in err and "Traceback" not in err
+
+
+BUILT_INS = ("Exchange Online", "Microsoft Graph", "TeamsScheduler", "CloudVoicemail", "SfBLegacy")
+
+
+def exchange_apps(estate: Estate) -> list[str]:
+    return [a["Name"] for a in LabStore(estate.state).read()["hosts"][EXCHANGE_HOST]["objects"]["PartnerApplication"]]
+
+
+def test_prune_keeps_exchanges_built_in_partner_applications_and_the_demo_converges(estate: Estate) -> None:
+    pruning = estate.write("prune.yaml", ON_PREMISES.read_text(encoding="utf-8").replace(
+        "    handlers:\n      iisreset:\n",
+        "    prune: [PartnerApplication, AuthServer]\n    handlers:\n      iisreset:\n"))
+    assert exchange_apps(estate) == list(BUILT_INS)
+    plan = estate.reconcile("plan", pruning)
+    assert plan.code == 0, plan.out + plan.err
+    assert not any(f"litware-exchange.PartnerApplication.{name}" in plan.out for name in BUILT_INS)
+    assert "Remove-PartnerApplication" not in plan.out
+    run = estate.reconcile("apply", pruning, "--auto-approve", "--verify")
+    assert run.code == 0, run.out + run.err
+    assert "> iisreset atl-exchange-001" in run.out and "> iisreset atl-exchange-002" in run.out
+    assert exchange_apps(estate) == [*BUILT_INS, "LyncEnterprise"]
+    assert estate.reconcile("plan", pruning, "--detailed-exitcode").code == 0  # converged
+    assert estate.reconcile("plan", ON_PREMISES, "--detailed-exitcode").code == 0  # make demo's manifest too
+
+
+def test_a_declared_built_in_is_managed_and_a_stray_one_pruned(estate: Estate) -> None:
+    text = ON_PREMISES.read_text(encoding="utf-8").replace(
+        "    handlers:\n      iisreset:\n", "    prune: [PartnerApplication]\n    handlers:\n      iisreset:\n")
+    text = text.replace("\nverify:", "\n  - target: litware-exchange\n    kind: PartnerApplication\n"
+                                      "    identity: TeamsScheduler\n    applicationIdentifier: "
+                                      "7557eb47-c689-4224-abcf-aef9bd7573df\n    enabled: true\n\nverify:")
+    manifest = estate.write("teams.yaml", text)
+    assert estate.lab("set", EXCHANGE_HOST, "PartnerApplication", "SfBLegacy", "Enabled=true").code == 0
+    plan = estate.reconcile("plan", manifest)
+    assert "> Set-PartnerApplication -Identity 'TeamsScheduler' -Enabled:$true" in plan.out
+    assert "SfBLegacy" not in plan.out  # built in, not declared: never pruned
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    apps = LabStore(estate.state).read()["hosts"][EXCHANGE_HOST]["objects"]["PartnerApplication"]
+    assert next(a for a in apps if a["Name"] == "TeamsScheduler")["Enabled"] is True

@@ -14,6 +14,7 @@ from reconciler.changes import Action, ActionReason, Change
 from reconciler.checks import metadata_urls_needed
 from reconciler.errors import DiscoveryError
 from reconciler.kinds.spec import DiagnoseContext
+from reconciler.kinds.syntax import ParamType
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -26,7 +27,13 @@ from reconciler.model import (
 )
 from reconciler.planner import plan_changes
 from reconciler.providers.base import Registry
-from reconciler.providers.exchange import FORM_SWITCH_REASON, HANDLER_TRIGGER_KINDS, ExchangeProvider
+from reconciler.providers.exchange import (
+    BUILT_IN_PARTNER_APPLICATIONS,
+    FORM_SWITCH_REASON,
+    HANDLER_TRIGGER_KINDS,
+    IISRESET,
+    ExchangeProvider,
+)
 from reconciler.providers.exchange_enterprise import ENTERPRISE_APPLICATIONS
 from reconciler.transports.base import Command, CommandResult
 
@@ -191,10 +198,13 @@ def test_switching_forms_is_a_replace_with_the_reason_and_restore_recreates_as_r
     assert change.action_reason is ActionReason.REPLACE_BECAUSE_CANNOT_UPDATE
     assert change.reason == FORM_SWITCH_REASON
     assert FORM_SWITCH_REASON == ("Set-PartnerApplication cannot switch a partner application between "
-                                  "AuthMetadataUrl and ApplicationIdentifier")
+                                  "AuthMetadataUrl and ApplicationIdentifier (each of its documented parameter sets "
+                                  "holds one form: AuthMetadataUrl | ACSTrustApplication)")
     assert calls(change) == [("Remove-PartnerApplication", {"Identity": "Skype"}),
                              ("New-PartnerApplication", {"Name": "Skype", "ApplicationIdentifier": SKYPE,
-                                                         "Realm": "litwareinc.com"})]
+                                                         "Realm": "litwareinc.com", "Enabled": True,
+                                                         "AcceptSecurityIdentifierInformation": False,
+                                                         "AccountType": "OrganizationalAccount"})]
     assert change.live is not None
     (restore,) = PROVIDER.restore_commands(change.live)
     assert (restore.cmdlet, dict(restore.parameters)) == ("New-PartnerApplication", {
@@ -233,7 +243,8 @@ def test_auth_server_url_in_place_but_type_change_replaces() -> None:
     (change,) = plan([want("AuthServer", "ACS", authMetadataUrl=ACS + "?v=2")], live)
     assert calls(change) == [("Set-AuthServer", {"Identity": "ACS", "AuthMetadataUrl": ACS + "?v=2"})]
     (change,) = plan([want("AuthServer", "ACS", authMetadataUrl=ACS, type="AzureAD")], live)
-    assert change.is_replace and change.reason == "Type cannot be changed by Set-AuthServer"
+    assert change.is_replace and change.reason == ("Type cannot be changed by Set-AuthServer (in none of its "
+                                                   "documented parameter sets)")
     assert [c.cmdlet for c in change.commands] == ["Remove-AuthServer", "New-AuthServer"]
     assert change.live is not None
     assert PROVIDER.restore_commands(change.live)[0].parameters["Type"] == "MicrosoftACS"
@@ -257,7 +268,10 @@ def test_staged_rotation_sets_only_the_next_certificate_and_its_date() -> None:
     (change,) = plan([desired], live)
     assert change.actions == (Action.UPDATE,)
     assert calls(change) == [("Set-AuthConfig", {"NewCertificateThumbprint": THUMB_B,
-                                                 "NewCertificateEffectiveDate": "2026-05-01T00:00:00Z"})]
+                                                 "NewCertificateEffectiveDate": "2026-05-01T00:00:00Z",
+                                                 "Force": True})]
+    assert change.commands[0].display() == (f"Set-AuthConfig -NewCertificateThumbprint '{THUMB_B}' "
+                                            "-NewCertificateEffectiveDate '2026-05-01T00:00:00Z' -Force")
 
 
 def test_thumbprints_ignore_case_and_dates_compare_as_instants() -> None:
@@ -271,7 +285,8 @@ def test_thumbprints_ignore_case_and_dates_compare_as_instants() -> None:
                  nextCertificateEffectiveDate="2026-05-02T00:00:00Z")
     (change,) = plan([later], live)
     assert calls(change) == [("Set-AuthConfig", {"NewCertificateThumbprint": THUMB_B,
-                                                 "NewCertificateEffectiveDate": "2026-05-02T00:00:00Z"})]
+                                                 "NewCertificateEffectiveDate": "2026-05-02T00:00:00Z",
+                                                 "Force": True})]
 
 
 def test_auth_config_is_read_under_the_manifests_identity_and_never_removed() -> None:
@@ -505,3 +520,204 @@ def test_a_rotation_that_already_took_over_is_reported_not_rolled_back() -> None
     assert severity == "warning"
     assert spec.diagnose({**staged, "currentCertificateThumbprint": THUMB_A},
                          {"currentCertificateThumbprint": THUMB_A}, context) == []
+
+
+# --- built-in partner applications ------------------------------------------------------------------
+
+def built_in(name: str, **props: Any) -> dict[str, Any]:
+    """A built-in application as Get-PartnerApplication returns it (GetPartnerApplication.xml's shape)."""
+    return partner(name, ApplicationIdentifier=BUILT_IN_PARTNER_APPLICATIONS[name], UseAuthServer=True,
+                   AuthMetadataUrl="", Realm="", AccountType=1, **props)
+
+
+BUILT_INS = [built_in("Exchange Online", LinkedAccount="contoso.lab/Users/Exchange Online-ApplicationAccount"),
+             built_in("Microsoft Graph", AcceptSecurityIdentifierInformation=True, ActAsPermissions=["Mail.Read"]),
+             built_in("TeamsScheduler", Enabled=False), built_in("CloudVoicemail", Enabled=False),
+             built_in("SfBLegacy")]
+
+
+def test_built_in_partner_applications_are_the_recorded_ones() -> None:
+    assert dict(BUILT_IN_PARTNER_APPLICATIONS) == {
+        "Exchange Online": "00000002-0000-0ff1-ce00-000000000000",
+        "Microsoft Graph": "00000003-0000-0000-c000-000000000000",
+        "TeamsScheduler": "7557eb47-c689-4224-abcf-aef9bd7573df",
+        "CloudVoicemail": "db7de2b5-2149-435e-8043-e080dd50afae",
+        "SfBLegacy": SKYPE,
+    }
+
+
+def test_prune_never_removes_built_in_partner_applications() -> None:
+    live = discovered([*BUILT_INS, partner("stray")])
+    assert {k.identity for k in live.resources if k.kind == "PartnerApplication"} == {"stray"}
+    changes = plan([], live, prune=frozenset({"PartnerApplication"}))
+    assert [(c.key.identity, c.action_reason) for c in changes] == [("stray", ActionReason.PRUNE)]
+
+
+def test_a_declared_built_in_is_read_and_managed_normally() -> None:
+    wanted = [ResourceKey(T, "PartnerApplication", "exchange online"),
+              ResourceKey(T, "PartnerApplication", "SfBLegacy")]
+    live = discovered(BUILT_INS, wanted=wanted)
+    records = {k.identity: r.fields for k, r in live.resources.items() if k.kind == "PartnerApplication"}
+    assert set(records) == {"Exchange Online", "SfBLegacy"}
+    online = records["Exchange Online"]
+    assert (online["linkedAccount"], online["accountType"], online["useAuthServer"], online["realm"]) == (
+        "contoso.lab/Users/Exchange Online-ApplicationAccount", "OrganizationalAccount", True, None)
+    desired = [want("PartnerApplication", "Exchange Online", applicationIdentifier=EXCHANGE_ONLINE, enabled=False,
+                    linkedAccount="Exchange Online-ApplicationAccount"),
+               want("PartnerApplication", "SfBLegacy", ensure=Ensure.ABSENT)]
+    legacy_change, online_change = plan(desired, live, prune=frozenset({"PartnerApplication"}))  # removals first
+    assert calls(online_change) == [("Set-PartnerApplication", {"Identity": "Exchange Online", "Enabled": False})]
+    assert online_change.commands[0].display() == "Set-PartnerApplication -Identity 'Exchange Online' -Enabled:$false"
+    assert calls(legacy_change) == [("Remove-PartnerApplication", {"Identity": "SfBLegacy"})]
+
+
+def test_restore_of_a_built_in_keeps_what_exchange_made() -> None:
+    live = discovered(BUILT_INS, wanted=[ResourceKey(T, "PartnerApplication", "Microsoft Graph")])
+    (graph,) = [r for k, r in live.resources.items() if k.identity == "Microsoft Graph"]
+    (restore,) = PROVIDER.restore_commands(graph)
+    assert dict(restore.parameters) == {
+        "Name": "Microsoft Graph", "ApplicationIdentifier": BUILT_IN_PARTNER_APPLICATIONS["Microsoft Graph"],
+        "Enabled": True, "AcceptSecurityIdentifierInformation": True, "AccountType": "OrganizationalAccount",
+        "ActAsPermissions": ["Mail.Read"]}
+
+
+# --- shapes as recorded -------------------------------------------------------------------------------
+
+def test_recorded_shapes_are_read() -> None:
+    """ConvertTo-Json writes AccountType as its number, an ADObjectId and SmtpDomain as objects."""
+    app = partner("Skype", AccountType=1, LinkedAccount={"Name": "Acct", "Rdn": "CN=Acct", "Depth": 3})
+    acs = server(DomainName=[{"Domain": "Contoso.com", "IsStar": False}], Type="microsoftacs")
+    live = discovered([app], servers=[acs])
+    records = {(k.kind, k.identity): r.fields for k, r in live.resources.items()}
+    assert records[("PartnerApplication", "Skype")]["accountType"] == "OrganizationalAccount"
+    assert records[("PartnerApplication", "Skype")]["linkedAccount"] == "Acct"
+    assert (records[("AuthServer", "ACS")]["domainName"], records[("AuthServer", "ACS")]["type"]) == (
+        ["Contoso.com"], "MicrosoftACS")
+    config = {**CONFIG, "Name": "Auth Configuration", "PreviousCertificateThumbprint": "",
+              "NextCertificateEffectiveDate": "/Date(1675433762000)/"}
+    fields = discovered(config=config).resources[ResourceKey(T, "AuthConfig", "Auth Configuration")].fields
+    assert fields["previousCertificateThumbprint"] is None
+    assert fields["nextCertificateEffectiveDate"] == "2023-02-03T14:16:02+00:00"
+
+
+# --- AuthServer parameter sets ------------------------------------------------------------------------
+
+EVO = "https://login.windows.net/8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c/federationmetadata/2007-06/federationmetadata.xml"
+APP_ID = "6f1d2b3c-4d5e-4f60-9b0c-1d2e3f4a5b6c"
+
+
+def test_azure_ad_server_is_new_in_its_set_then_set_for_what_new_cannot_take() -> None:
+    desired = want("AuthServer", "EvoSts", authMetadataUrl=EVO, type="AzureAD", domainName=["contoso.com"],
+                   applicationIdentifier=APP_ID, isDefaultAuthorizationEndpoint=True, trustAnySSLCertificate=True)
+    (change,) = plan([desired], [])
+    assert calls(change) == [
+        ("New-AuthServer", {"Name": "EvoSts", "AuthMetadataUrl": EVO, "TrustAnySSLCertificate": True,
+                            "Type": "AzureAD", "DomainName": ["contoso.com"]}),
+        ("Set-AuthServer", {"Identity": "EvoSts", "IsDefaultAuthorizationEndpoint": True}),
+        ("Set-AuthServer", {"Identity": "EvoSts", "ApplicationIdentifier": APP_ID}),
+    ]
+    assert [c.display() for c in change.commands][:2] == [
+        f"New-AuthServer -Name 'EvoSts' -AuthMetadataUrl '{EVO}' -TrustAnySSLCertificate -Type 'AzureAD' "
+        "-DomainName 'contoso.com'",
+        "Set-AuthServer -Identity 'EvoSts' -IsDefaultAuthorizationEndpoint:$true"]
+
+
+def test_app_secret_server_needs_no_document() -> None:
+    (change,) = plan([want("AuthServer", "Facebook", type="Facebook", applicationIdentifier=APP_ID)], [])
+    assert calls(change) == [("New-AuthServer", {"Name": "Facebook", "Type": "Facebook",
+                                                 "ApplicationIdentifier": APP_ID})]
+    assert metadata_urls_needed(change, PROVIDER.kinds["AuthServer"]) == []
+    assert schema_errors("AuthServer", {"identity": "x", "enabled": True}) == [
+        "an auth server needs authMetadataUrl [+ type] or, without a metadata document (New-AuthServer's AppSecret "
+        "set), type [+ applicationIdentifier]"]
+    assert schema_errors("AuthServer", {"identity": "x", "type": "LinkedIn"}) == []
+
+
+def test_auth_server_changes_split_over_set_auth_servers_parameter_sets() -> None:
+    live = discovered(servers=[server(Type="AzureAD", AuthMetadataUrl=EVO)])
+    desired = want("AuthServer", "ACS", authMetadataUrl=EVO, applicationIdentifier=APP_ID, enabled=False,
+                   isDefaultAuthorizationEndpoint=True)
+    (change,) = plan([desired], live)
+    assert calls(change) == [
+        ("Set-AuthServer", {"Identity": "ACS", "Enabled": False, "IsDefaultAuthorizationEndpoint": True}),
+        ("Set-AuthServer", {"Identity": "ACS", "ApplicationIdentifier": APP_ID}),
+    ]
+
+
+# --- every command fits the documented syntax -----------------------------------------------------------
+
+EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
+
+
+def every_change() -> list[Change]:
+    live = discovered([partner("Skype", AuthMetadataUrl=POOL, Realm="litwareinc.com"), partner("old"), lync_app()],
+                      [user()], [assignment("UserApplication")], [server()],
+                      wanted=[ResourceKey(T, "AuthConfig", "Global")])
+    desired = [
+        want("AuthConfig", "Global", serviceName=EXCHANGE_ONLINE, realm="litwareinc.com",
+             currentCertificateThumbprint=THUMB_B, nextCertificateThumbprint=THUMB_A,
+             nextCertificateEffectiveDate="2026-05-01T00:00:00Z"),
+        want("PartnerApplication", "Skype", applicationIdentifier=SKYPE, realm="litwareinc.com", enabled=False),
+        want("PartnerApplication", "New", authMetadataUrl=POOL2, trustAnySSLCertificate=True,
+             linkedAccount=ACCOUNT, accountType="ConsumerAccount", acceptSecurityIdentifierInformation=True),
+        want("AuthServer", "ACS", authMetadataUrl=ACS, type="AzureAD", isDefaultAuthorizationEndpoint=True),
+        want("AuthServer", "App", type="LinkedIn", applicationIdentifier=APP_ID, enabled=False),
+        want("EnterprisePartnerApplication", "SharePoint", authMetadataUrl=POOL, trustAnySSLCertificate=True,
+             accountUserPrincipalName="sp@litwareinc.com"),
+        want("EnterprisePartnerApplication", "Lync", authMetadataUrl=POOL2, enabled=False,
+             trustAnySSLCertificate=True),
+    ]
+    changes = list(plan(desired, live, prune=frozenset({"PartnerApplication", "AuthServer"})))
+    changes += plan([want("EnterprisePartnerApplication", "Lync", ensure=Ensure.ABSENT)], live)
+    return changes
+
+
+def test_every_command_fits_a_documented_parameter_set_of_the_declared_syntax() -> None:
+    syntax = {s.name: s for s in PROVIDER.syntax}
+    commands = [c for change in every_change() for c in change.commands]
+    commands += [c for change in every_change() if change.live is not None
+                 for c in PROVIDER.restore_commands(change.live)]
+    commands += list(IISRESET.commands({"servers": ["atl-exchange-001"]}))
+    assert {c.cmdlet for c in commands} >= {
+        "New-PartnerApplication", "Set-PartnerApplication", "Remove-PartnerApplication", "New-AuthServer",
+        "Set-AuthServer", "Remove-AuthServer", "Set-AuthConfig", "New-LinkedUser", "Remove-LinkedUser",
+        "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment", "iisreset"}
+    for command in commands:
+        documented = syntax[command.cmdlet]
+        assert documented.native is command.native
+        if not command.native:
+            documented.bind(command.parameters)  # raises CommandSyntaxError outside every set
+        switches = {n for n in command.parameters if documented.parameter(n).type is ParamType.SWITCH}  # type: ignore
+        assert command.switches == switches, command
+
+
+def test_the_provider_declares_every_command_it_may_run() -> None:
+    names = [s.name for s in PROVIDER.syntax]
+    assert names == ["Get-AuthConfig", "Set-AuthConfig", "Get-AuthServer", "New-AuthServer", "Set-AuthServer",
+                     "Remove-AuthServer", "Get-PartnerApplication", "New-PartnerApplication", "Set-PartnerApplication",
+                     "Remove-PartnerApplication", "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
+                     "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
+                     "iisreset"]
+    unconfirmed = [s.name for s in PROVIDER.syntax if "*unconfirmed*" in s.source]
+    assert unconfirmed == ["New-LinkedUser", "Remove-LinkedUser"]
+    assert all(s.source.startswith("MicrosoftDocs/office-docs-powershell: exchange/exchange-ps/ExchangePowerShell/")
+               for s in PROVIDER.syntax if s.name not in ("iisreset", *unconfirmed))
+
+
+def test_displays_booleans_switches_and_iisreset_as_written() -> None:
+    desired = lync(trustAnySSLCertificate=True)
+    (change,) = plan([desired], discovered())
+    assert change.commands[-1].display() == (
+        f"New-PartnerApplication -Name 'LyncEnterprise' -AuthMetadataUrl '{POOL}' -TrustAnySSLCertificate "
+        f"-LinkedAccount '{ACCOUNT}' -Enabled:$true")
+    (reset,) = IISRESET.commands({"servers": ["atl-exchange-001"]})
+    assert (reset.native, reset.arguments, dict(reset.parameters)) == (True, ("atl-exchange-001",), {})
+    assert reset.display() == "iisreset atl-exchange-001"
+    assert reset.to_json() == {"executable": "iisreset", "arguments": ["atl-exchange-001"]}
+
+
+def test_force_only_with_the_next_certificate() -> None:
+    live = discovered(wanted=[ResourceKey(T, "AuthConfig", "Global")])
+    (change,) = plan([want("AuthConfig", "Global", serviceName=SKYPE, currentCertificateThumbprint=THUMB_B)], live)
+    assert calls(change) == [("Set-AuthConfig", {"CertificateThumbprint": THUMB_B}),
+                             ("Set-AuthConfig", {"ServiceName": SKYPE})]

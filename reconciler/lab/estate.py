@@ -8,9 +8,11 @@ tenant. Metadata documents for Exchange, SharePoint (both of its URLs), the Skyp
 served by the lab server.
 
 `atl-exchange-001` is the Litware Exchange organization (reconciler.lab.exchange) as Exchange setup
-leaves it: the built-in `Exchange Online` partner application (disabled), an AuthConfig signing with
-the lab's `exchange` certificate, no linked users or role assignments, so neither side trusts the
-other yet and Test-CsExStorageConnectivity on atl-cs-001 fails. The two host records link each other
+leaves it: the partner applications Exchange makes itself (`Exchange Online`, `Microsoft Graph`,
+`TeamsScheduler`, `CloudVoicemail`, `SfBLegacy`, as recorded from a real server; see
+built_in_partner_applications) with the accounts they link, an AuthConfig signing with the lab's
+`exchange` certificate, no auth server and no role assignments, so neither side trusts the other yet
+and Test-CsExStorageConnectivity on atl-cs-001 fails. The two host records link each other
 (`exchange` on the pool, `skype` on Exchange) and name their own `service` (metadata document and
 certificate); the Exchange record also lists its `servers` (for iisreset) and the `mailboxes` the
 storage test can reach. fab-cs-001 is linked to nothing.
@@ -29,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.kinds.exchange import BUILT_IN_PARTNER_APPLICATIONS
 from reconciler.lab import certs, exchange, graph, skype
 from reconciler.lab.state import FORMAT
 
@@ -180,17 +183,48 @@ def _litware_objects(exchange_certificate: str) -> dict[str, Any]:
     return objects
 
 
-def _exchange_objects(certificate: str) -> dict[str, Any]:
-    """Exchange as setup leaves it: `Exchange Online` (disabled, through the auth server) and its own certificate."""
-    objects = exchange.empty_objects()
-    objects[exchange.PARTNER_APPLICATION] = [
-        exchange.normalize(exchange.PARTNER_APPLICATION, {
-            "Name": "Exchange Online",
-            "ApplicationIdentifier": EXCHANGE_ID,
-            "UseAuthServer": True,
-            "Enabled": False,
-        }),
+GRAPH_ACT_AS_PERMISSIONS = (
+    "Mail.Read", "Mail.Write", "Mail.Send", "Calendars.Read", "Calendars.ReadWrite", "Calendars.Read.Shared",
+    "Calendars.ReadWrite.Shared", "Contacts.Read", "Contacts.ReadWrite", "Contacts.Read.Shared",
+    "Contacts.ReadWrite.Shared", "Mail.ReadWrite", "Calendars.Write", "Contacts.Write", "Sites.Read.All",
+    "Sites.ReadWrite.All", "User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All",
+    "Group.Read.All", "Group.ReadWrite.All", "People.Read", "People.ReadWrite", "MailboxSettings.ReadWrite",
+    "Privilege.SkipClientAccessRules", "Tasks.Read", "Tasks.ReadWrite",
+)
+"""Microsoft Graph's ActAsPermissions as recorded (microsoft/CSS-Exchange
+Diagnostics/HealthChecker/Tests/DataCollection/E19/Exchange/GetPartnerApplication.xml)."""
+
+EXCHANGE_ONLINE_ACCOUNT = "Exchange Online-ApplicationAccount"
+TEAMS_ACCOUNT = "TeamsIntegration-ApplicationAccount"
+
+
+def built_in_partner_applications() -> list[dict[str, Any]]:
+    """The partner applications Exchange makes itself, as recorded in microsoft/CSS-Exchange
+    Diagnostics/HealthChecker/Tests/DataCollection/E19/Exchange/GetPartnerApplication.xml (names, identifiers,
+    Enabled, linked accounts, AcceptSecurityIdentifierInformation, ActAsPermissions; all UseAuthServer, no
+    AuthMetadataUrl or Realm). One difference: the recording (a hybrid organization) has SfBLegacy enabled; the
+    lab's organization is not hybrid, and SfBLegacy shares Skype's ApplicationIdentifier with the partner
+    application the storage test looks for, so it is disabled here."""
+    ids = BUILT_IN_PARTNER_APPLICATIONS
+    apps: list[dict[str, Any]] = [
+        {"Name": "Exchange Online", "Enabled": True, "LinkedAccount": EXCHANGE_ONLINE_ACCOUNT},
+        {"Name": "Microsoft Graph", "Enabled": True, "AcceptSecurityIdentifierInformation": True,
+         "ActAsPermissions": list(GRAPH_ACT_AS_PERMISSIONS)},
+        {"Name": "TeamsScheduler", "Enabled": False, "LinkedAccount": TEAMS_ACCOUNT},
+        {"Name": "CloudVoicemail", "Enabled": False, "LinkedAccount": TEAMS_ACCOUNT},
+        {"Name": "SfBLegacy", "Enabled": False},
     ]
+    return [exchange.normalize(exchange.PARTNER_APPLICATION, {
+        **app, "ApplicationIdentifier": ids[app["Name"]], "UseAuthServer": True}) for app in apps]
+
+
+def _exchange_objects(certificate: str) -> dict[str, Any]:
+    """Exchange as setup leaves it: its built-in partner applications (with the accounts they link), no auth
+    server, and its own signing certificate."""
+    objects = exchange.empty_objects()
+    objects[exchange.PARTNER_APPLICATION] = built_in_partner_applications()
+    objects[exchange.LINKED_USER] = [exchange.normalize(exchange.LINKED_USER, {"Name": name})
+                                     for name in (EXCHANGE_ONLINE_ACCOUNT, TEAMS_ACCOUNT)]
     objects[exchange.AUTH_CONFIG].update(
         ServiceName=EXCHANGE_ID,
         Realm="",

@@ -1,21 +1,28 @@
 """Exchange Server OAuth cmdlets (Exchange Management Shell), emulated on the lab state.
 
-Modelled on Microsoft's cmdlet reference for Exchange 2013-2019/SE (parameter sets, mandatory
-parameters) and on the errors PowerShell itself raises. Where Microsoft documents no wording (an
-object that does not exist or already exists, a download that fails), the text here is the lab's,
+Every call is bound against Microsoft's documented syntax (reconciler.kinds.exchange, the declarations the
+provider builds its commands from) before its handler runs, so a call outside every documented parameter set
+fails as PowerShell fails it; the handlers accept every documented parameter. Where Microsoft documents no
+wording (an object that does not exist or already exists, a download that fails), the text here is the lab's,
 modelled on Exchange's usual messages, and marked so.
 
-Objects use the cmdlets' property names; Identity is always the Name and matches case-insensitively:
-- PartnerApplication: Name, Identity, ApplicationIdentifier, Realm, AuthMetadataUrl (None unless created
-  or set from a metadata document), Enabled, LinkedAccount (a LinkedUser's Name, or None),
-  AcceptSecurityIdentifierInformation, AccountType (OrganizationalAccount|ConsumerAccount), UseAuthServer.
-- AuthServer: Name, Identity, AuthMetadataUrl, Type (MicrosoftACS|AzureAD|ADFS), Enabled, DomainName (list),
-  IssuerIdentifier (the issuer's name part, before the `@`, as Get-AuthServer shows it), Realm.
-- AuthConfig (one object, Identity "Auth Configuration"): ServiceName, Realm, CurrentCertificateThumbprint,
-  NextCertificateThumbprint, NextCertificateEffectiveDate (ISO 8601, UTC, or None), PreviousCertificateThumbprint.
-- LinkedUser: Name, Identity, UserPrincipalName (the user account Configure-EnterprisePartnerApplication.ps1
-  creates for a partner application).
-- ManagementRoleAssignment: Name, Identity, Role, RoleAssigneeName, RoleAssigneeType ("User").
+Objects use the cmdlets' property names; Identity is always the Name and matches case-insensitively. Get returns
+them in the shape recorded from real servers (reconciler.kinds.exchange cites the recordings):
+- PartnerApplication: Enabled, ApplicationIdentifier, CertificateStrings, AuthMetadataUrl, Realm, UseAuthServer,
+  AcceptSecurityIdentifierInformation, LinkedAccount, DeploymentId, IssuerIdentifier, AccountType,
+  AppOnlyPermissions, ActAsPermissions, Name, Identity. Stored: LinkedAccount is the linked user's Name (or None)
+  and an unset AuthMetadataUrl/Realm None; Get shows LinkedAccount as its canonical name (`<domain>/Users/<name>`,
+  the domain being the realm of the host's own service) and an unset AuthMetadataUrl/Realm as "", as recorded.
+- AuthServer: Name, Identity, IssuerIdentifier, Realm, TokenIssuingEndpoint, AuthorizationEndpoint,
+  ApplicationIdentifier, AuthMetadataUrl, GraphBaseUrl, DomainName (list), Type (ADFS|AzureAD|Facebook|LinkedIn|
+  MicrosoftACS), Enabled, IsDefaultAuthorizationEndpoint.
+- AuthConfig (one object, Name/Identity "Auth Configuration"): ServiceName, Realm, CurrentCertificateThumbprint,
+  NextCertificateThumbprint, NextCertificateEffectiveDate (ISO 8601, UTC, or None), PreviousCertificateThumbprint;
+  Get shows an empty thumbprint as "", as recorded.
+- LinkedUser: Name, Identity, UserPrincipalName: the directory's user accounts a partner application may link
+  (the ones Configure-EnterprisePartnerApplication.ps1 creates, and those Exchange's built-in applications use).
+- ManagementRoleAssignment: Name, Identity, Role, RoleAssigneeName, RoleAssigneeType ("User"), AssignmentMethod
+  ("Direct"), Enabled, Delegating, ConfigWriteScope, RecipientWriteScope.
 
 An Exchange host record carries, beside `objects` (see reconciler.lab.estate): `servers` (the Exchange
 servers `iisreset` may name), `iisResets` ({server: count}), `mailboxes` (SIP URIs
@@ -26,13 +33,20 @@ Lab modelling, unconfirmed against a live server:
 - AuthConfig staging: the lab's clock is real time. When NextCertificateEffectiveDate has passed, the
   next read (Get-AuthConfig, Set-AuthConfig, Test-CsExStorageConnectivity on a linked pool) promotes
   Next to Current (and Current to Previous) and keeps it, as Exchange's Auth certificate servicelet
-  publishes a staged certificate when its date arrives.
+  publishes a staged certificate when its date arrives. Staging takes the thumbprint and the date together.
+- New-PartnerApplication's ACSTrustApplication set makes an application with UseAuthServer $true (no syntax has
+  -UseAuthServer, but the reference says the ApplicationIdentifier form goes with it, and every recorded
+  built-in application has it); the AuthMetadataUrl set one with UseAuthServer $false.
 - Set-PartnerApplication refuses to switch an application between the AuthMetadataUrl and the
   ApplicationIdentifier forms (remove and re-create it), like the Skype emulation.
-- Remove-LinkedUser: Exchange's setup scripts create and read these accounts; that a cmdlet of this
-  name removes one is not confirmed.
-- `iisreset` is not a cmdlet: it is the IIS reset Microsoft recommends after partner-application
-  changes, modelled as a command (`iisreset -Server <name>`) so that a step running it can be tested.
+- New-AuthServer reads JSON metadata (ACS) or federation metadata XML (AzureAD, ADFS); without -Type the type
+  follows the document (JSON: MicrosoftACS; federation XML: AzureAD when its entityID names a tenant, else ADFS).
+  With -Type, AzureAD and ADFS need federation metadata and MicrosoftACS JSON metadata.
+- New-LinkedUser / Remove-LinkedUser are not in Microsoft's reference (see reconciler.kinds.exchange).
+- Filters the lab does not evaluate (Get-LinkedUser -Filter, -OrganizationalUnit) fail saying so; management
+  scopes, groups and OUs do not exist in the lab, so a role assignment filtered or scoped by one finds nothing.
+- `iisreset` is IIS's executable, run as a native command (`iisreset atl-exchange-001`): its first argument
+  that is not an option (`/...`, accepted and without effect) names the server; without one it is the host.
 - -TrustAnySSLCertificate is accepted and has no effect: the lab fetches every document the same way.
 """
 
@@ -44,6 +58,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler.errors import CommandSyntaxError
+from reconciler.kinds import exchange as documented
+from reconciler.kinds.syntax import CmdletSyntax
 from reconciler.lab.emulator import (
     CmdletContext,
     CmdletError,
@@ -51,8 +68,6 @@ from reconciler.lab.emulator import (
     as_bool,
     as_enum,
     as_string,
-    as_switch,
-    bind,
     find,
     require,
 )
@@ -65,9 +80,9 @@ LINKED_USER = "LinkedUser"
 ROLE_ASSIGNMENT = "ManagementRoleAssignment"
 
 EXCHANGE_SERVICE_NAME = "00000002-0000-0ff1-ce00-000000000000"
-AUTH_CONFIG_IDENTITY = "Auth Configuration"
-ACCOUNT_TYPES = ("OrganizationalAccount", "ConsumerAccount")
-AUTH_SERVER_TYPES = ("MicrosoftACS", "AzureAD", "ADFS")
+AUTH_CONFIG_IDENTITY = documented.AUTH_CONFIG_IDENTITY
+ACCOUNT_TYPES = documented.ACCOUNT_TYPES
+AUTH_SERVER_TYPES = documented.AUTH_SERVER_TYPES
 KNOWN_ROLES = (
     "ApplicationImpersonation",
     "ArchiveApplication",
@@ -88,41 +103,52 @@ STORAGE_ROLES = ("UserApplication", "ArchiveApplication")
 MAX_NAME_LENGTH = 64
 """Active Directory's limit on a common name: default role assignment names are cut to it."""
 
-WRITE_OPTIONS = ("Confirm", "DomainController")
-"""Accepted by the cmdlets; with no console to prompt and one directory, neither changes what the lab does."""
-_AMBIGUOUS = "Parameter set cannot be resolved using the specified named parameters."
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
+_FEDERATION_TYPES = ("AzureAD", "ADFS")
 
 PARTNER_APPLICATION_DEFAULTS: dict[str, Any] = {
+    "Enabled": True,
+    "ApplicationIdentifier": None,
+    "CertificateStrings": [],
+    "AuthMetadataUrl": None,
+    "Realm": None,
+    "UseAuthServer": False,
+    "AcceptSecurityIdentifierInformation": False,
+    "LinkedAccount": None,
+    "DeploymentId": None,
+    "IssuerIdentifier": None,
+    "AccountType": "OrganizationalAccount",
+    "AppOnlyPermissions": None,
+    "ActAsPermissions": None,
     "Name": None,
     "Identity": None,
-    "ApplicationIdentifier": None,
-    "Realm": None,
-    "AuthMetadataUrl": None,
-    "Enabled": True,
-    "LinkedAccount": None,
-    "AcceptSecurityIdentifierInformation": False,
-    "AccountType": "OrganizationalAccount",
-    "UseAuthServer": False,
 }
+"""In the order GetPartnerApplication.xml records the properties."""
 AUTH_SERVER_DEFAULTS: dict[str, Any] = {
     "Name": None,
     "Identity": None,
-    "AuthMetadataUrl": None,
-    "Type": "MicrosoftACS",
-    "Enabled": True,
-    "DomainName": [],
     "IssuerIdentifier": None,
     "Realm": None,
+    "TokenIssuingEndpoint": None,
+    "AuthorizationEndpoint": None,
+    "ApplicationIdentifier": None,
+    "AuthMetadataUrl": None,
+    "GraphBaseUrl": None,
+    "DomainName": [],
+    "Type": "MicrosoftACS",
+    "Enabled": True,
+    "IsDefaultAuthorizationEndpoint": False,
 }
+"""The properties HealthChecker's Get-AuthServer mock returns (plus GraphBaseUrl, a New/Set parameter)."""
 AUTH_CONFIG_DEFAULTS: dict[str, Any] = {
-    "Identity": AUTH_CONFIG_IDENTITY,
-    "ServiceName": EXCHANGE_SERVICE_NAME,
-    "Realm": "",
     "CurrentCertificateThumbprint": None,
+    "PreviousCertificateThumbprint": None,
     "NextCertificateThumbprint": None,
     "NextCertificateEffectiveDate": None,
-    "PreviousCertificateThumbprint": None,
+    "ServiceName": EXCHANGE_SERVICE_NAME,
+    "Realm": "",
+    "Name": AUTH_CONFIG_IDENTITY,
+    "Identity": AUTH_CONFIG_IDENTITY,
 }
 LINKED_USER_DEFAULTS: dict[str, Any] = {"Name": None, "Identity": None, "UserPrincipalName": None}
 ROLE_ASSIGNMENT_DEFAULTS: dict[str, Any] = {
@@ -131,6 +157,11 @@ ROLE_ASSIGNMENT_DEFAULTS: dict[str, Any] = {
     "Role": None,
     "RoleAssigneeName": None,
     "RoleAssigneeType": "User",
+    "AssignmentMethod": "Direct",
+    "Enabled": True,
+    "Delegating": False,
+    "ConfigWriteScope": "OrganizationConfig",
+    "RecipientWriteScope": "Organization",
 }
 DEFAULTS = {
     PARTNER_APPLICATION: PARTNER_APPLICATION_DEFAULTS,
@@ -169,7 +200,7 @@ def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{kind} has no property {raw!r} (known: {', '.join(defaults)})")
         result[name] = value
     if kind == AUTH_CONFIG:
-        result["Identity"] = AUTH_CONFIG_IDENTITY
+        result["Name"] = result["Identity"] = AUTH_CONFIG_IDENTITY
         return result
     name = result["Name"] if isinstance(result["Name"], str) and result["Name"] else result["Identity"]
     if not isinstance(name, str) or not name:
@@ -181,6 +212,16 @@ def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- shared helpers -----------------------------------------------------------------------------
+
+
+def _bound(syntax: CmdletSyntax, cmdlet: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(parameter set, parameters under their canonical names) as documented; mandatory ones may not be empty."""
+    try:
+        chosen, bound = syntax.bind(params)
+    except CommandSyntaxError as exc:
+        raise CmdletError(cmdlet, exc.message) from None
+    require(cmdlet, bound, *sorted(chosen.mandatory))
+    return chosen.name, bound
 
 
 def _not_found(cmdlet: str, identity: str) -> CmdletError:
@@ -207,9 +248,23 @@ def _string(cmdlet: str, bound: Mapping[str, Any], name: str) -> str:
     return as_string(cmdlet, name, bound[name]) or ""
 
 
-def _given(bound: Mapping[str, Any], switches: Sequence[str]) -> set[str]:
-    """Parameters that take part in set resolution (a switch given as $false counts as absent)."""
-    return {name for name, value in bound.items() if not (name in switches and value is False)}
+def _switched(bound: Mapping[str, Any], name: str) -> bool:
+    """A switch given and not `-Switch:$false`."""
+    return name in bound and bool(bound[name])
+
+
+def _strings(cmdlet: str, name: str, value: Any) -> list[str] | None:
+    """A String[] / MultiValuedProperty value (one value or a list; $null clears)."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list | tuple) else [value]
+    out = []
+    for item in values:
+        text = as_string(cmdlet, name, item)
+        if not text:
+            raise CmdletError(cmdlet, f"Cannot bind argument to parameter '{name}' because it is an empty string.")
+        out.append(text)
+    return out
 
 
 def _download(cmdlet: str, url: str, context: CmdletContext) -> MetadataDocument:
@@ -230,20 +285,20 @@ def _download(cmdlet: str, url: str, context: CmdletContext) -> MetadataDocument
     return document
 
 
-def _get_list(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", "DomainController"))
+def _get_list(cmdlet: str, kind: str, identity: Any, objects: dict[str, Any]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
-    identity = as_string(cmdlet, "Identity", bound.get("Identity"))
-    if not identity:
+    wanted = as_string(cmdlet, "Identity", identity)
+    if not wanted:
         return copy.deepcopy(items)
-    index = find(items, identity)
+    index = find(items, wanted)
     if index is None:
-        raise _not_found(cmdlet, identity)
+        raise _not_found(cmdlet, wanted)
     return [copy.deepcopy(items[index])]
 
 
-def _remove(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", *WRITE_OPTIONS))
+def _remove(cmdlet: str, kind: str, syntax: CmdletSyntax, params: Mapping[str, Any],
+            objects: dict[str, Any]) -> list[dict[str, Any]]:
+    _, bound = _bound(syntax, cmdlet, params)
     identity = _string(cmdlet, bound, "Identity")
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
     index = find(items, identity)
@@ -272,11 +327,18 @@ def _rename(cmdlet: str, kind: str, bound: Mapping[str, Any], items: Sequence[Ma
     return {"Name": name, "Identity": name}
 
 
+def _account(name: str) -> str:
+    """The account name in a bare, canonical (`domain/Users/name`) or `DOMAIN\\name` value."""
+    return re.split(r"[/\\]", name)[-1]
+
+
 def find_linked_user(objects: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    """The linked user with this Name or UserPrincipalName (case-insensitive), or None."""
-    lowered = name.lower()
+    """The linked user with this Name or UserPrincipalName (case-insensitive; a canonical name or DOMAIN\\name
+    is matched by its last part), or None."""
+    lowered, account = name.lower(), _account(name).lower()
     for user in objects.get(LINKED_USER, []):
-        if str(user.get("Name", "")).lower() == lowered or str(user.get("UserPrincipalName") or "").lower() == lowered:
+        if str(user.get("Name", "")).lower() in (lowered, account) \
+                or str(user.get("UserPrincipalName") or "").lower() == lowered:
             return dict(user)
     return None
 
@@ -289,11 +351,18 @@ def has_role(objects: Mapping[str, Any], user: str, role: str) -> bool:
     )
 
 
-# --- PartnerApplication -------------------------------------------------------------------------
+def _directory_domain(context: CmdletContext) -> str | None:
+    """The organization's domain, for canonical names: the realm of the host's own service (None if unknown)."""
+    state, host = context.state, context.host
+    if state is None or host is None:
+        return None
+    record = state.get("hosts", {}).get(host) or {}
+    service = state.get("services", {}).get(record.get("service")) or {}
+    realm = service.get("realm")
+    return str(realm) if realm else None
 
-_PARTNER_COMMON = ("Name", "Enabled", "LinkedAccount", "AcceptSecurityIdentifierInformation", "AccountType",
-                   *WRITE_OPTIONS)
-_PARTNER_SWITCHES = ("TrustAnySSLCertificate", "RefreshAuthMetadata")
+
+# --- PartnerApplication -------------------------------------------------------------------------
 
 
 def _linked_account(cmdlet: str, value: Any, objects: Mapping[str, Any]) -> str | None:
@@ -316,63 +385,62 @@ def _partner_options(cmdlet: str, bound: Mapping[str, Any], objects: Mapping[str
         options["AccountType"] = as_enum(cmdlet, "AccountType", bound["AccountType"], ACCOUNT_TYPES)
     if "LinkedAccount" in bound:
         options["LinkedAccount"] = _linked_account(cmdlet, bound["LinkedAccount"], objects)
+    for name in ("ActAsPermissions", "AppOnlyPermissions"):
+        if name in bound:
+            options[name] = _strings(cmdlet, name, bound[name])
+    if "IssuerIdentifier" in bound:
+        options["IssuerIdentifier"] = as_string(cmdlet, "IssuerIdentifier", bound["IssuerIdentifier"]) or None
     return options
 
 
 def _from_document(document: MetadataDocument, url: str) -> dict[str, Any]:
-    return {"AuthMetadataUrl": url, "ApplicationIdentifier": document.service_name, "Realm": document.realm}
+    return {"AuthMetadataUrl": url, "ApplicationIdentifier": document.service_name, "Realm": document.realm,
+            "UseAuthServer": False}
+
+
+def as_read(app: Mapping[str, Any], context: CmdletContext) -> dict[str, Any]:
+    """A partner application as Get-PartnerApplication shows it (GetPartnerApplication.xml's shape and order)."""
+    shown = {name: copy.deepcopy(app.get(name, default)) for name, default in PARTNER_APPLICATION_DEFAULTS.items()}
+    for name in ("AuthMetadataUrl", "Realm"):
+        if shown[name] is None:
+            shown[name] = ""
+    linked, domain = shown["LinkedAccount"], _directory_domain(context)
+    if linked and domain and "/" not in str(linked):
+        shown["LinkedAccount"] = f"{domain}/Users/{linked}"
+    return shown
 
 
 def get_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _get_list(cmdlet, PARTNER_APPLICATION, params, objects)
+    # -Organization is "reserved for internal Microsoft use": accepted, one organization in the lab.
+    _, bound = _bound(documented.GET_PARTNER_APPLICATION, cmdlet, params)
+    return [as_read(app, context) for app in _get_list(cmdlet, PARTNER_APPLICATION, bound.get("Identity"), objects)]
 
 
 def new_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    # Two parameter sets: AuthMetadataUrl (-AuthMetadataUrl [-TrustAnySSLCertificate]) and
-    # ACSTrustApplication (-ApplicationIdentifier [-Realm] [-UseAuthServer]).
-    metadata_set = {"AuthMetadataUrl", "TrustAnySSLCertificate"}
-    identifier_set = {"ApplicationIdentifier", "Realm", "UseAuthServer"}
-    bound = bind(cmdlet, params, (*_PARTNER_COMMON, *sorted(metadata_set), *sorted(identifier_set)))
-    given = _given(bound, _PARTNER_SWITCHES)
-    if (given & metadata_set and given & identifier_set) or not given & {"AuthMetadataUrl", "ApplicationIdentifier"}:
-        raise CmdletError(cmdlet, _AMBIGUOUS)
+    parameter_set, bound = _bound(documented.NEW_PARTNER_APPLICATION, cmdlet, params)
     items: list[dict[str, Any]] = objects.setdefault(PARTNER_APPLICATION, [])
     name = _new_name(cmdlet, PARTNER_APPLICATION, bound, items)
-    app = dict(PARTNER_APPLICATION_DEFAULTS, Name=name, Identity=name)
+    app = dict(copy.deepcopy(PARTNER_APPLICATION_DEFAULTS), Name=name, Identity=name)
     app.update(_partner_options(cmdlet, bound, objects))
-    if "TrustAnySSLCertificate" in bound:
-        as_switch(cmdlet, "TrustAnySSLCertificate", bound["TrustAnySSLCertificate"])
-    if "AuthMetadataUrl" in given:
+    if parameter_set == "AuthMetadataUrl":
         url = _string(cmdlet, bound, "AuthMetadataUrl")
         app.update(_from_document(_download(cmdlet, url, context), url))
-    else:
+    else:  # ACSTrustApplication
         app["ApplicationIdentifier"] = _string(cmdlet, bound, "ApplicationIdentifier")
-        app["Realm"] = as_string(cmdlet, "Realm", bound.get("Realm"))
-        if "UseAuthServer" in bound:
-            app["UseAuthServer"] = as_bool(cmdlet, "UseAuthServer", bound["UseAuthServer"])
+        app["Realm"] = as_string(cmdlet, "Realm", bound.get("Realm")) or None
+        app["UseAuthServer"] = True
     items.append(app)
-    return [copy.deepcopy(app)]
+    return [as_read(app, context)]
 
 
 def set_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    # Three parameter sets beyond the common parameters: AuthMetadataUrl (-AuthMetadataUrl
-    # [-TrustAnySSLCertificate]), ACSTrustApplication (-ApplicationIdentifier and/or -Realm) and
-    # RefreshAuthMetadata (-RefreshAuthMetadata [-TrustAnySSLCertificate]).
-    bound = bind(cmdlet, params, ("Identity", *_PARTNER_COMMON, "AuthMetadataUrl", "TrustAnySSLCertificate",
-                                  "ApplicationIdentifier", "Realm", "RefreshAuthMetadata"))
-    given = _given(bound, _PARTNER_SWITCHES)
-    forms = [form for form, names in (("AuthMetadataUrl", {"AuthMetadataUrl"}),
-                                      ("ACSTrustApplication", {"ApplicationIdentifier", "Realm"}),
-                                      ("RefreshAuthMetadata", {"RefreshAuthMetadata"})) if given & names]
-    if len(forms) > 1 or ("TrustAnySSLCertificate" in given and forms[:1] not in (["AuthMetadataUrl"],
-                                                                                    ["RefreshAuthMetadata"])):
-        raise CmdletError(cmdlet, _AMBIGUOUS)
+    parameter_set, bound = _bound(documented.SET_PARTNER_APPLICATION, cmdlet, params)
     identity = _string(cmdlet, bound, "Identity")
     items: list[dict[str, Any]] = objects.setdefault(PARTNER_APPLICATION, [])
     index = find(items, identity)
@@ -381,33 +449,30 @@ def set_partner_application(
     app = items[index]
     changes = _partner_options(cmdlet, bound, objects)
     changes.update(_rename(cmdlet, PARTNER_APPLICATION, bound, items, index))
-    for switch in _PARTNER_SWITCHES:
-        if switch in bound:
-            as_switch(cmdlet, switch, bound[switch])
     current = "AuthMetadataUrl" if app.get("AuthMetadataUrl") else "ACSTrustApplication"
-    if forms == ["RefreshAuthMetadata"] and current != "AuthMetadataUrl":
+    refresh = _switched(bound, "RefreshAuthMetadata")
+    wanted = {"AuthMetadataUrl": "AuthMetadataUrl" if "AuthMetadataUrl" in bound else None,
+              "ACSTrustApplication": "ACSTrustApplication" if {"ApplicationIdentifier", "Realm"} & bound.keys()
+              else None,
+              "RefreshAuthMetadata": "AuthMetadataUrl" if refresh else None}[parameter_set]
+    if parameter_set == "RefreshAuthMetadata" and refresh and current != "AuthMetadataUrl":
         # Lab wording: Exchange's text is not documented.
         raise CmdletError(cmdlet, f'Partner application "{app["Name"]}" has no AuthMetadataUrl to refresh.')
-    wanted = {"RefreshAuthMetadata": "AuthMetadataUrl"}.get(forms[0], forms[0]) if forms else current
     # Lab modelling, unconfirmed: Set may well switch a live application between the two forms; the
     # lab refuses (like its Skype emulation), so the tool must plan Remove + New for a switch.
-    if wanted != current:
+    if wanted is not None and wanted != current:
         raise CmdletError(
             cmdlet,
             f'Partner application "{app["Name"]}" was created with the {current} parameter set and cannot be '
             f"switched to the {wanted} parameter set: remove it and create it again.",
         )
-    if forms == ["AuthMetadataUrl"]:
-        url = _string(cmdlet, bound, "AuthMetadataUrl")
+    if "AuthMetadataUrl" in bound or refresh:
+        url = _string(cmdlet, bound, "AuthMetadataUrl") if "AuthMetadataUrl" in bound else str(app["AuthMetadataUrl"])
         changes.update(_from_document(_download(cmdlet, url, context), url))
-    elif forms == ["RefreshAuthMetadata"]:
-        url = str(app["AuthMetadataUrl"])
-        changes.update(_from_document(_download(cmdlet, url, context), url))
-    elif forms == ["ACSTrustApplication"]:
-        if "ApplicationIdentifier" in bound:
-            changes["ApplicationIdentifier"] = _string(cmdlet, bound, "ApplicationIdentifier")
-        if "Realm" in bound:
-            changes["Realm"] = as_string(cmdlet, "Realm", bound["Realm"])
+    if "ApplicationIdentifier" in bound:
+        changes["ApplicationIdentifier"] = _string(cmdlet, bound, "ApplicationIdentifier")
+    if "Realm" in bound:
+        changes["Realm"] = as_string(cmdlet, "Realm", bound["Realm"]) or None
     app.update(changes)
     return []
 
@@ -415,61 +480,67 @@ def set_partner_application(
 def remove_partner_application(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _remove(cmdlet, PARTNER_APPLICATION, params, objects)
+    return _remove(cmdlet, PARTNER_APPLICATION, documented.REMOVE_PARTNER_APPLICATION, params, objects)
 
 
 # --- AuthServer ---------------------------------------------------------------------------------
 
 
-def _domain_names(cmdlet: str, value: Any) -> list[str]:
-    """A -DomainName value (one name or a list; $null clears) as a list of names."""
-    if value is None:
-        return []
-    values = value if isinstance(value, list | tuple) else [value]
-    names: list[str] = []
-    for item in values:
-        text = as_string(cmdlet, "DomainName", item)
-        if not text:
-            raise CmdletError(cmdlet, "Cannot bind argument to parameter 'DomainName' because it is an empty string.")
-        names.append(text)
-    return names
-
-
 def _server_options(cmdlet: str, bound: Mapping[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if "Type" in bound:
-        options["Type"] = as_enum(cmdlet, "Type", bound["Type"], AUTH_SERVER_TYPES)
-    if "Enabled" in bound:
-        options["Enabled"] = as_bool(cmdlet, "Enabled", bound["Enabled"])
+    for name in ("Enabled", "IsDefaultAuthorizationEndpoint"):
+        if name in bound:
+            options[name] = as_bool(cmdlet, name, bound[name])
     if "DomainName" in bound:
-        options["DomainName"] = _domain_names(cmdlet, bound["DomainName"])
-    if "TrustAnySSLCertificate" in bound:
-        as_switch(cmdlet, "TrustAnySSLCertificate", bound["TrustAnySSLCertificate"])
+        options["DomainName"] = _strings(cmdlet, "DomainName", bound["DomainName"]) or []
+    for name in ("ApplicationIdentifier", "GraphBaseUrl"):
+        if name in bound:
+            options[name] = as_string(cmdlet, name, bound[name]) or None
     return options
 
 
-def _server_document(document: MetadataDocument, url: str) -> dict[str, Any]:
-    return {"AuthMetadataUrl": url, "IssuerIdentifier": document.service_name, "Realm": document.realm}
+def _document_type(document: MetadataDocument) -> str:
+    if document.kind == "federation":
+        return "AzureAD" if document.realm else "ADFS"
+    return "MicrosoftACS"
+
+
+def _server_document(cmdlet: str, document: MetadataDocument, url: str, server_type: str | None) -> dict[str, Any]:
+    """What an auth server takes from its metadata document; the document must be of the kind its type reads."""
+    if server_type is not None:
+        federation = server_type in _FEDERATION_TYPES
+        if server_type in (*_FEDERATION_TYPES, "MicrosoftACS") and federation != (document.kind == "federation"):
+            expected = "federation metadata XML" if federation else "JSON metadata"
+            # Lab wording: Exchange's text is not documented.
+            raise CmdletError(cmdlet, f"The authorization metadata at '{url}' isn't {expected}, which an auth "
+                                      f"server of type {server_type} reads.")
+    return {"AuthMetadataUrl": url, "IssuerIdentifier": document.service_name, "Realm": document.realm,
+            "Type": server_type or _document_type(document)}
 
 
 def get_auth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _get_list(cmdlet, AUTH_SERVER, params, objects)
+    _, bound = _bound(documented.GET_AUTH_SERVER, cmdlet, params)
+    return _get_list(cmdlet, AUTH_SERVER, bound.get("Identity"), objects)
 
 
 def new_auth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Name", "AuthMetadataUrl", "Type", "Enabled", "DomainName",
-                                  "TrustAnySSLCertificate", *WRITE_OPTIONS))
+    # Three sets: AuthMetadataUrl (type from the document), NativeClientAuthServer (-Type with a document),
+    # AppSecret (-Type, optionally -ApplicationIdentifier, no document).
+    parameter_set, bound = _bound(documented.NEW_AUTH_SERVER, cmdlet, params)
     items: list[dict[str, Any]] = objects.setdefault(AUTH_SERVER, [])
-    require(cmdlet, bound, "Name", "AuthMetadataUrl")
     name = _new_name(cmdlet, AUTH_SERVER, bound, items)
-    url = _string(cmdlet, bound, "AuthMetadataUrl")
-    server = dict(AUTH_SERVER_DEFAULTS, Name=name, Identity=name, DomainName=[])
+    server = dict(copy.deepcopy(AUTH_SERVER_DEFAULTS), Name=name, Identity=name)
     server.update(_server_options(cmdlet, bound))
-    server.update(_server_document(_download(cmdlet, url, context), url))
+    server_type = as_enum(cmdlet, "Type", bound["Type"], AUTH_SERVER_TYPES) if "Type" in bound else None
+    if parameter_set == "AppSecret":
+        server["Type"] = server_type
+    else:
+        url = _string(cmdlet, bound, "AuthMetadataUrl")
+        server.update(_server_document(cmdlet, _download(cmdlet, url, context), url, server_type))
     items.append(server)
     return [copy.deepcopy(server)]
 
@@ -477,11 +548,7 @@ def new_auth_server(
 def set_auth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", "Name", "AuthMetadataUrl", "Enabled", "DomainName",
-                                  "RefreshAuthMetadata", "TrustAnySSLCertificate", *WRITE_OPTIONS))
-    given = _given(bound, _PARTNER_SWITCHES)
-    if {"AuthMetadataUrl", "RefreshAuthMetadata"} <= given:
-        raise CmdletError(cmdlet, _AMBIGUOUS)
+    _, bound = _bound(documented.SET_AUTH_SERVER, cmdlet, params)
     identity = _string(cmdlet, bound, "Identity")
     items: list[dict[str, Any]] = objects.setdefault(AUTH_SERVER, [])
     index = find(items, identity)
@@ -490,12 +557,14 @@ def set_auth_server(
     server = items[index]
     changes = _server_options(cmdlet, bound)
     changes.update(_rename(cmdlet, AUTH_SERVER, bound, items, index))
-    if "RefreshAuthMetadata" in bound:
-        as_switch(cmdlet, "RefreshAuthMetadata", bound["RefreshAuthMetadata"])
-    if "AuthMetadataUrl" in given or ("RefreshAuthMetadata" in given and server.get("AuthMetadataUrl")):
-        url = _string(cmdlet, bound, "AuthMetadataUrl") if "AuthMetadataUrl" in given else str(
+    refresh = _switched(bound, "RefreshAuthMetadata")
+    if refresh and not server.get("AuthMetadataUrl"):
+        # Lab wording: Exchange's text is not documented.
+        raise CmdletError(cmdlet, f'Auth server "{server["Name"]}" has no AuthMetadataUrl to refresh.')
+    if "AuthMetadataUrl" in bound or refresh:
+        url = _string(cmdlet, bound, "AuthMetadataUrl") if "AuthMetadataUrl" in bound else str(
             server["AuthMetadataUrl"])
-        changes.update(_server_document(_download(cmdlet, url, context), url))
+        changes.update(_server_document(cmdlet, _download(cmdlet, url, context), url, str(server["Type"])))
     server.update(changes)
     return []
 
@@ -503,7 +572,7 @@ def set_auth_server(
 def remove_auth_server(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _remove(cmdlet, AUTH_SERVER, params, objects)
+    return _remove(cmdlet, AUTH_SERVER, documented.REMOVE_AUTH_SERVER, params, objects)
 
 
 # --- AuthConfig ---------------------------------------------------------------------------------
@@ -579,44 +648,31 @@ def _publish(config: dict[str, Any]) -> None:
     config["NextCertificateEffectiveDate"] = None
 
 
-# Set-AuthConfig's parameter sets: the parameters that choose each, and what else it accepts.
-_CONFIG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "CurrentCertificateParameter": (frozenset({"CertificateThumbprint"}),
-                                    frozenset({"SkipImmediateCertificateDeployment", "Force"})),
-    "NewCertificateParameter": (frozenset({"NewCertificateThumbprint", "NewCertificateEffectiveDate"}),
-                                frozenset({"SkipImmediateCertificateDeployment", "Force"})),
-    "PublishAuthCertificateParameter": (frozenset({"PublishCertificate", "ClearPreviousCertificate"}),
-                                        frozenset({"Force"})),
-    "AuthConfigSettings": (frozenset({"ServiceName", "Realm"}), frozenset()),
-}
-_CONFIG_SWITCHES = ("PublishCertificate", "ClearPreviousCertificate", "SkipImmediateCertificateDeployment", "Force")
+def _shown_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """AuthConfig as Get-AuthConfig shows it: an empty thumbprint is "" (GetAuthConfig.xml), an unset date Nil."""
+    shown = copy.deepcopy(dict(config))
+    for name in ("CurrentCertificateThumbprint", "PreviousCertificateThumbprint", "NextCertificateThumbprint"):
+        if shown.get(name) is None:
+            shown[name] = ""
+    return shown
 
 
 def get_auth_config(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bind(cmdlet, params, ("DomainController",))  # Get-AuthConfig has no -Identity: there is one
-    return [copy.deepcopy(auth_config(objects))]
+    _bound(documented.GET_AUTH_CONFIG, cmdlet, params)  # no -Identity: there is one
+    return [_shown_config(auth_config(objects))]
 
 
 def set_auth_config(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    accepted = {name for choosing, extra in _CONFIG_SETS.values() for name in choosing | extra}
-    bound = bind(cmdlet, params, (*sorted(accepted), *WRITE_OPTIONS))
-    given = _given(bound, _CONFIG_SWITCHES) - set(WRITE_OPTIONS)
-    chosen = [name for name, (choosing, _) in _CONFIG_SETS.items() if given & choosing]
-    if len(chosen) > 1 or (chosen and not given <= _CONFIG_SETS[chosen[0]][0] | _CONFIG_SETS[chosen[0]][1]) or (
-            not chosen and given):
-        raise CmdletError(cmdlet, _AMBIGUOUS)
-    for switch in _CONFIG_SWITCHES:
-        if switch in bound:
-            as_switch(cmdlet, switch, bound[switch])
+    # Four exclusive sets (Set-AuthConfig.md). -Force, -Server and -SkipImmediateCertificateDeployment are
+    # accepted where documented and change nothing here: no prompt to skip, one directory, no deployment delay.
+    parameter_set, bound = _bound(documented.SET_AUTH_CONFIG, cmdlet, params)
     config = auth_config(objects)
     changes: dict[str, Any] = {}
-    parameter_set = chosen[0] if chosen else None
     if parameter_set == "CurrentCertificateParameter":
-        require(cmdlet, bound, "CertificateThumbprint")
         thumbprint = _thumbprint(cmdlet, "CertificateThumbprint", bound["CertificateThumbprint"])
         current = config.get("CurrentCertificateThumbprint")
         if thumbprint != current:
@@ -632,15 +688,16 @@ def set_auth_config(
             "NextCertificateEffectiveDate": _effective_date(cmdlet, bound["NewCertificateEffectiveDate"]),
         }
     elif parameter_set == "PublishAuthCertificateParameter":
-        if "PublishCertificate" in given and not config.get("NextCertificateThumbprint"):
+        publish = _switched(bound, "PublishCertificate")
+        if publish and not config.get("NextCertificateThumbprint"):
             # Lab wording: Exchange's text is not documented.
             raise CmdletError(cmdlet, "There is no next certificate to publish: stage one with "
                                       "-NewCertificateThumbprint and -NewCertificateEffectiveDate first.")
-        if "PublishCertificate" in given:
+        if publish:
             _publish(config)
-        if "ClearPreviousCertificate" in given:
+        if _switched(bound, "ClearPreviousCertificate"):
             changes["PreviousCertificateThumbprint"] = None
-    elif parameter_set == "AuthConfigSettings":
+    else:  # AuthConfigSettings
         for name in ("ServiceName", "Realm"):
             if name in bound:
                 changes[name] = as_string(cmdlet, name, bound[name]) or ""
@@ -654,13 +711,31 @@ def set_auth_config(
 def get_linked_user(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _get_list(cmdlet, LINKED_USER, params, objects)
+    _, bound = _bound(documented.GET_LINKED_USER, cmdlet, params)
+    for name in ("Filter", "OrganizationalUnit"):
+        if bound.get(name) not in (None, ""):
+            raise CmdletError(cmdlet, f"The lab does not evaluate -{name}.")  # lab wording
+    users = _get_list(cmdlet, LINKED_USER, bound.get("Identity"), objects)
+    anr = (as_string(cmdlet, "Anr", bound.get("Anr")) or "").lower()
+    if anr:  # ambiguous name resolution: names and UPNs starting with the text
+        users = [u for u in users if str(u.get("Name") or "").lower().startswith(anr)
+                 or str(u.get("UserPrincipalName") or "").lower().startswith(anr)]
+    if bound.get("SortBy"):
+        key = next((k for k in LINKED_USER_DEFAULTS if k.lower() == str(bound["SortBy"]).lower()), None)
+        if key is None:
+            raise CmdletError(cmdlet, f"The property '{bound['SortBy']}' can't be used to sort.")  # lab wording
+        users.sort(key=lambda u: str(u.get(key) or "").lower())
+    size = bound.get("ResultSize")
+    if size is not None and str(size).lower() != "unlimited":
+        users = users[: int(str(size))]
+    return users
 
 
 def new_linked_user(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Name", "UserPrincipalName", *WRITE_OPTIONS))
+    # Unconfirmed: New-LinkedUser is not in Microsoft's reference (see reconciler.kinds.exchange).
+    _, bound = _bound(documented.NEW_LINKED_USER, cmdlet, params)
     items: list[dict[str, Any]] = objects.setdefault(LINKED_USER, [])
     name = _new_name(cmdlet, LINKED_USER, bound, items)
     upn = as_string(cmdlet, "UserPrincipalName", bound.get("UserPrincipalName")) or None
@@ -680,11 +755,10 @@ def remove_linked_user(
 ) -> list[dict[str, Any]]:
     # Unconfirmed: that Exchange has a Remove-LinkedUser cmdlet. Partner applications linking the user
     # and its role assignments are left as they are, naming a user that no longer exists.
-    return _remove(cmdlet, LINKED_USER, params, objects)
+    return _remove(cmdlet, LINKED_USER, documented.REMOVE_LINKED_USER, params, objects)
 
 
 # --- ManagementRoleAssignment -------------------------------------------------------------------
-
 
 def _role(cmdlet: str, value: Any) -> str:
     text = as_string(cmdlet, "Role", value) or ""
@@ -705,17 +779,17 @@ def _assignment_name(role: str, user: str, items: Sequence[Mapping[str, Any]]) -
     return name
 
 
+_ASSIGNMENT_FILTERS = ("RoleAssigneeType", "ConfigWriteScope", "RecipientWriteScope")
+"""Get-ManagementRoleAssignment filters compared with the assignment's property of the same name."""
+_NO_SCOPES = (*documented.SCOPES, "WritableDatabase", "WritableRecipient", "WritableServer")
+"""Scopes, groups, OUs and writable objects: none exists in the lab, so filtering by one finds nothing."""
+
+
 def get_management_role_assignment(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Identity", "Role", "RoleAssignee", "DomainController"))
-    items: list[dict[str, Any]] = objects.setdefault(ROLE_ASSIGNMENT, [])
-    identity = as_string(cmdlet, "Identity", bound.get("Identity"))
-    if identity:
-        index = find(items, identity)
-        if index is None:
-            raise _not_found(cmdlet, identity)
-        items = [items[index]]
+    _, bound = _bound(documented.GET_MANAGEMENT_ROLE_ASSIGNMENT, cmdlet, params)
+    items = _get_list(cmdlet, ROLE_ASSIGNMENT, bound.get("Identity"), objects)
     if bound.get("Role") is not None:
         role = _role(cmdlet, bound["Role"])
         items = [a for a in items if str(a.get("Role", "")).lower() == role.lower()]
@@ -725,19 +799,38 @@ def get_management_role_assignment(
         if user is None:
             raise _user_not_found(cmdlet, assignee)
         items = [a for a in items if str(a.get("RoleAssigneeName", "")).lower() == str(user["Name"]).lower()]
-    return copy.deepcopy(items)
+    for name in ("Enabled", "Delegating"):
+        if name in bound:
+            wanted = as_bool(cmdlet, name, bound[name])
+            items = [a for a in items if bool(a.get(name, ROLE_ASSIGNMENT_DEFAULTS[name])) is wanted]
+    if "Exclusive" in bound and as_bool(cmdlet, "Exclusive", bound["Exclusive"]):
+        items = []  # the lab has no exclusive scopes
+    for name in _ASSIGNMENT_FILTERS:
+        if bound.get(name) is not None:
+            text = str(bound[name]).lower()
+            items = [a for a in items if str(a.get(name, ROLE_ASSIGNMENT_DEFAULTS[name])).lower() == text]
+    methods = _strings(cmdlet, "AssignmentMethod", bound.get("AssignmentMethod"))
+    if methods is not None:
+        wanted_methods = {m.lower() for m in methods}
+        items = [a for a in items if str(a.get("AssignmentMethod", "Direct")).lower() in wanted_methods]
+    if any(bound.get(name) not in (None, "") for name in _NO_SCOPES):
+        items = []
+    return items  # -GetEffectiveUsers: the lab's assignments are all direct, to users
 
 
 def new_management_role_assignment(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    bound = bind(cmdlet, params, ("Name", "Role", "User", *WRITE_OPTIONS))
-    require(cmdlet, bound, "Role", "User")
+    # The User parameter set. -Force (cloud only) and -UnScopedTopLevel are accepted without effect.
+    _, bound = _bound(documented.NEW_MANAGEMENT_ROLE_ASSIGNMENT, cmdlet, params)
     role = _role(cmdlet, bound["Role"])
     wanted_user = as_string(cmdlet, "User", bound["User"]) or ""
     user = find_linked_user(objects, wanted_user)
     if user is None:
         raise _user_not_found(cmdlet, wanted_user)
+    scope = next((name for name in documented.SCOPES if bound.get(name) not in (None, "")), None)
+    if scope is not None:
+        raise _not_found(cmdlet, str(bound[scope]))  # no management scope, group, unit or OU exists in the lab
     items: list[dict[str, Any]] = objects.setdefault(ROLE_ASSIGNMENT, [])
     duplicate = next((a for a in items if has_role({ROLE_ASSIGNMENT: [a]}, str(user["Name"]), role)), None)
     if duplicate is not None:
@@ -749,7 +842,11 @@ def new_management_role_assignment(
     else:
         name = _assignment_name(role, str(user["Name"]), items)
     assignment = dict(ROLE_ASSIGNMENT_DEFAULTS, Name=name, Identity=name, Role=role,
-                      RoleAssigneeName=str(user["Name"]))
+                      RoleAssigneeName=str(user["Name"]), Delegating=_switched(bound, "Delegating"))
+    if bound.get("RecipientRelativeWriteScope") is not None:
+        assignment["RecipientWriteScope"] = as_enum(cmdlet, "RecipientRelativeWriteScope",
+                                                    bound["RecipientRelativeWriteScope"],
+                                                    documented.RECIPIENT_RELATIVE_WRITE_SCOPES)
     items.append(assignment)
     return [copy.deepcopy(assignment)]
 
@@ -757,7 +854,7 @@ def new_management_role_assignment(
 def remove_management_role_assignment(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    return _remove(cmdlet, ROLE_ASSIGNMENT, params, objects)
+    return _remove(cmdlet, ROLE_ASSIGNMENT, documented.REMOVE_MANAGEMENT_ROLE_ASSIGNMENT, params, objects)
 
 
 # --- iisreset -----------------------------------------------------------------------------------
@@ -766,9 +863,14 @@ def remove_management_role_assignment(
 def iisreset(
     cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
 ) -> list[dict[str, Any]]:
-    """Restart IIS on one of the host's `servers` (not a cmdlet: see the module docstring); counts it."""
-    bound = bind(cmdlet, params, ("Server",))
-    server = _string(cmdlet, bound, "Server")
+    """`iisreset [computername] [/options]`, a native command: restart IIS on one of the host's `servers` and
+    count it there (see the module docstring). The emulator already refused named parameters (the documented
+    syntax has none)."""
+    names = [a for a in context.arguments if not a.startswith("/")]
+    if len(names) > 1:
+        # Lab wording: iisreset's own usage text is not modelled.
+        raise CmdletError(cmdlet, f"iisreset takes one computer name, not {len(names)}: {' '.join(names)}")
+    server = names[0] if names else (context.host or "")
     record = context.state["hosts"].get(context.host or "") if context.state is not None else None
     servers = [str(name) for name in (record or {}).get("servers") or []]
     match = next((name for name in servers if name.lower() == server.lower()), None)
@@ -778,6 +880,11 @@ def iisreset(
     resets[match] = int(resets.get(match, 0)) + 1
     return []
 
+
+SYNTAX: Mapping[str, CmdletSyntax] = {
+    c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.ENTERPRISE_CMDLETS,
+                        documented.IISRESET)}
+"""The documented syntax of every command the platform runs (the emulator binds each call against it)."""
 
 PLATFORM = Platform(
     name="exchange",
@@ -804,4 +911,5 @@ PLATFORM = Platform(
            ROLE_ASSIGNMENT: False},
     empty_objects=empty_objects,
     normalize=normalize,
+    syntax=SYNTAX,
 )
