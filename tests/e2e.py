@@ -45,7 +45,11 @@ class Estate:
         return Run(code, captured.out, captured.err)
 
     def reconcile(self, command: str, manifest: Path, *extra: str) -> Run:
-        return self.run(command, "--var", f"lab={self.url}", *extra, manifest)
+        """The CLI on a manifest; `--var lab=<this lab>` when the manifest declares `lab` (an undeclared --var
+        is an error)."""
+        declares_lab = "\n  lab:" in Path(manifest).read_text(encoding="utf-8")
+        lab = ("--var", f"lab={self.url}") if declares_lab else ()
+        return self.run(command, *lab, *extra, manifest)
 
     def lab(self, *argv: str) -> Run:
         return self.run("lab", *argv, "--state", str(self.state))

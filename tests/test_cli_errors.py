@@ -111,3 +111,13 @@ def test_unknown_lab_host_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     assert main(["plan", "m.yaml"]) == 1
     err = capsys.readouterr().err
     assert "lab init" in err and "Traceback" not in err
+
+
+def test_an_undeclared_var_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: reconciler/v1\nvariables:\n  lab: http://127.0.0.1:1\ntargets: {}\n"
+                        "resources: []\n", encoding="utf-8")
+    assert main(["validate", "--var", "lba=http://x", str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert "--var lba: the manifest declares no variable of that name (declared: lab)" in err
+    assert "Traceback" not in err

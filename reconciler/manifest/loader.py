@@ -189,6 +189,11 @@ def _variables(run: _Run, section: Any, overrides: Mapping[str, str]) -> Variabl
             unusable.add(name)
     literals: dict[str, str] = {}
     for name, value in overrides.items():
+        if name not in section:  # a misspelt --var would otherwise be ignored without a word
+            declared = ", ".join(sorted(section)) or "none"
+            run.add(("variables",), f"--var {name}: the manifest declares no variable of that name "
+                                    f"(declared: {declared})")
+            continue
         problem = text_problem(value)
         if problem is not None:
             run.add(("variables", name), f"--var {name}: the value {problem}")
