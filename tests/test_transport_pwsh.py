@@ -25,13 +25,16 @@ from reconciler.lab.admin import add_failure
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
 from reconciler.model import TargetSpec
-from reconciler.providers.base import Registry
+from reconciler.providers.base import Registry, command_names
 from reconciler.providers.skype import SkypeProvider
 from reconciler.transports import psjson
 from reconciler.transports.base import MASK, Command
 from reconciler.transports.pwsh import DEFAULT_ALLOWED_CMDLETS, RUNNER, PwshTransport
 from tests.e2e import ON_PREMISES, Estate
 
+_REGISTRY = Registry.from_entry_points()
+DECLARED = tuple(dict.fromkeys(n for p in _REGISTRY.providers.values() for n in command_names(p)))
+"""What the installed providers declare: the allow-list the registry gives a pwsh transport."""
 STANDIN = Path(__file__).resolve().parent / "standin_pwsh.py"
 HOST = "atl-cs-001"
 SECRET = "s3cr3t-Value-never-shown"
@@ -55,6 +58,7 @@ class Standin:
         settings: dict[str, Any] = {"transport": "pwsh", "executable": [sys.executable, str(STANDIN)],
                                     "timeoutSeconds": 30, **connection}
         transport = PwshTransport.from_target(TargetSpec("pool", "skype", settings))
+        transport.restrict_to(DECLARED)  # as Registry.open_transport does
         self.opened.append(transport)
         return transport
 
@@ -123,7 +127,7 @@ def test_discovery_is_one_process_and_one_request_and_reads_what_the_lab_transpo
         "Get-CsOAuthConfiguration", "Get-CsOAuthServer", "Get-CsPartnerApplication"]
     assert request["stopOnError"] is True and request["id"] == 1
     assert any(c["select"] for c in request["commands"]) and all(c["parameters"] == {} for c in request["commands"])
-    assert set(request["allow"]) == set(DEFAULT_ALLOWED_CMDLETS)
+    assert set(request["allow"]) == set(DECLARED)
 
 
 def test_outputs_are_selected_objects_in_order(standin: Standin) -> None:
@@ -229,17 +233,22 @@ def test_bad_parameter_names_and_unsendable_values_are_refused(standin: Standin)
     assert standin.requests() == []
 
 
-def test_the_default_allow_list_is_the_oauth_cmdlets() -> None:
-    assert len(set(DEFAULT_ALLOWED_CMDLETS)) == len(DEFAULT_ALLOWED_CMDLETS)
-    for noun in ("CsOAuthConfiguration", "CsOAuthServer", "CsPartnerApplication", "PartnerApplication", "AuthServer"):
+def test_nothing_runs_until_the_provider_s_commands_are_named() -> None:
+    assert DEFAULT_ALLOWED_CMDLETS == ()
+    transport = PwshTransport("pwsh")
+    assert transport.unsupported(Command("Get-CsPartnerApplication")) is not None
+
+
+def test_the_declared_commands_are_the_oauth_cmdlets_and_nothing_dangerous() -> None:
+    for noun in ("CsOAuthServer", "CsPartnerApplication", "PartnerApplication", "AuthServer"):
         for verb in ("Get", "Set", "New", "Remove"):
-            assert f"{verb}-{noun}" in DEFAULT_ALLOWED_CMDLETS
-    for name in ("Test-CsExStorageConnectivity", "Get-AuthConfig", "Set-AuthConfig", "Get-User",
-                 "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
-                 "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser", "iisreset"):
-        assert name in DEFAULT_ALLOWED_CMDLETS
-    assert not {"Invoke-Expression", "Invoke-Command", "Remove-Item", "Start-Process"} & set(DEFAULT_ALLOWED_CMDLETS)
-    assert len({n.lower() for n in DEFAULT_ALLOWED_CMDLETS}) == len(DEFAULT_ALLOWED_CMDLETS)
+            assert f"{verb}-{noun}" in DECLARED
+    for name in ("Get-CsOAuthConfiguration", "Set-CsOAuthConfiguration", "Test-CsExStorageConnectivity",
+                 "Get-AuthConfig", "Set-AuthConfig", "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment",
+                 "Remove-ManagementRoleAssignment", "Get-LinkedUser", "iisreset"):
+        assert name in DECLARED
+    assert not {"Invoke-Expression", "Invoke-Command", "Remove-Item", "Start-Process"} & set(DECLARED)
+    assert len({n.lower() for n in DECLARED}) == len(DECLARED)
 
 
 # --- restrict_to: the allow-list from the commands the providers declare ---------------------------
@@ -286,7 +295,7 @@ def test_restrict_to_refuses_what_is_not_a_command_name(standin: Standin) -> Non
     for bad in (["Get-X; Stop-Computer"], ["C:\\Windows\\iisreset.exe"], ["-Force"], [""], [3]):
         with pytest.raises(ValueError, match="not command names"):
             transport.restrict_to(bad)  # type: ignore[arg-type]
-    assert set(transport.allowed) == set(DEFAULT_ALLOWED_CMDLETS)  # unchanged
+    assert set(transport.allowed) == set(DECLARED)  # unchanged
 
 
 def test_unsupported_says_why_without_sending_anything(standin: Standin) -> None:
@@ -674,7 +683,7 @@ def test_the_registry_allows_exactly_what_the_providers_kinds_declare() -> None:
     from reconciler.providers.base import Registry, command_names
 
     registry = Registry.from_entry_points()
-    for provider in ("skype",):
+    for provider in ("skype", "exchange"):
         transport = registry.open_transport(TargetSpec("t", provider, {"transport": "pwsh"}))
         declared = command_names(registry.provider(provider))
         assert declared and set(transport.allowed) == set(declared)  # type: ignore[attr-defined]

@@ -50,7 +50,7 @@ from pypsrp.wsman import NAMESPACES
 
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
-from reconciler.providers.base import Registry
+from reconciler.providers.base import Registry, command_names
 from reconciler.transports.base import MASK, Command, Sensitive
 from reconciler.transports.winrm import (
     DEFAULT_NATIVE_CONFIGURATION,
@@ -297,7 +297,7 @@ class Rig:
 
 
 def rig(handler: Callable[[Invocation], Reply] | None = None,
-        native_handler: Callable[[Invocation], Reply] | None = None, **overrides: Any) -> Rig:
+        native_handler: Callable[[Invocation], Reply] | None = None, restrict: bool = True, **overrides: Any) -> Rig:
     """A transport whose pools are pypsrp's real RunspacePools (built by the real factory) over FakeEndpoints:
     `endpoint` for the target's own settings, `native` for the native-command settings."""
     endpoint = FakeEndpoint(handler)
@@ -310,7 +310,13 @@ def rig(handler: Callable[[Invocation], Reply] | None = None,
         made.append(pool)
         return pool
 
-    return Rig(WinRMTransport(base, pool_factory=factory), endpoint, made, native)
+    transport = WinRMTransport(base, pool_factory=factory)
+    if restrict:
+        transport.restrict_to(DECLARED)  # as Registry.open_transport does: what the installed providers declare
+    return Rig(transport, endpoint, made, native)
+
+
+DECLARED = tuple(dict.fromkeys(n for p in Registry.from_entry_points().providers.values() for n in command_names(p)))
 
 
 # CLIXML as PowerShell serializes a Select-Object'ed Skype object over remoting (hand-written).
@@ -768,14 +774,14 @@ def test_restrict_to_refuses_a_cmdlet_outside_the_list_with_nothing_sent() -> No
 
 
 def test_before_restrict_to_cmdlets_are_not_limited_here_but_executables_are() -> None:
-    r = rig(native_handler=native_reply(IISRESET_LINES))
+    r = rig(native_handler=native_reply(IISRESET_LINES), restrict=False)
     (result,) = r.transport.invoke([Command("Get-CsUser")])
     assert result.ok
-    assert r.transport.unsupported(IISRESET) is None  # on the default list
+    assert r.transport.unsupported(IISRESET) is not None  # no executable runs until a provider declares it
     (refused,) = r.transport.invoke([Command("cmd", native=True, arguments=("/c", "calc"))])
     assert not refused.ok and "the executable cmd is not on the winrm transport's allow-list" in (refused.error or "")
     assert r.native.events == []
-    allowed = rig(native_handler=native_reply([]), allow_cmdlets=("appcmd",))
+    allowed = rig(native_handler=native_reply([]), restrict=False, allow_cmdlets=("appcmd",))
     assert allowed.transport.invoke([Command("appcmd", native=True, arguments=("list", "site"))])[0].ok
 
 

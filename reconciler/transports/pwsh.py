@@ -10,8 +10,8 @@ Requests and responses are JSON lines on the process's standard input and output
 for the protocol). Commands stay data all the way: the runner splats each parameter map onto the
 cmdlet, and a native command's argument array onto the executable (`& $executable @arguments`), so
 no value is ever parsed as PowerShell. Cmdlet and executable names are checked against an allow-list
-here, before anything is sent, and again by the runner. The allow-list is DEFAULT_ALLOWED_CMDLETS
-until `restrict_to` sets it to the commands the installed providers declare; a target's
+here, before anything is sent, and again by the runner. The allow-list is empty until `restrict_to`
+sets it to the commands the target's provider declares (Registry.open_transport does); a target's
 `allowCmdlets` is added either way.
 
 Any failure to deliver a batch (the process missing, exiting, hanging past the timeout, or answering
@@ -49,26 +49,9 @@ RUNNER = Path(__file__).with_name("runner.ps1")
 STDERR_LINES = 20
 CLOSE_GRACE = 5.0
 
-DEFAULT_ALLOWED_CMDLETS: tuple[str, ...] = (
-    # Skype for Business / Lync Server
-    "Get-CsOAuthConfiguration", "Set-CsOAuthConfiguration", "New-CsOAuthConfiguration", "Remove-CsOAuthConfiguration",
-    "Get-CsOAuthServer", "Set-CsOAuthServer", "New-CsOAuthServer", "Remove-CsOAuthServer",
-    "Get-CsPartnerApplication", "Set-CsPartnerApplication", "New-CsPartnerApplication",
-    "Remove-CsPartnerApplication",
-    "Test-CsExStorageConnectivity",
-    # Exchange Server
-    "Get-PartnerApplication", "Set-PartnerApplication", "New-PartnerApplication", "Remove-PartnerApplication",
-    "Get-AuthServer", "Set-AuthServer", "New-AuthServer", "Remove-AuthServer",
-    "Get-AuthConfig", "Set-AuthConfig",
-    "Get-User",
-    "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
-    "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
-    # Executables (native commands)
-    "iisreset",
-)
-"""The commands this transport runs until `restrict_to` names them, plus a target's `allowCmdlets`.
-Nothing else runs: not even a read, since an unexpected cmdlet means a bug upstream. (Transitional:
-once the registry restricts every transport to the commands its providers declare, this goes.)"""
+DEFAULT_ALLOWED_CMDLETS: tuple[str, ...] = ()
+"""Nothing runs until `restrict_to` names the commands: the registry passes exactly what the target's provider
+declares (its kinds' documented syntax), plus a target's `allowCmdlets`. No provider knowledge lives here."""
 
 CMDLET_NAME = psjson.CMDLET_NAME
 NATIVE_NAME = psjson.NATIVE_NAME

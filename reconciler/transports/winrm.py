@@ -89,7 +89,6 @@ from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
 from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private
 from reconciler.transports.psjson import NATIVE_NAME
-from reconciler.transports.pwsh import DEFAULT_ALLOWED_CMDLETS
 
 log = logging.getLogger(__name__)
 
@@ -851,7 +850,7 @@ class WinRMTransport:
             return self._natives_disabled(command)
         allowed = self._restricted
         if allowed is None and command.native:
-            allowed = frozenset(name.lower() for name in (*DEFAULT_ALLOWED_CMDLETS, *self.settings.allow_cmdlets))
+            allowed = frozenset(name.lower() for name in self.settings.allow_cmdlets)
         if allowed is not None and command.cmdlet.lower() not in allowed:
             kind = "executable" if command.native else "cmdlet"
             return (f"the {kind} {command.cmdlet} is not on the winrm transport's allow-list for "
