@@ -7,14 +7,15 @@ planning instead, so the failure shows up in the plan and apply changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
 import httpx
 
 from reconciler.changes import Action, Change
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
-from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
-from reconciler.model import DesiredState, Ensure, LiveState, Mode
+from reconciler.metadata import Documents, MetadataError
+from reconciler.model import DesiredState, Ensure, LiveResource, LiveState, Mode
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry
 
@@ -39,8 +40,11 @@ def metadata_urls_needed(change: Change, spec: KindSpec) -> list[tuple[str, str]
 
 
 def check_metadata(changes: tuple[Change, ...], kind_of: KindLookup, *, timeout: float = 10.0,
-                   client: httpx.Client | None = None) -> tuple[Diagnostic, ...]:
-    """Download each needed metadata document once; an error diagnostic for each that fails."""
+                   client: httpx.Client | None = None, documents: Documents | None = None) -> tuple[Diagnostic, ...]:
+    """Download each needed metadata document once (concurrently); an error diagnostic for each that fails.
+
+    `documents`: the run's shared downloads (the trust graph reads the same ones); without it, this call's own.
+    """
     wanted: list[tuple[Change, str, str]] = []
     for change in changes:
         spec = kind_of(change)
@@ -48,19 +52,10 @@ def check_metadata(changes: tuple[Change, ...], kind_of: KindLookup, *, timeout:
             wanted.extend((change, name, url) for name, url in metadata_urls_needed(change, spec))
     if not wanted:
         return ()
-    own = client is None
-    http = client or httpx.Client(timeout=timeout, follow_redirects=True)
-    results: dict[str, MetadataDocument | MetadataError] = {}
-    try:
-        for _, _, url in wanted:
-            if url not in results:
-                try:
-                    results[url] = fetch_metadata(url, client=http, timeout=timeout)
-                except MetadataError as exc:
-                    results[url] = exc
-    finally:
-        if own:
-            http.close()
+    with contextlib.ExitStack() as stack:
+        if documents is None:
+            documents = stack.enter_context(Documents(timeout, client))
+        results = documents.fetch(url for _, _, url in wanted)
     diagnostics = []
     for change, name, url in wanted:
         result = results[url]
@@ -77,6 +72,7 @@ def check_kinds(desired: DesiredState, live: Mapping[str, LiveState], registry: 
                 context: DiagnoseContext) -> tuple[Diagnostic, ...]:
     """Each declared resource's own plan-time checks (its kind's `diagnose`), e.g. certificate dates."""
     found: list[Diagnostic] = []
+    by_name: dict[str, dict[tuple[str, str], LiveResource]] = {}  # per target, built once: (kind, identity folded)
     for resource in desired.resources:
         target = desired.targets[resource.key.target]
         if resource.ensure is not Ensure.PRESENT or resource.key.target not in live:
@@ -84,9 +80,12 @@ def check_kinds(desired: DesiredState, live: Mapping[str, LiveState], registry: 
         spec = registry.provider(target.provider).kinds[resource.key.kind]
         if spec.diagnose is None or (resource.mode or target.mode) is Mode.SUSPEND:
             continue
-        have = next((r for k, r in live[resource.key.target].resources.items()
-                     if k.kind == resource.key.kind and k.identity.casefold() == resource.key.identity.casefold()),
-                    None)
+        index = by_name.get(resource.key.target)
+        if index is None:
+            index = by_name[resource.key.target] = {}
+            for k, r in live[resource.key.target].resources.items():
+                index.setdefault((k.kind, k.identity.casefold()), r)
+        have = index.get((resource.key.kind, resource.key.identity.casefold()))
         for severity, field, message in spec.diagnose(resource.fields, have.fields if have else None, context):
             line = resource.field_lines.get(field, resource.location.line)
             found.append(Diagnostic(severity, f"{field}: {message}" if field else message, resource.key.address,

@@ -30,7 +30,9 @@ import binascii
 import codecs
 import json
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -42,6 +44,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from reconciler.errors import ReconcilerError
+
+DOWNLOADS_AT_ONCE = 16
+"""Metadata documents downloaded at once by one run (each URL once)."""
 
 METADATA_ERROR = (
     "The metadata document could not be downloaded from the URL in the MetadataUrl parameter "
@@ -370,3 +375,58 @@ def _fetch(url: str, client: httpx.Client, timeout: float) -> MetadataDocument:
     except httpx.HTTPError as exc:
         raise MetadataError(url, f"connection failed: {str(exc) or type(exc).__name__}") from None
     return parse_metadata(url, bytes(body), content_type)
+
+
+class Documents:
+    """The metadata documents of one run: each URL downloaded once, concurrently, over one shared client.
+
+    The plan-time checks and the trust graph ask for the same documents; whichever asks first downloads
+    them, the other reads the answers kept here. A failure is kept as its MetadataError, so it is reported,
+    never retried within the run. Use as a context manager (or call `close`): the client is closed with it
+    unless it was given.
+    """
+
+    def __init__(self, timeout: float = 10.0, client: httpx.Client | None = None, *,
+                 concurrency: int = DOWNLOADS_AT_ONCE) -> None:
+        self.timeout = timeout
+        self.concurrency = max(1, concurrency)
+        self._client = client
+        self._own = client is None
+        self._results: dict[str, MetadataDocument | MetadataError] = {}
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+                self._client = httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits)
+            return self._client
+
+    def _one(self, url: str) -> MetadataDocument | MetadataError:
+        try:
+            return fetch_metadata(url, client=self._http(), timeout=self.timeout)
+        except MetadataError as exc:
+            return exc
+
+    def fetch(self, urls: Iterable[str]) -> dict[str, MetadataDocument | MetadataError]:
+        """The answer for each URL (downloading those not seen yet, up to `concurrency` at once)."""
+        wanted = list(dict.fromkeys(urls))
+        missing = [url for url in wanted if url not in self._results]
+        if len(missing) == 1 or (missing and self.concurrency == 1):
+            self._results.update((url, self._one(url)) for url in missing)
+        elif missing:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing)),
+                                    thread_name_prefix="metadata") as pool:
+                self._results.update(zip(missing, pool.map(self._one, missing), strict=True))
+        return {url: self._results[url] for url in wanted}
+
+    def close(self) -> None:
+        if self._own and self._client is not None:
+            self._client.close()
+        self._client = None if self._own else self._client
+
+    def __enter__(self) -> Documents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ so the planner can diff them without knowing any system.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +114,16 @@ class DesiredState:
     resources: tuple[DesiredResource, ...]
     checks: tuple[VerifyCheck, ...] = ()
 
+    @functools.cached_property
+    def by_target(self) -> Mapping[str, tuple[DesiredResource, ...]]:
+        """The resources of each target, in manifest order: indexed once, in one pass."""
+        grouped: dict[str, list[DesiredResource]] = {}
+        for resource in self.resources:
+            grouped.setdefault(resource.key.target, []).append(resource)
+        return {name: tuple(items) for name, items in grouped.items()}
+
     def for_target(self, target: str) -> tuple[DesiredResource, ...]:
-        return tuple(r for r in self.resources if r.key.target == target)
+        return self.by_target.get(target, ())
 
 
 @dataclass(frozen=True)

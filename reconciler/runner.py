@@ -26,6 +26,7 @@ from reconciler.guards import DeletionLimits, guard
 from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
+from reconciler.metadata import Documents
 from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
@@ -35,6 +36,9 @@ from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]
 T = TypeVar("T")
+DEFAULT_PARALLEL = 64
+"""Targets read and changed at once by default: discovery costs one round trip for estates up to this size
+(each target is its own system, reached over its own connection; the threads mostly wait on the network)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Settings:
     lock_timeout: float = 30.0
     metadata_timeout: float = 10.0
     check_metadata: bool = True
-    parallel: int = 8  # targets read and changed at once
+    parallel: int = DEFAULT_PARALLEL  # targets read and changed at once
     expiry_warning_days: int = 30  # plan warns about declared certificates expiring this soon
     deletions: DeletionLimits = field(default_factory=DeletionLimits)
     lock_directory: Path | None = None  # None: machine-wide (RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)
@@ -157,7 +161,7 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
 
     def read(name: str) -> LiveState:
         target = session.desired.targets[name]
-        wanted = [r.key for r in session.desired.resources if r.key.target == name]
+        wanted = [r.key for r in session.desired.for_target(name)]
         try:
             return session.registry.provider(target.provider).discover(target, session.transport(name), wanted)
         except TransportError as exc:
@@ -171,13 +175,16 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
     handlers = plan_handlers(desired, changes, session.registry)
     changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
-    diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout)
-                             if settings.check_metadata else ())
     context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
-    diagnostics += check_kinds(desired, live, session.registry, context)
-    diagnostics += check_runnable(session, changes, handlers)
-    if settings.check_metadata:
-        diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout).diagnostics
+    # One set of downloads for the whole plan: the metadata checks and the trust graph read the same documents.
+    with Documents(settings.metadata_timeout) as documents:
+        diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout,
+                                                documents=documents) if settings.check_metadata else ())
+        diagnostics += check_kinds(desired, live, session.registry, context)
+        diagnostics += check_runnable(session, changes, handlers)
+        if settings.check_metadata:
+            diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout,
+                                       documents=documents).diagnostics
     return Plan(
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,

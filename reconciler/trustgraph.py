@@ -13,12 +13,13 @@ Checks (each names the resource and its manifest line):
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 
 import httpx
 
-from reconciler.metadata import MetadataDocument, MetadataError, fetch_metadata
+from reconciler.metadata import Documents, MetadataDocument, MetadataError
 from reconciler.model import DesiredState
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry, ServiceIdentity, TrustEdge
@@ -54,7 +55,12 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 10.0,
-                client: httpx.Client | None = None) -> TrustGraph:
+                client: httpx.Client | None = None, documents: Documents | None = None) -> TrustGraph:
+    """The graph and its diagnostics, in time linear in targets + resources + links.
+
+    `documents`: the run's shared downloads (the plan-time checks read the same ones); without it, this
+    call's own. Each document is downloaded once, concurrently.
+    """
     identities: dict[str, ServiceIdentity] = {}
     edges: list[TrustEdge] = []
     for name, target in desired.targets.items():
@@ -66,7 +72,14 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
             identities[name] = identity(target, resources)
         if callable(trust_edges):
             edges.extend(trust_edges(target, resources))
-    documents = _download({e.url for e in edges if e.url}, timeout, client)
+    with contextlib.ExitStack() as stack:
+        if documents is None:
+            documents = stack.enter_context(Documents(timeout, client))
+        fetched = documents.fetch(sorted({e.url for e in edges if e.url}))
+    by_service: dict[str, list[str]] = {}  # identities by folded service name, in manifest order
+    for name, ident in identities.items():
+        if ident.service_name is not None:
+            by_service.setdefault(ident.service_name.casefold(), []).append(name)
 
     nodes: dict[str, Node] = {
         name: Node(name, i.label, i.service_name, i.realm, True) for name, i in identities.items()}
@@ -77,10 +90,10 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
         found.append(Diagnostic(severity, f"trust: {message}", edge.address, edge.location))
 
     for edge in edges:
-        doc = documents.get(edge.url) if edge.url else None
+        doc = fetched.get(edge.url) if edge.url else None
         service = doc.service_name if isinstance(doc, MetadataDocument) else edge.application_identifier
         realm = doc.realm if isinstance(doc, MetadataDocument) else None
-        dest = _match(identities, service, realm)
+        dest = _match(identities, by_service, service, realm)
         if dest is None:
             dest = f"{service or edge.url or '?'}@{realm}" if realm else (service or edge.url or "?")
             nodes.setdefault(dest, Node(dest, "not in this manifest", service, realm, False))
@@ -106,11 +119,14 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
                 problem(edge, "error", message)
         links.append(Link(edge.target, dest, edge, status, message))
 
+    documents_of: dict[str, list[MetadataDocument]] = {}  # downloaded documents by folded service name
+    for doc in fetched.values():
+        if isinstance(doc, MetadataDocument) and doc.service_name is not None:
+            documents_of.setdefault(doc.service_name.casefold(), []).append(doc)
     for name, identity in identities.items():
         if not identity.realm or not identity.service_name:
             continue
-        own = [d for d in documents.values()
-               if isinstance(d, MetadataDocument) and _same(d.service_name, identity.service_name)]
+        own = documents_of.get(identity.service_name.casefold(), [])
         if own and not any(_same(d.realm, identity.realm) for d in own):
             carried = ", ".join(sorted({repr(d.realm) for d in own}))
             found.append(Diagnostic(
@@ -120,30 +136,12 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
     return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found))
 
 
-def _match(identities: dict[str, ServiceIdentity], service: str | None, realm: str | None) -> str | None:
-    candidates = [n for n, i in identities.items() if _same(i.service_name, service)]
+def _match(identities: dict[str, ServiceIdentity], by_service: dict[str, list[str]], service: str | None,
+           realm: str | None) -> str | None:
+    candidates = by_service.get(service.casefold(), []) if service is not None else []
     exact = [n for n in candidates if realm is None or identities[n].realm is None or _same(identities[n].realm, realm)]
     chosen = exact or candidates
     return chosen[0] if chosen else None
-
-
-def _download(urls: set[str], timeout: float,
-              client: httpx.Client | None) -> dict[str, MetadataDocument | MetadataError]:
-    if not urls:
-        return {}
-    own = client is None
-    http = client or httpx.Client(timeout=timeout, follow_redirects=True)
-    out: dict[str, MetadataDocument | MetadataError] = {}
-    try:
-        for url in sorted(urls):
-            try:
-                out[url] = fetch_metadata(url, client=http, timeout=timeout)
-            except MetadataError as exc:
-                out[url] = exc
-    finally:
-        if own:
-            http.close()
-    return out
 
 
 def _node_text(node: Node) -> str:
@@ -154,8 +152,11 @@ def _node_text(node: Node) -> str:
 def graph_text(graph: TrustGraph) -> str:
     lines = ["Trust relationships (an arrow means: accepts tokens from):", ""]
     names = {n.name: n for n in graph.nodes}
+    by_source: dict[str, list[Link]] = {}
+    for link in graph.links:
+        by_source.setdefault(link.source, []).append(link)
     for node in graph.nodes:
-        mine = [link for link in graph.links if link.source == node.name]
+        mine = by_source.get(node.name, [])
         if not node.declared and not mine:
             continue
         lines.append(f"  {_node_text(node)}")

@@ -23,6 +23,13 @@ Shape (format 1):
      "failures": [{"host": "<host>", "cmdlet": "<Cmdlet>", "identity": "<identity or null: any>",
                    "times": 1, "message": "<error text or null: a default>"}]}
 
+Round trips that change nothing (discovery, every Get) write nothing to the state file: their counts
+(`roundTrips`, `calls`) are appended as one short line each to `<state>.trips`, without fsync, and
+every read adds them in; the next write of the state folds them in and removes that file. So a
+read-only round trip costs one small append, not a rewrite and fsync of the whole state, and
+`roundTrips` reads the same as before. (A reader without the lock may, for the instant between a
+write and the removal of `<state>.trips`, count those round trips twice.)
+
 Documents are keyed by URL path (first segment: the emulated host name) so the same state works
 whatever port the lab server listens on. Objects use the cmdlets' PascalCase property names.
 """
@@ -58,25 +65,58 @@ class LabStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.trips_path = self.path.with_name(self.path.name + ".trips")
 
     def exists(self) -> bool:
         return self.path.is_file()
 
     def read(self) -> dict[str, Any]:
-        """The whole state, without the lock (safe: writes are atomic replaces)."""
+        """The whole state, without the lock (safe: writes are atomic replaces), read-only round trips counted."""
+        return self.parse(self.read_text())
+
+    def read_text(self) -> str:
+        """The state file's text as it is (without the counts of read-only round trips)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            return self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise self._missing() from None
         except OSError as exc:
             raise LabStateError(f"lab state {self.path} cannot be read: {exc.strerror}") from None
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """The state from the file's text, plus the counts of the read-only round trips since its last write."""
         try:
             state = json.loads(text)
         except ValueError as exc:
             raise LabStateError(f"lab state {self.path} is not valid JSON ({exc}): {INIT_HINT} --force") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise LabStateError(f"lab state {self.path} is not a format {FORMAT} lab state: {INIT_HINT} --force")
+        self._add_trips(state)
         return state
+
+    def _add_trips(self, state: dict[str, Any]) -> None:
+        try:
+            lines = self.trips_path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return  # none since the last write
+        hosts = state.get("hosts")
+        for line in lines:
+            try:
+                trip = json.loads(line)
+                record = hosts[trip["host"]] if isinstance(hosts, dict) else None
+            except (ValueError, KeyError, TypeError):
+                continue  # a line being appended right now, or a host removed since
+            if not isinstance(record, dict) or not isinstance(trip.get("calls"), dict):
+                continue
+            record["roundTrips"] = int(record.get("roundTrips", 0)) + 1
+            calls = record.setdefault("calls", {})
+            for name, count in trip["calls"].items():
+                calls[name] = int(calls.get(name, 0)) + int(count)
+
+    def count_trip(self, host: str, calls: dict[str, int]) -> None:
+        """Count one round trip that changed nothing (hold `locked()`): one appended line, no state write."""
+        with open(self.trips_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"host": host, "calls": calls}, separators=(",", ":")) + "\n")
 
     def _missing(self) -> LabStateError:
         return LabStateError(f"lab state {self.path} does not exist: {INIT_HINT}")
@@ -115,6 +155,10 @@ class LabStore:
                 raise LabStateError(f"lab state {self.path} already exists (use --force to overwrite it)")
             self._write(state)
 
+    def write(self, state: dict[str, Any]) -> None:
+        """Save a state read with `parse` (its read-only round trips included). Hold `locked()`."""
+        self._write(state)
+
     def _write(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
@@ -128,3 +172,4 @@ class LabStore:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        self.trips_path.unlink(missing_ok=True)  # folded into what was just written (or reset by create)

@@ -89,7 +89,11 @@ class LabTransport:
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         context = CmdletContext(fetch=self._fetch)
-        with self.store.edit() as state:
+        if not self.store.exists():
+            self.store.read()  # raises the "does not exist" error (before a lock file appears)
+        with self.store.locked():
+            text = self.store.read_text()
+            state = self.store.parse(text)
             host = find_host(state, self.host)
             if host is None:
                 known = ", ".join(sorted(state.get("hosts", {}))) or "none"
@@ -97,7 +101,30 @@ class LabTransport:
                     f"lab {self.store.path} has no host {self.host!r} (hosts: {known}); "
                     "add it with `reconcile lab seed`"
                 )
-            return execute_batch(state, host, commands, stop_on_error=stop_on_error, context=context)
+            try:
+                return execute_batch(state, host, commands, stop_on_error=stop_on_error, context=context)
+            finally:
+                # Saved even when the batch raises: what its earlier commands did stays, as on a real server.
+                self._save(state, self.store.parse(text), host)
+
+    def _save(self, state: dict[str, Any], before: dict[str, Any], host: str) -> None:
+        """Write the state when the round trip changed it; else only count the round trip (no rewrite, no fsync)."""
+        record, was = state["hosts"][host], before["hosts"][host]
+        counted = {k: record.get(k) for k in ("roundTrips", "calls")}
+        for key in counted:
+            if key in was:
+                record[key] = was[key]
+            else:
+                record.pop(key, None)
+        changed = state != before
+        record.update(counted)
+        if changed:
+            self.store.write(state)
+            return
+        old_calls = was.get("calls", {})
+        calls = {name: int(n) - int(old_calls.get(name, 0)) for name, n in (counted["calls"] or {}).items()}
+        if int(counted["roundTrips"] or 0) != int(was.get("roundTrips", 0)):
+            self.store.count_trip(host, {name: n for name, n in calls.items() if n})
 
     def close(self) -> None:
         self._closed = True
