@@ -83,6 +83,8 @@ class CommandResult:
     ok: bool
     output: tuple[Mapping[str, Any], ...] = ()
     error: str | None = None
+    status: int | None = None
+    """The HTTP status of a REST command (Microsoft Graph), so callers switch on it, never on message text."""
 
 
 class Transport(Protocol):

@@ -207,15 +207,22 @@ def test_discovery_is_one_batch_404_is_absent_and_other_errors_raise() -> None:
     get = Command("GET", {})
     ok = CommandResult(get, True, ({"appId": SKYPE, "accountEnabled": True, "servicePrincipalNames": [],
                                     "keyCredentials": []},))
-    missing = CommandResult(get, False, error="GET /servicePrincipals(...): 404 Request_ResourceNotFound: gone")
+    missing = CommandResult(get, False, error="GET /servicePrincipals(...): 404 Request_ResourceNotFound: gone",
+                            status=404)
     graph = FakeGraph([ok, missing])
     live = Office365Provider().discover(target, graph, keys)
     assert len(graph.sent) == 1 and len(graph.sent[0]) == 2
     assert "$select" in graph.sent[0][0].parameters["query"]
     assert list(live.resources) == [keys[0]]
-    denied = CommandResult(get, False, error="GET /servicePrincipals(...): 403 Authorization_RequestDenied: no")
+    denied = CommandResult(get, False, error="GET /servicePrincipals(...): 403 Authorization_RequestDenied: no",
+                           status=403)
     with pytest.raises(DiscoveryError, match="403"):
         Office365Provider().discover(target, FakeGraph([ok, denied]), keys)
+    # A server error whose message mentions 404 is an error, not an absent principal (it was reported as absent)
+    broken = CommandResult(get, False, error="GET /servicePrincipals(...): 500 InternalServerError: upstream 404 "
+                                             "from the directory", status=500)
+    with pytest.raises(DiscoveryError, match="500"):
+        Office365Provider().discover(target, FakeGraph([ok, broken]), keys)
 
 
 # --- recorded response shapes (tests/fixtures/graph, sources in SOURCES.md) ------------------------

@@ -983,3 +983,25 @@ def test_one_client_per_transport_closed_by_close(httpx_mock: HTTPXMock, make: A
     assert client.is_closed
     with pytest.raises(TransportError, match="the transport is closed"):
         transport.invoke([get("/c")])
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_with_one_line(httpx_mock: HTTPXMock, make: Any,
+                                                                  clock: FakeClock) -> None:
+    """It used to retry for the whole throttling budget (91 s as reported) before saying anything."""
+    add_token(httpx_mock)
+    httpx_mock.add_exception(httpx.ConnectError("[Errno -2] Name or service not known"), url=BATCH_URL,
+                             is_reusable=True)
+    with pytest.raises(TransportError) as caught:
+        make(maxRetrySeconds=120).invoke([get("/a")])
+    assert clock.sleeps == []
+    assert str(caught.value) == (f"graph (tenant): POST {BATCH_URL}: cannot connect (ConnectError: [Errno -2] Name "
+                                 "or service not known)")
+
+
+def test_connection_refusals_give_up_within_the_request_timeout(httpx_mock: HTTPXMock, make: Any,
+                                                                clock: FakeClock) -> None:
+    add_token(httpx_mock)
+    httpx_mock.add_exception(httpx.ConnectError("[Errno 111] Connection refused"), url=BATCH_URL, is_reusable=True)
+    with pytest.raises(TransportError, match="Connection refused"):
+        make(maxRetrySeconds=120, timeoutSeconds=5).invoke([get("/a")])
+    assert sum(clock.sleeps) <= 5

@@ -318,7 +318,7 @@ class Office365Provider:
         resources: dict[ResourceKey, LiveResource] = {}
         for app_id, result in zip(app_ids, results, strict=True):
             if not result.ok:
-                if " 404 " in f" {result.error} ":
+                if result.status == 404:  # the status, never the message text (a 500 may mention "404")
                     continue
                 raise DiscoveryError(f"target {target.name!r}: {result.error}")
             body = _body(result)

@@ -559,13 +559,13 @@ class GraphTransport:
                 output = (body,)
             else:
                 output = ({"value": body},)
-            return CommandResult(command, ok=True, output=output)
+            return CommandResult(command, ok=True, output=output, status=answer.status)
         if answer.status == 424:
             error = f"{where}: 424 Failed Dependency: not run, because a request it depends on failed"
         else:
             code, message = graph_error(answer.body)
             error = f"{where}: {_status_text(answer.status, code, message)}"
-        return CommandResult(command, ok=False, error=self._scrub(error, [command]))
+        return CommandResult(command, ok=False, error=self._scrub(error, [command]), status=answer.status)
 
     def _refusal(self, command: Command) -> CommandResult | None:
         """Why this command must not be sent, as an error result; None if it may be."""
@@ -616,6 +616,7 @@ class GraphTransport:
         """POST with retries of 429/503 answers, connection errors and timeouts; any other answer returned."""
         budget = self._budget if self._budget is not None else _Budget(self._clock, self.settings.max_retry_seconds)
         attempt = 0
+        connecting: float | None = None
         while True:
             headers = {"Accept": "application/json"}
             if content is not None:
@@ -629,6 +630,13 @@ class GraphTransport:
                 response = self._http().send(request)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 problem = _network_problem(exc, self.settings.timeout, self._scrub)
+                if isinstance(exc, httpx.ConnectError):
+                    # A host that cannot be resolved or reached does not come back within a throttling budget:
+                    # give up at once for a name that does not resolve, else within the request timeout.
+                    connecting = connecting if connecting is not None else self._clock()
+                    if _unresolvable(exc) or self._clock() - connecting + backoff(attempt) > self.settings.timeout:
+                        fatal = f"{what}: {problem}"
+                        break
             except httpx.HTTPError as exc:  # a bad URL, proxy or protocol: retrying cannot help
                 fatal = f"{what}: cannot send ({type(exc).__name__})"
                 break
@@ -670,6 +678,16 @@ def _json(response: httpx.Response) -> Any:
     with contextlib.suppress(ValueError):
         return response.json()
     return None
+
+
+_NAME_ERRORS = ("name or service not known", "nodename nor servname", "getaddrinfo failed", "no address associated",
+                "temporary failure in name resolution", "name resolution")
+
+
+def _unresolvable(exc: httpx.HTTPError) -> bool:
+    """Whether a connect error is a host name that does not resolve (retrying will not help within a run)."""
+    text = f"{exc} {exc.__cause__ or ''}".casefold()
+    return any(marker in text for marker in _NAME_ERRORS)
 
 
 def _network_problem(exc: httpx.HTTPError, timeout: float, scrubbed: Callable[[str], str]) -> str:
