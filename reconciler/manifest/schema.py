@@ -10,9 +10,10 @@ alternative JSON Schema tried.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,23 +236,37 @@ class SchemaChecker:
     def __init__(self, registry: Registry) -> None:
         self.schema = build_schema(registry)
         self._validators: dict[str, Draft202012Validator] = {}
+        self._fast: dict[str, Callable[[Any], Any] | None] = {}
+
+    def _schema(self, ref: str) -> dict[str, Any]:
+        """The schema `ref` is checked against (see `_validator`)."""
+        defs = self.schema["$defs"]
+        if ref == "#":
+            schema = dict(self.schema)
+            # Resource entries are checked one by one (against the exact kind): see check_resource.
+            schema["properties"] = {**schema["properties"], "resources": {"type": "array",
+                                                                          "items": {"type": "object"}}}
+            return schema
+        if ref == "#/$defs/resource":
+            return {"$defs": defs, "$ref": ref}
+        # The kind's own schema, plus the common keys' types in case a kind schema is lax.
+        common = {k: v for k, v in defs["resource"]["properties"].items() if k != "kind"}
+        return {"$defs": defs, "allOf": [{"$ref": ref}, {"properties": common}]}
+
+    def _fast_check(self, ref: str) -> Callable[[Any], Any] | None:
+        """A compiled validator for `ref` (fastjsonschema), or None when the schema uses what it cannot check.
+
+        It only answers "valid": a document it refuses goes through jsonschema, which says why. Compiled
+        code is kept per schema for the process (the `run` loop loads the same schemas every cycle).
+        """
+        if ref not in self._fast:
+            self._fast[ref] = _compiled(json.dumps(self._schema(ref), sort_keys=True))
+        return self._fast[ref]
 
     def _validator(self, ref: str) -> Draft202012Validator:
         if ref not in self._validators:
-            defs = self.schema["$defs"]
-            if ref == "#":
-                schema = dict(self.schema)
-                # Resource entries are checked one by one (against the exact kind): see check_resource.
-                schema["properties"] = {**schema["properties"], "resources": {"type": "array",
-                                                                              "items": {"type": "object"}}}
-            elif ref == "#/$defs/resource":
-                schema = {"$defs": defs, "$ref": ref}
-            else:
-                # The kind's own schema, plus the common keys' types in case a kind schema is lax.
-                common = {k: v for k, v in defs["resource"]["properties"].items() if k != "kind"}
-                schema = {"$defs": defs, "allOf": [{"$ref": ref}, {"properties": common}]}
             self._validators[ref] = Draft202012Validator(
-                schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+                self._schema(ref), format_checker=Draft202012Validator.FORMAT_CHECKER)
         return self._validators[ref]
 
     def check_document(self, data: Any) -> list[SchemaIssue]:
@@ -264,6 +279,13 @@ class SchemaChecker:
         return self._check(ref, item)
 
     def _check(self, ref: str, instance: Any) -> list[SchemaIssue]:
+        fast = self._fast_check(ref)
+        if fast is not None:
+            try:
+                fast(instance)
+                return []  # valid: nothing to explain
+            except Exception:  # refused, or could not tell: jsonschema decides and explains
+                pass
         validator = self._validator(ref)
         found: list[_Found] = []
         for error in validator.iter_errors(instance):
@@ -279,6 +301,88 @@ class SchemaChecker:
                 continue
             issues.setdefault((f.path, f.message), SchemaIssue(f.path, f.message))
         return list(issues.values())
+
+
+# What fastjsonschema (drafts 4-7) checks as jsonschema does; a schema using any other keyword is left to
+# jsonschema alone (an unknown keyword would be ignored, and a document accepted that must not be).
+_FAST_KEYWORDS = frozenset({
+    "$defs", "$ref", "$schema", "additionalProperties", "allOf", "anyOf", "const", "description", "enum",
+    "errorMessage", "exclusiveMaximum", "exclusiveMinimum", "if", "then", "else", "items", "maxItems", "maxLength",
+    "maxProperties", "maximum", "minItems", "minLength", "minProperties", "minimum", "not", "oneOf", "pattern",
+    "patternProperties", "properties", "propertyNames", "required", "title", "type", "uniqueItems",
+})
+_NAMED = ("properties", "patternProperties", "$defs")  # keywords whose keys are names, not keywords
+
+
+def _keywords_known(schema: Any) -> bool:
+    if isinstance(schema, list):
+        return all(_keywords_known(item) for item in schema)
+    if not isinstance(schema, Mapping):
+        return True
+    if "$ref" in schema and set(schema) - {"$ref", "description", "title", "$defs", "$schema"}:
+        return False  # draft 7 ignores the siblings of $ref; 2020-12 applies them
+    for key, value in schema.items():
+        if key not in _FAST_KEYWORDS:
+            return False
+        if key in ("enum", "const", "required", "description", "title", "errorMessage", "$schema", "$ref"):
+            continue
+        if key in _NAMED:
+            if not isinstance(value, Mapping) or not all(_keywords_known(v) for v in value.values()):
+                return False
+        elif not _keywords_known(value):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(schema_json: str) -> Callable[[Any], Any] | None:
+    schema = json.loads(schema_json)
+    if not _keywords_known(schema):
+        return None
+    import fastjsonschema
+
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    _escape_class_dollars(schema)
+    try:
+        validate: Callable[[Any], Any] = fastjsonschema.compile(schema, use_formats=False, use_default=False)
+    except Exception:  # a schema it cannot compile: jsonschema alone checks it
+        return None
+    return validate
+
+
+def _escape_class_dollars(schema: Any) -> None:
+    """`$` inside a character class as `\\$` (same meaning): fastjsonschema turns every bare `$` into `\\Z`."""
+    if isinstance(schema, list):
+        for item in schema:
+            _escape_class_dollars(item)
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                schema[key] = _class_dollars(value)
+            elif key in _NAMED and isinstance(value, dict):
+                for sub in value.values():
+                    _escape_class_dollars(sub)
+                if key == "patternProperties":
+                    schema[key] = {_class_dollars(k): v for k, v in value.items()}
+            elif key not in ("enum", "const"):
+                _escape_class_dollars(value)
+
+
+def _class_dollars(pattern: str) -> str:
+    out, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "$" and in_class:
+            out.append("\\")
+        out.append(char)
+    return "".join(out)
 
 
 _TYPE, _TYPO, _UNKNOWN, _OTHER = "type", "typo", "unknown", "other"
