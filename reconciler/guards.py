@@ -1,5 +1,6 @@
 """Guards against deleting what nobody meant to delete. They run on every plan, before anything is applied.
 
+- Protected objects (`protect:` on a target) are never removed, whatever prune or `ensure: absent` say.
 - Prune on an empty list: `prune: [Kind]` on a target whose manifest declares no resource of that kind would
   delete every live object of the kind (an emptied `resources:` list, a bad merge). Nothing of that kind is
   pruned; the plan says so.
@@ -35,8 +36,14 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
     declared = {(r.key.target, r.key.kind) for r in desired.resources}
     kept: list[Change] = []
     stopped: dict[tuple[str, str], int] = {}
+    protected: list[Change] = []
     for change in changes:
         key = (change.key.target, change.key.kind)
+        spec = desired.targets.get(change.key.target)
+        if change.actions == (Action.DELETE,) and spec is not None \
+                and spec.protects(change.key.kind, change.key.identity):
+            protected.append(change)
+            continue
         if change.action_reason is ActionReason.PRUNE and key not in declared:
             stopped[key] = stopped.get(key, 0) + 1
             continue
@@ -45,6 +52,8 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
                                    f"{kind} there: {count} pruning removal(s) not planned (an empty list is "
                                    "more likely a mistake than a wish to delete them all; use ensure: absent)")
              for (target, kind), count in sorted(stopped.items())]
+    found += [Diagnostic("warning", f"protected by targets.{c.key.target}.protect: not removed "
+                                    f"({c.action_reason.value})", c.key.address) for c in protected]
     deletions = [c for c in kept if c.actions == (Action.DELETE,)]
     allowance = limits.max_deletions + limits.allowed
     if len(deletions) > allowance:

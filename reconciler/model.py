@@ -76,6 +76,11 @@ class TargetSpec:
     mode: Mode = Mode.ENFORCE
     handlers: Mapping[str, Mapping[str, JSONValue]] = field(default_factory=dict)
     """Declared handlers (name -> settings, including `enabled`), e.g. iisreset on an Exchange target."""
+    protect: frozenset[str] = frozenset()
+    """Objects never removed by this tool, whatever prune or ensure say: `Kind.identity` or `identity`, casefolded."""
+
+    def protects(self, kind: str, identity: str) -> bool:
+        return identity.casefold() in self.protect or f"{kind}.{identity}".casefold() in self.protect
 
 
 @dataclass(frozen=True)

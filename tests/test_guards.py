@@ -129,3 +129,34 @@ resources: []
     assert "prune is on for PartnerApplication on target 'litware-pool', but the manifest declares no " \
            "PartnerApplication there" in run.out
     assert estate.objects("atl-cs-001", "PartnerApplication") == before
+
+
+def test_a_protected_object_is_never_removed_whatever_prune_or_ensure_say(estate: Estate) -> None:
+    manifest = estate.write("protect.yaml", """\
+apiVersion: reconciler/v1
+targets:
+  litware-pool:
+    provider: skype
+    connection: {transport: lab, host: atl-cs-001}
+    prune: [PartnerApplication]
+    protect: [PartnerApplication.app, Microsoft.Exchange]
+resources:
+  - target: litware-pool
+    kind: PartnerApplication
+    identity: app
+    ensure: absent
+  - target: litware-pool
+    kind: PartnerApplication
+    identity: microsoft.sharepoint
+    applicationIdentifier: 00000003-0000-0ff1-ce00-000000000000
+    useOAuthServer: true
+    applicationTrustLevel: Full
+""")
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    assert ("warning: litware-pool.PartnerApplication.app: protected by targets.litware-pool.protect: not removed "
+            "(ensure_absent)") in run.out
+    assert ("litware-pool.PartnerApplication.microsoft.exchange: protected by targets.litware-pool.protect: not "
+            "removed (delete_because_not_in_manifest)") in run.out
+    assert estate.app("atl-cs-001", "app") is not None and estate.app("atl-cs-001", "microsoft.exchange") is not None
+    assert estate.app("atl-cs-001", "microsoft.sharepoint") is not None

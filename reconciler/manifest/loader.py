@@ -348,9 +348,11 @@ def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpe
             where = SourceLocation(run.file, run.doc.line(("targets", name)), f"targets.{name}")
             mode = spec.get("mode", Mode.ENFORCE.value)
             handlers = spec.get("handlers") if isinstance(spec.get("handlers"), dict) else {}
+            protect = spec.get("protect") if isinstance(spec.get("protect"), list) else []
             out[name] = TargetSpec(name, provider, connection, frozenset(str(k) for k in prune), where,
                                    Mode(mode) if mode in set(Mode) else Mode.ENFORCE,
-                                   {str(k): dict(v) for k, v in handlers.items() if isinstance(v, dict)})
+                                   {str(k): dict(v) for k, v in handlers.items() if isinstance(v, dict)},
+                                   frozenset(str(p).casefold() for p in protect))
         else:
             out[name] = None
     return out

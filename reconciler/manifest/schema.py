@@ -106,6 +106,11 @@ def _target_schema(registry: Registry) -> dict[str, Any]:
                 "type": "array", "uniqueItems": True, "items": {"type": "string"},
                 "description": "Kinds whose live objects that this manifest does not list are removed.",
             },
+            "protect": {
+                "type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                "description": "Objects never removed, whatever prune or ensure say: `Kind.identity` or an identity "
+                               "(e.g. PartnerApplication.microsoft.exchange).",
+            },
             "mode": MODE_SCHEMA,
             "handlers": {"type": "object", "description": "Follow-ups the provider offers (e.g. iisreset)."},
         },
