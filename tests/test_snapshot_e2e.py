@@ -120,3 +120,58 @@ def test_discover_reads_the_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyP
     code, out, err = reconcile(capsys, "discover", manifest(tmp_path))
     assert code == 0, err
     assert "microsoft.exchange" in out and "Exchange" in out
+
+
+EXCHANGE = """\
+apiVersion: reconciler/v1
+targets:
+  org:
+    provider: exchange
+    connection: {{transport: snapshot, path: {path}}}
+    prune: [PartnerApplication]
+resources:
+  - target: org
+    kind: AuthConfig
+    serviceName: 00000002-0000-0ff1-ce00-000000000000
+    currentCertificateThumbprint: C3EDCF181EF4F9B53D01768ECA99564014BCA6E7
+  - target: org
+    kind: AuthServer
+    identity: EvoSts - 6e4c3d2b-1a09-4f8e-b7d6-c5a4b3928170
+    type: AzureAD
+    authMetadataUrl: https://login.windows.net/{tenant}/federationmetadata/2007-06/federationmetadata.xml
+    applicationIdentifier: 9b1c2d3e-4f50-4617-a829-3b4c5d6e7f80
+    domainName: [contoso.mail.onmicrosoft.com]
+    enabled: true
+  - target: org
+    kind: PartnerApplication
+    identity: Exchange Online
+    applicationIdentifier: 00000002-0000-0ff1-ce00-000000000000
+    enabled: {enabled}
+    accountType: OrganizationalAccount
+    linkedAccount: Exchange Online-ApplicationAccount
+"""
+
+
+def exchange_manifest(tmp_path: Path, *, enabled: str = "true") -> Path:
+    path = tmp_path / "org.yaml"
+    path.write_text(EXCHANGE.format(path=SNAPSHOTS / "exchange-2019-recorded", tenant=TENANT, enabled=enabled),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_recorded_exchange_organization_plans_no_changes_and_its_built_ins_are_never_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = reconcile(capsys, "plan", "--detailed-exitcode", exchange_manifest(tmp_path))
+    assert code == 0, out + err
+    assert "No changes" in out
+    assert "Microsoft Graph" not in out and "TeamsScheduler" not in out  # prune on, built-ins left alone
+
+
+def test_one_exchange_value_different_plans_exactly_one_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = reconcile(capsys, "plan", "--detailed-exitcode", exchange_manifest(tmp_path, enabled="false"))
+    assert code == 2, out + err
+    commands = [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("> ")]
+    assert commands == ["Set-PartnerApplication -Identity 'Exchange Online' -Enabled:$false"]
