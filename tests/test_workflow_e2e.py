@@ -72,3 +72,25 @@ def test_a_partial_run_is_recorded_as_partial(estate: Estate) -> None:
     assert applied.code == 1
     history = estate.run("history", "--limit", "1")
     assert history.code == 0 and "partial" in history.out
+
+
+def test_a_command_the_transport_cannot_run_is_a_plan_error_before_apply() -> None:
+    """iisreset over WinRM with native commands disabled: Exchange's restricted endpoint runs no executables, so
+    the plan says so (an error on that handler), instead of apply failing after the partner applications changed."""
+    from reconciler.changes import HandlerRun
+    from reconciler.commands import Command
+    from reconciler.runner import check_runnable
+
+    class NoExecutables:
+        def unsupported(self, command: Command) -> str | None:
+            return "the WinRM target runs no executables" if command.native else None
+
+    class Sessionish:
+        def transport(self, target: str) -> NoExecutables:
+            return NoExecutables()
+
+    run = HandlerRun("org", "iisreset", ("org.PartnerApplication.x",),
+                     (Command("iisreset", native=True, arguments=("atl-exchange-001",)),))
+    (problem,) = check_runnable(Sessionish(), (), (run,))  # type: ignore[arg-type]
+    assert problem.severity == "error" and problem.address == "org.handler.iisreset"
+    assert problem.message == "the WinRM target runs no executables"
