@@ -7,6 +7,7 @@ ever become code. Real transports splat the parameters; the lab interprets them.
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,26 @@ class Sensitive:
 
     def __reduce__(self) -> Any:
         raise TypeError("a sensitive value cannot be pickled")
+
+
+def send_unrefused(commands: Sequence[Command], refusals: Mapping[int, CommandResult], stop_on_error: bool,
+                   send: Callable[[list[Command], bool], list[CommandResult]]) -> list[CommandResult]:
+    """Send what the transport does not refuse; a refused command gets its error result in its place.
+
+    With `stop_on_error` the commands before the first refusal are sent and nothing after it (what a runner
+    does at a failure); without, every other command is sent and the results keep the commands' order.
+    """
+    if stop_on_error and refusals:
+        first = min(refusals)
+        sent = list(commands[:first])
+        tail: list[CommandResult] = [refusals[first]]
+    else:
+        sent = [c for i, c in enumerate(commands) if i not in refusals]
+        tail = []
+    answered = send(sent, stop_on_error) if sent else []
+    if stop_on_error:
+        if answered and not answered[-1].ok:
+            return answered
+        return answered + tail
+    merged = iter(answered)
+    return [refusals[i] if i in refusals else next(merged) for i in range(len(commands))]

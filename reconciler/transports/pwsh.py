@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
 from reconciler.transports import psjson
-from reconciler.transports.base import Command, CommandResult
+from reconciler.transports.base import Command, CommandResult, send_unrefused
 
 DEFAULT_TIMEOUT = 300.0
 MODULES_ENV = "RECONCILER_PWSH_MODULES"
@@ -190,20 +190,7 @@ class PwshTransport:
                 refusal = self._refusal(command)
                 if refusal is not None:
                     refusals[index] = refusal
-            if stop_on_error and refusals:
-                first = min(refusals)
-                sent = list(commands[:first])
-                tail: list[CommandResult] = [refusals[first]]
-            else:
-                sent = [c for i, c in enumerate(commands) if i not in refusals]
-                tail = []
-            answered = self._round_trip(sent, stop_on_error) if sent else []
-            if stop_on_error:
-                if answered and not answered[-1].ok:
-                    return answered
-                return answered + tail
-            merged = iter(answered)
-            return [refusals[i] if i in refusals else next(merged) for i in range(len(commands))]
+            return send_unrefused(commands, refusals, stop_on_error, self._round_trip)
 
     def close(self) -> None:
         """End the process: close its input (the runner exits), then kill it if it lingers."""

@@ -87,7 +87,7 @@ from typing import Any, ClassVar, Protocol
 
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
-from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private
+from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private, send_unrefused
 from reconciler.transports.psjson import NATIVE_NAME
 
 log = logging.getLogger(__name__)
@@ -791,20 +791,7 @@ class WinRMTransport:
                 if problem is not None:
                     refusals[index] = CommandResult(command, ok=False, error=(
                         f"{command.cmdlet} : refused by the winrm transport: {problem}; nothing was sent"))
-            if stop_on_error and refusals:
-                first = min(refusals)
-                sent = list(commands[:first])
-                tail: list[CommandResult] = [refusals[first]]
-            else:
-                sent = [c for i, c in enumerate(commands) if i not in refusals]
-                tail = []
-            answered = self._run(sent, stop_on_error) if sent else []
-            if stop_on_error:
-                if answered and not answered[-1].ok:
-                    return answered
-                return answered + tail
-            merged = iter(answered)
-            return [refusals[i] if i in refusals else next(merged) for i in range(len(commands))]
+            return send_unrefused(commands, refusals, stop_on_error, self._run)
 
     def restrict_to(self, names: Iterable[str]) -> None:
         """Allow exactly these commands (cmdlets or executables, case-insensitive) plus `allowCmdlets`.
