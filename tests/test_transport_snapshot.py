@@ -437,7 +437,7 @@ def test_fixture_skype_pool_hybrid_acs() -> None:
                                 "Enabled": True},)
 
 
-@pytest.mark.parametrize("folder", sorted(p.name for p in FIXTURES.iterdir() if p.is_dir() and p.name.startswith("skype")))
+@pytest.mark.parametrize("folder", sorted(p.name for p in FIXTURES.glob("skype-*") if p.is_dir()))
 def test_every_fixture_folder_answers_skype_discovery(folder: str) -> None:
     results = SnapshotTransport(FIXTURES / folder).invoke(SKYPE_DISCOVERY)
     assert [r.ok for r in results] == [True, True, True], [r.error for r in results]
