@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.commands import Command
+from reconciler.kinds.spec import KindSpec
 from reconciler.model import DesiredResource, LiveResource, Mode, ResourceKey
 
 
@@ -50,6 +51,8 @@ class Change:
     live: LiveResource | None = None
     commands: tuple[Command, ...] = field(default=())
     mode: Mode = Mode.ENFORCE  # warn: reported, never applied
+    kind: KindSpec | None = field(default=None, compare=False, repr=False)
+    """The kind's declaration, attached by the planner, so no later layer looks it up again."""
 
     @property
     def is_replace(self) -> bool:

@@ -157,7 +157,8 @@ def _ordered(changes: list[Change], kinds: Mapping[str, KindSpec], provider: Pro
     others = [c for c in changes if c.actions != (Action.DELETE,)]
     removals.sort(key=lambda c: (-ranks[c.key.kind], position[id(c)]))
     others.sort(key=lambda c: (ranks[c.key.kind], position[id(c)]))
-    return [dataclasses.replace(c, commands=provider.commands(c)) for c in removals + others]
+    attached = [dataclasses.replace(c, kind=kinds.get(c.key.kind)) for c in removals + others]
+    return [dataclasses.replace(c, commands=provider.commands(c)) for c in attached]
 
 
 def plan_handlers(desired: DesiredState, changes: tuple[Change, ...], registry: Registry) -> tuple[HandlerRun, ...]:

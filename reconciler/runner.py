@@ -85,6 +85,8 @@ class Session:
         self.transports.clear()
 
     def kind_of(self, change: Change) -> KindSpec | None:
+        if change.kind is not None:  # the planner attached it
+            return change.kind
         target = self.desired.targets.get(change.key.target)
         if target is None:
             return None

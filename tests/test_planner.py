@@ -186,3 +186,9 @@ def test_a_replace_keeps_what_the_manifest_does_not_manage() -> None:
     assert dict(new.parameters) == {"Identity": "microsoft.exchange", "MetadataUrl": "https://x/metadata/json/1",
                                     "ApplicationTrustLevel": "Full", "Enabled": False,
                                     "AcceptSecurityIdentifierInformation": True}
+
+
+def test_a_change_carries_its_kind() -> None:
+    (change,) = plan([want("PartnerApplication", "x", applicationIdentifier=EXCHANGE, useOAuthServer=True,
+                           applicationTrustLevel="Full")], [config()])
+    assert change.kind is SkypeProvider.kinds["PartnerApplication"]
