@@ -121,3 +121,19 @@ def test_an_undeclared_var_is_an_error_naming_it(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert "--var lba: the manifest declares no variable of that name (declared: lab)" in err
     assert "Traceback" not in err
+
+
+def test_a_broken_plugin_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import reconciler.providers.base as base
+
+    broken = EntryPoint("nope", "reconciler.providers.nope:NopeProvider", "reconciler.providers")
+    monkeypatch.setattr(base, "entry_points", lambda group: [broken] if group == "reconciler.providers" else [])
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: reconciler/v1\ntargets: {}\nresources: []\n", encoding="utf-8")
+    assert main(["validate", str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert "the provider plugin 'nope' (reconciler.providers.nope:NopeProvider) cannot be loaded: " \
+           "ModuleNotFoundError" in err and "Traceback" not in err

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
 from reconciler.changes import Change
 from reconciler.commands import Command, Transport
+from reconciler.errors import ReconcilerError
 from reconciler.kinds.spec import KindSpec
 from reconciler.model import LiveResource, LiveState, ResourceKey, TargetSpec
 
@@ -124,9 +125,9 @@ class Registry:
     def from_entry_points(cls) -> Registry:
         registry = cls()
         for ep in entry_points(group="reconciler.providers"):
-            registry.providers[ep.name] = ep.load()()
+            registry.providers[ep.name] = _load(ep, "provider")()
         for ep in entry_points(group="reconciler.transports"):
-            registry.transports[ep.name] = ep.load()
+            registry.transports[ep.name] = _load(ep, "transport")
         return registry
 
     def provider(self, name: str) -> Provider:
@@ -152,6 +153,15 @@ class Registry:
         if restrict is not None and names:
             restrict(names)  # the allow-list is exactly what the provider's kinds declare, nothing more
         return transport
+
+
+def _load(ep: EntryPoint, what: str) -> Any:
+    """An installed plugin, or one clear line naming it (a stale or broken installation, not a traceback)."""
+    try:
+        return ep.load()
+    except Exception as exc:  # an import error of any kind inside a plugin
+        raise ReconcilerError(f"the {what} plugin {ep.name!r} ({ep.value}) cannot be loaded: "
+                              f"{type(exc).__name__}: {exc}; reinstall reconciler or remove the plugin") from None
 
 
 def command_names(provider: object) -> tuple[str, ...]:
