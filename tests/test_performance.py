@@ -32,3 +32,38 @@ def test_a_read_only_round_trip_counts_without_rewriting_the_state(lab_state: Pa
     assert host["roundTrips"] == 3 and host["calls"]["Get-CsPartnerApplication"] == 2
     assert host["objects"]["OAuthConfiguration"]["Realm"] == "example.com"
     transport.close()
+
+
+def test_the_alias_guard_counts_expansions_not_values() -> None:
+    from reconciler.manifest.positions import MAX_ALIASED, parse
+
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for name, previous in zip("bcdef", "abcde", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    document = parse("\n".join(levels) + "\n")
+    assert document.data is None
+    assert [p.message for p in document.problems] == [
+        f"aliases expand to more than {MAX_ALIASED:,} values (alias bomb?)"]
+    # Aliases and merge keys within the limit still work.
+    assert parse("a: &x {k: 1}\nb: *x\nc: {<<: *x, j: 2}\n").data == {"a": {"k": 1}, "b": {"k": 1},
+                                                                      "c": {"k": 1, "j": 2}}
+
+
+def test_a_manifest_of_1000_targets_with_50_resources_each_loads(tmp_path: Path) -> None:
+    import yaml
+
+    from reconciler.manifest import load_manifest
+    from reconciler.providers.base import Registry
+
+    targets = {f"pool-{t:04d}": {"provider": "skype", "connection": {"transport": "lab", "host": f"cs-{t:04d}"}}
+               for t in range(1000)}
+    resources = [{"target": name, "kind": "PartnerApplication", "identity": f"app-{i:02d}.{name}.example",
+                  "applicationIdentifier": f"00000000-0000-0000-0000-{t:06d}{i:06d}", "useOAuthServer": True,
+                  "applicationTrustLevel": "Full"}
+                 for t, name in enumerate(targets) for i in range(50)]
+    path = tmp_path / "large.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "targets": targets, "resources": resources},
+                                   sort_keys=False), encoding="utf-8")
+    desired = load_manifest(path, Registry.from_entry_points())
+    assert len(desired.targets) == 1000 and len(desired.resources) == 50_000
+    assert len(desired.for_target("pool-0999")) == 50
