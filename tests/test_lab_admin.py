@@ -52,7 +52,7 @@ def test_default_estate(lab_state: Path) -> None:
     state = read(lab_state)
     assert state["format"] == 1
     assert state["tenantId"] == "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
-    assert set(state["hosts"]) == {"atl-cs-001", "fab-cs-001", "atl-exchange-001"}
+    assert set(state["hosts"]) == {"atl-cs-001", "fab-cs-001", "atl-exchange-001", "atl-sharepoint-001"}
     assert set(state["documents"]) == {estate.EXCHANGE_PATH, estate.SHAREPOINT_PATH, estate.SHAREPOINT_PATH_15,
                                        estate.SKYPE_PATH, estate.ACS_PATH}
     assert all(d["status"] == "ok" for d in state["documents"].values())
@@ -213,7 +213,7 @@ def test_seed_keeps_or_regenerates_a_service_certificate(lab_state: Path) -> Non
         ({"hosts": {LITWARE: {"PartnerApplication": [{"Identity": "a", "Colour": "red"}]}}}, "no property 'Colour'"),
         ({"hosts": {LITWARE: {"PartnerApplication": [{"Enabled": True}]}}}, "needs an Identity"),
         ({"hosts": {LITWARE: {"PartnerApplication": [{"Identity": "a"}, {"Identity": "A"}]}}}, "listed twice"),
-        ({"hosts": {"x": {"platform": "sharepoint"}}}, "unknown lab platform"),
+        ({"hosts": {"x": {"platform": "lotus-notes"}}}, "unknown lab platform"),
         ({"documents": {"/p": {"service": "nope"}}}, "must name a service"),
         ({"documents": {"/atl-cs-001.litwareinc.com/metadata/json/1": {"service": "skype", "status": "down"}}},
          "status must be one of"),

@@ -17,6 +17,9 @@ and Test-CsExStorageConnectivity on atl-cs-001 fails. The two host records link 
 certificate); the Exchange record also lists its `servers` (for iisreset) and the `mailboxes` the
 storage test can reach. fab-cs-001 is linked to nothing.
 
+`atl-sharepoint-001` is the Litware SharePoint farm (reconciler.lab.sharepoint), serving the SharePoint
+documents above: its authentication realm is the organization's, and it trusts no token issuer yet.
+
 The Office 365 side is the lab tenant LAB_TENANT_ID, served as Microsoft Graph and Entra ID's token
 endpoint by the same server (reconciler.lab.graph): the Skype for Business Online service principal
 (enabled, its usual SPNs but not yet the on-premises pool's) and Office 365 Exchange Online's (DISABLED,
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.kinds.exchange import BUILT_IN_PARTNER_APPLICATIONS
-from reconciler.lab import certs, exchange, graph, skype
+from reconciler.lab import certs, exchange, graph, sharepoint, skype
 from reconciler.lab.state import FORMAT
 
 LAB_TENANT_ID = "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
@@ -46,6 +49,7 @@ OLD_TENANT_STS_URL = "https://accounts.accesscontrol.windows.net/00000000-0000-0
 
 LITWARE_POOL = "atl-cs-001"
 EXCHANGE_HOST = "atl-exchange-001"
+SHAREPOINT_HOST = "atl-sharepoint-001"
 EXCHANGE_SERVERS = ("atl-exchange-001", "atl-exchange-002")
 EXCHANGE_MAILBOXES = ("sip:kenmyer@litwareinc.com", "sip:pilar@litwareinc.com")
 
@@ -134,6 +138,7 @@ def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certifi
             EXCHANGE_HOST: _host(_exchange_objects(services["exchange"]["certificate"]), platform="exchange",
                                  service="exchange", skype=LITWARE_POOL, servers=list(EXCHANGE_SERVERS),
                                  mailboxes=list(EXCHANGE_MAILBOXES), iisResets={}),
+            SHAREPOINT_HOST: _host(_sharepoint_objects(), platform="sharepoint", service="sharepoint"),
         },
         "failures": [],
         "tenants": {LAB_TENANT_ID: lab_tenant()},
@@ -230,6 +235,13 @@ def _exchange_objects(certificate: str) -> dict[str, Any]:
         Realm="",
         CurrentCertificateThumbprint=certs.thumbprint(certs.from_b64(certificate)),
     )
+    return objects
+
+
+def _sharepoint_objects() -> dict[str, Any]:
+    """A farm whose realm is the organization's (what its metadata documents publish), trusting no issuer."""
+    objects = sharepoint.empty_objects()
+    objects[sharepoint.REALM]["Realm"] = "litwareinc.com"
     return objects
 
 

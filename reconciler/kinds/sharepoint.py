@@ -1,0 +1,184 @@
+"""SharePoint Server: the documented syntax of its S2S OAuth cmdlets, and the kinds.
+
+Syntax: Microsoft's SharePoint Server cmdlet reference, repository MicrosoftDocs/OfficeDocs-SharePoint-PowerShell,
+folder `sharepoint/sharepoint-server-ps/SharePointServer/` (one page per cmdlet; each `### <Set>` SYNTAX block is
+a parameter set). The same pages for SharePoint 2013-2019 are under `sharepoint/sharepoint-ps/
+Microsoft.SharePoint.Powershell/` (older snapshots: `sharepoint/sharepoint-ps/sharepoint-server/`); their SYNTAX
+blocks are the same.
+
+Real output: SharePointDsc's SPTrustedSecurityTokenIssuer and SPAuthenticationRealm resources (repository
+dsccommunity/SharePointDsc, `SharePointDsc/DSCResources/MSFT_SPTrustedSecurityTokenIssuer/
+MSFT_SPTrustedSecurityTokenIssuer.psm1`, `.../MSFT_SPAuthenticationRealm/MSFT_SPAuthenticationRealm.psm1`, and
+their Pester mocks in `tests/Unit/SharePointDsc/`):
+- Get-SPTrustedSecurityTokenIssuer returns objects with Name, Description, RegisteredIssuerName
+  (`<issuer id>@<realm>`), MetadataEndPoint (a System.Uri; SharePointDsc reads `.OriginalString`),
+  SigningCertificate (an X509Certificate2; SharePointDsc reads `.Thumbprint`) and IsSelfIssuer. There is no
+  IsTrustBroker property: SharePointDsc reads it as the complement of IsSelfIssuer ("Get-SPTrustedSecurityTokenIssuer
+  does not return a property IsTrustBroker").
+- Get-SPAuthenticationRealm returns the farm's realm as a bare string (SharePointDsc compares it as text).
+
+How the PowerShell transports' runner writes those values: a System.Uri prints as its URL, so it arrives as a
+string; an X509Certificate2 prints as its multi-line `[Subject] ... [Thumbprint]` text, so the thumbprint is read
+from that text (or from a `Thumbprint` property, if a transport gives the object).
+
+*Unconfirmed*: whether Set-SPTrustedSecurityTokenIssuer leaves IsTrustBroker alone when the switch is omitted
+(we always write the value we want, `-IsTrustBroker:$false` included, together with the metadata endpoint, as
+SharePointDsc always passes one of the distinguishing parameters); the default parameter set of
+Set-SPTrustedSecurityTokenIssuer (not documented, so a Set never relies on it); the NameId property of an issuer
+(not read). Not modelled as a kind: Set-SPAppPrincipalPermission (its -AppPrincipal is an SPAppPrincipal object
+that only Get-SPAppPrincipal in the same session yields, and no cmdlet reads a permission back), declared below
+as documented data only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler.kinds.declaration import CmdletKind, Prop, reads
+from reconciler.kinds.schema import IDENTITY, URL
+from reconciler.kinds.syntax import Parameter, ParamType, cmdlet, enum_, identity, string, switch
+from reconciler.model import JSONValue
+
+DOCS = "MicrosoftDocs/OfficeDocs-SharePoint-PowerShell: sharepoint/sharepoint-server-ps/SharePointServer/"
+SHAREPOINT_SERVICE_NAME = "00000003-0000-0ff1-ce00-000000000000"
+"""SharePoint's well-known S2S service name (the issuer id in its metadata document)."""
+FARM = "Farm"
+"""The identity of the farm's one authentication realm (Get/Set-SPAuthenticationRealm without -ServiceContext)."""
+
+_ASSIGNMENT = identity("AssignmentCollection")
+"""An SPAssignmentCollection object: documented in every set, never passed by this tool."""
+_CERTIFICATE = [Parameter("Certificate", ParamType.BYTES)]
+"""An X509Certificate2 object: the certificate parameter sets are declared, never used by this tool."""
+
+# --- syntax ---------------------------------------------------------------------------------------
+
+GET_SP_TRUSTED_SECURITY_TOKEN_ISSUER = cmdlet(
+    "Get-SPTrustedSecurityTokenIssuer", DOCS + "Get-SPTrustedSecurityTokenIssuer.md",
+    [*identity("Identity"), *_ASSIGNMENT],
+    {"Default": "Identity AssignmentCollection"})
+_ISSUER_PARAMETERS = [*string("Name", "Description", "RegisteredIssuerName", "MetadataEndPoint"), *identity("Identity"),
+                      *_ASSIGNMENT, *_CERTIFICATE, *switch("IsTrustBroker", "Confirm", "WhatIf")]
+NEW_SP_TRUSTED_SECURITY_TOKEN_ISSUER = cmdlet(
+    "New-SPTrustedSecurityTokenIssuer", DOCS + "New-SPTrustedSecurityTokenIssuer.md", _ISSUER_PARAMETERS,
+    {"ImportCertificateParameterSet": "Name! Certificate!",
+     "MetadataEndPointParameterSet": "Name! MetadataEndPoint!"},
+    common="AssignmentCollection Confirm Description IsTrustBroker RegisteredIssuerName WhatIf")
+SET_SP_TRUSTED_SECURITY_TOKEN_ISSUER = cmdlet(
+    "Set-SPTrustedSecurityTokenIssuer", DOCS + "Set-SPTrustedSecurityTokenIssuer.md", _ISSUER_PARAMETERS,
+    {"ImportCertificateParameterSet": "Identity! Certificate",
+     "MetadataEndPointParameterSet": "Identity! MetadataEndPoint"},
+    common="AssignmentCollection Confirm Description IsTrustBroker RegisteredIssuerName WhatIf")
+REMOVE_SP_TRUSTED_SECURITY_TOKEN_ISSUER = cmdlet(
+    "Remove-SPTrustedSecurityTokenIssuer", DOCS + "Remove-SPTrustedSecurityTokenIssuer.md",
+    [*identity("Identity"), *_ASSIGNMENT, *switch("Confirm", "WhatIf")],
+    {"Default": "Identity! AssignmentCollection Confirm WhatIf"})
+
+GET_SP_AUTHENTICATION_REALM = cmdlet(
+    "Get-SPAuthenticationRealm", DOCS + "Get-SPAuthenticationRealm.md",
+    [*identity("ServiceContext"), *_ASSIGNMENT],
+    {"Default": "ServiceContext AssignmentCollection"})
+SET_SP_AUTHENTICATION_REALM = cmdlet(
+    "Set-SPAuthenticationRealm", DOCS + "Set-SPAuthenticationRealm.md",
+    [*string("Realm"), *identity("ServiceContext"), *_ASSIGNMENT, *switch("Confirm", "WhatIf")],
+    {"Default": "AssignmentCollection Confirm Realm ServiceContext WhatIf"})
+
+# Documented for the record, not run by the provider (see the module docstring).
+GET_SP_APP_PRINCIPAL = cmdlet(
+    "Get-SPAppPrincipal", DOCS + "Get-SPAppPrincipal.md",
+    [*string("NameIdentifier"), *identity("Site"), *_ASSIGNMENT],
+    {"Default": "NameIdentifier! Site! AssignmentCollection"})
+SET_SP_APP_PRINCIPAL_PERMISSION = cmdlet(
+    "Set-SPAppPrincipalPermission", DOCS + "Set-SPAppPrincipalPermission.md",
+    [*identity("AppPrincipal", "Site"), *_ASSIGNMENT, *switch("Confirm", "WhatIf", "EnableAppOnlyPolicy"),
+     *enum_("Right", "Read", "Write", "Manage", "FullControl"),
+     *enum_("Scope", "Site", "SiteCollection", "SiteSubscription")],
+    {"Default": "AppPrincipal! Right! Scope! Site! AssignmentCollection Confirm WhatIf EnableAppOnlyPolicy"})
+"""-Right and -Scope values: the page's parameter descriptions (Read, Write, Manage, "Full Control"; Site,
+SiteCollection, SiteSubscription). *Unconfirmed*: that the enumerator of "Full Control" is named FullControl."""
+
+# --- how Get reports an issuer ----------------------------------------------------------------------
+
+_THUMBPRINT = re.compile(r"\[Thumbprint\]\s*([0-9A-Fa-f]{40})")
+
+
+@reads("MetadataEndPoint")
+def read_metadata_endpoint(obj: Mapping[str, Any]) -> JSONValue:
+    """A System.Uri: its text, or (an object) its OriginalString / AbsoluteUri."""
+    value = obj.get("metadataendpoint")
+    if isinstance(value, Mapping):
+        inner = {str(k).lower(): v for k, v in value.items()}
+        value = inner.get("originalstring") or inner.get("absoluteuri")
+    return str(value) if value not in (None, "") else None
+
+
+@reads("IsSelfIssuer")
+def read_is_trust_broker(obj: Mapping[str, Any]) -> JSONValue:
+    """The complement of IsSelfIssuer (SharePointDsc); unknown when the property is missing."""
+    value = obj.get("isselfissuer")
+    return (not value) if isinstance(value, bool) else None
+
+
+@reads("SigningCertificate")
+def read_signing_thumbprint(obj: Mapping[str, Any]) -> JSONValue:
+    """An X509Certificate2: its Thumbprint property, or the `[Thumbprint]` line of its text."""
+    value = obj.get("signingcertificate")
+    if isinstance(value, Mapping):
+        inner = {str(k).lower(): v for k, v in value.items()}
+        return str(inner["thumbprint"]).upper() if inner.get("thumbprint") else None
+    match = _THUMBPRINT.search(str(value or ""))
+    return match.group(1).upper() if match else None
+
+
+def _urls_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    """A Uri's text may gain or lose a trailing slash; compare without it, case-insensitively."""
+    def norm(v: Any) -> str:
+        return str(v or "").rstrip("/").casefold()
+    return norm(want) == norm(have)
+
+
+# --- kinds ---------------------------------------------------------------------------------------------
+
+TRUSTED_SECURITY_TOKEN_ISSUER = CmdletKind(
+    kind="TrustedSecurityTokenIssuer",
+    description="An SPTrustedSecurityTokenIssuer: a server SharePoint accepts tokens from (Exchange, Skype for "
+                "Business), created from its metadata document.",
+    get=GET_SP_TRUSTED_SECURITY_TOKEN_ISSUER, new=NEW_SP_TRUSTED_SECURITY_TOKEN_ISSUER,
+    set=SET_SP_TRUSTED_SECURITY_TOKEN_ISSUER, remove=REMOVE_SP_TRUSTED_SECURITY_TOKEN_ISSUER,
+    identity_property="Name", new_identity="Name", identity_parameter="Identity",
+    after=("AuthenticationRealm",),
+    required_when_present=("metadataEndPoint",),
+    # Set-SPTrustedSecurityTokenIssuer's two sets differ only in -Certificate / -MetadataEndPoint and no default
+    # is documented: every Set names the endpoint (as SharePointDsc does) and the whole wanted state.
+    together=(("metadataEndPoint", "description", "isTrustBroker"),),
+    identity_schema={**IDENTITY, "description": "The issuer's Name."},
+    props=(
+        Prop("metadataEndPoint", None, parameter="MetadataEndPoint", read=read_metadata_endpoint, metadata_url=True,
+             equal=_urls_equal, schema={**URL, "description": "The issuer's metadata document (downloaded when "
+                                                              "New or Set runs)."}),
+        Prop("isTrustBroker", None, parameter="IsTrustBroker", read=read_is_trust_broker,
+             schema={"type": "boolean", "description": "Read as the complement of IsSelfIssuer."}),
+        Prop("description", "Description", schema={"type": "string"}),
+        Prop("registeredIssuerName", "RegisteredIssuerName", parameter=None, manifest=False, ignore_case=True),
+        Prop("signingCertificateThumbprint", None, parameter=None, manifest=False, read=read_signing_thumbprint),
+    ),
+)
+
+AUTHENTICATION_REALM = CmdletKind(
+    kind="AuthenticationRealm",
+    description="The farm's authentication realm (Set-SPAuthenticationRealm without -ServiceContext).",
+    get=GET_SP_AUTHENTICATION_REALM, set=SET_SP_AUTHENTICATION_REALM,
+    singleton=FARM, new_identity=None, identity_parameter=None,
+    identity_schema={"type": "string", "pattern": "^[Ff][Aa][Rr][Mm]$",
+                     "errorMessage": "must be Farm (there is one farm realm)"},
+    props=(
+        Prop("realm", "Realm", ignore_case=True,
+             schema={"type": "string", "minLength": 1,
+                     "description": "Partners see SharePoint as 00000003-0000-0ff1-ce00-000000000000@<realm>."}),
+    ),
+)
+
+KINDS = (AUTHENTICATION_REALM, TRUSTED_SECURITY_TOKEN_ISSUER)
+DOCUMENTED_ONLY = (GET_SP_APP_PRINCIPAL, SET_SP_APP_PRINCIPAL_PERMISSION)
+"""Declared from the reference but not run: app principal permissions do not fit the declaration pattern."""
