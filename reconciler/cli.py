@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = manifest_command("plan", "show what apply would change")
     p.add_argument("--json", action="store_true", help="print the machine-readable plan")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
+                   help="text (default), json (as --json) or markdown (for pull-request comments and CI job "
+                        "summaries: one collapsible block per target)")
     p.add_argument("--out", type=_output_file, metavar="FILE",
                    help="save the plan to apply it later with `reconcile apply FILE`")
     p.add_argument("--detailed-exitcode", action="store_true",
@@ -208,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
     p = manifest_command("discover", "print the live state of every target in the manifest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_discover)
+
+    p = command("show", "render a saved plan (what `plan --out` writes) as text, JSON or Markdown")
+    p.add_argument("plan_file", type=Path, metavar="PLAN", help="a plan saved with `reconcile plan --out PLAN`")
+    p.add_argument("--json", action="store_true", help="print the plan's JSON document")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
+                   help="text (default), json (as --json) or markdown")
+    p.set_defaults(func=cmd_show)
 
     p = command("schema", "print the manifest JSON Schema (what editors use)")
     p.add_argument("--out", type=_output_file, metavar="FILE")
@@ -308,6 +318,7 @@ def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None
 
 
 def cmd_plan(args: argparse.Namespace, registry: Registry) -> int:
+    _plan_format(args)  # a contradiction (--json --format markdown) is refused before any work
     with _recorded("plan", args) as record:
         return _plan(args, registry, record)
 
@@ -319,7 +330,10 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
         document = plan_to_json(plan, session.kind_of)
         document["variables"] = _overrides(args.var)
         saved.append(document)
-        if args.json:
+        if _plan_format(args) == "markdown":
+            from reconciler.render.markdown import render_markdown
+            sys.stdout.write(render_markdown(document))
+        elif _plan_format(args) == "json":
             print(json.dumps(document, indent=2))
         else:
             sys.stdout.write(render_plan(plan, session.kind_of))
@@ -578,3 +592,26 @@ def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
         sys.stdout.write(text)
     return EXIT_OK
 
+
+def _plan_format(args: argparse.Namespace) -> str:
+    """--format, or json for --json; both given and different is an error."""
+    if args.json and args.format not in (None, "json"):
+        raise ReconcilerError(f"--json and --format {args.format} ask for different outputs; give one")
+    return "json" if args.json else args.format or "text"
+
+
+def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.render.saved import header, plan_from_document, read_plan_document
+    from reconciler.render.text import render_plan as render_text
+
+    document = read_plan_document(args.plan_file)
+    fmt = _plan_format(args)
+    if fmt == "json":
+        print(json.dumps(document, indent=2))
+    elif fmt == "markdown":
+        from reconciler.render.markdown import render_markdown
+        sys.stdout.write(render_markdown(document))
+    else:
+        plan = plan_from_document(document, str(args.plan_file))
+        sys.stdout.write(header(document) + "\n" + render_text(plan, lambda change: None))
+    return EXIT_OK
