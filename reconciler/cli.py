@@ -29,6 +29,7 @@ from reconciler.manifest import build_schema, load_manifest
 from reconciler.metrics import Metrics, MetricsServer
 from reconciler.model import DesiredState
 from reconciler.plan import FORMAT_VERSION, Plan
+from reconciler.portable import console_stop
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.render.json_plan import plan_to_json
@@ -490,6 +491,15 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         raise ReconcilerError(str(exc)) from None
     metrics = Metrics()
     stop = threading.Event()
+    finished = threading.Event()  # a Windows close/logoff/shutdown handler waits for it (see console_stop)
+    try:
+        return _run(args, registry, schedule, metrics, stop, finished)
+    finally:
+        finished.set()
+
+
+def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metrics: Metrics,
+         stop: threading.Event, finished: threading.Event) -> int:
     with contextlib.closing(_store(args)) as store, contextlib.ExitStack() as stack:
         cycle = _unattended(args, registry, store, metrics, apply=True, command="run")
         events = cycle.events
@@ -506,6 +516,12 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.signal(sig, on_signal)
             stack.callback(signal.signal, sig, previous)
+
+        def on_console_event(name: str) -> None:  # Windows: Ctrl+C, Ctrl+Break, close, logoff, shutdown
+            events.emit("stop", signal=name, note="finishing the current cycle, then exiting")
+            stop.set()
+
+        stack.enter_context(console_stop(on_console_event, finished))
 
         def cycle_and_export() -> str:
             try:

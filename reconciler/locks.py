@@ -13,22 +13,24 @@ same server are one lock, taken once (never a wait on oneself).
     snapshot no lock: a captured snapshot is read, never changed
     other    <transport>|<the connection block, strings case-folded>
 
-The locks live in one machine-wide directory (RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks),
-so every process on the machine sees them whatever its working directory or --state-dir. The
-directory is created like /tmp (mode 1777: anyone may create a lock, nobody may delete another's) and
-lock files are 0666, so runs as different users exclude each other too.
+The locks live in one machine-wide directory (RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks;
+on Windows %ProgramData%/reconciler/locks), so every process on the machine sees them whatever its
+working directory or --state-dir. The directory is created like /tmp (mode 1777: anyone may create a
+lock, nobody may delete another's) and lock files are 0666, so runs as different users exclude each
+other too.
 
-A lock is an flock on `<transport>-<digest>.lock`: the kernel releases it when its holder exits,
+A lock is an OS file lock on `<transport>-<digest>.lock`, taken through the `filelock` package (flock
+on POSIX, LockFileEx through msvcrt on Windows): the operating system releases it when its holder exits,
 however it exits, so a crashed run never leaves a stale lock behind. Who holds it (pid, host, command
-line with any password masked, since when) is written to `<transport>-<digest>.holder` next to it,
-for the message a waiting run prints; the holder clears it when it lets go.
+line with any password masked, since when) is written to a separate `<transport>-<digest>.holder` next
+to it (Windows does not let another process read a locked file), for the message a waiting run prints;
+the holder clears it when it lets go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from filelock import FileLock, Timeout
 
 from reconciler.errors import LockError
 from reconciler.lab.state import DEFAULT_STATE_PATH
@@ -63,7 +67,11 @@ Notify = Callable[[str], None]
 def default_lock_dir() -> Path:
     """RECONCILE_LOCK_DIR if set (and not blank), else the machine-wide DEFAULT_LOCK_DIR."""
     override = os.environ.get(LOCK_DIR_ENV, "").strip()
-    return Path(override) if override else DEFAULT_LOCK_DIR
+    if override:
+        return Path(override)
+    if os.name == "nt":  # no /var/tmp: the machine-wide application data folder every user can write
+        return Path(os.environ.get("PROGRAMDATA") or r"C:\ProgramData") / "reconciler" / "locks"
+    return DEFAULT_LOCK_DIR
 
 
 # -- the key -------------------------------------------------------------------------------------
@@ -111,8 +119,9 @@ def lock_identity(target: TargetSpec) -> str | None:
     if transport == "lab":
         # The lab transport resolves its state file against the working directory, so the same
         # spelling in two directories is two emulated estates, and two spellings of one file are one.
+        # normcase: on Windows C:\Lab and c:\lab are one file (a no-op on POSIX).
         state = connection.get("state", str(DEFAULT_STATE_PATH))
-        return f"lab|{os.path.realpath(Path.cwd() / str(state))}|{_host(connection.get('host', ''))}"
+        return f"lab|{os.path.normcase(os.path.realpath(Path.cwd() / str(state)))}|{_host(connection.get('host', ''))}"
     if transport == "graph":
         return f"graph|{_url(connection.get('graphUrl', DEFAULT_GRAPH_URL))}|{_fold(connection.get('tenantId', ''))}"
     if transport == "winrm":
@@ -202,7 +211,7 @@ def _ensure_directory(directory: Path) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise LockError(f"the lock directory {directory} is not a directory (a symlink or a file is in its place); "
                         f"remove it or set {LOCK_DIR_ENV}")
-    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != DIRECTORY_MODE:
+    if os.name != "nt" and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != DIRECTORY_MODE:
         with contextlib.suppress(OSError):  # the umask took bits away: put them back, like /tmp
             os.chmod(directory, DIRECTORY_MODE)
 
@@ -222,8 +231,9 @@ def _open_shared(path: Path) -> int:
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             except FileExistsError:
                 continue  # another run created it in between: open theirs
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, FILE_MODE)  # past the umask
+            if hasattr(os, "fchmod"):  # POSIX (Windows has no mode bits to widen)
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, FILE_MODE)  # past the umask
             return fd
         except OSError as exc:
             hint = " (a symlink in its place?)" if exc.errno == errno.ELOOP else ""
@@ -255,16 +265,17 @@ def hold(lock_dir: Path, key: LockKey, *, timeout: float = 30.0, deadline: float
     _ensure_directory(lock_dir)
     path = lock_dir / f"{key.stem}.lock"
     holder_path = lock_dir / f"{key.stem}.holder"
-    fd = _open_shared(path)
+    os.close(_open_shared(path))  # created shared (mode 0666 past the umask), and never a symlink
+    lock = FileLock(str(path), mode=FILE_MODE, thread_local=False)
     try:
         start = time.monotonic()
         end = start + timeout if deadline is None else deadline
         told = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.acquire(timeout=0)
                 break
-            except BlockingIOError:
+            except Timeout:  # before OSError: Timeout is a TimeoutError
                 now = time.monotonic()
                 if now >= end:
                     raise LockError(f"{key.label} is locked by another run "
@@ -275,8 +286,11 @@ def hold(lock_dir: Path, key: LockKey, *, timeout: float = 30.0, deadline: float
                             f"{describe_holder(_read_holder(holder_path))}")
                     told = True
                 time.sleep(poll)
+            except OSError as exc:
+                hint = " (a symlink in its place?)" if exc.errno == errno.ELOOP else ""
+                raise LockError(f"cannot lock {path}: {exc.strerror or exc}{hint}") from None
         with contextlib.suppress(OSError):  # fresh while held: a /var/tmp cleaner ages files by their times
-            os.utime(fd)
+            os.utime(path)
         holder = _open_shared(holder_path)
         try:
             _write(holder, json.dumps(holder_details(target=", ".join(key.targets), identity=key.identity)))
@@ -288,7 +302,7 @@ def hold(lock_dir: Path, key: LockKey, *, timeout: float = 30.0, deadline: float
         finally:
             os.close(holder)
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        lock.release()  # a no-op when it was never acquired
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import ReconcilerError
+from reconciler.portable import replace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -198,7 +199,7 @@ class Metrics:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; the collector may run as another user
-            os.replace(tmp_name, path)
+            replace(tmp_name, path)  # retried briefly on Windows while the collector has the file open
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)

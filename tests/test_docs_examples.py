@@ -54,3 +54,52 @@ def test_ci_workflow_commands() -> None:
     assert len(commands) >= 4
     for command in commands:
         parse(shlex.split(command.split("||")[0])[1:])
+
+
+TASK = "{http://schemas.microsoft.com/windows/2004/02/mit/task}"
+
+
+def windows_args(text: str) -> list[str]:
+    """A Windows command line's arguments (backslashes are path separators there, never escapes)."""
+    return shlex.split(text, posix=False)
+
+
+def test_windows_task_scheduler_task() -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(EXAMPLES / "reconcile-task.xml").getroot()  # well-formed, or this raises
+    assert root.tag == f"{TASK}Task" and root.get("version") == "1.2"
+    (command,) = root.iter(f"{TASK}Command")
+    assert command.text is not None and command.text.endswith("\\Scripts\\reconcile.exe")
+    (arguments,) = root.iter(f"{TASK}Arguments")
+    assert arguments.text is not None
+    argv = windows_args(arguments.text)
+    parse(argv)
+    args = _parser().parse_args(argv)
+    assert args.func.__name__ == "cmd_run" and args.once  # Task Scheduler ends a task without notice: one cycle
+    assert str(args.state_dir).startswith("C:\\") and args.store.startswith("sqlite:///C:/")
+    assert root.findtext(f"{TASK}Settings/{TASK}MultipleInstancesPolicy") == "IgnoreNew"
+    assert root.findtext(f"{TASK}Triggers/{TASK}TimeTrigger/{TASK}Repetition/{TASK}Interval") == "PT15M"
+    (action,) = root.iter(f"{TASK}Actions")
+    assert action.get("Context") == root.find(f"{TASK}Principals/{TASK}Principal").get("id")  # type: ignore[union-attr]
+
+
+def test_windows_powershell_quick_start() -> None:
+    text = (EXAMPLES / "quickstart.ps1").read_text(encoding="utf-8")
+    assert text.isascii()  # Windows PowerShell 5.1 reads a BOM-less script as the ANSI code page
+    assert "pip install s2s-trust-reconciler" in text and "pip install reconciler" not in text
+    values = {"$Manifest": "C:\\ProgramData\\reconcile\\manifests\\estate.yaml", "$Root": "C:\\ProgramData\\reconcile"}
+    invocations = []
+    for line in text.splitlines():
+        line = line.strip().removeprefix("#").strip()
+        if not line.startswith("& $reconcile "):
+            continue
+        for name, value in values.items():
+            line = line.replace(name, value)
+        invocations.append(line)
+        argv = [a.strip('"') for a in windows_args(line)[2:]]
+        if argv != ["--version"]:
+            parse(argv)
+    assert len(invocations) >= 4 and any(" apply " in i for i in invocations)
+    assert 'schtasks /create /xml "$PSScriptRoot\\reconcile-task.xml"' in text
+    assert (EXAMPLES / "reconcile-task.xml").is_file()

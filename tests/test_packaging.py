@@ -65,3 +65,19 @@ def test_apply_on_a_terminal_asks_and_proceeds_only_on_yes(estate: Estate) -> No
     assert code == 0, out
     assert "Apply complete" in out
     assert estate.app("atl-cs-001", "app") is None
+
+
+def test_the_distribution_has_its_own_name_and_its_dependencies_allow_what_the_tests_run_against() -> None:
+    from importlib.metadata import distribution, version
+
+    from packaging.requirements import Requirement
+
+    dist = distribution("s2s-trust-reconciler")  # `reconciler` and `reconcile` on PyPI are other projects
+    assert dist.version == __version__
+    assert [e.value for e in dist.entry_points if e.group == "console_scripts"] == ["reconciler.cli:main"]
+    runtime = [Requirement(r) for r in dist.requires or [] if "extra ==" not in r]
+    assert {r.name for r in runtime} >= {"pyyaml", "jsonschema", "httpx", "cryptography", "filelock"}
+    for requirement in runtime:
+        assert any(s.operator == "<" for s in requirement.specifier), f"{requirement} has no upper bound"
+        assert requirement.specifier.contains(version(requirement.name)), \
+            f"{requirement}: the tests run against {version(requirement.name)}, outside it"

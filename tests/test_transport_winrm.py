@@ -1326,7 +1326,7 @@ def test_missing_pypsrp_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) 
         WinRMTransport.from_target(TargetSpec("pool", "skype", connection()))
     assert str(raised.value) == ("transport 'winrm' needs the pypsrp package, which is not installed: "
                                  f"{INSTALL_HINT}")
-    assert INSTALL_HINT == "pip install 'reconciler[winrm]'"
+    assert INSTALL_HINT == "pip install 's2s-trust-reconciler[winrm]'"
     with pytest.raises(TransportError, match="reconciler\\[winrm\\]"):
         WinRMTransport(settings()).invoke(DISCOVERY)
 

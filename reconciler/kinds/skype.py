@@ -31,6 +31,7 @@ from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import GUID, URL
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, switch
 from reconciler.model import JSONValue
+from reconciler.portable import beside_path
 
 DOCS = "MicrosoftDocs/office-docs-powershell: skype/skype-ps/SkypeForBusiness/"
 TRUST_LEVELS = ("Full", "Application", "User")
@@ -182,7 +183,7 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
     out = dict(fields)
     if "certificateFile" in out:
         path = Path(str(out.pop("certificateFile")))
-        full = path if path.is_absolute() else manifest_dir / path
+        full = beside_path(manifest_dir, path)  # absolute (a drive letter or UNC path on Windows) as it is
         try:
             cert = _read_certificate(full.read_bytes())
         except OSError as exc:

@@ -3,7 +3,8 @@
 One file keeps the lab inspectable (`reconcile lab show`, or just `cat`) and lets the CLI, the
 transport and the HTTP server run as separate processes.
 
-Concurrency: writers take an exclusive `fcntl.flock` on `<state>.lock` and replace the file
+Concurrency: writers take an exclusive OS file lock (the `filelock` package: flock on POSIX,
+msvcrt on Windows) on `<state>.lock`, released by the OS if the writer dies, and replace the file
 atomically (temp file in the same directory, then `os.replace`). Readers never take the lock: an
 atomic replace means they always see a whole file. This matters because the lab transport holds the
 lock while New-CsPartnerApplication downloads a metadata document from the lab HTTP server, which
@@ -36,7 +37,6 @@ whatever port the lab server listens on. Objects use the cmdlets' PascalCase pro
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
@@ -45,11 +45,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from reconciler.errors import TransportError
+from reconciler.portable import replace
 
 FORMAT = 1
 DEFAULT_STATE_PATH = Path(".lab/state.json")
 INIT_HINT = "run `reconcile lab init` to create the lab"
+LOCK_POLL = 0.002
 
 
 class LabStateError(TransportError):
@@ -125,12 +129,9 @@ class LabStore:
     def locked(self) -> Iterator[None]:
         """Hold the writers' lock. Not re-entrant: never nest edit() or locked() in one thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        # A short poll: filelock waits by retrying, and lab writers hold the lock for milliseconds.
+        with FileLock(str(self.lock_path), thread_local=False, poll_interval=LOCK_POLL):
+            yield
 
     @contextmanager
     def edit(self) -> Iterator[dict[str, Any]]:
@@ -168,7 +169,7 @@ class LabStore:
                 out.write("\n")
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, self.path)
+            replace(temp, self.path)  # retried briefly on Windows while a reader has the file open
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise

@@ -35,6 +35,7 @@ from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.portable import beside_path
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
@@ -89,7 +90,7 @@ def _iso(moment: datetime.datetime) -> str:
 
 def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dict[str, JSONValue]:
     name = str(entry.get("certificateFile", ""))
-    path = Path(name) if Path(name).is_absolute() else manifest_dir / name
+    path = beside_path(manifest_dir, name)  # absolute (a drive letter or UNC path on Windows) as it is
     try:
         cert = _read_certificate(path)
     except OSError as exc:

@@ -12,6 +12,7 @@ executor and renderers), so the store never sees a secret and cannot leak one.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def check_result(result: str) -> None:
         raise ValueError(f"unknown run result {result!r} (expected one of: {', '.join(sorted(RESULTS))})")
 
 
-SUPPORTED_LOCATIONS = ("a file path, sqlite:///absolute/path, sqlite:relative/path or "
+SUPPORTED_LOCATIONS = ("a file path, sqlite:///absolute/path (sqlite:///C:/path on Windows), sqlite:relative/path or "
                        "postgresql://user[:password]@host[:port]/database")
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 
@@ -143,6 +144,14 @@ def is_postgres(location: str | Path | None) -> bool:
         return False
     match = _SCHEME.match(location)
     return match is not None and match.group(1).lower() in POSTGRES_SCHEMES
+
+
+def sqlite_url_path(path: str) -> Path:
+    """The file of sqlite:///<path>: /<path> on POSIX; on Windows a drive path (sqlite:///C:/runs.db) as it is."""
+    if os.name == "nt" and len(path) >= 3 and path[0].isascii() and path[0].isalpha() and path[1] == ":" \
+            and path[2] in "/\\":
+        return Path(path)
+    return Path("/" + path)
 
 
 def open_store(location: str | Path | None) -> RunStore:
@@ -174,7 +183,7 @@ def open_store(location: str | Path | None) -> RunStore:
         host, slash, path = rest[2:].partition("/")
         if host or not slash or not path:
             raise StoreError(f"bad sqlite run store URL (expected {SUPPORTED_LOCATIONS})")
-        return SQLiteRunStore(Path("/" + path))
+        return SQLiteRunStore(sqlite_url_path(path))
     if not rest:
         raise StoreError(f"bad sqlite run store URL (expected {SUPPORTED_LOCATIONS})")
     return SQLiteRunStore(Path(rest))

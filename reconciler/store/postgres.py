@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 10
 APPLICATION_NAME = "reconcile"
 MIGRATION_LOCK = 0x7265636F6E63696C  # "reconcil": serializes schema migrations between runners
-INSTALL_HINT = "the PostgreSQL store needs psycopg 3: pip install 'reconciler[postgresql]'"
+INSTALL_HINT = "the PostgreSQL store needs psycopg 3: pip install 's2s-trust-reconciler[postgresql]'"
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (

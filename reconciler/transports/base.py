@@ -6,28 +6,13 @@ ever become code. Real transports splat the parameters; the lab interprets them.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from reconciler.commands import HTTP_METHODS, MASK, Command, CommandResult, Transport
-from reconciler.errors import TransportError
+from reconciler.portable import check_private  # POSIX mode bits, or the file's access list on Windows
 
 __all__ = ["HTTP_METHODS", "MASK", "Command", "CommandResult", "Sensitive", "Transport", "check_private"]
-
-def check_private(path: Path, what: str) -> None:
-    """Refuse a file that group or others may read or write (like ssh does with keys)."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise TransportError(f"{what}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise TransportError(f"{what}: {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise TransportError(f"{what}: {path} is readable or writable by group or others "
-                             f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
-
 
 class Sensitive:
     """A secret value that never shows itself: repr and str are the mask; `reveal()` is explicit.

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
+from reconciler.portable import names_snapins
 from reconciler.transports import psjson
 from reconciler.transports.base import Command, CommandResult, send_unrefused
 
@@ -60,9 +61,11 @@ RUNNER_ARGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "
 """-ExecutionPolicy applies to this process only (ignored off Windows); a Group Policy still wins."""
 
 
-def default_executable() -> str:
-    """`pwsh` (PowerShell 7) when it is on PATH; on Windows without it, Windows PowerShell 5.1."""
-    if os.name == "nt" and shutil.which("pwsh") is None:
+def default_executable(modules: Sequence[str] = ()) -> str:
+    """Windows PowerShell 5.1 (`powershell.exe`) when `modules` names a snap-in (e.g.
+    Microsoft.Exchange.Management.PowerShell.SnapIn: snap-ins load only there), or on Windows without
+    PowerShell 7 on PATH; else `pwsh` (PowerShell 7)."""
+    if names_snapins(modules) or (os.name == "nt" and shutil.which("pwsh") is None):
         return "powershell.exe"
     return "pwsh"
 
@@ -75,7 +78,8 @@ class PwshTransport:
         "properties": {
             "executable": {
                 "description": "The PowerShell to start: a program name or path (default `pwsh`, or "
-                "`powershell.exe` on Windows without PowerShell 7), or a list of arguments to start it "
+                "`powershell.exe` when `modules` names a snap-in or on Windows without PowerShell 7), or a list "
+                "of arguments to start it "
                 "with (the runner's own arguments are appended).",
                 "anyOf": [
                     {"type": "string", "minLength": 1},
@@ -113,7 +117,7 @@ class PwshTransport:
         name: str = "pwsh",
     ) -> None:
         if executable is None:
-            executable = default_executable()
+            executable = default_executable(modules)
         self.argv: tuple[str, ...] = (executable,) if isinstance(executable, str) else tuple(executable)
         if not self.argv or not all(self.argv):
             raise TransportError(f"{name}: the PowerShell executable must be a non-empty name or argument list")

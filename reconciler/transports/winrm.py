@@ -66,7 +66,7 @@ TransportError naming the server, port and authentication method, never a creden
 
 Credentials come from environment variables or a private credential file, never from the manifest,
 and never appear in errors or reprs. pypsrp is imported only when this transport is used: install
-it with `pip install 'reconciler[winrm]'`.
+it with `pip install 's2s-trust-reconciler[winrm]'`.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ from reconciler.transports.psjson import NATIVE_NAME
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'reconciler[winrm]'"
+INSTALL_HINT = "pip install 's2s-trust-reconciler[winrm]'"
 DEFAULT_USERNAME_ENV = "RECONCILE_WINRM_USERNAME"
 DEFAULT_PASSWORD_ENV = "RECONCILE_WINRM_PASSWORD"
 DEFAULT_CONFIGURATION = "Microsoft.PowerShell"
