@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.errors import FieldProblem
+from reconciler.kinds.certificates import certificate_thumbprint, load_certificate
 from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import GUID, URL
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, switch
@@ -168,12 +169,6 @@ def _types_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
 _DER = Encoding.DER
 
 
-def _read_certificate(data: bytes) -> x509.Certificate:
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
 def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path) -> dict[str, JSONValue]:
     """Read a declared certificate file (DER or PEM) into base64 DER, and check raw data parses.
 
@@ -185,7 +180,7 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
         path = Path(str(out.pop("certificateFile")))
         full = beside_path(manifest_dir, path)  # absolute (a drive letter or UNC path on Windows) as it is
         try:
-            cert = _read_certificate(full.read_bytes())
+            cert = load_certificate(full.read_bytes())
         except OSError as exc:
             raise FieldProblem("certificateFile", f"cannot read certificate file {str(path)!r}: "
                                                   f"{exc.strerror or exc}") from None
@@ -202,15 +197,6 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
                                "is not a base64-encoded DER X.509 certificate") from None
         out["certificateRawData"] = base64.b64encode(cert.public_bytes(_DER)).decode("ascii")
     return out
-
-
-def _certificate_display(raw_base64: Any) -> str:
-    import hashlib
-    try:
-        der = base64.b64decode(str(raw_base64), validate=False)
-    except (ValueError, TypeError):
-        return "(unreadable certificate)"
-    return "certificate " + hashlib.sha1(der).hexdigest().upper()
 
 
 _ABSENT = {"not": {"properties": {"ensure": {"const": "absent"}}, "required": ["ensure"]}}
@@ -304,7 +290,7 @@ PARTNER_APPLICATION = CmdletKind(
                                             "(a live app with another one is replaced, as the seed scripts do)."}),
         Prop("useOAuthServer", None, parameter="UseOAuthServer", read=read_use_oauth_server),
         Prop("certificateRawData", None, parameter="CertificateRawData", read=read_certificate,
-             display=_certificate_display,
+             display=certificate_thumbprint,
              schema={"type": "string", "minLength": 1, "description": "Base64 DER certificate."}),
         Prop("realm", "Realm", ignore_case=True, schema={"type": "string", "minLength": 1}),
         Prop("applicationTrustLevel", "ApplicationTrustLevel", ignore_case=True),

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command
+from reconciler.kinds.certificates import certificate_thumbprint
 from reconciler.kinds.schema import BOOLEAN, GUID, GUID_PATTERN, IDENTITY, URL, resource_schema
 from reconciler.model import JSONValue
 
 __all__ = ["BOOLEAN", "GUID", "GUID_PATTERN", "IDENTITY", "URL", "certificate_thumbprint", "lifecycle_commands",
            "resource_schema"]
-
-
-def certificate_thumbprint(raw_base64: Any) -> str:
-    """SHA-1 thumbprint of a base64 DER certificate, as Windows shows it. Never shows key material."""
-    try:
-        der = base64.b64decode(str(raw_base64), validate=False)
-    except (ValueError, TypeError):
-        return "(unreadable certificate)"
-    return "certificate " + hashlib.sha1(der).hexdigest().upper()
 
 
 def lifecycle_commands(change: Change, remove: Command, new: Callable[[Mapping[str, JSONValue]], Command],
