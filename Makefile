@@ -48,7 +48,7 @@ demo: setup
 	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/cross-premises.yaml
 
 bench: setup
-	$(BIN)/python benchmarks/run.py --sizes 1x10,10x10,20x50,200x50
+	$(BIN)/python benchmarks/run.py --sizes 1x10,20x50,200x50,1000x50
 
 schema: setup
 	$(RECONCILE) schema --out schemas/manifest.schema.json

@@ -6,7 +6,7 @@ HTTP by the lab server (started here). It then measures, each as a whole process
 
 - ours: `python -m reconciler plan` (start-up, imports, YAML + JSON Schema, discovery, the plan,
   the plan-time metadata checks and the trust graph against the documents over HTTP, rendering and
-  the run store), once with a fresh state directory (cold) and once again (the manifest cache warm);
+  the run store), each run with a fresh state directory;
 - per-object: what the seed scripts and tools like Microsoft365DSC do: one
   `Get-CsPartnerApplication -Identity X` per desired object (and one `Get-CsOAuthConfiguration` per
   target), each its own round trip through the same LabTransport with the same latency, plus one
@@ -443,7 +443,6 @@ def run_phases(root: Path, manifest: Path, lab: CountingLab) -> dict[str, float]
 class SizeResult:
     size: Size
     ours: Measure
-    warm: Measure
     per_object: Measure
     phases: dict[str, float] = field(default_factory=dict)
     sample_targets: int | None = None  # set when the baseline was extrapolated from a sample
@@ -464,7 +463,6 @@ def bench_size(size: Size, options: argparse.Namespace, base: Mapping[str, Any],
         manifest = write_manifest(root / "manifest.yaml", targets, options.latency_ms)
         runs = options.repeat if size.objects <= 20_000 else 1
         cold = [run_ours(root, manifest, targets, lab, root / f"state-{i}") for i in range(runs)]
-        warm = [run_ours(root, manifest, targets, lab, root / "state-0") for _ in range(runs)]
         phases = run_phases(root, manifest, lab)
 
         estimate = size.objects > options.skip_baseline_above
@@ -473,7 +471,7 @@ def bench_size(size: Size, options: argparse.Namespace, base: Mapping[str, Any],
         if estimate:
             calls = sum(t.objects for t in targets) + sum(1 for t in targets for a in t.apps if a.document is not None)
             per_object = extrapolate(per_object, calls)
-        return SizeResult(size, median(cold), median(warm), per_object, phases, len(sample) if estimate else None)
+        return SizeResult(size, median(cold), per_object, phases, len(sample) if estimate else None)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -509,7 +507,7 @@ def table(results: Sequence[SizeResult]) -> list[str]:
     ]
     for r in results:
         theirs = r.per_object
-        for name, m in (("ours, cold", r.ours), ("ours, manifest cached", r.warm), ("per-object", theirs)):
+        for name, m in (("ours", r.ours), ("per-object", theirs)):
             speed = _num(theirs.wall / m.wall, ".0f", theirs.estimated) + "x" if m is not theirs else ""
             lines.append(f"| {r.size.label} | {r.size.objects} | {name} | {('~' if m.estimated else '')}{m.calls} | "
                          f"{_num(m.wall, '.2f', m.estimated)} | {_num(m.cpu, '.2f', m.estimated)} | "
@@ -518,7 +516,7 @@ def table(results: Sequence[SizeResult]) -> list[str]:
 
 
 def phase_table(results: Sequence[SizeResult]) -> list[str]:
-    lines = ["| phase (ours, cold, seconds) | " + " | ".join(r.size.label for r in results) + " |",
+    lines = ["| phase (ours, seconds) | " + " | ".join(r.size.label for r in results) + " |",
              "|---|" + "---:|" * len(results)]
     for phase in PHASES:
         lines.append(f"| {phase} | " + " | ".join(f"{r.phases.get(phase, 0.0):.3f}" for r in results) + " |")
@@ -533,8 +531,7 @@ NOTES = [
     "documents), 1-2 strays `ensure: absent` (Remove).",
     "- ours = `python -m reconciler plan` as a whole process: start-up, imports, YAML + JSON Schema, discovery "
     "(one lab round trip per target, all targets at once), the plan, the plan-time metadata checks and the trust "
-    "graph (each document downloaded once), rendering and the run store. cold = a fresh --state-dir; manifest "
-    "cached = the same command again (the validated manifest comes from the cache).",
+    "graph (each document downloaded once), rendering and the run store, with a fresh --state-dir.",
     "- per-object = one Get per desired object (Get-CsPartnerApplication -Identity X, Get-CsOAuthConfiguration), "
     "each its own round trip, plus one download per document a New needs; no schema, no trust graph, no store.",
     "- remote calls = lab round trips (each sleeps the latency once) + metadata documents the lab server answered.",
@@ -584,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             lab.stop()
     report = ["# reconciler benchmark: `reconcile plan` (whole process) vs per-object calls", "", *facts, "",
-              *table(results), "", "Where the time of ours goes (cold):", "", *phase_table(results), "", *NOTES, "",
+              *table(results), "", "Where the time of ours goes:", "", *phase_table(results), "", *NOTES, "",
               f"Total benchmark time: {time.perf_counter() - started:.0f} s", ""]
     text = "\n".join(report)
     print("\n" + "\n".join(report[len(facts) + 2:]))
