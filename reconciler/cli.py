@@ -192,11 +192,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.set_defaults(func=cmd_run)
 
+    from reconciler.store.base import RESULTS
     p = command("history", "list recorded runs, or show one")
     p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
     p.add_argument("--limit", type=_non_negative_int, default=20, metavar="N",
                    help="show at most N runs, newest first (default 20)")
     p.add_argument("--manifest", help="only runs of this manifest path")
+    p.add_argument("--target", metavar="NAME", help="only runs that included this target")
+    p.add_argument("--result", choices=sorted(RESULTS), metavar="RESULT",
+                   help="only runs that ended so: " + ", ".join(sorted(RESULTS)))
+    p.add_argument("--since", metavar="WHEN", help="only runs started since WHEN: a duration ago (24h, 7d, 90m) "
+                                                   "or an ISO time (2026-01-31, 2026-01-31T08:00, ...+01:00)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--state-dir", type=Path, default=Path(".reconciler"))
     p.add_argument("--store", metavar="PATH|URL")
@@ -542,7 +548,9 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
             print(json.dumps(run_to_json(record), indent=2) if args.json else format_run(record))
             return EXIT_OK
         manifest = str(Path(args.manifest).resolve()) if args.manifest else None
-        records = store.list(limit=args.limit, manifest_path=manifest)
+        from reconciler.history import parse_since
+        records = store.list(limit=args.limit, manifest_path=manifest, target=args.target, result=args.result,
+                             since=parse_since(args.since) if args.since else None)
         print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
     return EXIT_OK
 

@@ -11,6 +11,8 @@ Events the callers emit, with their fields:
   checkout, or None outside git)
 - `change`: `address` (target.Kind.identity), `actions` (list: create, update, delete), `reason`,
   `mode` (plan|apply), `status` (planned|applied|failed|skipped)
+- `handler`: `address` (target.handler.name), `status` (ran|failed|not needed), `reason` (its commands,
+  and the changes that triggered it); level error when it failed
 - `run_end`: `command`, `result` (as in reconciler.metrics.RESULTS), `duration_seconds`,
   `drifted` (target -> count), `errors` (count)
 - `cycle_sleep`: `seconds`, `reason` (interval|backoff)

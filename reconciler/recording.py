@@ -25,7 +25,7 @@ from reconciler.events import EventLog
 from reconciler.executor import ChangeOutcome
 from reconciler.metrics import Metrics
 from reconciler.plan import Plan
-from reconciler.runner import ApplyResult
+from reconciler.runner import ApplyResult, HandlerOutcome
 from reconciler.store import ChangeRecord, RunRecord, RunStore, git_info
 
 ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -53,6 +53,8 @@ class Recorder:
         self.result: str | None = None
         self.plan: Plan | None = None
         self.changes: list[ChangeRecord] = []
+        self.handlers: list[ChangeRecord] = []
+        """Handler runs of an apply (iisreset, ...): recorded with the changes, action `run`; a `handler` event each."""
 
     def __enter__(self) -> Recorder:
         self.started = self.clock()
@@ -72,6 +74,7 @@ class Recorder:
 
     def applied(self, result: ApplyResult) -> None:
         self.changes = [_record(o) for o in result.outcomes]
+        self.handlers = [_handler_record(h) for h in result.handlers]
 
     def finish(self, result: str, errors: tuple[str, ...] = ()) -> None:
         """The run's verdict: no-changes | changes | applied | failed | error | refused | interrupted."""
@@ -82,10 +85,14 @@ class Recorder:
         for change in self.changes:
             self._emit("change", address=change.address, actions=list(change.actions), reason=change.reason,
                        mode=change.mode, status=change.status)
+        for handler in self.handlers:
+            self._emit("handler", level="error" if handler.status == "failed" else "info", address=handler.address,
+                       status=handler.status, reason=handler.reason)
         drifted = self._drifted()
         if self.store is not None and self.run_id is not None:
             plan = self.plan
-            self.store.finish(self.run_id, result=result, changes=self.changes, errors=errors, ended_at=ended,
+            self.store.finish(self.run_id, result=result, changes=self.changes + self.handlers, errors=errors,
+                              ended_at=ended,
                               manifest_sha256=plan.manifest_sha256 if plan else None,
                               targets=list(plan.targets) if plan else None)
         if self.metrics is not None:
@@ -120,6 +127,18 @@ class Recorder:
     def _emit(self, event: str, level: str = "info", **fields: object) -> None:
         if self.events is not None:
             self.events.emit(event, level=level, **fields)
+
+
+def _handler_record(outcome: HandlerOutcome) -> ChangeRecord:
+    """A handler's outcome as history keeps it: action `run`, status ran | failed | not needed, the commands."""
+    run = outcome.run
+    status = "failed" if outcome.error else "ran" if outcome.ran else "not needed"
+    reason = "; ".join(c.display() for c in run.commands)
+    if run.triggered_by:
+        reason += " (after " + ", ".join(run.triggered_by) + ")"
+    elif run.due_since:
+        reason += f" (due since {run.due_since})"
+    return ChangeRecord(run.address, ("run",), reason, "enforce", status)
 
 
 def _record(outcome: ChangeOutcome) -> ChangeRecord:

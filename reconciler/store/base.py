@@ -12,6 +12,7 @@ executor and renderers), so the store never sees a secret and cannot leak one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -37,7 +38,8 @@ class StoreError(ReconcilerError):
 class ChangeRecord:
     """One change of a run, as text: what history shows, never the live values themselves.
 
-    actions: ("create",), ("update",), ("delete",) or ("delete", "create") for a replace.
+    actions: ("create",), ("update",), ("delete",) or ("delete", "create") for a replace; ("run",) for a
+    handler apply ran after the changes (address target.handler.name, status ran | failed | not needed).
     mode: the change's mode (enforce | warn). status: planned | applied | failed | not run |
     failed, restored | warned | ... (free text: executors may add outcomes without a migration).
     """
@@ -89,9 +91,10 @@ class RunStore(Protocol):
         (the manifest may only be hashed, and targets known, once it has been loaded)."""
         ...
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None,
-             command: str | None = None) -> list[RunRecord]:
-        """The most recent runs, newest first, optionally for one manifest path or one command."""
+    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+             result: str | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
+        """The most recent runs, newest first, optionally for one manifest path, command or result, started at
+        or after `since` (epoch seconds), or that included `target` (by name, ASCII case-insensitively)."""
         ...
 
     def get(self, run_id: int) -> RunRecord | None: ...
@@ -102,6 +105,12 @@ class RunStore(Protocol):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+def target_pattern(target: str) -> str:
+    """A LIKE pattern (escape character backslash) matching a `targets` JSON list that holds `target`."""
+    quoted = json.dumps(target, ensure_ascii=False)
+    return "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def check_command(command: str) -> None:

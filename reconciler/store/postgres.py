@@ -40,6 +40,7 @@ from reconciler.store.base import (
     check_command,
     check_result,
     mask_secrets,
+    target_pattern,
 )
 from reconciler.store.gitinfo import GitInfo
 
@@ -211,8 +212,9 @@ class PostgresRunStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None,
-             command: str | None = None) -> builtins.list[RunRecord]:
+    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+             result: str | None = None, since: float | None = None,
+             target: str | None = None) -> builtins.list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
@@ -224,6 +226,15 @@ class PostgresRunStore:
         if command is not None:
             where.append("command = %s")
             params.append(_text(command))
+        if result is not None:
+            where.append("result = %s")
+            params.append(_text(result))
+        if since is not None:
+            where.append("started_at >= %s")
+            params.append(since)
+        if target is not None:  # ILIKE: case-insensitive as SQLite's LIKE is (for ASCII)
+            where.append("targets ILIKE %s ESCAPE '\\'")
+            params.append(_text(target_pattern(target)))
         sql = f"SELECT {_COLUMNS} FROM reconcile_runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -15,7 +15,8 @@ from reconciler.store.gitinfo import GitInfo
 
 UNFINISHED = "unfinished"
 _HEADERS = ("ID", "STARTED", "COMMAND", "RESULT", "CHANGES", "DURATION", "GIT", "MANIFEST")
-_SYMBOLS = {("create",): "+", ("update",): "~", ("delete",): "-", ("delete", "create"): "-/+"}
+_SYMBOLS = {("create",): "+", ("update",): "~", ("delete",): "-", ("delete", "create"): "-/+", ("run",): ">"}
+"""`>`: a handler that apply ran (or tried to) after the changes, e.g. iisreset, as the plan shows its commands."""
 
 
 def format_runs(records: Sequence[RunRecord]) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from reconciler.store.base import ChangeRecord, RunRecord, StoreError, check_command, check_result
+from reconciler.store.base import ChangeRecord, RunRecord, StoreError, check_command, check_result, target_pattern
 from reconciler.store.gitinfo import GitInfo
 
 BUSY_TIMEOUT = 10.0
@@ -147,8 +147,8 @@ class SQLiteRunStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None,
-             command: str | None = None) -> list[RunRecord]:
+    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+             result: str | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
@@ -160,6 +160,15 @@ class SQLiteRunStore:
         if command is not None:
             where.append("command = ?")
             params.append(command)
+        if result is not None:
+            where.append("result = ?")
+            params.append(result)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        if target is not None:
+            where.append("targets LIKE ? ESCAPE '\\'")
+            params.append(_text(target_pattern(target)))
         sql = f"SELECT {_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
