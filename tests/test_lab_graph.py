@@ -173,7 +173,7 @@ def test_default_tenant(lab_state: Path) -> None:
     assert SKYPE in sps[SKYPE]["servicePrincipalNames"]
     assert not any("litwareinc" in n or "fabrikam" in n or "contoso" in n for n in sps[SKYPE]["servicePrincipalNames"])
     clients = record["clients"]
-    assert clients[estate.LAB_CLIENT_ID]["roles"] == ["Application.ReadWrite.All"]
+    assert clients[estate.LAB_CLIENT_ID]["roles"] == ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"]
     assert clients[estate.LAB_READONLY_CLIENT_ID]["roles"] == ["Application.Read.All"]
     expected = hashlib.sha256(estate.LAB_CLIENT_SECRET.encode()).hexdigest()
     assert clients[estate.LAB_CLIENT_ID]["secretSha256"] == expected
@@ -197,7 +197,7 @@ def test_token_with_secret(lab_server: LabServer, lab_state: Path) -> None:
     digest = hashlib.sha256(token.encode()).hexdigest()
     assert set(tokens) == {digest}
     assert tokens[digest]["client"] == estate.LAB_CLIENT_ID
-    assert tokens[digest]["roles"] == ["Application.ReadWrite.All"]
+    assert tokens[digest]["roles"] == ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"]
     assert before + 3590 <= tokens[digest]["expires"] <= time.time() + 3600
     assert token not in lab_state.read_text()
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from reconciler.kinds.exchange import BUILT_IN_PARTNER_APPLICATIONS
 from reconciler.lab import certs, exchange, graph, sharepoint, skype
+from reconciler.lab.graph_apps import APP_ROLE_ASSIGNMENT_WRITE
 from reconciler.lab.state import FORMAT
 
 LAB_TENANT_ID = "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
@@ -155,7 +156,8 @@ def lab_tenant() -> dict[str, Any]:
                                     names=EXCHANGE_ONLINE_SPNS),
         ],
         {
-            LAB_CLIENT_ID: graph.client("reconciler (lab)", [graph.READ_WRITE_ALL], secret=LAB_CLIENT_SECRET),
+            LAB_CLIENT_ID: graph.client("reconciler (lab)", [graph.READ_WRITE_ALL, APP_ROLE_ASSIGNMENT_WRITE],
+                                         secret=LAB_CLIENT_SECRET),
             LAB_READONLY_CLIENT_ID: graph.client("reconciler read-only (lab)", [graph.READ_ALL],
                                                  secret=LAB_READONLY_SECRET),
         },

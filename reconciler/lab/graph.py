@@ -129,7 +129,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from reconciler.lab import certs
+from reconciler.lab import certs, graph_apps
 from reconciler.lab.state import LabStore
 
 TOKEN_HOST = "login.microsoftonline.com"
@@ -627,6 +627,9 @@ def _outer(record: dict[str, Any], roles: list[str], method: str, version: str, 
 def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str,
             query: Mapping[str, list[str]], body: Any, base: str) -> Response:
     """One Graph request (outside or inside a batch) against a tenant record, already authenticated."""
+    if graph_apps.routes(path):  # applications, service principal creation, app role assignments
+        answer: Response = graph_apps.execute(record, roles, method, path, query, body, base)
+        return answer
     by_app_id, by_id = _BY_APP_ID.match(path), _BY_ID.match(path)
     if by_app_id is None and by_id is None:
         segment = path.strip("/").split("/")[0].split("(")[0] or path

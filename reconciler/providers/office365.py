@@ -36,6 +36,7 @@ from reconciler.errors import DiscoveryError, FieldProblem
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.portable import beside_path
+from reconciler.providers import office365_apps
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
@@ -303,7 +304,7 @@ class Office365Provider:
     """Office 365 / Entra ID service principals over Microsoft Graph (transport: graph)."""
 
     name = "office365"
-    kinds: Mapping[str, KindSpec] = {"ServicePrincipal": _SERVICE_PRINCIPAL}
+    kinds: Mapping[str, KindSpec] = {"ServicePrincipal": _SERVICE_PRINCIPAL, **office365_apps.KINDS}
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
         """One batched Graph request for the declared principals (a tenant has thousands of others).
@@ -312,8 +313,9 @@ class Office365Provider:
         inside one $batch. A 404 means the principal does not exist; any other failure is an error.
         """
         app_ids = list(dict.fromkeys(k.identity for k in wanted if k.kind == "ServicePrincipal"))
+        applications = office365_apps.discover(target, transport, wanted)  # the dedicated application's kinds
         if not app_ids:
-            return LiveState(target.name, {})
+            return LiveState(target.name, applications)
         commands = [Command("GET", {"path": sp_path(a), "query": {"$select": SELECT}}) for a in app_ids]
         results = transport.invoke(commands, stop_on_error=False)
         resources: dict[ResourceKey, LiveResource] = {}
@@ -330,9 +332,11 @@ class Office365Provider:
                 "servicePrincipalNames": list(body.get("servicePrincipalNames") or []),
                 "keyCredentials": keys,
             })
-        return LiveState(target.name, resources)
+        return LiveState(target.name, {**resources, **applications})
 
     def commands(self, change: Change) -> tuple[Command, ...]:
+        if change.key.kind in office365_apps.KINDS:
+            return office365_apps.commands(change)
         if change.actions != (Action.UPDATE,) or change.after is None:
             return ()  # service principals are never created, replaced or removed by us
         app_id = change.key.identity
@@ -342,7 +346,9 @@ class Office365Provider:
         summary: list[str] = []
         for name, value in body.items():
             if name == "keyCredentials":
-                summary.append("keyCredentials [" + ", ".join(_show_keys(value)) + "] (whole collection re-sent)")
+                removed = _removed_keys((change.before or {}).get("keyCredentials"), value)
+                summary.append("keyCredentials [" + ", ".join(_show_keys(value)) + "] ("
+                               + (f"removes {', '.join(removed)}; " if removed else "") + "whole collection re-sent)")
             elif name == "servicePrincipalNames":
                 summary.append(f"servicePrincipalNames ({len(value)}, whole list re-sent)")
             else:
@@ -353,6 +359,13 @@ class Office365Provider:
 
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
         return ()
+
+
+def _removed_keys(before: Any, after: Any) -> list[str]:
+    """The live keys a keyCredentials write drops (an authoritative list not naming them), for people."""
+    kept = _thumbprints(after)
+    return [shown for key, shown in zip(before or [], _show_keys(before), strict=False)
+            if isinstance(key, Mapping) and (_thumbprint_of(key.get("key")) or key.get("thumbprint")) not in kept]
 
 
 def _body(result: CommandResult) -> Mapping[str, Any]:

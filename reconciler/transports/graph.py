@@ -23,6 +23,12 @@ Protocol:
   `dependsOn` nothing after it ran) or, without `stop_on_error`, on its own. Waits stop when the
   next one would take the invoke past `maxRetrySeconds`: a batch or token request then fails with
   TransportError naming the status and how long it tried; a throttled command gets an error result.
+* Results used later in the same invoke: a command with parameter `result: <name>` keeps its answer under
+  that name, and a later command may hold `{{<name>#<path>}}` in its path or in any string of its body (e.g.
+  `{{application:X#value.0.appId}}`: the appId of the first object a list query found). Such a command starts
+  a new batch, sent once the answer it needs is in; a reference the answer does not hold is an error result
+  for that command (nothing is sent for it). This is how one apply creates an application, then its service
+  principal from the appId Graph assigned (JSON batching itself cannot pass values between requests).
 * Tokens (graph_auth.py): app-only, client-credentials grant, cached. A `$batch` answered 401
   `InvalidAuthenticationToken` (expired mid-run) gets one new token and is sent once more.
 
@@ -34,6 +40,7 @@ without the httpx exception (whose request carries the Authorization header) att
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -74,7 +81,9 @@ RETRY_STATUSES = frozenset({429, 503})
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 METHODS = ("GET", "POST", "PATCH", "DELETE")
-PARAMETERS = frozenset({"path", "query", "body"})
+PARAMETERS = frozenset({"path", "query", "body", "result"})
+REFERENCE = re.compile(r"\{\{([^{}#]+)#([A-Za-z0-9_.]+)\}\}")
+"""`{{<name>#<dotted path>}}`: a value from the answer an earlier command of the same invoke kept as <name>."""
 PERMISSION_HINT = ("(the app needs the Microsoft Graph application permission Application.ReadWrite.All, "
                    "admin-consented)")
 EXPIRED_TOKEN = "InvalidAuthenticationToken"
@@ -445,18 +454,32 @@ class GraphTransport:
             sent = [c for i, c in enumerate(commands) if i not in refusals]
             tail = []
         answered: list[CommandResult] = []
-        size = self.settings.batch_size
-        for start in range(0, len(sent), size):
-            chunk = sent[start:start + size]
+        kept: dict[str, Any] = {}
+        for chunk in _chunks(sent, self.settings.batch_size):
+            resolved = [_resolve(c, kept) for c in chunk]
+            unresolved = next((i for i, r in enumerate(resolved) if isinstance(r, str)), None)
+            if stop_on_error and unresolved is not None:
+                resolved = resolved[:unresolved + 1]  # nothing after a command that cannot be sent
+            commands_sent = [r for r in resolved if isinstance(r, Command)]
             try:
-                results = self._run_batch(chunk, stop_on_error)
+                results = self._run_batch(commands_sent, stop_on_error) if commands_sent else []
             except TransportError as exc:
                 if not answered:
                     raise
                 raise TransportError(f"{exc} (the {len(answered)} command(s) before this batch had already run: "
                                      "re-plan before retrying)") from None
+            stopped = len(results) < len(commands_sent) or bool(results and not results[-1].ok)
+            if unresolved is not None and not (stop_on_error and stopped):
+                ran = iter(results)
+                results = [CommandResult(command, ok=False, error=self._scrub(r, [command])) if isinstance(r, str)
+                           else next(ran) for command, r in zip(chunk, resolved, strict=False)]
+                stopped = True
             answered.extend(results)
-            if stop_on_error and (len(results) < len(chunk) or not results[-1].ok):
+            for result in results:
+                name = result.command.parameters.get("result")
+                if result.ok and isinstance(name, str):
+                    kept[name] = result.output[0] if result.output else {}
+            if stop_on_error and stopped:
                 return answered
         if stop_on_error:
             return answered + tail
@@ -581,7 +604,12 @@ class GraphTransport:
             return refuse(f"the method must be one of {', '.join(METHODS)}")
         unknown = sorted(str(k) for k in command.parameters if k not in PARAMETERS)
         if unknown:
-            return refuse(f"unknown parameter(s) {', '.join(unknown)} (expected path, query, body)")
+            return refuse(f"unknown parameter(s) {', '.join(unknown)} (expected path, query, body, result)")
+        if "result" in command.parameters and not (isinstance(command.parameters["result"], str)
+                                                   and command.parameters["result"]):
+            return refuse("result must name the answer to keep")
+        if isinstance(path, str):
+            path = REFERENCE.sub("0", path)  # checked as sent: a reference is replaced by an identifier
         if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") or _CONTROL.search(path):
             return refuse("path must start with / and be relative to the Graph version root, without spaces, "
                           "query or fragment (give the query as `query`)")
@@ -661,6 +689,84 @@ class GraphTransport:
 
     def _scrub(self, text: str, commands: Sequence[Command] = ()) -> str:
         return scrub(psjson.mask_text(text, commands), self.tokens.sensitive_values())
+
+
+def _references(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {m.group(1) for m in REFERENCE.finditer(value)}
+    if isinstance(value, Mapping):
+        return set().union(*(_references(v) for v in value.values())) if value else set()
+    if isinstance(value, list | tuple):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    return set()
+
+
+def _chunks(commands: Sequence[Command], size: int) -> list[list[Command]]:
+    """Batches of at most `size`; a command that refers to an answer kept in the batch so far starts a new one."""
+    chunks: list[list[Command]] = []
+    current: list[Command] = []
+    named: set[str] = set()
+    for command in commands:
+        needs = _references(command.parameters.get("path")) | _references(command.parameters.get("body"))
+        if current and (len(current) >= size or needs & named):
+            chunks.append(current)
+            current, named = [], set()
+        current.append(command)
+        if isinstance(command.parameters.get("result"), str):
+            named.add(command.parameters["result"])
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _lookup(kept: Mapping[str, Any], name: str, path: str) -> Any:
+    value: Any = kept.get(name)
+    for step in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(step)
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            value = None
+    return value
+
+
+def _resolve(command: Command, kept: Mapping[str, Any]) -> Command | str:
+    """The command with its references replaced by the values kept, or why it cannot be sent."""
+    if not (_references(command.parameters.get("path")) | _references(command.parameters.get("body"))):
+        return command
+    missing: list[str] = []
+
+    def text(value: str) -> Any:
+        whole = REFERENCE.fullmatch(value)
+        if whole:
+            found = _lookup(kept, whole.group(1), whole.group(2))
+            if found is None or found == "":
+                missing.append(value)
+            return found
+
+        def one(match: re.Match[str]) -> str:
+            found = _lookup(kept, match.group(1), match.group(2))
+            if found is None or found == "" or isinstance(found, Mapping | list):
+                missing.append(match.group(0))
+                return match.group(0)
+            return str(found)
+        return REFERENCE.sub(one, value)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, Mapping):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    parameters = {k: (walk(v) if k in ("path", "body") else v) for k, v in command.parameters.items()}
+    if missing:
+        return (f"{command.cmdlet} {command.parameters.get('path')}: not sent: the earlier answer it needs does not "
+                f"hold {', '.join(dict.fromkeys(missing))} (the object it looked up was not found)")
+    return dataclasses.replace(command, parameters=parameters)
 
 
 def batch_url(command: Command) -> str:
