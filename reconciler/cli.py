@@ -219,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_discover)
 
+    p = manifest_command("export", "write the manifest that describes the live state of the manifest's targets")
+    p.add_argument("--out", type=_output_file, metavar="FILE", required=True,
+                   help="the manifest to write (certificates go beside it, in certs/)")
+    p.add_argument("--kind", action="append", default=[], metavar="KIND", help="only these kinds (repeatable)")
+    p.set_defaults(func=cmd_export)
+
     p = command("show", "render a saved plan (what `plan --out` writes) as text, JSON or Markdown")
     p.add_argument("plan_file", type=Path, metavar="PLAN", help="a plan saved with `reconcile plan --out PLAN`")
     p.add_argument("--json", action="store_true", help="print the plan's JSON document")
@@ -600,6 +606,32 @@ def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
             for record in records:
                 rest = {k: v for k, v in record.items() if k not in ("kind", "identity") and v not in (None, "")}
                 print(f"  {record['kind']} {record['identity']!r}: " + json.dumps(rest))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
+    import yaml
+
+    from reconciler.export import export_manifest
+
+    desired = _load(args, registry)
+    wanted = set(args.target)
+    if wanted:
+        unknown = sorted(wanted - set(desired.targets))
+        if unknown:
+            raise ReconcilerError(f"--target {unknown[0]}: the manifest has no such target")
+        desired = DesiredState(desired.manifest_path, desired.manifest_sha256,
+                               {n: t for n, t in desired.targets.items() if n in wanted},
+                               tuple(r for r in desired.resources if r.key.target in wanted), desired.checks)
+    with open_session(desired, registry, args.parallel) as session:
+        live = discover(session)
+    source = yaml.safe_load(Path(args.manifest).read_text(encoding="utf-8")) or {}
+    kinds = {name: registry.provider(t.provider).kinds for name, t in desired.targets.items()}
+    exported = export_manifest(desired, live, kinds, source, only_kinds=frozenset(args.kind))
+    written = exported.write(args.out)
+    count = len(exported.document["resources"])
+    print(f"Wrote {args.out}: {count} resources on {len(live)} targets" +
+          (f", and {len(written) - 1} certificate file(s)" if len(written) > 1 else "") + ".")
     return EXIT_OK
 
 

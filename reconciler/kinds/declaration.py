@@ -142,7 +142,8 @@ class CmdletKind:
         }
         return KindSpec(kind=self.kind, fields=fields, schema=self.schema(), singleton=self.singleton is not None,
                         after=self.after, prepare=self.prepare, description=self.description,
-                        diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement)
+                        diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement,
+                        exported=self.exported)
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {}
@@ -253,6 +254,27 @@ class CmdletKind:
         params: dict[str, Any] = {self.new_identity: identity} if self.new_identity else {}
         params.update({n: v for n, v in self._new_writes(fields).items() if n in chosen.names})
         return self._command(self.new, params)
+
+    def exported(self, live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+        """The manifest fields that describe a live object exactly: those New would be given to re-create it (the
+        parameter set its values satisfy), or for a singleton those Set writes; empty values and false switches
+        left out. `reconcile export` writes these, so a plan against the export shows no changes."""
+        chosen = self.new_set(live) if self.new is not None else None
+        out: dict[str, JSONValue] = {}
+        for p in self.props:
+            value = live.get(p.field)
+            if not p.manifest or not p.readable or p.writes is None or not _is_set(value):
+                continue
+            syntax = self.new if chosen is not None else self.set
+            param = syntax.parameter(p.writes) if syntax is not None else None
+            if param is None or (chosen is not None and param.name not in chosen.names):
+                continue
+            if chosen is None and not self._settable(p):
+                continue
+            if param.type is ParamType.SWITCH and value is not True:
+                continue
+            out[p.field] = value
+        return out
 
     def replacement(self, desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
         """What a replace's New creates: the manifest's fields, plus the live values of the fields it leaves out

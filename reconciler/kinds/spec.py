@@ -83,6 +83,9 @@ class KindSpec:
     """The fields a replace's New creates from (desired, live): the manifest's, plus the live values of the fields
     it leaves out, so a replace never resets what the manifest does not manage. None: the manifest's fields only
     (kinds that are never replaced)."""
+    exported: Callable[[Mapping[str, JSONValue]], dict[str, JSONValue]] | None = None
+    """The manifest fields that describe a live record exactly (`reconcile export`); None: every live field the
+    manifest schema has, empty ones left out."""
     exclusive: tuple[str, ...] = ()
     """Fields of which an object holds one at a time (e.g. a partner application's form): after an update
     that writes one, the others are gone."""
