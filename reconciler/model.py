@@ -118,6 +118,8 @@ class DesiredState:
     targets: Mapping[str, TargetSpec]
     resources: tuple[DesiredResource, ...]
     checks: tuple[VerifyCheck, ...] = ()
+    notify: tuple[Mapping[str, Any], ...] = ()
+    """The manifest's `notify:` destinations, as checked by its schema (see reconciler.notify)."""
 
     @functools.cached_property
     def by_target(self) -> Mapping[str, tuple[DesiredResource, ...]]:

@@ -24,6 +24,7 @@ from reconciler.errors import (
 from reconciler.events import EventLog
 from reconciler.executor import ChangeOutcome
 from reconciler.metrics import Metrics
+from reconciler.model import DesiredState
 from reconciler.plan import Plan
 from reconciler.runner import ApplyResult, HandlerOutcome
 from reconciler.store import ChangeRecord, RunRecord, RunStore, git_info
@@ -55,6 +56,10 @@ class Recorder:
         self.changes: list[ChangeRecord] = []
         self.handlers: list[ChangeRecord] = []
         """Handler runs of an apply (iisreset, ...): recorded with the changes, action `run`; a `handler` event each."""
+        self.apply_result: ApplyResult | None = None
+        self.errors: tuple[str, ...] = ()
+        self.on_finish: Callable[[Recorder], None] | None = None
+        """Called once the run is recorded (reconciler.notify sets it from the manifest's `notify:`)."""
 
     def __enter__(self) -> Recorder:
         self.started = self.clock()
@@ -72,7 +77,14 @@ class Recorder:
         self.changes = [ChangeRecord(c.key.address, tuple(a.value for a in c.actions), c.reason, c.mode.value,
                                      "planned" if c.mode.value == "enforce" else "warned") for c in plan.changes]
 
+    def loaded(self, desired: DesiredState, state_dir: Path) -> None:
+        """The manifest is loaded: its `notify:` destinations are told how this run ends (not for `plan`)."""
+        if desired.notify and self.command != "plan" and self.on_finish is None:
+            from reconciler.notify import Notifier
+            self.on_finish = Notifier(desired.notify, state_dir, events=self.events).on_finish
+
     def applied(self, result: ApplyResult) -> None:
+        self.apply_result = result
         self.changes = [_record(o) for o in result.outcomes]
         self.handlers = [_handler_record(h) for h in result.handlers]
 
@@ -81,6 +93,7 @@ class Recorder:
         if self.result is not None:
             return
         self.result = result
+        self.errors = errors
         ended = self.clock()
         for change in self.changes:
             self._emit("change", address=change.address, actions=list(change.actions), reason=change.reason,
@@ -103,6 +116,8 @@ class Recorder:
         self._emit("run_end", level=level, command=self.command, result=result,
                    duration_seconds=round(ended - self.started, 3), drifted=sum(drifted.values()),
                    errors=list(errors), run_id=self.run_id)
+        if self.on_finish is not None:
+            self.on_finish(self)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -160,6 +160,7 @@ def _errors(plan: Plan) -> tuple[str, ...]:
 def reconcile_once(request: Request, registry: Registry, settings: Settings, record: Recorder) -> Outcome:
     """One reconcile of a manifest, recorded; raises ReconcilerError for what stops it before a verdict."""
     desired = load_manifest(request.manifest, registry, request.overrides)
+    record.loaded(desired, settings.state_dir)
     if request.saved is not None and request.saved["manifest"]["sha256"] != desired.manifest_sha256:
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
                              "since the plan was made; run `reconcile plan` again")

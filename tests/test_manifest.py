@@ -498,7 +498,7 @@ extra: 1
         "manifests/x.yaml:10: targets.2nd pool.provider: 'skipe' is not one of exchange, skype",
         "manifests/x.yaml:11: targets.2nd pool.connection.transport: 'ssh' is not one of lab",
         "manifests/x.yaml:14: targets.ok.connection: missing required field 'host'",
-        "manifests/x.yaml:15: extra: unknown field 'extra' (expected one of: apiVersion, resources, targets, "
+        "manifests/x.yaml:15: extra: unknown field 'extra' (expected one of: apiVersion, notify, resources, targets, "
         "variables, verify)",
     ]
 

@@ -135,6 +135,7 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
         targets={name: spec for name, spec in (targets or {}).items() if spec is not None},
         resources=tuple(resources),
         checks=tuple(checks),
+        notify=tuple(dict(d) for d in expanded.get("notify") or () if isinstance(d, dict)),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from reconciler.manifest.notify import SCHEMA as NOTIFY_SCHEMA
 from reconciler.manifest.positions import FieldPath
 from reconciler.manifest.variables import NAME_PATTERN as VARIABLE_NAME_PATTERN
 from reconciler.providers.base import Registry, checks_of, handlers_of
@@ -213,6 +214,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
             "resources": {"type": "array", "items": {"$ref": "#/$defs/resource"}},
             "verify": {"type": "array", "items": {"$ref": "#/$defs/check"},
                        "description": "End-to-end checks `reconcile verify` runs (and `apply --verify`)."},
+            "notify": NOTIFY_SCHEMA,
         },
         "$defs": defs,
     }
