@@ -42,7 +42,8 @@ def test_committed_schema_matches_the_installed_providers() -> None:
 
 def test_entry_points_register_the_skype_provider_and_lab_transport() -> None:
     registry = Registry.from_entry_points()
-    assert set(registry.provider("skype").kinds) == {"OAuthConfiguration", "OAuthServer", "PartnerApplication"}
+    assert set(registry.provider("skype").kinds) == {"OAuthConfiguration", "OAuthServer", "PartnerApplication",
+                                                           "OAuthCertificate"}
     assert "lab" in registry.transports
 
 

@@ -75,6 +75,10 @@ def render_document(svc: Mapping[str, Any], location: str) -> dict[str, Any]:
         "keyinfo": {"x5t": certs.x5t(der)},
         "keyvalue": {"type": "x509Certificate", "value": certs.b64(der)},
     }]
+    if svc.get("nextCertificate"):  # during a roll the document publishes the next key too
+        next_der = certs.from_b64(str(svc["nextCertificate"]))
+        keys.append({"usage": "signing", "keyinfo": {"x5t": certs.x5t(next_der)},
+                     "keyvalue": {"type": "x509Certificate", "value": certs.b64(next_der)}})
     if style == "acs":
         return {
             "version": "1.0",

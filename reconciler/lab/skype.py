@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.kinds import skype as documented
-from reconciler.lab import certs, exchange
+from reconciler.lab import certs, exchange, skype_certificates
 from reconciler.lab.emulator import (
     CmdletContext,
     CmdletError,
@@ -626,10 +626,12 @@ PLATFORM = Platform(
         "Set-CsPartnerApplication": set_partner_application,
         "Remove-CsPartnerApplication": remove_partner_application,
         "Test-CsExStorageConnectivity": check_ex_storage_connectivity,
+        **skype_certificates.CMDLETS,
     },
     kinds={CONFIGURATION: True, OAUTH_SERVER: False, PARTNER_APPLICATION: False},
     empty_objects=empty_objects,
     normalize=normalize,
     certificate_fields=frozenset({"CertificateRawData"}),
-    syntax={c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.CHECKS)},
+    syntax={**{c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.CHECKS)},
+            **skype_certificates.SYNTAX},
 )

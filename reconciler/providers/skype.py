@@ -15,6 +15,7 @@ from reconciler.changes import Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
 from reconciler.kinds import skype as declared
+from reconciler.kinds import skype_certificate as certificate
 from reconciler.kinds.declaration import CmdletKind
 from reconciler.kinds.schema import BOOLEAN
 from reconciler.kinds.spec import KindSpec
@@ -64,9 +65,9 @@ class SkypeProvider:
     """Skype for Business / Lync Server provider."""
 
     name = "skype"
-    kinds: Mapping[str, KindSpec] = {k.kind: k.spec() for k in declared.KINDS}
+    kinds: Mapping[str, KindSpec] = {**{k.kind: k.spec() for k in declared.KINDS}, certificate.KIND: certificate.spec()}
     checks: Mapping[str, CheckSpec] = {_EX_STORAGE.name: _EX_STORAGE}
-    syntax = (*(c for k in declared.KINDS for c in k.cmdlets), *declared.CHECKS)
+    syntax = (*(c for k in declared.KINDS for c in k.cmdlets), *declared.CHECKS, *certificate.CMDLETS)
     """Every cmdlet this provider may run, as documented: transports allow exactly these."""
 
     def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
@@ -88,24 +89,37 @@ class SkypeProvider:
         return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
-        """Every kind's Get in one round trip; a failed Get is an error, never an absence."""
-        results = transport.invoke(_DISCOVERY, stop_on_error=True)
+        """Every kind's Get in one round trip; a failed Get is an error, never an absence.
+
+        The OAuth signing certificate and the certificate store are read only when the manifest declares an
+        OAuthCertificate (reading the store is a generic cmdlet, and a capture need not include it)."""
+        certificates = any(k.kind == certificate.KIND for k in wanted)
+        commands = (*_DISCOVERY, *certificate.DISCOVERY) if certificates else _DISCOVERY
+        results = transport.invoke(commands, stop_on_error=True)
         failed = [r for r in results if not r.ok]
-        if failed or len(results) != len(_DISCOVERY):
+        if failed or len(results) != len(commands):
             detail = failed[0].error if failed else "the batch returned too few results"
             raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")
         resources: dict[ResourceKey, LiveResource] = {}
-        for kind, result in zip(declared.KINDS, results, strict=True):
+        for kind, result in zip(declared.KINDS, results[:len(declared.KINDS)], strict=True):
             for obj in _objects(result):
                 identity, fields = kind.parse(obj)
                 key = ResourceKey(target.name, kind.kind, identity)
                 resources[key] = LiveResource(key, fields)
+        if certificates:
+            references, store = results[len(declared.KINDS):]
+            key = ResourceKey(target.name, certificate.KIND, certificate.USE)
+            resources[key] = LiveResource(key, certificate.parse(_objects(references), _objects(store)))
         return LiveState(target.name, resources)
 
     def commands(self, change: Change) -> tuple[Command, ...]:
+        if change.key.kind == certificate.KIND:
+            return certificate.commands(change)
         return DECLARED[change.key.kind].commands(change)
 
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
+        if live.key.kind == certificate.KIND:
+            return ()
         return DECLARED[live.key.kind].restore(live.fields, live.key.identity)
 
 
