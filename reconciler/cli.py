@@ -215,6 +215,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
     p.set_defaults(func=cmd_graph)
 
+    p = manifest_command("status", "where each target stands: Ready, Drifted, Failing or Suspended, since when, "
+                                   "last run and applied revision")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
     p = manifest_command("discover", "print the live state of every target in the manifest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_discover)
@@ -587,6 +592,17 @@ def cmd_graph(args: argparse.Namespace, registry: Registry) -> int:
     graph = trust_graph(desired, registry, timeout=_settings(args).metadata_timeout)
     sys.stdout.write({"text": graph_text, "dot": graph_dot, "mermaid": graph_mermaid}[args.format](graph))
     return EXIT_ERROR if any(d.severity == "error" for d in graph.diagnostics) else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.status import format_status, status_to_json, target_status
+
+    desired = _load(args, registry)
+    with contextlib.closing(_store(args)) as store:
+        runs = store.list(limit=200, manifest_path=str(Path(args.manifest).resolve()))
+    statuses = [target_status(target, runs) for target in desired.targets.values()]
+    print(json.dumps(status_to_json(statuses), indent=2) if args.json else format_status(statuses), end="")
+    return EXIT_OK
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:

@@ -1,0 +1,108 @@
+"""`reconcile status`: where each target stands, as Flux shows a resource's conditions.
+
+Per target, from the manifest (its mode) and the run store (what plan, apply, drift and run recorded):
+- Ready: the last run found it in sync, or applied and converged;
+- Drifted: the last run found changes it did not make (drift, plan, or warn mode);
+- Failing: the last run that touched it failed (an apply error, a plan error, not converged);
+- Suspended: `mode: suspend` on the target in the manifest;
+- Unknown: no run recorded it yet.
+With the reason, a message, since when the condition holds (the oldest run of the current streak), the last
+run, and the git revision of the last apply that succeeded.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.model import Mode, TargetSpec
+from reconciler.store.base import RunRecord
+
+
+class Condition(enum.StrEnum):
+    READY = "Ready"
+    DRIFTED = "Drifted"
+    FAILING = "Failing"
+    SUSPENDED = "Suspended"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    condition: Condition
+    reason: str
+    message: str
+    since: float | None = None
+    last_run: RunRecord | None = None
+    last_applied_revision: str | None = None
+
+
+_FAILED = frozenset({"failed", "error", "partial", "refused", "interrupted"})
+
+
+def _mine(run: RunRecord, target: str) -> bool:
+    return target in run.targets or any(c.address.startswith(f"{target}.") for c in run.changes)
+
+
+def _condition(run: RunRecord, target: str) -> tuple[Condition, str, str]:
+    changes = [c for c in run.changes if c.address.startswith(f"{target}.") and "run" not in c.actions]
+    errors = [e for e in run.errors if e.startswith(f"{target}") or f"{target}." in e or f"'{target}'" in e]
+    if run.result in _FAILED and (errors or run.result != "partial"):
+        detail = (errors or list(run.errors) or [run.result or "failed"])[0]
+        return Condition.FAILING, f"{run.command.capitalize()}{(run.result or '').capitalize()}", detail
+    if run.result == "changes" or any(c.status in ("planned", "warned") for c in changes):
+        return Condition.DRIFTED, "DriftDetected", f"{len(changes)} change(s) pending"
+    if run.result == "applied":
+        return Condition.READY, "ReconciliationSucceeded", f"applied {len(changes)} change(s); converged"
+    return Condition.READY, "InSync", "the live state matches the manifest"
+
+
+def target_status(target: TargetSpec, runs: Sequence[RunRecord]) -> TargetStatus:
+    """`runs`: this manifest's recorded runs, newest first."""
+    mine = [r for r in runs if r.finished and _mine(r, target.name)]
+    last = mine[0] if mine else None
+    applied = next((r for r in mine if r.result == "applied" and r.git is not None and r.git.commit), None)
+    revision = applied.git.commit if applied is not None and applied.git is not None else None
+    if target.mode is Mode.SUSPEND:
+        return TargetStatus(target.name, Condition.SUSPENDED, "Suspended", "mode: suspend in the manifest",
+                            None, last, revision)
+    if last is None:
+        return TargetStatus(target.name, Condition.UNKNOWN, "NeverReconciled", "no recorded run includes it")
+    condition, reason, message = _condition(last, target.name)
+    since = last.started_at
+    for run in mine[1:]:
+        if _condition(run, target.name)[0] is not condition:
+            break
+        since = run.started_at
+    return TargetStatus(target.name, condition, reason, message, since, last, revision)
+
+
+def _ago(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int(now - moment))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def format_status(statuses: Sequence[TargetStatus], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [("TARGET", "CONDITION", "REASON", "SINCE", "LAST RUN", "REVISION", "MESSAGE")]
+    for s in statuses:
+        last = f"#{s.last_run.id} {s.last_run.command} {_ago(s.last_run.started_at, now)}" if s.last_run else "-"
+        rows.append((s.target, s.condition.value, s.reason, _ago(s.since, now), last,
+                     (s.last_applied_revision or "-")[:12], s.message))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+                     for r in rows) + "\n"
+
+
+def status_to_json(statuses: Sequence[TargetStatus]) -> list[dict[str, object]]:
+    return [{"target": s.target, "condition": s.condition.value, "reason": s.reason, "message": s.message,
+             "since": s.since, "lastRun": s.last_run.id if s.last_run else None,
+             "lastAppliedRevision": s.last_applied_revision} for s in statuses]
