@@ -695,7 +695,8 @@ def test_the_provider_declares_every_command_it_may_run() -> None:
     names = [s.name for s in PROVIDER.syntax]
     assert names == ["Get-AuthConfig", "Set-AuthConfig", "Get-AuthServer", "New-AuthServer", "Set-AuthServer",
                      "Remove-AuthServer", "Get-PartnerApplication", "New-PartnerApplication", "Set-PartnerApplication",
-                     "Remove-PartnerApplication", "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
+                     "Remove-PartnerApplication", "Get-SettingOverride", "New-SettingOverride", "Set-SettingOverride",
+                     "Remove-SettingOverride", "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
                      "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
                      "iisreset"]
     unconfirmed = [s.name for s in PROVIDER.syntax if "*unconfirmed*" in s.source]
@@ -721,3 +722,41 @@ def test_force_only_with_the_next_certificate() -> None:
     (change,) = plan([want("AuthConfig", "Global", serviceName=SKYPE, currentCertificateThumbprint=THUMB_B)], live)
     assert calls(change) == [("Set-AuthConfig", {"CertificateThumbprint": THUMB_B}),
                              ("Set-AuthConfig", {"ServiceName": SKYPE})]
+
+
+# --- SettingOverride ------------------------------------------------------------------------------------------
+
+OVERRIDE = {"Name": "EnableExchangeHybrid3PAppFeature", "Identity": "EnableExchangeHybrid3PAppFeature",
+            "Reason": "Created by ConfigureExchangeHybridApplication.ps1", "ComponentName": "Global",
+            "SectionName": "ExchangeOnpremAsThirdPartyAppId", "Parameters": ["Enabled=true"], "Server": None}
+
+
+def test_setting_override_is_read_as_get_reports_it_and_only_component_and_section_force_a_replace() -> None:
+    from reconciler.kinds.exchange import SETTING_OVERRIDE
+    from reconciler.model import ResourceKey
+
+    shell = FakeShell({"Get-AuthConfig": [CONFIG], "Get-SettingOverride": [OVERRIDE]})
+    declared = [ResourceKey(T, "SettingOverride", "EnableExchangeHybrid3PAppFeature")]
+    live = PROVIDER.discover(TargetSpec(T, "exchange", {"transport": "lab"}), shell, declared)
+    assert len(shell.sent) == 1 and shell.sent[0][-1].cmdlet == "Get-SettingOverride"  # same round trip
+    (record,) = [r for k, r in live.resources.items() if k.kind == "SettingOverride"]
+    assert record.key.identity == "EnableExchangeHybrid3PAppFeature"
+    assert dict(record.fields) == {"component": "Global", "section": "ExchangeOnpremAsThirdPartyAppId",
+                                   "parameters": ["Enabled=true"], "reason": OVERRIDE["Reason"], "server": []}
+    spec = PROVIDER.kinds["SettingOverride"]
+    assert spec.fields["component"].replace_reason and "Set-SettingOverride" in str(
+        spec.fields["component"].replace_reason)
+    assert spec.fields["section"].replace_reason
+    assert spec.fields["parameters"].replace_reason is None and spec.fields["server"].replace_reason is None
+    assert spec.fields["reason"].equal is not None and spec.fields["reason"].equal("a", "b", {})  # never compared
+    new = SETTING_OVERRIDE.new_command("EnableExchangeHybrid3PAppFeature", {
+        "component": "Global", "section": "ExchangeOnpremAsThirdPartyAppId", "parameters": ["Enabled=true"],
+        "reason": "why"})
+    assert new.parameters == {"Name": "EnableExchangeHybrid3PAppFeature", "Component": "Global",
+                              "Section": "ExchangeOnpremAsThirdPartyAppId", "Parameters": ["Enabled=true"],
+                              "Reason": "why"}
+    (set_,) = SETTING_OVERRIDE.set_commands("EnableExchangeHybrid3PAppFeature", ["parameters"],
+                                            {"parameters": ["Enabled=false"]}, {"parameters": ["Enabled=false"]})
+    assert set_.cmdlet == "Set-SettingOverride" and set_.parameters == {
+        "Identity": "EnableExchangeHybrid3PAppFeature", "Parameters": ["Enabled=false"]}
+    assert "Set-SettingOverride" in {c.name for c in PROVIDER.syntax}

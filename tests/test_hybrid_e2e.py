@@ -73,3 +73,32 @@ def test_missing_consent_permission_is_reported_with_what_to_grant(estate: Estat
     run = estate.reconcile("apply", hybrid(estate), "--auto-approve")
     assert run.code != 0
     assert "AppRoleAssignment.ReadWrite.All" in run.out + run.err
+
+
+def test_whole_manifest_tenant_then_exchange_with_the_app_id_from_the_tenant_then_nothing_to_do(
+        estate: Estate) -> None:
+    """The Exchange side takes the dedicated app's appId, which Entra ID assigns: the tenant is applied first, the
+    appId read from the lab and given as the manifest's variable; then the whole manifest plans, applies and plans
+    again with no changes."""
+    from reconciler.lab.estate import EXCHANGE_HOST, LAB_TENANT_ID
+
+    manifest = hybrid(estate)
+    first = estate.reconcile("apply", manifest, "--target", "fabrikam-tenant", "--auto-approve")
+    assert first.code == 0, first.out + first.err
+    (app,) = tenant(estate)["applications"]  # type: ignore[misc]
+    app_id = ("--var", f"exchangeAppId={app['appId']}")
+    plan = estate.reconcile("plan", manifest, *app_id)
+    assert plan.code == 0, plan.out + plan.err
+    assert "New-AuthServer" in plan.out and "New-SettingOverride" in plan.out, plan.out
+    run = estate.reconcile("apply", manifest, *app_id, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    (server,) = estate.objects(EXCHANGE_HOST, "AuthServer")
+    assert server["Name"] == f"EvoSts - {LAB_TENANT_ID}" and server["Type"] == "AzureAD"
+    assert server["ApplicationIdentifier"] == app["appId"] and server["Realm"] == LAB_TENANT_ID
+    assert server["IssuerIdentifier"] == f"https://sts.windows.net/{LAB_TENANT_ID}/"
+    assert server["DomainName"] == ["fabrikam.mail.onmicrosoft.com"]
+    (override,) = estate.objects(EXCHANGE_HOST, "SettingOverride")
+    assert (override["Name"], override["ComponentName"], override["SectionName"], override["Parameters"]) == (
+        "EnableExchangeHybrid3PAppFeature", "Global", "ExchangeOnpremAsThirdPartyAppId", ["Enabled=true"])
+    again = estate.reconcile("plan", manifest, *app_id, "--detailed-exitcode")
+    assert again.code == 0, again.out + again.err

@@ -54,7 +54,7 @@ def test_default_estate(lab_state: Path) -> None:
     assert state["tenantId"] == "8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c"
     assert set(state["hosts"]) == {"atl-cs-001", "fab-cs-001", "atl-exchange-001", "atl-sharepoint-001"}
     assert set(state["documents"]) == {estate.EXCHANGE_PATH, estate.SHAREPOINT_PATH, estate.SHAREPOINT_PATH_15,
-                                       estate.SKYPE_PATH, estate.ACS_PATH}
+                                       estate.SKYPE_PATH, estate.ACS_PATH, estate.ENTRA_PATH}
     assert all(d["status"] == "ok" for d in state["documents"].values())
     litware = state["hosts"]["atl-cs-001"]["objects"]
     assert litware["OAuthConfiguration"]["ServiceName"] == ""

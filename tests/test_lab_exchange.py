@@ -50,7 +50,8 @@ EXCHANGE_CMDLETS = ["Get-PartnerApplication", "New-PartnerApplication", "Set-Par
                     "Remove-PartnerApplication", "Get-AuthServer", "New-AuthServer", "Set-AuthServer",
                     "Remove-AuthServer", "Get-AuthConfig", "Set-AuthConfig", "Get-LinkedUser", "New-LinkedUser",
                     "Remove-LinkedUser", "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment",
-                    "Remove-ManagementRoleAssignment", "iisreset"]
+                    "Remove-ManagementRoleAssignment", "iisreset", "Get-SettingOverride", "New-SettingOverride",
+                    "Set-SettingOverride", "Remove-SettingOverride"]
 
 
 def thumbprint_of(state: Mapping[str, Any], service: str) -> str:
@@ -153,7 +154,7 @@ def test_exchange_platform_is_registered() -> None:
     assert sorted(plat.cmdlets) == sorted(EXCHANGE_CMDLETS)
     assert plat.cmdlet_name("get-partnerAPPLICATION") == "Get-PartnerApplication"
     assert plat.kinds == {"PartnerApplication": False, "AuthServer": False, "AuthConfig": True, "LinkedUser": False,
-                          "ManagementRoleAssignment": False}
+                          "ManagementRoleAssignment": False, "SettingOverride": False}
     assert "Test-CsExStorageConnectivity" in platform("skype").cmdlets
 
 
@@ -1254,3 +1255,27 @@ def test_unknown_mailbox(trusted: Lab) -> None:
                             "Exchange atl-exchange-001.")
     assert trusted.storage_test("kenmyer@litwareinc.com").error == (
         "Test-CsExStorageConnectivity : kenmyer@litwareinc.com: mailbox not found on Exchange atl-exchange-001.")
+
+# --- SettingOverride ------------------------------------------------------------------------------------------
+
+
+def test_setting_override_new_get_set_remove_as_documented(run: Runner, state: dict[str, Any]) -> None:
+    assert state["hosts"][EXCHANGE]["objects"]["SettingOverride"] == []  # the default estate has none
+    name = "EnableExchangeHybrid3PAppFeature"
+    missing = run("New-SettingOverride", Name=name, Component="Global", Section="ExchangeOnpremAsThirdPartyAppId",
+                  Parameters=["Enabled=true"])
+    assert not missing.ok and "Reason" in str(missing.error)  # -Reason is mandatory on New
+    ok(run("New-SettingOverride", Name=name, Component="Global", Section="ExchangeOnpremAsThirdPartyAppId",
+           Parameters="Enabled=true", Reason="hybrid"))
+    assert not run("New-SettingOverride", Name=name, Component="Global", Section="S", Parameters="A=1",
+                   Reason="again").ok  # the name is taken
+    (read,) = ok(run("Get-SettingOverride", Identity=name))
+    assert (read["ComponentName"], read["SectionName"], read["Parameters"], read["Reason"], read["Server"]) == (
+        "Global", "ExchangeOnpremAsThirdPartyAppId", ["Enabled=true"], "hybrid", None)
+    assert fails(run("Set-SettingOverride", Identity=name, Component="Other"), "Set-SettingOverride",
+                 "A parameter cannot be found that matches parameter name 'Component'.")
+    ok(run("Set-SettingOverride", Identity=name, Parameters=["Enabled=false"], Server=["EX01"]))
+    (read,) = ok(run("Get-SettingOverride"))
+    assert read["Parameters"] == ["Enabled=false"] and read["Server"] == ["EX01"]
+    ok(run("Remove-SettingOverride", Identity=name))
+    assert ok(run("Get-SettingOverride")) == ()

@@ -553,3 +553,67 @@ def fits(syntax: CmdletSyntax, command: Command) -> Command:
     """`command` unchanged when it binds to a documented set of `syntax` (raises CommandSyntaxError otherwise)."""
     syntax.bind(command.parameters)
     return command
+
+
+# --- SettingOverride ------------------------------------------------------------------------------------------
+# Syntax: DOCS New-SettingOverride.md, Set-SettingOverride.md, Remove-SettingOverride.md, Get-SettingOverride.md
+# (one parameter set each; -Server is String[] on New and Set; -MinVersion/-MaxVersion are Version values, taken
+# as text). Set-SettingOverride has no -Name, -Component or -Section: a different component or section is a
+# replace (derived from the syntax).
+# Get's properties: Get-SettingOverride.md, example 1 (`Format-List Name,Reason,ComponentName,SectionName,
+# Parameters,Server`); microsoft/CSS-Exchange reads the same names: Shared/Get-ExchangeSettingOverride.ps1
+# (Name, Reason, ComponentName, SectionName, Parameters) and
+# Hybrid/ConfigureExchangeHybridApplication/ConfigureExchangeHybridApplication.ps1 (its clean-up text filters
+# Get-SettingOverride on ComponentName "Global" and SectionName "ExchangeOnpremAsThirdPartyAppId").
+# *Unconfirmed*: how ConvertTo-Json writes Parameters and Server (read as a string or a list of strings).
+
+GET_SETTING_OVERRIDE = cmdlet(
+    "Get-SettingOverride", DOCS + "Get-SettingOverride.md", [*identity("Identity"), *string("DomainController")],
+    {"Default": "Identity DomainController"})
+_OVERRIDE_PARAMETERS = [
+    *_WRITE, *identity("Identity"), *switch("Force"),
+    *string("Name", "Component", "Section", "Reason", "MinVersion", "MaxVersion"),
+    *strings("Parameters", "Server"),
+]
+NEW_SETTING_OVERRIDE = cmdlet(
+    "New-SettingOverride", DOCS + "New-SettingOverride.md", _OVERRIDE_PARAMETERS,
+    {"Default": "Name! Component! Parameters! Reason! Section! Confirm DomainController Force MaxVersion "
+                "MinVersion Server WhatIf"})
+SET_SETTING_OVERRIDE = cmdlet(
+    "Set-SettingOverride", DOCS + "Set-SettingOverride.md", _OVERRIDE_PARAMETERS,
+    {"Default": "Identity! Confirm DomainController Force MaxVersion MinVersion Parameters Reason Server WhatIf"})
+REMOVE_SETTING_OVERRIDE = cmdlet(
+    "Remove-SettingOverride", DOCS + "Remove-SettingOverride.md", [*_WRITE, *identity("Identity")],
+    {"Default": "Identity! Confirm DomainController WhatIf"})
+
+
+def _never_differs(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    return True
+
+
+SETTING_OVERRIDE = CmdletKind(
+    kind="SettingOverride",
+    description="An Exchange setting override (New-SettingOverride): an organization-wide or per-server "
+                "customization kept in Active Directory.",
+    get=GET_SETTING_OVERRIDE, new=NEW_SETTING_OVERRIDE, set=SET_SETTING_OVERRIDE, remove=REMOVE_SETTING_OVERRIDE,
+    identity_property="Name", new_identity="Name", identity_parameter="Identity",
+    # ConfigureExchangeHybridApplication.ps1 creates its override only once the OAuth configuration (the auth
+    # server among it) checks out.
+    after=("AuthServer",),
+    required_when_present=("component", "section", "parameters", "reason"),
+    identity_schema={**IDENTITY, "description": "The setting override's Name."},
+    props=(
+        Prop("component", "ComponentName", parameter="Component", ignore_case=True,
+             description="New-SettingOverride -Component (e.g. Global); only by replace."),
+        Prop("section", "SectionName", parameter="Section", ignore_case=True,
+             description="New-SettingOverride -Section (e.g. ExchangeOnpremAsThirdPartyAppId); only by replace."),
+        Prop("parameters", "Parameters",
+             schema={"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[^=]+=.*$"},
+                     "description": "Name=Value entries (-Parameters), e.g. Enabled=true."}),
+        Prop("reason", "Reason", equal=_never_differs,
+             schema={"type": "string", "minLength": 1,
+                     "description": "Why the override exists (-Reason, required by New): written, never compared."}),
+        Prop("server", "Server", ignore_case=True,
+             description="The servers it applies to (-Server); unset: every server in the forest."),
+    ),
+)

@@ -5,7 +5,7 @@ drifted so a first plan exercises every branch of that script (a stray `app`, `m
 with the wrong ApplicationIdentifier, `microsoft.sharepoint` missing, OAuth configuration not set);
 and `fab-cs-001`, the Fabrikam hybrid pool of seed 004, whose `microsoft.sts` still points at an old
 tenant. Metadata documents for Exchange, SharePoint (both of its URLs), the Skype pool and ACS are
-served by the lab server.
+served by the lab server, and the lab tenant's federation metadata XML (Entra ID, ENTRA_PATH).
 
 `atl-exchange-001` is the Litware Exchange organization (reconciler.lab.exchange) as Exchange setup
 leaves it: the partner applications Exchange makes itself (`Exchange Online`, `Microsoft Graph`,
@@ -59,6 +59,8 @@ SHAREPOINT_PATH = "/atl-sharepoint-001.litwareinc.com/jsonmetadata.ashx"
 SHAREPOINT_PATH_15 = "/atl-sharepoint-001.litwareinc.com/_layouts/15/metadata/json/1"
 SKYPE_PATH = "/atl-cs-001.litwareinc.com/metadata/json/1"
 ACS_PATH = f"/accounts.accesscontrol.windows.net/{LAB_TENANT_ID}/metadata/json/1"
+ENTRA_PATH = f"/login.windows.net/{LAB_TENANT_ID}/federationmetadata/2007-06/federationmetadata.xml"
+"""The lab tenant's federation metadata XML (an AzureAD auth server's AuthMetadataUrl; EvoSts in hybrid)."""
 
 LAB_CLIENT_ID = "5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 LAB_CLIENT_SECRET = "lab-only-client-secret-not-for-production"  # a lab-only constant
@@ -85,7 +87,7 @@ EXCHANGE_ONLINE_SPNS = (
     "https://outlook.office365.com/",
 )
 
-STYLES = ("exchange", "sharepoint", "acs")
+STYLES = ("exchange", "sharepoint", "acs", "entra")
 """How a service writes its metadata document (see reconciler.lab.server.render_document)."""
 
 
@@ -119,6 +121,8 @@ def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certifi
                          "Skype for Business Server", make_certificate),
         "acs": service(ACS_ID, LAB_TENANT_ID, "accounts.accesscontrol.windows.net", "acs",
                        "Microsoft Azure Access Control Service", make_certificate),
+        "entra": service(f"https://sts.windows.net/{LAB_TENANT_ID}/", LAB_TENANT_ID, "login.windows.net", "entra",
+                         "Microsoft Entra ID", make_certificate),
     }
     documents = {
         EXCHANGE_PATH: {"service": "exchange", "status": "ok"},
@@ -126,6 +130,7 @@ def default_estate(make_certificate: Callable[[str], bytes] = certs.make_certifi
         SHAREPOINT_PATH_15: {"service": "sharepoint", "status": "ok"},
         SKYPE_PATH: {"service": "skype", "status": "ok"},
         ACS_PATH: {"service": "acs", "status": "ok"},
+        ENTRA_PATH: {"service": "entra", "status": "ok"},
     }
     return {
         "format": FORMAT,

@@ -19,6 +19,8 @@ them in the shape recorded from real servers (reconciler.kinds.exchange cites th
 - AuthConfig (one object, Name/Identity "Auth Configuration"): ServiceName, Realm, CurrentCertificateThumbprint,
   NextCertificateThumbprint, NextCertificateEffectiveDate (ISO 8601, UTC, or None), PreviousCertificateThumbprint;
   Get shows an empty thumbprint as "", as recorded.
+- SettingOverride: Name, Identity, Reason, ComponentName, SectionName, Parameters (list), Server (list or None),
+  MinVersion, MaxVersion (the properties Get-SettingOverride.md's example lists, and the version bounds).
 - LinkedUser: Name, Identity, UserPrincipalName: the directory's user accounts a partner application may link
   (the ones Configure-EnterprisePartnerApplication.ps1 creates, and those Exchange's built-in applications use).
 - ManagementRoleAssignment: Name, Identity, Role, RoleAssigneeName, RoleAssigneeType ("User"), AssignmentMethod
@@ -78,6 +80,7 @@ AUTH_SERVER = "AuthServer"
 AUTH_CONFIG = "AuthConfig"
 LINKED_USER = "LinkedUser"
 ROLE_ASSIGNMENT = "ManagementRoleAssignment"
+SETTING_OVERRIDE = "SettingOverride"
 
 EXCHANGE_SERVICE_NAME = "00000002-0000-0ff1-ce00-000000000000"
 AUTH_CONFIG_IDENTITY = documented.AUTH_CONFIG_IDENTITY
@@ -169,6 +172,8 @@ DEFAULTS = {
     AUTH_CONFIG: AUTH_CONFIG_DEFAULTS,
     LINKED_USER: LINKED_USER_DEFAULTS,
     ROLE_ASSIGNMENT: ROLE_ASSIGNMENT_DEFAULTS,
+    SETTING_OVERRIDE: {"Name": None, "Identity": None, "Reason": None, "ComponentName": None, "SectionName": None,
+                       "Parameters": [], "Server": None, "MinVersion": None, "MaxVersion": None},
 }
 
 
@@ -180,6 +185,7 @@ def empty_objects() -> dict[str, Any]:
         AUTH_CONFIG: dict(AUTH_CONFIG_DEFAULTS),
         LINKED_USER: [],
         ROLE_ASSIGNMENT: [],
+        SETTING_OVERRIDE: [],
     }
 
 
@@ -857,6 +863,62 @@ def remove_management_role_assignment(
     return _remove(cmdlet, ROLE_ASSIGNMENT, documented.REMOVE_MANAGEMENT_ROLE_ASSIGNMENT, params, objects)
 
 
+# --- SettingOverride ----------------------------------------------------------------------------
+# Lab modelling: Component, Section and Parameters are stored as given (Exchange checks them against the
+# components and sections it knows; the lab does not); two overrides may not share a Name.
+
+
+def _override_options(cmdlet: str, bound: Mapping[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, prop in (("Component", "ComponentName"), ("Section", "SectionName"), ("Reason", "Reason"),
+                       ("MinVersion", "MinVersion"), ("MaxVersion", "MaxVersion")):
+        if name in bound:
+            options[prop] = as_string(cmdlet, name, bound[name]) or None
+    if "Parameters" in bound:
+        options["Parameters"] = _strings(cmdlet, "Parameters", bound["Parameters"]) or []
+    if "Server" in bound:
+        options["Server"] = _strings(cmdlet, "Server", bound["Server"])
+    return options
+
+
+def get_setting_override(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    _, bound = _bound(documented.GET_SETTING_OVERRIDE, cmdlet, params)
+    return _get_list(cmdlet, SETTING_OVERRIDE, bound.get("Identity"), objects)
+
+
+def new_setting_override(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    _, bound = _bound(documented.NEW_SETTING_OVERRIDE, cmdlet, params)
+    items: list[dict[str, Any]] = objects.setdefault(SETTING_OVERRIDE, [])
+    name = _new_name(cmdlet, SETTING_OVERRIDE, bound, items)
+    override = dict(copy.deepcopy(DEFAULTS[SETTING_OVERRIDE]), Name=name, Identity=name)
+    override.update(_override_options(cmdlet, bound))
+    items.append(override)
+    return [copy.deepcopy(override)]
+
+
+def set_setting_override(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    _, bound = _bound(documented.SET_SETTING_OVERRIDE, cmdlet, params)
+    identity = _string(cmdlet, bound, "Identity")
+    items: list[dict[str, Any]] = objects.setdefault(SETTING_OVERRIDE, [])
+    index = find(items, identity)
+    if index is None:
+        raise _not_found(cmdlet, identity)
+    items[index].update(_override_options(cmdlet, bound))
+    return []
+
+
+def remove_setting_override(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    return _remove(cmdlet, SETTING_OVERRIDE, documented.REMOVE_SETTING_OVERRIDE, params, objects)
+
+
 # --- iisreset -----------------------------------------------------------------------------------
 
 
@@ -883,7 +945,7 @@ def iisreset(
 
 SYNTAX: Mapping[str, CmdletSyntax] = {
     c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.ENTERPRISE_CMDLETS,
-                        documented.IISRESET)}
+                        documented.IISRESET, *documented.SETTING_OVERRIDE.cmdlets)}
 """The documented syntax of every command the platform runs (the emulator binds each call against it)."""
 
 PLATFORM = Platform(
@@ -906,9 +968,13 @@ PLATFORM = Platform(
         "New-ManagementRoleAssignment": new_management_role_assignment,
         "Remove-ManagementRoleAssignment": remove_management_role_assignment,
         "iisreset": iisreset,
+        "Get-SettingOverride": get_setting_override,
+        "New-SettingOverride": new_setting_override,
+        "Set-SettingOverride": set_setting_override,
+        "Remove-SettingOverride": remove_setting_override,
     },
     kinds={PARTNER_APPLICATION: False, AUTH_SERVER: False, AUTH_CONFIG: True, LINKED_USER: False,
-           ROLE_ASSIGNMENT: False},
+           ROLE_ASSIGNMENT: False, SETTING_OVERRIDE: False},
     empty_objects=empty_objects,
     normalize=normalize,
     syntax=SYNTAX,

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import escape
 
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import ReconcilerError
@@ -106,6 +107,26 @@ def render_document(svc: Mapping[str, Any], location: str) -> dict[str, Any]:
     }
 
 
+def render_federation(svc: Mapping[str, Any]) -> bytes:
+    """Federation metadata XML for a service of style `entra`, in the shape Microsoft Entra ID publishes at
+    `https://login.windows.net/<tenant>/federationmetadata/2007-06/federationmetadata.xml`: entityID the issuer
+    (`https://sts.windows.net/<tenant>/`), the signing certificate in a WS-Federation RoleDescriptor and in the
+    IDPSSODescriptor (what reconciler.metadata reads). Unsigned: the lab's document has no Signature element."""
+    entity_id = escape(str(svc["serviceName"]), {'"': "&quot;"})
+    key = (f'<KeyDescriptor use="signing"><KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data>'
+           f'<X509Certificate>{svc["certificate"]}</X509Certificate></X509Data></KeyInfo></KeyDescriptor>')
+    stable_id = "_" + str(uuid.uuid5(uuid.NAMESPACE_URL, str(svc["serviceName"])))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" ID="{stable_id}" entityID="{entity_id}">'
+        '<RoleDescriptor xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xmlns:fed="http://docs.oasis-open.org/wsfed/federation/200706" xsi:type="fed:SecurityTokenServiceType" '
+        f'protocolSupportEnumeration="http://docs.oasis-open.org/wsfed/federation/200706">{key}</RoleDescriptor>'
+        f'<IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{key}'
+        '</IDPSSODescriptor></EntityDescriptor>'
+    ).encode()
+
+
 def find_document(state: Mapping[str, Any], path: str) -> tuple[str, Mapping[str, Any]] | None:
     """The document entry for a URL path (exact first, then ignoring case as IIS does)."""
     documents: Mapping[str, Any] = state.get("documents", {})
@@ -155,6 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         svc = state.get("services", {}).get(found[1].get("service"))
         if svc is None:
             self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"no such service")
+            return
+        if str(svc.get("style", "")).lower() == "entra":
+            self._send(HTTPStatus.OK, "application/xml; charset=utf-8", render_federation(svc))
             return
         location = f"http://{self.headers.get('Host', 'localhost')}{found[0]}"
         body = json.dumps(render_document(svc, location)).encode()

@@ -21,6 +21,9 @@ Kinds declared once, from Microsoft's documented syntax and recorded output, in 
   next to a metadata URL) are written by Set-AuthServer right after New.
 - `AuthConfig` (singleton, identity optional: `Auth Configuration`): service name, realm and the signing
   certificates, so a staged certificate rotation (next thumbprint + effective date) can be declared.
+- `SettingOverride` (identity: Name): component, section, parameters, reason (written, never compared) and
+  server; Parameters, Reason and Server in place, Component and Section only by replace (Set-SettingOverride has
+  neither). Used for the dedicated Exchange hybrid application's EnableExchangeHybrid3PAppFeature.
 
 EnterprisePartnerApplication in detail
 --------------------------------------
@@ -106,13 +109,17 @@ PARTNER_APPLICATION = dataclasses.replace(declared.PARTNER_APPLICATION, identity
 """The declared kind, with the names EnterprisePartnerApplication owns refused as identities."""
 
 KINDS: tuple[CmdletKind, ...] = (declared.AUTH_CONFIG, declared.AUTH_SERVER, PARTNER_APPLICATION)
-DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in KINDS}
+DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in (*KINDS, declared.SETTING_OVERRIDE)}
 _LINKED_USERS = Command(declared.GET_LINKED_USER.name, select=("Name", "Identity", "UserPrincipalName"))
 _ROLE_ASSIGNMENTS = Command(declared.GET_MANAGEMENT_ROLE_ASSIGNMENT.name,
                             select=("Name", "Identity", "Role", "RoleAssigneeName", "RoleAssigneeType"))
 _DISCOVERY = (*(k.discovery() for k in KINDS), _LINKED_USERS, _ROLE_ASSIGNMENTS)
 _SYNTAX: Mapping[str, CmdletSyntax] = {
-    c.name: c for c in (*(c for k in KINDS for c in k.cmdlets), *declared.ENTERPRISE_CMDLETS, declared.IISRESET)}
+    c.name: c for c in (*(c for k in DECLARED.values() for c in k.cmdlets), *declared.ENTERPRISE_CMDLETS,
+                        declared.IISRESET)}
+_OVERRIDES = declared.SETTING_OVERRIDE.discovery()
+"""Read in the same round trip, only when the manifest declares a SettingOverride on the target (a recorded
+organization need not include them, and the overrides are no trust object unless a manifest manages one)."""
 
 # Manifest values may be ${variable} references (checked by the loader after substitution).
 _VARIABLE = r"|^.*\$\{[A-Za-z_][A-Za-z0-9_]*\}.*$"
@@ -255,6 +262,7 @@ class ExchangeProvider:
                                                   replace_when=declared.partner_form_change),
         "EnterprisePartnerApplication": _ENTERPRISE,
         "AuthConfig": declared.AUTH_CONFIG.spec(),
+        "SettingOverride": declared.SETTING_OVERRIDE.spec(),
     }
     handlers: Mapping[str, HandlerSpec] = {IISRESET.name: IISRESET}
     syntax: tuple[CmdletSyntax, ...] = tuple(_SYNTAX.values())
@@ -281,20 +289,23 @@ class ExchangeProvider:
         return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
-        """Everything in one round trip (the kinds' Gets, linked users, role assignments); a failed Get is an
+        """Everything in one round trip (the kinds' Gets, linked users, role assignments, and the setting
+        overrides when the manifest declares one); a failed Get is an
         error, never an absence.
 
         AuthConfig is reported under the identity the manifest uses for it (the loader names an
         identity-less singleton `Global`; `Auth Configuration` may be written out), else under its own,
         `Auth Configuration`. A built-in partner application is reported only when the manifest names it.
         """
-        results = transport.invoke(_DISCOVERY, stop_on_error=True)
+        commands = (*_DISCOVERY, _OVERRIDES) if any(k.kind == "SettingOverride" for k in wanted) else _DISCOVERY
+        results = transport.invoke(commands, stop_on_error=True)
         failed = [r for r in results if not r.ok]
-        if failed or len(results) != len(_DISCOVERY):
+        if failed or len(results) != len(commands):
             detail = (f"{failed[0].command.cmdlet}: {failed[0].error}" if failed
                       else "the batch returned too few results")
             raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")
-        config, servers, partners, users, assignments = (_objects(r) for r in results)
+        config, servers, partners, users, assignments, *read = (_objects(r) for r in results)
+        overrides = read[0] if read else []
         resources: dict[ResourceKey, LiveResource] = {}
 
         def add(kind: str, identity: str, fields: dict[str, JSONValue]) -> None:
@@ -309,6 +320,8 @@ class ExchangeProvider:
                 add("AuthConfig", identity, dict(fields))
         for obj in servers:
             add("AuthServer", *declared.AUTH_SERVER.parse(obj))
+        for obj in overrides:
+            add("SettingOverride", *declared.SETTING_OVERRIDE.parse(obj))
 
         enterprise_partners = {name.casefold() for name in _ENTERPRISE_PARTNER_NAMES}
         built_in = {name.casefold() for name in BUILT_IN_PARTNER_APPLICATIONS}
