@@ -621,7 +621,7 @@ def test_runner_is_shipped_as_package_data() -> None:
 
     assert resources.files("reconciler.transports").joinpath("runner.ps1").is_file()
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'reconciler = ["transports/*.ps1"]' in pyproject
+    assert 'reconciler = ["transports/*.ps1", "py.typed"]' in pyproject
 
 
 # --- configuration -----------------------------------------------------------------------------------------
