@@ -698,7 +698,7 @@ def test_the_provider_declares_every_command_it_may_run() -> None:
                      "Remove-PartnerApplication", "Get-SettingOverride", "New-SettingOverride", "Set-SettingOverride",
                      "Remove-SettingOverride", "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
                      "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
-                     "iisreset"]
+                     "iisreset", "New-ExchangeCertificate", "Get-ExchangeCertificate"]
     unconfirmed = [s.name for s in PROVIDER.syntax if "*unconfirmed*" in s.source]
     assert unconfirmed == ["New-LinkedUser", "Remove-LinkedUser"]
     assert all(s.source.startswith("MicrosoftDocs/office-docs-powershell: exchange/exchange-ps/ExchangePowerShell/")

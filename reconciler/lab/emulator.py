@@ -96,9 +96,10 @@ class Platform:
 def platform(name: str) -> Platform:
     """The platform for a host's `platform` value; raises TransportError for an unknown one."""
     # Imported here because platform modules import this module's toolkit.
-    from reconciler.lab import exchange, sharepoint, skype
+    from reconciler.lab import exchange_certificates, sharepoint, skype
 
-    platforms = {"skype": skype.PLATFORM, "exchange": exchange.PLATFORM, "sharepoint": sharepoint.PLATFORM}
+    platforms = {"skype": skype.PLATFORM, "exchange": exchange_certificates.PLATFORM,
+                 "sharepoint": sharepoint.PLATFORM}
     try:
         return platforms[name.lower()]
     except KeyError:

@@ -73,6 +73,7 @@ from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
 from reconciler.kinds import exchange as declared
+from reconciler.kinds import exchange_certificate as auth_certificate
 from reconciler.kinds.declaration import CmdletKind
 from reconciler.kinds.exchange import (
     AUTH_CONFIG_IDENTITY,
@@ -261,11 +262,12 @@ class ExchangeProvider:
         "PartnerApplication": dataclasses.replace(PARTNER_APPLICATION.spec(),
                                                   replace_when=declared.partner_form_change),
         "EnterprisePartnerApplication": _ENTERPRISE,
+        auth_certificate.KIND: auth_certificate.spec(),
         "AuthConfig": declared.AUTH_CONFIG.spec(),
         "SettingOverride": declared.SETTING_OVERRIDE.spec(),
     }
     handlers: Mapping[str, HandlerSpec] = {IISRESET.name: IISRESET}
-    syntax: tuple[CmdletSyntax, ...] = tuple(_SYNTAX.values())
+    syntax: tuple[CmdletSyntax, ...] = (*_SYNTAX.values(), *auth_certificate.CMDLETS)
     """Every cmdlet (and executable) this provider may run, as documented: transports allow exactly these."""
 
     def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
@@ -336,9 +338,13 @@ class ExchangeProvider:
             mine = [a for a in assignments if same_account(_lowered(a).get("roleassigneename"), app.linked_account)]
             if partner is not None or user is not None or mine:
                 add("EnterprisePartnerApplication", app_type, _enterprise_record(app, partner, user, mine))
+        if any(k.kind == auth_certificate.KIND for k in wanted):
+            _read_auth_certificate(target, transport, config, add)
         return LiveState(target.name, resources)
 
     def commands(self, change: Change) -> tuple[Command, ...]:
+        if change.key.kind == auth_certificate.KIND:
+            return auth_certificate.commands(change)
         if change.key.kind == "EnterprisePartnerApplication":
             return _enterprise_commands(change)
         kind = DECLARED[change.key.kind]
@@ -451,3 +457,15 @@ def _enterprise_commands(change: Change) -> tuple[Command, ...]:
 
 def _objects(result: CommandResult) -> list[Mapping[str, Any]]:
     return [o for o in result.output if isinstance(o, Mapping)]
+
+
+def _read_auth_certificate(target: TargetSpec, transport: Transport, config: Sequence[Mapping[str, Any]],
+                           add: Any) -> None:
+    """AuthCertificate, only when declared: the server's certificate store (Get-ExchangeCertificate, one more
+    call) with the thumbprints Get-AuthConfig gave."""
+    (result,) = transport.invoke((auth_certificate.DISCOVERY,), stop_on_error=True) or (None,)
+    if result is None or not result.ok:
+        detail = f"{result.command.cmdlet}: {result.error}" if result is not None else "no result"
+        raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")
+    add(auth_certificate.KIND, auth_certificate.IDENTITY,
+        auth_certificate.parse(config[0] if config else None, _objects(result)))
