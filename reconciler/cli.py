@@ -18,36 +18,23 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from reconciler import __version__
 from reconciler.errors import ManifestError, ReconcilerError
-from reconciler.events import EventLog
-from reconciler.executor import Status
-from reconciler.guards import DeletionLimits
-from reconciler.manifest import build_schema, load_manifest
-from reconciler.metrics import Metrics, MetricsServer
-from reconciler.model import DesiredState
-from reconciler.plan import FORMAT_VERSION, Plan
-from reconciler.portable import console_stop
-from reconciler.providers.base import Registry
-from reconciler.recording import Recorder
-from reconciler.render.json_plan import plan_to_json
-from reconciler.render.text import render_plan
-from reconciler.render.values import shown_record
-from reconciler.runner import (
-    ApplyResult,
-    CheckOutcome,
-    Session,
-    Settings,
-    discover,
-    open_session,
-    verify,
-)
-from reconciler.scheduler import Cycle, Schedule, parse_duration, run_loop
-from reconciler.store import RunStore, format_run, format_runs, open_store, run_to_json, runs_to_json
-from reconciler.trustgraph import graph_dot, graph_mermaid, graph_text, trust_graph
-from reconciler.workflow import Request, Selection, Verdict, reconcile_once
+
+# Each command imports what it uses when it runs: `reconcile --help` and `--version` import none of it.
+if TYPE_CHECKING:
+    from reconciler.events import EventLog
+    from reconciler.metrics import Metrics
+    from reconciler.model import DesiredState
+    from reconciler.plan import Plan
+    from reconciler.providers.base import Registry
+    from reconciler.recording import Recorder
+    from reconciler.runner import ApplyResult, CheckOutcome, Session, Settings
+    from reconciler.scheduler import Cycle, Schedule
+    from reconciler.store import RunStore
+    from reconciler.workflow import Request
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -92,7 +79,10 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         _check_outputs(args)
         if getattr(args, "lab_command", False):
             return int(args.func(args))
-        return int(args.func(args, registry or Registry.from_entry_points()))
+        if registry is None:
+            from reconciler.providers.base import Registry
+            registry = Registry.from_entry_points()
+        return int(args.func(args, registry))
     except ManifestError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -308,10 +298,15 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
+    from reconciler.manifest import load_manifest
+
     return load_manifest(args.manifest, registry, _overrides(args.var))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from reconciler.guards import DeletionLimits
+    from reconciler.runner import Settings
+
     return Settings(state_dir=args.state_dir, lock_timeout=getattr(args, "lock_timeout", 30.0),
                     parallel=args.parallel, expiry_warning_days=args.expiry_warning_days, store=args.store,
                     deletions=DeletionLimits(allowed=args.allow_deletions))
@@ -324,12 +319,16 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _store(args: argparse.Namespace) -> RunStore:
+    from reconciler.store import open_store
+
     return open_store(args.store or args.state_dir / "runs.sqlite3")
 
 
 @contextlib.contextmanager
 def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None = None,
               metrics: Metrics | None = None) -> Iterator[Recorder]:
+    from reconciler.recording import Recorder
+
     with contextlib.closing(_store(args)) as store, \
             Recorder(command, args.manifest, store=store, events=events, metrics=metrics) as record:
         yield record
@@ -342,6 +341,10 @@ def cmd_plan(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int:
+    from reconciler.render.json_plan import plan_to_json
+    from reconciler.render.text import render_plan
+    from reconciler.workflow import Verdict, reconcile_once
+
     saved: list[dict[str, Any]] = []
 
     def show(plan: Plan, session: Session) -> None:
@@ -369,12 +372,16 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
 
 
 def _request(args: argparse.Namespace, **more: Any) -> Request:
+    from reconciler.workflow import Request, Selection
+
     return Request(args.manifest, _overrides(args.var), selection=Selection(tuple(args.target), tuple(args.exclude)),
                    **more)
 
 
 def _read_saved_plan(path: Path) -> dict[str, Any] | None:
     """A saved plan is our JSON document; anything else is taken for a manifest."""
+    from reconciler.plan import FORMAT_VERSION
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -405,6 +412,9 @@ def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved: dict[str, Any] | None) -> int:
+    from reconciler.render.text import render_plan
+    from reconciler.workflow import Verdict, reconcile_once
+
     def show(plan: Plan, session: Session) -> None:
         sys.stdout.write(render_plan(plan, session.kind_of))
 
@@ -442,11 +452,9 @@ def _confirm(stdin: TextIO, stdout: TextIO) -> bool:
     return True
 
 
-_MARK = {Status.APPLIED: "ok", Status.FAILED: "FAILED", Status.NOT_RUN: "not run",
-         Status.RESTORED: "FAILED", Status.RESTORE_FAILED: "FAILED"}
-
-
 def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
+    from reconciler.executor import Status
+
     print("\nApplying:")
     for outcome in result.outcomes:
         change = outcome.change
@@ -477,6 +485,10 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
 
 def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, metrics: Metrics,
                 *, apply: bool, command: str) -> Cycle:
+    from reconciler.events import EventLog
+    from reconciler.scheduler import Cycle
+    from reconciler.workflow import Selection
+
     settings = _settings(args)
     events = EventLog(sys.stdout, fmt=args.log_format)
     return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
@@ -490,6 +502,9 @@ def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:
 
 
 def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.metrics import Metrics
+    from reconciler.workflow import Verdict
+
     metrics = Metrics()
     with contextlib.closing(_store(args)) as store:
         cycle = _unattended(args, registry, store, metrics, apply=False, command="drift")
@@ -501,6 +516,9 @@ def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.metrics import Metrics
+    from reconciler.scheduler import Schedule, parse_duration
+
     try:
         schedule = Schedule(parse_duration(args.interval), args.jitter, parse_duration(args.retry_base),
                             parse_duration(args.max_backoff) if args.max_backoff else None)
@@ -517,6 +535,10 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
 
 def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metrics: Metrics,
          stop: threading.Event, finished: threading.Event) -> int:
+    from reconciler.metrics import MetricsServer
+    from reconciler.portable import console_stop
+    from reconciler.scheduler import run_loop
+
     with contextlib.closing(_store(args)) as store, contextlib.ExitStack() as stack:
         cycle = _unattended(args, registry, store, metrics, apply=True, command="run")
         events = cycle.events
@@ -551,6 +573,8 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
 
 
 def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.store import format_run, format_runs, run_to_json, runs_to_json
+
     with contextlib.closing(_store(args)) as store:
         if args.run_id is not None:
             record = store.get(args.run_id)
@@ -567,6 +591,8 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.runner import open_session, verify
+
     desired = _load(args, registry)
     if not desired.checks:
         print(f"{args.manifest} declares no verify checks.")
@@ -588,6 +614,8 @@ def _print_checks(outcomes: list[CheckOutcome]) -> int:
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.trustgraph import graph_dot, graph_mermaid, graph_text, trust_graph
+
     desired = _load(args, registry)
     graph = trust_graph(desired, registry, timeout=_settings(args).metadata_timeout)
     sys.stdout.write({"text": graph_text, "dot": graph_dot, "mermaid": graph_mermaid}[args.format](graph))
@@ -606,6 +634,8 @@ def cmd_status(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.runner import discover, open_session
+
     desired = _load(args, registry)
     with open_session(desired, registry, args.parallel) as session:
         live = discover(session)
@@ -629,6 +659,8 @@ def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
     import yaml
 
     from reconciler.export import export_manifest
+    from reconciler.model import DesiredState
+    from reconciler.runner import discover, open_session
 
     desired = _load(args, registry)
     wanted = set(args.target)
@@ -652,11 +684,15 @@ def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _shown(session: Session, target: str, kind: str, fields: Any) -> dict[str, Any]:
+    from reconciler.render.values import shown_record
+
     provider = session.registry.provider(session.desired.targets[target].provider)
     return shown_record(provider.kinds.get(kind), fields) or {}
 
 
 def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.manifest import build_schema
+
     text = json.dumps(build_schema(registry), indent=2, sort_keys=True) + "\n"
     if args.out:
         args.out.write_text(text, encoding="utf-8")

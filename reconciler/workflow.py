@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.changes import Change
 from reconciler.errors import StalePlanError
-from reconciler.manifest import load_manifest
+from reconciler.manifest.cache import load_cached
 from reconciler.plan import Plan, fingerprint_differences
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
@@ -159,7 +159,7 @@ def _errors(plan: Plan) -> tuple[str, ...]:
 
 def reconcile_once(request: Request, registry: Registry, settings: Settings, record: Recorder) -> Outcome:
     """One reconcile of a manifest, recorded; raises ReconcilerError for what stops it before a verdict."""
-    desired = load_manifest(request.manifest, registry, request.overrides)
+    desired = load_cached(request.manifest, registry, request.overrides, settings.state_dir)
     record.loaded(desired, settings.state_dir)
     if request.saved is not None and request.saved["manifest"]["sha256"] != desired.manifest_sha256:
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "

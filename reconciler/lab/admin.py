@@ -36,9 +36,8 @@ from reconciler.lab import certs, graph
 from reconciler.lab.emulator import Platform, find, find_host, platform
 from reconciler.lab.estate import STYLES, default_estate
 from reconciler.lab.server import find_document
-from reconciler.lab.state import LabStore
+from reconciler.lab.state import STATUSES, LabStore
 
-STATUSES = ("ok", "invalid", "notfound", "unreachable")
 StatePath = str | Path
 HOST_LINKS = ("service", "exchange", "skype")
 """Host record keys naming one thing: its own service, the linked Exchange host, the linked Skype pool."""

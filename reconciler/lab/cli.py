@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab import admin
-from reconciler.lab.server import DEFAULT_PORT, LabServer
-from reconciler.lab.state import DEFAULT_STATE_PATH, LabStore
+from reconciler.lab.state import DEFAULT_PORT, DEFAULT_STATE_PATH, STATUSES, LabStore
+
+# The handlers import the lab's admin and server modules when they run: building the parser (every
+# `reconcile` command does) must not import the emulator, cryptography or http.server.
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -56,6 +57,8 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     state = admin.init_lab(args.state, force=args.force)
     hosts = ", ".join(sorted(state["hosts"]))
     print(f"created lab {args.state} (hosts: {hosts}); serve its metadata with `reconcile lab serve`")
@@ -63,6 +66,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from reconciler.lab.server import LabServer
+
     store = LabStore(args.state)
     store.read()  # fail now, with the init hint, rather than on every request
     try:
@@ -78,36 +83,48 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     view = admin.show_lab(args.state, args.host)
     print(json.dumps(view, indent=2) if args.json else admin.format_view(view), end="" if not args.json else "\n")
     return 0
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     admin.seed_lab(args.state, admin.load_seed_file(args.file))
     print(f"seeded lab {args.state} from {args.file}")
     return 0
 
 
 def _url(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     path = admin.set_document_status(args.state, args.path_or_url, args.status)
     print(f"{path}: {args.status}")
     return 0
 
 
 def _set(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     updated = admin.set_object(args.state, args.host, args.kind, args.identity, admin.parse_assignments(args.values))
     print(f"{args.host} {args.kind} {updated['Identity']} updated")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     admin.remove_object(args.state, args.host, args.kind, args.identity)
     print(f"{args.host} {args.kind} {args.identity} removed")
     return 0
 
 
 def _fail(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     entry = admin.add_failure(
         args.state, args.host, args.cmdlet, identity=args.identity, times=args.times, message=args.message
     )
@@ -117,6 +134,8 @@ def _fail(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     stats = admin.lab_stats(args.state, args.host, reset=args.reset)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -131,18 +150,24 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _graph_show(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     view = admin.graph_show(args.state, args.tenant)
     print(json.dumps(view, indent=2) if args.json else admin.format_view(view), end="" if not args.json else "\n")
     return 0
 
 
 def _graph_set(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     admin.graph_set(args.state, args.app_id, admin.parse_graph_assignments(args.values), args.tenant)
     print(f"service principal {args.app_id} updated")
     return 0
 
 
 def _graph_add_key(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     key = admin.graph_add_key(args.state, args.app_id, args.certificate, args.tenant)
     print(f"service principal {args.app_id}: key {key['thumbprint']} added (keyId {key['keyId']}, "
           f"{key['startDateTime']} to {key['endDateTime']})")
@@ -150,12 +175,16 @@ def _graph_add_key(args: argparse.Namespace) -> int:
 
 
 def _graph_remove_key(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     count = admin.graph_remove_key(args.state, args.app_id, args.thumbprint, args.tenant)
     print(f"service principal {args.app_id}: {count} key(s) {args.thumbprint} removed")
     return 0
 
 
 def _graph_fault(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     entry = admin.add_graph_fault(args.state, status=args.status, retry_after=args.retry_after, times=args.times,
                                   method=args.method, path=args.path, inner=args.inner, tenant=args.tenant)
     which = " ".join(filter(None, [entry["method"], f"matching {entry['path']!r}" if entry["path"] else None]))
@@ -166,12 +195,16 @@ def _graph_fault(args: argparse.Namespace) -> int:
 
 
 def _graph_expire_tokens(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     count = admin.expire_graph_tokens(args.state, args.tenant)
     print(f"{count} valid access token(s) expired")
     return 0
 
 
 def _graph_client(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     secret = None
     if args.secret_env is not None:
         secret = os.environ.get(args.secret_env)
@@ -189,6 +222,8 @@ def _graph_client(args: argparse.Namespace) -> int:
 
 
 def _graph_stats(args: argparse.Namespace) -> int:
+    from reconciler.lab import admin
+
     stats = admin.graph_stats(args.state, args.tenant, reset=args.reset)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -305,7 +340,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     p = op("url", _url, "make a metadata document answer ok, invalid, notfound or unreachable")
     p.add_argument("path_or_url", metavar="PATH_OR_URL", help="document path, or a URL whose path is used")
-    p.add_argument("--status", required=True, choices=admin.STATUSES)
+    p.add_argument("--status", required=True, choices=STATUSES)
 
     p = op("set", _set, "change a live object behind the tool's back")
     p.add_argument("host", metavar="HOST")

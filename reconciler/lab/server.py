@@ -33,9 +33,8 @@ from xml.sax.saxutils import escape
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import ReconcilerError
 from reconciler.lab import certs, graph
-from reconciler.lab.state import LabStore
+from reconciler.lab.state import DEFAULT_PORT, LabStore
 
-DEFAULT_PORT = 8470
 MAX_BODY = 4 * 1024 * 1024
 
 INVALID_PAGE = (

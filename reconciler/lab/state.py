@@ -52,6 +52,8 @@ from reconciler.portable import replace
 
 FORMAT = 1
 DEFAULT_STATE_PATH = Path(".lab/state.json")
+DEFAULT_PORT = 8470  # the lab server's (here so `reconcile lab --help` need not import the server)
+STATUSES = ("ok", "invalid", "notfound", "unreachable")  # what a metadata document can be made to answer
 INIT_HINT = "run `reconcile lab init` to create the lab"
 LOCK_POLL = 0.002
 

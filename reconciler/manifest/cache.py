@@ -1,0 +1,339 @@
+"""A cache of validated manifests, so repeated plans and the `run` loop skip loading an unchanged one.
+
+An entry is a JSON file in STATE_DIR/manifest-cache/, one per manifest path, written 0600 and replaced
+atomically. It holds a digest of what the load depended on and the DesiredState it produced:
+
+- the key: the manifest's bytes, the --var values, its path and the working directory (relative
+  certificate paths and the locations shown in messages depend on both), the tool's version, a stat
+  of the tool's own source files and of the installed providers' modules, the providers, kinds and
+  transports the registry offers, and the Python version; only its sha256 is stored (--var values are
+  not written down);
+- every other file the load read (certificate files, whichever kind reads them), with its sha256,
+  recorded as the load opens them (open() and os.open() are wrapped while a load runs; only the
+  loading thread's opens are noted).
+
+An entry is used only when its key matches and every such file still has its hash; anything else
+(another manifest, a changed --var, an edited or replaced certificate, an upgrade) loads afresh and
+replaces it. A manifest with problems is never cached: its errors are reported as before.
+
+DesiredState holds no secrets by design (a connection names the environment variables that hold them,
+certificates are public certificates), so neither does the cache. It is decoded only into the model's
+own classes (no pickle), and only from a file this user owns that no one else may write.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import enum
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import reconciler
+from reconciler.model import (
+    DesiredResource,
+    DesiredState,
+    Ensure,
+    Mode,
+    ResourceKey,
+    SourceLocation,
+    TargetSpec,
+    VerifyCheck,
+)
+
+if TYPE_CHECKING:
+    from reconciler.providers.base import Registry
+
+FORMAT = 1
+CACHE_DIR = "manifest-cache"
+_CLASSES: dict[str, type[Any]] = {c.__name__: c for c in (
+    DesiredState, TargetSpec, DesiredResource, VerifyCheck, ResourceKey, SourceLocation, Ensure, Mode)}
+_TAG = "\0t"  # marks an encoded object; a manifest's text cannot hold a NUL (the loader refuses control characters)
+_CODE = (".py", ".pyc", ".pyd", ".so", ".pth")
+
+
+def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | None, state_dir: Path,
+                load: Callable[[Path, Registry, Mapping[str, str] | None], DesiredState] | None = None) -> DesiredState:
+    """The manifest's DesiredState: from the cache when nothing it depends on changed, else loaded and cached."""
+    if load is None:
+        from reconciler.manifest.loader import load_manifest
+
+        load = load_manifest
+    overrides = dict(overrides or {})
+    try:
+        raw = path.read_bytes()
+    except (OSError, ValueError):
+        return load(path, registry, overrides)  # the loader reports it
+    key = _key(path, raw, registry, overrides)
+    entry = state_dir / CACHE_DIR / (hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape"))
+                                     .hexdigest()[:32] + ".json")
+    cached = _read(entry, key)
+    if cached is not None:
+        return cached
+    manifest = os.path.abspath(path)
+    with _recording() as read:
+        desired = load(path, registry, overrides)
+    _write(entry, key, desired, sorted(f for f in read if f != manifest and _is_input(f)))
+    return desired
+
+
+def _key(path: Path, raw: bytes, registry: Registry, overrides: Mapping[str, str]) -> str:
+    material = {
+        "format": FORMAT,
+        "manifest": hashlib.sha256(raw).hexdigest(),
+        "path": str(path),
+        "cwd": os.getcwd(),
+        "vars": sorted(overrides.items()),
+        "tool": reconciler.__version__,
+        "code": _code_stamp(),
+        "registry": _registry_stamp(registry),
+        "python": sys.version,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8",
+                                                                                        "surrogateescape")).hexdigest()
+
+
+def _stat(path: str) -> list[Any]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _code_stamp() -> list[Any]:
+    """The tool's own source files: an edited checkout invalidates the cache like a new version does."""
+    package = os.path.dirname(reconciler.__file__ or "")
+    return [_stat(os.path.join(folder, name)) for folder, _dirs, names in sorted(os.walk(package))
+            for name in sorted(names) if name.endswith(".py")]
+
+
+def _registry_stamp(registry: Registry) -> list[Any]:
+    providers = []
+    for name, provider in sorted(registry.providers.items()):
+        cls = type(provider)
+        module = sys.modules.get(cls.__module__)
+        providers.append([name, cls.__module__, cls.__qualname__, sorted(provider.kinds),
+                          _stat(getattr(module, "__file__", None) or "")])
+    transports = [[name, getattr(factory, "__module__", ""), getattr(factory, "__qualname__", "")]
+                  for name, factory in sorted(registry.transports.items())]
+    return [providers, transports]
+
+
+# --- what the load read -------------------------------------------------------------------------
+
+_local = threading.local()
+_patch_lock = threading.Lock()
+_recorders = 0
+_real_open = builtins.open
+_real_os_open = os.open
+
+
+def _note(name: Any, mode: Any, flags: Any) -> None:
+    read: set[str] | None = getattr(_local, "read", None)
+    if read is None or not isinstance(name, (str, bytes, os.PathLike)):
+        return
+    writing = (any(c in mode for c in "wax+") if isinstance(mode, str)
+               else isinstance(flags, int) and bool(flags & (os.O_WRONLY | os.O_RDWR)))
+    if not writing:
+        read.add(os.path.abspath(os.fsdecode(name)))
+
+
+def _open(file: Any, mode: Any = "r", *args: Any, **kwargs: Any) -> Any:
+    _note(file, mode, None)
+    return _real_open(file, mode, *args, **kwargs)
+
+
+def _os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+    _note(path, None, flags)
+    return _real_os_open(path, flags, *args, **kwargs)
+
+
+@contextmanager
+def _recording() -> Iterator[set[str]]:
+    """The files this thread opens for reading meanwhile, whichever kind opens them (open, Path.read_bytes,
+    os.open go through the wrappers while a load is recorded; other threads' opens are not noted).
+
+    Not an audit hook: a hook cannot be removed, and it would run for every audited event (the YAML
+    composer alone raises hundreds of thousands) for the rest of the process.
+    """
+    global _recorders
+    read: set[str] = set()
+    with _patch_lock:
+        if _recorders == 0:
+            builtins.open = io.open = _open
+            os.open = _os_open
+        _recorders += 1
+    _local.read = read
+    try:
+        yield read
+    finally:
+        _local.read = None
+        with _patch_lock:
+            _recorders -= 1
+            if _recorders == 0:
+                builtins.open = io.open = _real_open
+                os.open = _real_os_open
+
+
+def _is_input(path: str) -> bool:
+    """A file the manifest read, not the interpreter's or a library's code (imported while loading)."""
+    if path.endswith(_CODE) or f"{os.sep}__pycache__{os.sep}" in path:
+        return False
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(reconciler.__file__ or "")}
+    return not any(root and (path + os.sep).startswith(os.path.join(root, "")) for root in roots)
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+# --- the entry ----------------------------------------------------------------------------------
+
+
+def _read(entry: Path, key: str) -> DesiredState | None:
+    try:
+        with open(entry, "rb") as stream:
+            st = os.fstat(stream.fileno())
+            if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+                return None  # not ours alone: not trusted
+            document = json.loads(stream.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("key") != key:
+        return None
+    files = document.get("files")
+    if not isinstance(files, list):
+        return None
+    for item in files:
+        if not (isinstance(item, list) and len(item) == 2) or _sha256(str(item[0])) != item[1]:
+            return None
+    try:
+        desired = _decode(document["desired"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return desired if isinstance(desired, DesiredState) else None
+
+
+def _write(entry: Path, key: str, desired: DesiredState, files: list[str]) -> None:
+    """Best effort: a cache that cannot be written (read-only state dir, full disk) costs only the load."""
+    hashes = [[f, _sha256(f)] for f in files]
+    if any(h is None for _, h in hashes):
+        return
+    try:  # the encoding carries every value exactly (tuples, sets, enums, the model's classes) or refuses it
+        encoded = _encode(desired)
+        text = json.dumps({"format": FORMAT, "key": key, "files": hashes, "desired": encoded},
+                          ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return
+    try:
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".json")  # created 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as stream:
+                stream.write(text)
+            os.replace(tmp, entry)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        return
+
+
+# --- the model as JSON (its own classes only) ---------------------------------------------------
+
+
+_RESOURCE = ("key", "ensure", "fields", "location", "field_lines", "mode")
+
+
+def _plain(value: Any) -> bool:
+    """JSON as it is: what json.loads gives back equal, with nothing to tag."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if type(value) is list:
+        return all(_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and k != _TAG and _plain(v) for k, v in value.items())
+    return False
+
+
+def _encode_resource(r: DesiredResource) -> Any:
+    """A resource as one list (there are thousands: the compact form is what makes a cache hit cheap)."""
+    if (tuple(f.name for f in dataclasses.fields(r)) != _RESOURCE or type(r.key) is not ResourceKey
+            or type(r.location) is not SourceLocation or not _plain(dict(r.fields)) or not _plain(dict(r.field_lines))):
+        return _encode(r)
+    return [r.key.target, r.key.kind, r.key.identity, r.ensure.value, dict(r.fields), r.location.file,
+            r.location.line, r.location.path, dict(r.field_lines), None if r.mode is None else r.mode.value]
+
+
+def _decode_resource(v: Any) -> DesiredResource:
+    if isinstance(v, dict):
+        decoded = _decode(v)
+        if not isinstance(decoded, DesiredResource):
+            raise ValueError("not a resource")
+        return decoded
+    target, kind, identity, ensure, fields, file, line, path, field_lines, mode = v
+    return DesiredResource(ResourceKey(target, kind, identity), Ensure(ensure), fields,
+                           SourceLocation(file, line, path), field_lines, None if mode is None else Mode(mode))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, DesiredState):
+        body = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "resources"}
+        return {_TAG: "DesiredState", "v": body, "resources": [_encode_resource(r) for r in value.resources]}
+    if isinstance(value, enum.Enum):
+        return {_TAG: type(value).__name__, "v": value.value}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__name__
+        if _CLASSES.get(name) is not type(value):
+            raise TypeError(f"not a model class: {name}")
+        return {_TAG: name, "v": {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {k: _encode(v) for k, v in value.items()}
+        raise TypeError("a mapping with keys that are not text")
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [_encode(v) for v in value]}
+    if isinstance(value, frozenset):
+        return {_TAG: "frozenset", "v": sorted((_encode(v) for v in value), key=repr)}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    tag = value.get(_TAG)
+    if tag is None:
+        return {k: _decode(v) for k, v in value.items()}
+    body = value["v"]
+    if tag == "DesiredState":
+        return DesiredState(**{k: _decode(v) for k, v in body.items()},
+                            resources=tuple(_decode_resource(r) for r in value["resources"]))
+    if tag == "tuple":
+        return tuple(_decode(v) for v in body)
+    if tag == "frozenset":
+        return frozenset(_decode(v) for v in body)
+    cls = _CLASSES[tag]  # KeyError: not ours
+    if issubclass(cls, enum.Enum):
+        return cls(body)
+    return cls(**{k: _decode(v) for k, v in body.items()})

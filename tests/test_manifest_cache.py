@@ -1,0 +1,96 @@
+"""The validated-manifest cache: used only while nothing the load depended on changed, never trusted otherwise."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import ManifestError
+from reconciler.lab.certs import make_certificate
+from reconciler.manifest.cache import CACHE_DIR, load_cached
+from reconciler.manifest.loader import load_manifest
+from reconciler.model import DesiredState
+from reconciler.providers.base import Registry
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.loads = 0
+
+    def __call__(self, path: Path, registry: Registry, overrides: Mapping[str, str] | None) -> DesiredState:
+        self.loads += 1
+        return load_manifest(path, registry, overrides)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path, Registry, Counting]:
+    folder = tmp_path / "repo"
+    (folder / "certs").mkdir(parents=True)
+    shutil.copy(MANIFESTS / "cross-premises.yaml", folder / "cross-premises.yaml")
+    shutil.copy(MANIFESTS / "certs" / "fabrikam-oauth.cer", folder / "certs" / "fabrikam-oauth.cer")
+    return folder / "cross-premises.yaml", tmp_path / "state", Registry.from_entry_points(), Counting()
+
+
+def test_an_unchanged_manifest_is_loaded_once_and_the_cache_gives_the_same_state(
+        setup: tuple[Path, Path, Registry, Counting]) -> None:
+    manifest, state, registry, load = setup
+    first = load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)
+    second = load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)
+    assert load.loads == 1
+    assert second == first and second.manifest_sha256 == first.manifest_sha256
+    assert second.by_target.keys() == first.by_target.keys()
+    [entry] = (state / CACHE_DIR).iterdir()
+    if os.name == "posix":
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    text = entry.read_text(encoding="utf-8")
+    assert "fabrikam-oauth.cer" in text  # the certificate file is an input, recorded with its hash
+    assert "127.0.0.1:9" in text  # in the state (the loaded URLs), as in every plan: --var values are not secrets
+    assert '"vars"' not in text  # the key is a digest
+
+
+def test_any_input_change_loads_again(setup: tuple[Path, Path, Registry, Counting]) -> None:
+    manifest, state, registry, load = setup
+    load_cached(manifest, registry, {}, state, load)
+    load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)  # another --var value
+    assert load.loads == 2
+    cert = manifest.parent / "certs" / "fabrikam-oauth.cer"
+    cert.write_bytes(make_certificate("other.fabrikam.com"))  # the certificate file the manifest reads
+    changed = load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)
+    assert load.loads == 3
+    assert changed == load_manifest(manifest, registry, {"lab": "http://127.0.0.1:9"})
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)
+    assert load.loads == 4
+    load_cached(manifest, registry, {"lab": "http://127.0.0.1:9"}, state, load)
+    assert load.loads == 4
+
+
+def test_a_manifest_with_problems_is_not_cached(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text("targets: 3\n", encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(ManifestError):
+            load_cached(manifest, Registry.from_entry_points(), {}, tmp_path / "state")
+    assert not (tmp_path / "state" / CACHE_DIR).exists() or not any((tmp_path / "state" / CACHE_DIR).iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_an_entry_others_may_write_or_a_forged_one_is_not_trusted(
+        setup: tuple[Path, Path, Registry, Counting]) -> None:
+    manifest, state, registry, load = setup
+    load_cached(manifest, registry, {}, state, load)
+    [entry] = (state / CACHE_DIR).iterdir()
+    entry.chmod(0o666)
+    load_cached(manifest, registry, {}, state, load)
+    assert load.loads == 2  # not read: loaded again (and the entry rewritten 0600)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    entry.write_text(entry.read_text(encoding="utf-8").replace('"DesiredState"', '"Unknown"'), encoding="utf-8")
+    assert load_cached(manifest, registry, {}, state, load) == load_manifest(manifest, registry, {})
+    assert load.loads == 3
