@@ -129,7 +129,11 @@ CONFIG = {"Identity": "Auth Configuration", "ServiceName": "00000002-0000-0ff1-c
 
 def discovered(partners: Sequence[dict[str, Any]] = (), users: Sequence[dict[str, Any]] = (),
                assignments: Sequence[dict[str, Any]] = (), servers: Sequence[dict[str, Any]] = (),
-               config: dict[str, Any] = CONFIG, wanted: Sequence[ResourceKey] = ()) -> LiveState:
+               config: dict[str, Any] = CONFIG, wanted: Sequence[ResourceKey] | None = None) -> LiveState:
+    """The provider's discovery over canned answers; by default as for a manifest declaring both enterprise
+    applications (their linked users and role assignments are read only then)."""
+    if wanted is None:
+        wanted = [ResourceKey(T, "EnterprisePartnerApplication", name) for name in ("Lync", "SharePoint")]
     shell = FakeShell({"Get-AuthConfig": [config], "Get-AuthServer": list(servers),
                        "Get-PartnerApplication": list(partners), "Get-LinkedUser": list(users),
                        "Get-ManagementRoleAssignment": list(assignments)})
@@ -429,7 +433,8 @@ def test_discovery_is_one_batch_of_five_selected_gets() -> None:
     shell = FakeShell({"Get-AuthConfig": [CONFIG], "Get-AuthServer": [server()],
                        "Get-PartnerApplication": [lync_app(), partner("Skype", AuthMetadataUrl=POOL)],
                        "Get-LinkedUser": [user()], "Get-ManagementRoleAssignment": [assignment("UserApplication")]})
-    live = PROVIDER.discover(TargetSpec(T, "exchange", {"transport": "lab"}), shell, [])
+    lync = ResourceKey(T, "EnterprisePartnerApplication", "Lync")
+    live = PROVIDER.discover(TargetSpec(T, "exchange", {"transport": "lab"}), shell, [lync])
     assert len(shell.sent) == 1
     assert [c.cmdlet for c in shell.sent[0]] == ["Get-AuthConfig", "Get-AuthServer", "Get-PartnerApplication",
                                                  "Get-LinkedUser", "Get-ManagementRoleAssignment"]
@@ -451,10 +456,20 @@ def test_discovery_is_one_batch_of_five_selected_gets() -> None:
 @pytest.mark.parametrize("cmdlet", ["Get-AuthConfig", "Get-LinkedUser", "Get-ManagementRoleAssignment"])
 def test_a_failed_get_is_an_error_never_an_absence(cmdlet: str) -> None:
     target = TargetSpec(T, "exchange", {"transport": "lab"})
+    lync = [ResourceKey(T, "EnterprisePartnerApplication", "Lync")]
     with pytest.raises(DiscoveryError, match=f"{cmdlet}: Access denied"):
-        PROVIDER.discover(target, FakeShell({}, fail=cmdlet), [])
+        PROVIDER.discover(target, FakeShell({}, fail=cmdlet), lync)
     with pytest.raises(DiscoveryError, match="too few results"):
         PROVIDER.discover(target, FakeShell({}, short=True), [])
+
+
+def test_linked_users_are_read_only_when_an_enterprise_application_is_declared() -> None:
+    """Get-LinkedUser is documented for the cloud only: a target that does not declare the enterprise kind never
+    depends on it (nor on role assignments)."""
+    shell = FakeShell({"Get-AuthConfig": [CONFIG], "Get-AuthServer": [], "Get-PartnerApplication": [lync_app()]})
+    live = PROVIDER.discover(TargetSpec(T, "exchange", {"transport": "lab"}), shell, [])
+    assert [c.cmdlet for c in shell.sent[0]] == ["Get-AuthConfig", "Get-AuthServer", "Get-PartnerApplication"]
+    assert {k.kind for k in live.resources} == {"AuthConfig"}  # LyncEnterprise is never a plain PartnerApplication
 
 
 def schema_errors(kind: str, resource: dict[str, Any]) -> list[str]:
@@ -652,7 +667,8 @@ EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
 def every_change() -> list[Change]:
     live = discovered([partner("Skype", AuthMetadataUrl=POOL, Realm="litwareinc.com"), partner("old"), lync_app()],
                       [user()], [assignment("UserApplication")], [server()],
-                      wanted=[ResourceKey(T, "AuthConfig", "Global")])
+                      wanted=[ResourceKey(T, "AuthConfig", "Global"), ResourceKey(T, "EnterprisePartnerApplication",
+                                                                                  "Lync")])
     desired = [
         want("AuthConfig", "Global", serviceName=EXCHANGE_ONLINE, realm="litwareinc.com",
              currentCertificateThumbprint=THUMB_B, nextCertificateThumbprint=THUMB_A,

@@ -114,7 +114,10 @@ DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in (*KINDS, declared.SETTI
 _LINKED_USERS = Command(declared.GET_LINKED_USER.name, select=("Name", "Identity", "UserPrincipalName"))
 _ROLE_ASSIGNMENTS = Command(declared.GET_MANAGEMENT_ROLE_ASSIGNMENT.name,
                             select=("Name", "Identity", "Role", "RoleAssigneeName", "RoleAssigneeType"))
-_DISCOVERY = (*(k.discovery() for k in KINDS), _LINKED_USERS, _ROLE_ASSIGNMENTS)
+_DISCOVERY = tuple(k.discovery() for k in KINDS)
+_ENTERPRISE_DISCOVERY = (_LINKED_USERS, _ROLE_ASSIGNMENTS)
+"""Read only when the manifest declares an EnterprisePartnerApplication: Get-LinkedUser is documented for the
+cloud only, so an on-premises target that does not use the kind never depends on it."""
 _SYNTAX: Mapping[str, CmdletSyntax] = {
     c.name: c for c in (*(c for k in DECLARED.values() for c in k.cmdlets), *declared.ENTERPRISE_CMDLETS,
                         declared.IISRESET)}
@@ -291,23 +294,26 @@ class ExchangeProvider:
         return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
-        """Everything in one round trip (the kinds' Gets, linked users, role assignments, and the setting
-        overrides when the manifest declares one); a failed Get is an
+        """Everything in one round trip (the kinds' Gets; linked users and role assignments when the manifest
+        declares an EnterprisePartnerApplication, setting overrides when it declares one); a failed Get is an
         error, never an absence.
 
         AuthConfig is reported under the identity the manifest uses for it (the loader names an
         identity-less singleton `Global`; `Auth Configuration` may be written out), else under its own,
         `Auth Configuration`. A built-in partner application is reported only when the manifest names it.
         """
-        commands = (*_DISCOVERY, _OVERRIDES) if any(k.kind == "SettingOverride" for k in wanted) else _DISCOVERY
+        enterprise = any(k.kind == "EnterprisePartnerApplication" for k in wanted)
+        overriding = any(k.kind == "SettingOverride" for k in wanted)
+        commands = (*_DISCOVERY, *(_ENTERPRISE_DISCOVERY if enterprise else ()), *((_OVERRIDES,) if overriding else ()))
         results = transport.invoke(commands, stop_on_error=True)
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(commands):
             detail = (f"{failed[0].command.cmdlet}: {failed[0].error}" if failed
                       else "the batch returned too few results")
             raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")
-        config, servers, partners, users, assignments, *read = (_objects(r) for r in results)
-        overrides = read[0] if read else []
+        config, servers, partners, *read = (_objects(r) for r in results)
+        users, assignments = (read[0], read[1]) if enterprise else ([], [])
+        overrides = read[-1] if overriding else []
         resources: dict[ResourceKey, LiveResource] = {}
 
         def add(kind: str, identity: str, fields: dict[str, JSONValue]) -> None:
@@ -332,7 +338,7 @@ class ExchangeProvider:
             if name in enterprise_partners or (name in built_in and name not in named):
                 continue
             add("PartnerApplication", *PARTNER_APPLICATION.parse(obj))
-        for app_type, app in ENTERPRISE_APPLICATIONS.items():
+        for app_type, app in ENTERPRISE_APPLICATIONS.items() if enterprise else ():
             partner = next((p for p in partners if _name(p).casefold() == app.partner_name.casefold()), None)
             user = next((u for u in users if same_account(_name(u), app.linked_account)), None)
             mine = [a for a in assignments if same_account(_lowered(a).get("roleassigneename"), app.linked_account)]
