@@ -27,7 +27,7 @@ from reconciler.lab.transport import LabTransport
 from reconciler.model import TargetSpec
 from reconciler.providers.base import Registry, command_names
 from reconciler.providers.skype import SkypeProvider
-from reconciler.transports import psjson
+from reconciler.transports import psjson, pwsh
 from reconciler.transports.base import MASK, Command
 from reconciler.transports.pwsh import DEFAULT_ALLOWED_CMDLETS, RUNNER, PwshTransport
 from tests.e2e import ON_PREMISES, Estate
@@ -474,8 +474,22 @@ def test_output_before_the_ready_line_fails_the_start(standin: Standin) -> None:
         standin.transport().invoke(DISCOVERY)
 
 
-def test_a_start_that_never_gets_ready_times_out(standin: Standin) -> None:
+def test_a_start_that_never_gets_ready_times_out(standin: Standin, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Deterministic on a busy machine: the transport waits for the ready line only once the stand-in has
+    # recorded its start (it then never answers), so the 0.5s deadline always passes with PowerShell
+    # running and waiting, however long the interpreter took to start.
     standin.misbehave("slowstart")
+    real_receive = pwsh._Process.receive
+
+    def receive_once_running(process: Any, deadline: float, *, starting: bool = False) -> bytes:
+        if starting:
+            waited_until = time.monotonic() + 120
+            while not standin.starts() and time.monotonic() < waited_until:
+                time.sleep(0.02)
+            assert standin.starts(), "the stand-in never started"
+        return real_receive(process, deadline, starting=starting)
+
+    monkeypatch.setattr(pwsh._Process, "receive", receive_once_running)
     with pytest.raises(TransportError, match=r"did not start within 0\.5s"):
         standin.transport(timeoutSeconds=0.5).invoke(DISCOVERY)
     assert not pid_alive(standin.starts()[0]["pid"])
