@@ -66,14 +66,17 @@ def unfinished(events: list[dict[str, Any]], target: str) -> Unfinished:
     """Replay one target's journal: removals not undone, handlers due and not yet run successfully."""
     removed: dict[str, tuple[str, Mapping[str, Any]]] = {}
     handlers: dict[str, str] = {}
+    last_batch: list[str] = []
     for event in events:
         if event.get("target") != target and not str(event.get("address", "")).startswith(f"{target}."):
             continue
         kind, when = event.get("event"), str(event.get("time", ""))
         if kind == "batch_start":
+            last_batch = []
             for change in event.get("changes") or []:
                 if change.get("replaced") is not None:
                     removed[str(change["address"])] = (when, change["replaced"])
+                    last_batch.append(str(change["address"]))
             for address in event.get("handlers_due") or []:
                 handlers.setdefault(str(address), when)
         elif kind == "batch_end":
@@ -81,7 +84,8 @@ def unfinished(events: list[dict[str, Any]], target: str) -> Unfinished:
                 if outcome.get("status") in RESOLVED:
                     removed.pop(str(outcome.get("address")), None)
         elif kind == "batch_undelivered":
-            removed.clear()  # nothing of the batch ran
-        elif kind == "handler" and not event.get("error"):
+            for address in last_batch:  # nothing of that batch ran; an earlier batch's removal still stands
+                removed.pop(address, None)
+        elif kind == "handler" and not event.get("error"):  # ran, or was not needed after all
             handlers.pop(str(event.get("address")), None)
     return Unfinished(removed, handlers)

@@ -336,6 +336,8 @@ def run_handler(session: Session, run: HandlerRun, done: tuple[ChangeOutcome, ..
     """Run a handler once, if a change that triggers it really changed the target; report its failure."""
     if not run.due_since and not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING
                                      for o in done):
+        # no triggering change was made: the journal must not keep it due (the batch recorded it as due)
+        journal.record("handler", address=run.address, commands=[], error=None, ran=False)
         return HandlerOutcome(run, ran=False)
     try:
         results = session.transport(run.target).invoke(run.commands, stop_on_error=False)

@@ -76,3 +76,31 @@ def test_a_run_killed_between_remove_and_new_is_completed(estate: Estate) -> Non
     assert estate.reconcile("apply", ON_PREMISES, "--auto-approve").code == 0
     back = estate.app("atl-cs-001", "microsoft.exchange")
     assert back is not None and back["AcceptSecurityIdentifierInformation"] is True
+
+
+def test_the_journal_replay_keeps_an_earlier_removal_when_a_later_batch_was_not_delivered() -> None:
+    from reconciler.journal import unfinished
+
+    removed = {"enabled": False}
+    events = [
+        {"time": "t1", "event": "batch_start", "target": "pool",
+         "changes": [{"address": "pool.PartnerApplication.a", "replaced": removed}]},
+        {"time": "t2", "event": "batch_start", "target": "pool",
+         "changes": [{"address": "pool.PartnerApplication.b", "replaced": removed}], "handlers_due": ["pool.h.x"]},
+        {"time": "t2", "event": "batch_undelivered", "target": "pool", "error": "connection refused"},
+        {"time": "t3", "event": "handler", "address": "pool.h.x", "error": None, "ran": False},
+    ]
+    left = unfinished(events, "pool")
+    assert list(left.removed) == ["pool.PartnerApplication.a"]
+    assert left.handlers == {}
+
+
+def test_a_handler_whose_changes_all_failed_is_not_left_due(estate: Estate) -> None:
+    """The batch records iisreset as due; when every change that triggers it failed, it is not needed after all,
+    and the next plan must not present it as overdue (it is triggered again by the retried change instead)."""
+    assert estate.lab("fail", "atl-exchange-001", "New-LinkedUser").code == 0
+    first = estate.reconcile("apply", ON_PREMISES, "--auto-approve")
+    assert first.code == 1 and "not needed" in first.out
+    plan = estate.reconcile("plan", ON_PREMISES)
+    assert "litware-exchange.handler.iisreset will run once" in plan.out
+    assert "# due since" not in plan.out
