@@ -481,6 +481,10 @@ def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
                   + ", ".join(c.key.address for c in remaining))
         else:
             print(f"Re-read {target}: converged (the live state matches the manifest).")
+    for target, steps in result.next_steps.items():
+        for change in steps:
+            print(f"Re-read {target}: {change.key.address} advances one step per cycle; its next step is for the "
+                  f"next run ({change.reason})")
 
 
 def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, metrics: Metrics,

@@ -281,6 +281,8 @@ class ApplyResult:
     outcomes: tuple[ChangeOutcome, ...]
     remaining: dict[str, tuple[Change, ...]]  # per target: what a re-read still finds to do
     handlers: tuple[HandlerOutcome, ...] = ()
+    next_steps: dict[str, tuple[Change, ...]] = field(default_factory=dict)
+    """Per target: the next step of stepwise kinds this apply advanced (the next cycle makes it)."""
 
     @property
     def ok(self) -> bool:
@@ -318,15 +320,19 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     handler_outcomes = tuple(h for name in applied_targets for h in results[name][1])
     after = discover(session, applied_targets)
     remaining = {}
+    next_steps: dict[str, tuple[Change, ...]] = {}
     for name in applied_targets:
         only = _only(session.desired, name)
         replanned, _ = guard(plan_changes(only, {name: after[name]}, session.registry), only, {name: after[name]},
                              settings.deletions)
-        remaining[name] = tuple(c for c in replanned if c.mode is Mode.ENFORCE)
+        advanced = {o.change.key for o in outcomes if o.ok and o.change.key.target == name}
+        stepping = {c.key for c in replanned if c.key in advanced and c.kind is not None and c.kind.stepwise}
+        remaining[name] = tuple(c for c in replanned if c.mode is Mode.ENFORCE and c.key not in stepping)
+        next_steps[name] = tuple(c for c in replanned if c.key in stepping)
     not_reached = {c.key for c in plan.enforced} - {o.change.key for o in outcomes}
     outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
     outcomes.extend(ChangeOutcome(c, Status.WARNED) for c in plan.changes if c.mode is Mode.WARN)
-    return ApplyResult(tuple(outcomes), remaining, handler_outcomes)
+    return ApplyResult(tuple(outcomes), remaining, handler_outcomes, next_steps)
 
 
 _CHANGED_SOMETHING = frozenset({Status.APPLIED, Status.RESTORED, Status.RESTORE_FAILED})

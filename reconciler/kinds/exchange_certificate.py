@@ -265,7 +265,7 @@ def spec() -> KindSpec:
     fields["rotation"] = FieldSpec("rotation", equal=_rotation_equal, display=_display)
     return KindSpec(kind=KIND, fields=fields, schema=SCHEMA, singleton=True, after=("AuthConfig",),
                     prepare=_prepare, description=str(SCHEMA["description"]), diagnose=diagnose,
-                    exported=lambda live: {})
+                    exported=lambda live: {}, stepwise=True)
 
 
 def step_commands(facts: Mapping[str, Any], desired: Mapping[str, Any], now: datetime.datetime

@@ -86,6 +86,9 @@ class KindSpec:
     exported: Callable[[Mapping[str, JSONValue]], dict[str, JSONValue]] | None = None
     """The manifest fields that describe a live record exactly (`reconcile export`); None: every live field the
     manifest schema has, empty ones left out."""
+    stepwise: bool = False
+    """The kind advances one step per cycle (e.g. create a certificate, then stage it once it is readable): after
+    an apply that made a step, a re-read that finds the next step is progress, not a failure to converge."""
     exclusive: tuple[str, ...] = ()
     """Fields of which an object holds one at a time (e.g. a partner application's form): after an update
     that writes one, the others are gone."""
