@@ -107,6 +107,23 @@ def platform(name: str) -> Platform:
         raise TransportError(f"unknown lab platform {name!r} (known: {known})") from None
 
 
+def with_defaults(kind: str, data: Mapping[str, Any], defaults_by_kind: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    """An object written by hand (seed, `lab set`), completed with its kind's defaults, property names canonicalised
+    (matched case-insensitively). Raises ValueError for an unknown kind or property."""
+    defaults = defaults_by_kind.get(kind)
+    if defaults is None:
+        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(defaults_by_kind)})")
+    names = {name.lower(): name for name in defaults}
+    result = copy.deepcopy(dict(defaults))
+    for raw, value in data.items():
+        name = names.get(str(raw).lower())
+        if name is None:
+            raise ValueError(f"{kind} has no property {raw!r} (known: {', '.join(defaults)})")
+        result[name] = value
+    return result
+
+
 # --- parameter binding --------------------------------------------------------------------------
 
 

@@ -72,6 +72,7 @@ from reconciler.lab.emulator import (
     as_string,
     find,
     require,
+    with_defaults,
 )
 from reconciler.metadata import MetadataDocument, MetadataError
 
@@ -195,16 +196,7 @@ def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
     Identity follows Name (a Name given wins; without one, Name is the Identity). Raises ValueError for
     an unknown kind or property, or a list object without a name.
     """
-    defaults = DEFAULTS.get(kind)
-    if defaults is None:
-        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(DEFAULTS)})")
-    names = {name.lower(): name for name in defaults}
-    result = copy.deepcopy(defaults)
-    for raw, value in data.items():
-        name = names.get(str(raw).lower())
-        if name is None:
-            raise ValueError(f"{kind} has no property {raw!r} (known: {', '.join(defaults)})")
-        result[name] = value
+    result = with_defaults(kind, data, DEFAULTS)
     if kind == AUTH_CONFIG:
         result["Name"] = result["Identity"] = AUTH_CONFIG_IDENTITY
         return result

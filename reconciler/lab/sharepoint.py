@@ -28,7 +28,16 @@ from typing import Any
 from reconciler.errors import CommandSyntaxError
 from reconciler.kinds import sharepoint as documented
 from reconciler.lab import certs
-from reconciler.lab.emulator import CmdletContext, CmdletError, Platform, as_string, as_switch, find, require
+from reconciler.lab.emulator import (
+    CmdletContext,
+    CmdletError,
+    Platform,
+    as_string,
+    as_switch,
+    find,
+    require,
+    with_defaults,
+)
 from reconciler.metadata import MetadataDocument, MetadataError
 
 ISSUER = "TrustedSecurityTokenIssuer"
@@ -53,16 +62,7 @@ def empty_objects() -> dict[str, Any]:
 
 def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """An object written by hand, completed with defaults and property names canonicalised (ValueError if bad)."""
-    defaults = DEFAULTS.get(kind)
-    if defaults is None:
-        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(DEFAULTS)})")
-    names = {name.lower(): name for name in defaults}
-    result = dict(defaults)
-    for raw, value in data.items():
-        name = names.get(str(raw).lower())
-        if name is None:
-            raise ValueError(f"{kind} has no property {raw!r} (known: {', '.join(defaults)})")
-        result[name] = value
+    result = with_defaults(kind, data, DEFAULTS)
     if kind == REALM:
         result["Identity"] = documented.FARM
     elif not isinstance(result["Identity"], str) or not result["Identity"]:

@@ -39,6 +39,7 @@ from reconciler.lab.emulator import (
     find,
     find_host,
     require,
+    with_defaults,
 )
 from reconciler.metadata import METADATA_ERROR, MetadataDocument, MetadataError
 
@@ -105,16 +106,7 @@ def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises ValueError for an unknown kind or property, or a list object without an Identity.
     """
-    defaults = DEFAULTS.get(kind)
-    if defaults is None:
-        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(DEFAULTS)})")
-    names = {name.lower(): name for name in defaults}
-    result = dict(defaults)
-    for raw, value in data.items():
-        name = names.get(str(raw).lower())
-        if name is None:
-            raise ValueError(f"{kind} has no property {raw!r} (known: {', '.join(defaults)})")
-        result[name] = value
+    result = with_defaults(kind, data, DEFAULTS)
     if kind == CONFIGURATION:
         result["Identity"] = "Global"
     elif not isinstance(result["Identity"], str) or not result["Identity"]:
