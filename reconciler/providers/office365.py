@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError, FieldProblem
+from reconciler.kinds.certificates import load_certificate
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.portable import beside_path
@@ -78,13 +79,6 @@ def key_id_for(app_id: str, thumbprint: str) -> str:
     return str(uuid.uuid5(KEY_ID_NAMESPACE, f"{app_id.lower()}:{thumbprint.upper()}"))
 
 
-def _read_certificate(path: Path) -> x509.Certificate:
-    data = path.read_bytes()
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
 def _iso(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,7 +87,7 @@ def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dic
     name = str(entry.get("certificateFile", ""))
     path = beside_path(manifest_dir, name)  # absolute (a drive letter or UNC path on Windows) as it is
     try:
-        cert = _read_certificate(path)
+        cert = load_certificate(path.read_bytes())
     except OSError as exc:
         raise FieldProblem("credentials", f"[{index}] cannot read certificate file {name!r}: "
                                           f"{exc.strerror or exc}") from None
