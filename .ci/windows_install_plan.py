@@ -1,4 +1,4 @@
-"""CI: can `pip install s2s-trust-reconciler[winrm,postgresql]` succeed on 64-bit Windows with Python 3.11?
+"""CI: can `pip install s2s-trust-reconciler[winrm,credssp,postgresql]` succeed on 64-bit Windows with Python 3.11?
 
 Asks pip for a win_amd64 install plan of this project (wheels only: a Windows admin has no compiler), then
 checks every dependency, with the extras, resolved to a wheel that installs on win_amd64. This resolves
@@ -16,7 +16,10 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-EXTRAS = ("winrm", "postgresql")
+# Not kerberos: on Windows pyspnego uses SSPI and needs nothing more (gssapi and krb5 carry a
+# sys_platform != "win32" marker), but pip evaluates markers for this machine, not the target platform, so
+# the plan would ask for krb5, which has no Windows wheel.
+EXTRAS = ("winrm", "credssp", "postgresql")
 WINDOWS_PLATFORMS = ("win_amd64", "any")
 
 
