@@ -43,8 +43,24 @@ def test_systemd_service_and_timer() -> None:
 def test_kubernetes_cronjob() -> None:
     doc = yaml.safe_load((EXAMPLES / "cronjob.yaml").read_text(encoding="utf-8"))
     assert doc["kind"] == "CronJob" and doc["spec"]["concurrencyPolicy"] == "Forbid"
-    (container,) = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    pod = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
     parse(container["args"])
+    # it exports metrics into a mounted volume, and mounts a krb5.conf for Kerberos to Skype and Exchange
+    metrics = Path(container["args"][container["args"].index("--metrics-file") + 1])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"] for v in pod["volumes"]}
+    assert mounts.get(str(metrics.parent)) in volumes
+    assert mounts.get("/etc/krb5.conf") in volumes
+
+
+def test_the_container_image_installs_the_winrm_and_kerberos_extras_and_the_kerberos_client() -> None:
+    dockerfile = (EXAMPLES / "Dockerfile").read_text(encoding="utf-8")
+    assert "'/src[winrm,kerberos]'" in dockerfile and "krb5-user" in dockerfile
+    from importlib.metadata import distribution
+
+    extras = distribution("s2s-trust-reconciler").metadata.get_all("Provides-Extra") or []
+    assert {"winrm", "kerberos"} <= set(extras)
 
 
 def test_ci_workflow_commands() -> None:
