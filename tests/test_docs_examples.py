@@ -63,6 +63,29 @@ def test_the_container_image_installs_the_winrm_and_kerberos_extras_and_the_kerb
     assert {"winrm", "kerberos"} <= set(extras)
 
 
+def test_the_container_image_installs_the_tested_versions() -> None:
+    """The image installs with constraints/tested.txt, whose pins lie within the ranges pyproject.toml declares."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    dockerfile = (EXAMPLES / "Dockerfile").read_text(encoding="utf-8")
+    assert "-c /src/constraints/tested.txt" in dockerfile
+    pins = {}
+    for line in (EXAMPLES.parent.parent / "constraints" / "tested.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    declared = [Requirement(r) for r in distribution("s2s-trust-reconciler").requires or []]
+    checked = 0
+    for requirement in declared:
+        pin = pins.get(requirement.name.lower().replace("_", "-"))
+        if pin is not None and requirement.marker is None:
+            assert requirement.specifier.contains(pin, prereleases=True), (requirement, pin)
+            checked += 1
+    assert checked >= 5
+
+
 def test_ci_workflow_commands() -> None:
     doc = yaml.safe_load((EXAMPLES / "github-workflow.yml").read_text(encoding="utf-8"))
     commands = [step["run"] for job in doc["jobs"].values() for step in job["steps"]
