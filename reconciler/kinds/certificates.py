@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+
+from reconciler.errors import FieldProblem
+from reconciler.portable import beside_path
 
 
 def load_certificate(data: bytes) -> x509.Certificate:
@@ -23,3 +27,15 @@ def certificate_thumbprint(raw_base64: Any) -> str:
     except (ValueError, TypeError):
         return "(unreadable certificate)"
     return "certificate " + hashlib.sha1(der).hexdigest().upper()
+
+
+def certificate_file(manifest_dir: Path, name: str, field: str, prefix: str = "") -> x509.Certificate:
+    """The certificate a manifest names by file (relative to the manifest; a drive letter or UNC path on Windows
+    as it is). Raises FieldProblem on `field`, `prefix` leading the message (e.g. a list entry's `[0] `)."""
+    try:
+        return load_certificate(beside_path(manifest_dir, name).read_bytes())
+    except OSError as exc:
+        raise FieldProblem(field, f"{prefix}cannot read certificate file {name!r}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise FieldProblem(field, f"{prefix}{name!r} is not an X.509 certificate "
+                                  "(expected a .cer file in DER or PEM)") from None

@@ -27,12 +27,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.errors import FieldProblem
-from reconciler.kinds.certificates import certificate_thumbprint, load_certificate
+from reconciler.kinds.certificates import certificate_file, certificate_thumbprint
 from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import GUID, URL
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, switch
 from reconciler.model import JSONValue
-from reconciler.portable import beside_path
 
 DOCS = "MicrosoftDocs/office-docs-powershell: skype/skype-ps/SkypeForBusiness/"
 TRUST_LEVELS = ("Full", "Application", "User")
@@ -177,16 +176,7 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
     """
     out = dict(fields)
     if "certificateFile" in out:
-        path = Path(str(out.pop("certificateFile")))
-        full = beside_path(manifest_dir, path)  # absolute (a drive letter or UNC path on Windows) as it is
-        try:
-            cert = load_certificate(full.read_bytes())
-        except OSError as exc:
-            raise FieldProblem("certificateFile", f"cannot read certificate file {str(path)!r}: "
-                                                  f"{exc.strerror or exc}") from None
-        except ValueError:
-            raise FieldProblem("certificateFile", f"{str(path)!r} is not an X.509 certificate "
-                                                  "(expected a .cer file in DER or PEM)") from None
+        cert = certificate_file(manifest_dir, str(Path(str(out.pop("certificateFile")))), "certificateFile")
         out["certificateRawData"] = base64.b64encode(cert.public_bytes(_DER)).decode("ascii")
     elif "certificateRawData" in out:
         raw = "".join(str(out["certificateRawData"]).split())

@@ -32,11 +32,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
-from reconciler.errors import DiscoveryError, FieldProblem
-from reconciler.kinds.certificates import load_certificate
+from reconciler.errors import DiscoveryError
+from reconciler.kinds.certificates import certificate_file
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.portable import beside_path
 from reconciler.providers import office365_apps
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 
@@ -85,15 +84,7 @@ def _iso(moment: datetime.datetime) -> str:
 
 def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dict[str, JSONValue]:
     name = str(entry.get("certificateFile", ""))
-    path = beside_path(manifest_dir, name)  # absolute (a drive letter or UNC path on Windows) as it is
-    try:
-        cert = load_certificate(path.read_bytes())
-    except OSError as exc:
-        raise FieldProblem("credentials", f"[{index}] cannot read certificate file {name!r}: "
-                                          f"{exc.strerror or exc}") from None
-    except ValueError:
-        raise FieldProblem("credentials", f"[{index}] {name!r} is not an X.509 certificate "
-                                          "(expected a .cer file in DER or PEM)") from None
+    cert = certificate_file(manifest_dir, name, "credentials", f"[{index}] ")
     der = cert.public_bytes(Encoding.DER)
     return {
         "file": name,
