@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -180,7 +181,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=port_number, metavar="PORT",
                    help="serve /metrics on 127.0.0.1:PORT while running (0: any free port)")
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
+    p.add_argument("--wake-poll", default="5s", metavar="DURATION",
+                   help="while sleeping, look this often for a `reconcile trigger` request (default 5s)")
     p.set_defaults(func=cmd_run)
+
+    def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = command(name, help_text)
+        p.add_argument("manifest", type=Path, help="the YAML manifest (the loop's, as `reconcile run` was given it)")
+        p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a manifest variable (repeatable); overrides the manifest's value")
+        p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
+                       help="the loop's state directory: its run store is STATE_DIR/runs.sqlite3 "
+                            "(default: .reconciler)")
+        p.add_argument("--store", metavar="PATH|URL", help="the loop's run store, if it was given --store")
+        return p
+
+    p = store_command("suspend", "stop the `run` and `drift` loops acting on a target or one resource until resumed "
+                                 "(recorded in the run store)")
+    p.add_argument("address", metavar="ADDRESS",
+                   help="a target's name, or a resource's address (target.Kind.identity, as `plan` prints it)")
+    p.add_argument("--reason", default="", help="why (shown by `reconcile status`)")
+    p.set_defaults(func=cmd_suspend)
+
+    p = store_command("resume", "let the loops act again on a target or resource `reconcile suspend` held")
+    p.add_argument("address", metavar="ADDRESS", help="what `reconcile suspend` was given")
+    p.set_defaults(func=cmd_resume)
+
+    p = store_command("trigger", "ask a running `reconcile run` loop to reconcile the manifest now instead of at its "
+                                 "next scheduled run")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the cycle the request starts and exit with its result (0 done, 1 failed)")
+    p.add_argument("--timeout", default="10m", metavar="DURATION",
+                   help="with --wait: give up after this long (default 10m; exit 1)")
+    p.set_defaults(func=cmd_trigger)
 
     from reconciler.store.base import RESULTS
     p = command("history", "list recorded runs, or show one")
@@ -526,6 +559,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     try:
         schedule = Schedule(parse_duration(args.interval), args.jitter, parse_duration(args.retry_base),
                             parse_duration(args.max_backoff) if args.max_backoff else None)
+        parse_duration(args.wake_poll)
     except ValueError as exc:
         raise ReconcilerError(str(exc)) from None
     metrics = Metrics()
@@ -541,7 +575,7 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
          stop: threading.Event, finished: threading.Event) -> int:
     from reconciler.metrics import MetricsServer
     from reconciler.portable import console_stop
-    from reconciler.scheduler import run_loop
+    from reconciler.scheduler import parse_duration, run_loop
 
     with contextlib.closing(_store(args)) as store, contextlib.ExitStack() as stack:
         cycle = _unattended(args, registry, store, metrics, apply=True, command="run")
@@ -572,7 +606,9 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
             finally:
                 _write_metrics(args, metrics)
 
-        return run_loop(cycle_and_export, schedule, stop, events,
+        from reconciler.scheduler import StoreControl
+        control = StoreControl(store, args.manifest, stop, poll=parse_duration(args.wake_poll), events=events)
+        return run_loop(cycle_and_export, schedule, stop, events, control=None if args.once else control,
                         max_cycles=1 if args.once else args.max_cycles)
 
 
@@ -630,11 +666,99 @@ def cmd_status(args: argparse.Namespace, registry: Registry) -> int:
     from reconciler.status import format_status, status_to_json, target_status
 
     desired = _load(args, registry)
+    manifest = str(Path(args.manifest).resolve())
     with contextlib.closing(_store(args)) as store:
-        runs = store.list(limit=200, manifest_path=str(Path(args.manifest).resolve()))
-    statuses = [target_status(target, runs) for target in desired.targets.values()]
+        runs = store.list(limit=200, manifest_path=manifest)
+        suspensions = store.suspensions(manifest)
+        next_run = store.next_run(manifest)
+    statuses = [target_status(target, runs, suspensions, next_run) for target in desired.targets.values()]
     print(json.dumps(status_to_json(statuses), indent=2) if args.json else format_status(statuses), end="")
     return EXIT_OK
+
+
+def _address(desired: DesiredState, text: str) -> str:
+    """A target's name or a resource's address as the manifest spells it; an error suggests the nearest."""
+    names = list(desired.targets) + [r.key.address for r in desired.resources]
+    found = next((n for n in names if n.casefold() == text.casefold()), None)
+    if found is not None:
+        return found
+    import difflib
+
+    near = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else f" (targets: {', '.join(desired.targets)})"
+    raise ReconcilerError(f"{Path(desired.manifest_path).name} has no target or resource {text!r}{hint}")
+
+
+def cmd_suspend(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.store.base import Suspension, who
+
+    desired = _load(args, registry)
+    address = _address(desired, args.address)
+    with contextlib.closing(_store(args)) as store:
+        store.suspend(Suspension(str(Path(args.manifest).resolve()), address, args.reason, time.time(), who()))
+    print(f"Suspended {address}: `reconcile run` and `drift` leave it alone until `reconcile resume "
+          f"{args.manifest} {address}` (a `reconcile apply` you run yourself still acts on it).")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, registry: Registry) -> int:
+    manifest = str(Path(args.manifest).resolve())
+    with contextlib.closing(_store(args)) as store:
+        held = next((s.address for s in store.suspensions(manifest)
+                     if s.address.casefold() == args.address.casefold()), None)
+        if held is None:
+            _address(_load(args, registry), args.address)  # a misspelt address is an error, with a suggestion
+            print(f"{args.address} is not suspended; nothing to resume.")
+            return EXIT_OK
+        store.resume(manifest, held)
+    print(f"Resumed {held}: the next cycle of `reconcile run` acts on it again (`reconcile trigger "
+          f"{args.manifest}` to have it now).")
+    return EXIT_OK
+
+
+def cmd_trigger(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.scheduler import parse_duration
+    from reconciler.store.base import RunRequest, who
+
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        raise ReconcilerError(f"--timeout: {exc}") from None
+    if not args.manifest.is_file():
+        raise ReconcilerError(f"{args.manifest}: no such manifest file")
+    manifest = str(args.manifest.resolve())
+    requested = time.time()
+    with contextlib.closing(_store(args)) as store:
+        request_id = store.request_run(RunRequest(None, manifest, requested, who()))
+        loop = store.next_run(manifest)
+        if loop is None:
+            print(f"Requested a run of {args.manifest} (request {request_id}); no `reconcile run` loop has recorded a "
+                  "schedule for it in this run store: the request is served when one runs.", file=sys.stderr)
+        else:
+            print(f"Requested a run of {args.manifest} (request {request_id}) from the loop ({loop.by}).",
+                  file=sys.stderr)
+        if not args.wait:
+            return EXIT_OK
+        return _wait_for_run(store, manifest, requested, time.monotonic() + timeout, args.timeout)
+
+
+def _wait_for_run(store: RunStore, manifest: str, requested: float, deadline: float, timeout: str) -> int:
+    """The exit code of the first `run` cycle that started after `requested` and finished, once it has."""
+    from reconciler.workflow import Verdict
+
+    while True:
+        runs = store.list(limit=5, manifest_path=manifest, command="run", since=requested)
+        done = [r for r in runs if r.finished]
+        if done:
+            run = done[-1]  # the oldest: the one the request started
+            print(f"Run {run.id}: {run.result}" + "".join(f"\n  error: {e}" for e in run.errors))
+            try:
+                return Verdict(run.result or "error").exit_code()
+            except ValueError:  # interrupted
+                return EXIT_ERROR
+        if time.monotonic() >= deadline:
+            raise ReconcilerError(f"no `reconcile run` cycle of {manifest} finished within {timeout}")
+        time.sleep(0.2)
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:

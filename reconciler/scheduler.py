@@ -5,16 +5,27 @@ plans and, for targets and resources in enforce mode, applies. The loop sleeps a
 after a good cycle and a capped exponential backoff after a bad one. A stop request (SIGTERM or
 SIGINT sets an event) is honoured between cycles and during sleeps, never in the middle of one:
 a batch of commands is never cut in half.
+
+Operators steer a running loop through the run store (StoreControl), which works the same on every platform and,
+with a PostgreSQL store, from another machine: targets and resources suspended with `reconcile suspend` are
+skipped by each cycle until `reconcile resume`; `reconcile trigger` wakes a sleeping loop (looked for every
+`--wake-poll`, 5 s by default) so it reconciles now; and the loop records when its next cycle is due, which
+`reconcile status` shows.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 import random
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventLog
@@ -23,6 +34,7 @@ from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.runner import Settings
 from reconciler.store import RunStore
+from reconciler.store.base import NextRun, NextRunReason, StoreError
 from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
 FAILED_VERDICTS = frozenset(v.value for v in Verdict if v.failed)
@@ -48,13 +60,111 @@ class Cycle:
         """Run one cycle; returns its verdict. Errors are recorded, then raised."""
         with Recorder(self.command, self.manifest, store=self.store, events=self.events,
                       metrics=self.metrics) as record:
-            outcome = reconcile_once(Request(self.manifest, self.overrides, apply=self.apply, selection=self.selection),
+            suspended = self.suspended()
+            outcome = reconcile_once(Request(self.manifest, self.overrides, apply=self.apply, selection=self.selection,
+                                             suspended=suspended),
                                      self.registry, self.settings, record)
             if self.metrics is not None and outcome.plan is not None and outcome.plan.has_errors:
                 self.metrics.observe_error("metadata")
             if self.metrics is not None and outcome.verdict is Verdict.FAILED:
                 self.metrics.observe_error("apply")
             return outcome.verdict.value
+
+    def suspended(self) -> frozenset[str]:
+        """The addresses `reconcile suspend` recorded for this manifest (read afresh every cycle)."""
+        if self.store is None:
+            return frozenset()
+        found = self.store.suspensions(str(self.manifest.resolve()))
+        if found and self.events is not None:
+            self.events.emit("suspended", addresses=[s.address for s in found],
+                             note="skipped until `reconcile resume`")
+        return frozenset(s.address for s in found)
+
+
+class Wake(enum.StrEnum):
+    """Why a sleep between cycles ended."""
+
+    ELAPSED = "elapsed"
+    REQUESTED = "requested"  # `reconcile trigger`
+    STOPPED = "stopped"
+
+
+class LoopControl(Protocol):
+    """What the loop tells, and asks of, whoever steers it (StoreControl: the run store)."""
+
+    def starting(self) -> None:
+        """A cycle starts now: requests made until now are served by it."""
+        ...
+
+    def sleep(self, seconds: float, reason: str) -> Wake:
+        """Sleep until the next cycle is due, a stop is asked for, or a run is requested."""
+        ...
+
+    def stopped(self) -> None: ...
+
+
+class StoreControl:
+    """Steers the loop through the run store: records its next run, wakes it on `reconcile trigger`.
+
+    Requests are compared by id: one made before a cycle started is served by that cycle; one made while
+    the cycle ran wakes the sleep that follows at once (the manifest may have changed since the cycle read it).
+    """
+
+    def __init__(self, store: RunStore, manifest: Path, stop: threading.Event, *, poll: float = 5.0,
+                 events: EventLog | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.manifest = str(manifest.resolve())
+        self.stop = stop
+        self.poll = poll
+        self.events = events
+        self.clock = clock
+        self.by = f"pid {os.getpid()} on {socket.gethostname()}"
+        self.served = 0  # the newest request id a cycle has started since
+
+    def starting(self) -> None:
+        self.served = self._newest_request()
+        self._record(NextRunReason.RUNNING, 0.0)
+
+    def sleep(self, seconds: float, reason: str) -> Wake:
+        self._record(NextRunReason(reason), seconds)
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Wake.ELAPSED
+            if self.stop.wait(min(self.poll, left)):
+                return Wake.STOPPED
+            newest = self._newest_request()
+            if newest > self.served:
+                request = self.store.last_request(self.manifest)
+                if self.events is not None and request is not None:
+                    self.events.emit("run_requested", by=request.by, request_id=request.id)
+                return Wake.REQUESTED
+
+    def stopped(self) -> None:
+        try:
+            self.store.clear_next_run(self.manifest)
+        except StoreError as exc:
+            self._warn(exc)
+
+    def _newest_request(self) -> int:
+        try:
+            request = self.store.last_request(self.manifest)
+        except StoreError as exc:  # a store out of reach for a moment: keep to the schedule
+            self._warn(exc)
+            return self.served
+        return (request.id or 0) if request is not None else 0
+
+    def _record(self, reason: NextRunReason, seconds: float) -> None:
+        now = self.clock()
+        try:
+            self.store.set_next_run(NextRun(self.manifest, now + seconds, reason, now, self.by))
+        except StoreError as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: StoreError) -> None:
+        if self.events is not None:
+            self.events.emit("store", level="warning", error=str(exc))
 
 
 @dataclass(frozen=True)
@@ -74,12 +184,24 @@ class Schedule:
 
 
 def run_loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event, events: EventLog, *,
-             max_cycles: int | None = None, rand: Callable[[], float] = random.random) -> int:
+             max_cycles: int | None = None, rand: Callable[[], float] = random.random,
+             control: LoopControl | None = None) -> int:
     """Cycle until stopped (or max_cycles, for tests and `--once`). Returns the last cycle's exit code."""
+    try:
+        return _loop(cycle, schedule, stop, events, max_cycles, rand, control)
+    finally:
+        if control is not None:
+            control.stopped()
+
+
+def _loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event, events: EventLog,
+          max_cycles: int | None, rand: Callable[[], float], control: LoopControl | None) -> int:
     failures = 0
     cycles = 0
     verdict = "no-changes"
     while not stop.is_set():
+        if control is not None:
+            control.starting()
         try:
             verdict = cycle()
         except ReconcilerError:
@@ -93,7 +215,10 @@ def run_loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event
             break
         delay, reason = schedule.delay(failures, rand)
         events.emit("cycle_sleep", seconds=round(delay, 3), reason=reason, failures=failures)
-        stop.wait(delay)
+        if control is None:
+            stop.wait(delay)
+        else:
+            control.sleep(delay, reason)
     return EXIT_CODES.get(verdict, 1)
 
 

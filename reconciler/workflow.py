@@ -20,6 +20,7 @@ from typing import Any
 from reconciler.changes import Change
 from reconciler.errors import StalePlanError
 from reconciler.manifest.cache import load_cached
+from reconciler.model import DesiredState, Mode
 from reconciler.plan import Plan, fingerprint_differences
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
@@ -95,6 +96,8 @@ class Request:
     report: Callable[[ApplyResult, Plan, Session], None] | None = None
     blocked: Callable[[tuple[str, ...]], None] | None = None
     """Told which targets a plan error keeps from being applied, when others go ahead."""
+    suspended: frozenset[str] = frozenset()
+    """Targets and resource addresses `reconcile suspend` recorded: skipped as `mode: suspend` would be."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,22 @@ def _errors(plan: Plan) -> tuple[str, ...]:
     return tuple(str(d) for d in plan.diagnostics if d.severity == "error")
 
 
+def suspend(desired: DesiredState, addresses: frozenset[str]) -> DesiredState:
+    """`desired` with the targets and resources `addresses` names (case-insensitively) in `mode: suspend`."""
+    wanted = {a.casefold() for a in addresses}
+    if not wanted:
+        return desired
+    targets = {name: dataclasses.replace(t, mode=Mode.SUSPEND) if name.casefold() in wanted else t
+               for name, t in desired.targets.items()}
+    resources = tuple(dataclasses.replace(r, mode=Mode.SUSPEND) if r.key.address.casefold() in wanted else r
+                      for r in desired.resources)
+    return dataclasses.replace(desired, targets=targets, resources=resources)
+
+
 def reconcile_once(request: Request, registry: Registry, settings: Settings, record: Recorder) -> Outcome:
     """One reconcile of a manifest, recorded; raises ReconcilerError for what stops it before a verdict."""
-    desired = load_cached(request.manifest, registry, request.overrides, settings.state_dir)
+    desired = suspend(load_cached(request.manifest, registry, request.overrides, settings.state_dir),
+                      request.suspended)
     record.loaded(desired, settings.state_dir)
     if request.saved is not None and request.saved["manifest"]["sha256"] != desired.manifest_sha256:
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "

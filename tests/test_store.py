@@ -32,6 +32,7 @@ from reconciler.store import (
     run_to_json,
     runs_to_json,
 )
+from reconciler.store.base import NextRun, NextRunReason, RunRequest, RunStore, Suspension
 
 PROJECT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.123456
@@ -593,3 +594,50 @@ def test_the_store_depends_only_on_errors() -> None:
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         ours = {name for name in imported if name.startswith("reconciler")}
         assert ours <= {"reconciler.errors"} | {n for n in ours if n.startswith("reconciler.store")}, path
+
+
+def check_operator_records(store: RunStore) -> None:
+    """Suspensions, run requests and the loop's next run, as `reconcile suspend/resume/trigger` and `run` leave
+    them: each backend keeps them per manifest and gives them back exactly."""
+    mine, other = "/srv/manifests/on-premises.yaml", "/srv/manifests/cross-premises.yaml"
+    assert store.suspensions(mine) == [] and store.last_request(mine) is None and store.next_run(mine) is None
+    pool = Suspension(mine, "litware-pool", "maintenance window \u00e9", T0, "ops@mgmt01")
+    app = Suspension(mine, "litware-exchange.PartnerApplication.microsoft.lync", "", T0 + 1, "ops@mgmt01")
+    store.suspend(app)
+    store.suspend(pool)
+    store.suspend(Suspension(other, "litware-pool", "", T0, "x@y"))
+    assert store.suspensions(mine) == [pool, app]  # oldest first
+    again = Suspension(mine, "litware-pool", "extended", T0 + 5, "lead@mgmt02")
+    store.suspend(again)  # suspending again replaces the reason, time and who
+    assert store.suspensions(mine) == [app, again]
+    assert store.resume(mine, "litware-pool") is True
+    assert store.resume(mine, "litware-pool") is False
+    assert store.suspensions(mine) == [app] and len(store.suspensions(other)) == 1
+
+    first = store.request_run(RunRequest(None, mine, T0, "ops@mgmt01"))
+    store.request_run(RunRequest(None, other, T0, "ops@mgmt01"))
+    second = store.request_run(RunRequest(None, mine, T0 + 2, "lead@mgmt02"))
+    assert second > first
+    assert store.last_request(mine) == RunRequest(second, mine, T0 + 2, "lead@mgmt02")
+
+    store.set_next_run(NextRun(mine, T0 + 900, NextRunReason.INTERVAL, T0, "pid 1 on a"))
+    store.set_next_run(NextRun(mine, T0 + 20, NextRunReason.BACKOFF, T0 + 1, "pid 1 on a"))
+    assert store.next_run(mine) == NextRun(mine, T0 + 20, NextRunReason.BACKOFF, T0 + 1, "pid 1 on a")
+    assert store.next_run(other) is None
+    store.clear_next_run(mine)
+    assert store.next_run(mine) is None
+
+
+def test_operator_records_round_trip(tmp_path: Path) -> None:
+    with SQLiteRunStore(tmp_path / "runs.sqlite3") as store:
+        check_operator_records(store)
+
+
+def test_a_version_1_file_gains_the_operator_tables_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    with SQLiteRunStore(path, migrations=MIGRATIONS[:1]) as old:
+        run_id = old.start(RunRecord(None, "plan", T0, "/m.yaml"))
+    with SQLiteRunStore(path) as store:
+        assert store.schema_version() == len(MIGRATIONS) >= 2
+        assert store.get(run_id) is not None
+        check_operator_records(store)

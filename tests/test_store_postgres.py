@@ -29,7 +29,9 @@ from reconciler.manifest import load_manifest
 from reconciler.providers.base import Registry
 from reconciler.store import ChangeRecord, GitInfo, RunRecord, StoreError, open_store
 from reconciler.store.base import is_postgres, mask_secrets
+from reconciler.store.postgres import MIGRATIONS
 from tests.e2e import ON_PREMISES, REPO, Estate
+from tests.test_store import check_operator_records
 
 URL = os.environ.get("RECONCILE_TEST_POSTGRES", "")
 pytestmark = pytest.mark.skipif(not URL, reason="RECONCILE_TEST_POSTGRES is not set (.ci/run sets up PostgreSQL "
@@ -87,7 +89,7 @@ def test_open_store_selects_postgresql_for_both_schemes(pg: str) -> None:
     for location in (pg, pg.replace("postgresql://", "POSTGRES://", 1)):
         with open_store(location) as store:
             assert type(store).__name__ == "PostgresRunStore"
-            assert store.schema_version() == 1  # type: ignore[attr-defined]
+            assert store.schema_version() == len(MIGRATIONS)  # type: ignore[attr-defined]
             if PASSWORD:
                 assert PASSWORD not in repr(store) and "***" in repr(store)
 
@@ -338,3 +340,8 @@ def test_locks_in_process_exclude_and_name_the_holder(pg: str) -> None:
                 pass  # another key is free
         with theirs.hold(7, "lab|x|h", "target 'h'", deadline=time.monotonic() + 5, details={}):
             pass  # let go at the end of the block, not only with the connection
+
+
+def test_operator_records_round_trip(pg: str) -> None:
+    with open_store(pg) as store:
+        check_operator_records(store)

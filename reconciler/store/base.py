@@ -12,9 +12,13 @@ executor and renderers), so the store never sees a secret and cannot leak one.
 
 from __future__ import annotations
 
+import builtins
+import enum
+import getpass
 import json
 import os
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +81,57 @@ class RunRecord:
         return self.result is not None
 
 
+@dataclass(frozen=True)
+class Suspension:
+    """A target or one resource an operator suspended (`reconcile suspend`): the `run` and `drift` loops skip it
+    until `reconcile resume`, as Flux's `suspend: true`. Keyed by manifest (resolved path) and address, where the
+    address is a target's name or a resource's `target.Kind.identity`, as the manifest spells them."""
+
+    manifest_path: str
+    address: str
+    reason: str
+    since: float  # epoch seconds
+    by: str  # user@host that asked
+
+
+class NextRunReason(enum.StrEnum):
+    """Why the loop's next cycle is when it is."""
+
+    RUNNING = "running"  # a cycle is running now
+    INTERVAL = "interval"  # the jittered interval after a good cycle
+    BACKOFF = "backoff"  # the capped backoff after a failed one
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """When a running `reconcile run` loop will start its next cycle (what `status` shows as NEXT RUN)."""
+
+    manifest_path: str
+    at: float  # epoch seconds
+    reason: NextRunReason
+    recorded_at: float
+    by: str  # pid@host of the loop
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """`reconcile trigger`: a request that a running loop reconcile this manifest now, instead of at its next run."""
+
+    id: int | None
+    manifest_path: str
+    requested_at: float
+    by: str  # user@host that asked
+
+
+def who() -> str:
+    """user@host, for the records an operator's command leaves (suspensions, run requests)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no user name in the environment or the password database
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 class RunStore(Protocol):
     """A place runs are recorded. Implementations must be safe with several processes writing."""
 
@@ -98,6 +153,36 @@ class RunStore(Protocol):
         ...
 
     def get(self, run_id: int) -> RunRecord | None: ...
+
+    def suspend(self, suspension: Suspension) -> None:
+        """Record a suspension (replacing one of the same manifest and address)."""
+        ...
+
+    def resume(self, manifest_path: str, address: str) -> bool:
+        """Lift a suspension; False when there was none."""
+        ...
+
+    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
+        """The manifest's suspensions, oldest first."""
+        ...
+
+    def request_run(self, request: RunRequest) -> int:
+        """Record a request to reconcile now; returns its id (ids grow: a loop compares them)."""
+        ...
+
+    def last_request(self, manifest_path: str) -> RunRequest | None:
+        """The manifest's newest run request."""
+        ...
+
+    def set_next_run(self, next_run: NextRun) -> None:
+        """Record when the manifest's loop runs next (replacing what was recorded)."""
+        ...
+
+    def clear_next_run(self, manifest_path: str) -> None:
+        """The loop stopped: no next run is scheduled."""
+        ...
+
+    def next_run(self, manifest_path: str) -> NextRun | None: ...
 
     def close(self) -> None: ...
 

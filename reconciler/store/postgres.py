@@ -35,8 +35,12 @@ from reconciler.errors import LockError
 from reconciler.store.base import (
     MASK,
     ChangeRecord,
+    NextRun,
+    NextRunReason,
     RunRecord,
+    RunRequest,
     StoreError,
+    Suspension,
     check_command,
     check_result,
     mask_secrets,
@@ -78,6 +82,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             identity TEXT NOT NULL,
             backend_pid INTEGER NOT NULL,
             details TEXT NOT NULL
+        )""",
+    ),
+    (
+        # What an operator asks of the loop (reconcile suspend / resume / trigger) and when the loop runs next.
+        """CREATE TABLE reconcile_suspensions (
+            manifest_path TEXT NOT NULL,
+            address TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            since DOUBLE PRECISION NOT NULL,
+            by_whom TEXT NOT NULL,
+            PRIMARY KEY (manifest_path, address)
+        )""",
+        """CREATE TABLE reconcile_run_requests (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            manifest_path TEXT NOT NULL,
+            requested_at DOUBLE PRECISION NOT NULL,
+            by_whom TEXT NOT NULL
+        )""",
+        "CREATE INDEX reconcile_run_requests_by_manifest ON reconcile_run_requests (manifest_path, id)",
+        """CREATE TABLE reconcile_next_runs (
+            manifest_path TEXT PRIMARY KEY,
+            next_run_at DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL,
+            recorded_at DOUBLE PRECISION NOT NULL,
+            by_whom TEXT NOT NULL
         )""",
     ),
 )
@@ -247,6 +276,60 @@ class PostgresRunStore:
             return None
         rows = self._all(f"SELECT {_COLUMNS} FROM reconcile_runs WHERE id = %s", [run_id])
         return _record(rows[0]) if rows else None
+
+    # -- what operators ask of the loop ------------------------------------------------------------
+
+    def suspend(self, suspension: Suspension) -> None:
+        self._all("INSERT INTO reconcile_suspensions (manifest_path, address, reason, since, by_whom) "
+                  "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (manifest_path, address) DO UPDATE SET "
+                  "reason = EXCLUDED.reason, since = EXCLUDED.since, by_whom = EXCLUDED.by_whom RETURNING address",
+                  (_text(suspension.manifest_path), _text(suspension.address), _text(suspension.reason),
+                   suspension.since, _text(suspension.by)))
+
+    def resume(self, manifest_path: str, address: str) -> bool:
+        rows = self._all("DELETE FROM reconcile_suspensions WHERE manifest_path = %s AND address = %s "
+                         "RETURNING address", (_text(manifest_path), _text(address)))
+        return bool(rows)
+
+    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
+        rows = self._all("SELECT manifest_path, address, reason, since, by_whom FROM reconcile_suspensions "
+                         "WHERE manifest_path = %s ORDER BY since, address", [_text(manifest_path)])
+        return [Suspension(*row) for row in rows]
+
+    def request_run(self, request: RunRequest) -> int:
+        row = self._one("INSERT INTO reconcile_run_requests (manifest_path, requested_at, by_whom) "
+                        "VALUES (%s, %s, %s) RETURNING id",
+                        (_text(request.manifest_path), request.requested_at, _text(request.by)))
+        assert row is not None
+        return int(row[0])
+
+    def last_request(self, manifest_path: str) -> RunRequest | None:
+        rows = self._all("SELECT id, manifest_path, requested_at, by_whom FROM reconcile_run_requests "
+                         "WHERE manifest_path = %s ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
+        if not rows:
+            return None
+        request_id, path, at, by = rows[0]
+        return RunRequest(int(request_id), path, at, by)
+
+    def set_next_run(self, next_run: NextRun) -> None:
+        self._all("INSERT INTO reconcile_next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
+                  "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (manifest_path) DO UPDATE SET "
+                  "next_run_at = EXCLUDED.next_run_at, reason = EXCLUDED.reason, "
+                  "recorded_at = EXCLUDED.recorded_at, by_whom = EXCLUDED.by_whom RETURNING manifest_path",
+                  (_text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
+                   _text(next_run.by)))
+
+    def clear_next_run(self, manifest_path: str) -> None:
+        self._all("DELETE FROM reconcile_next_runs WHERE manifest_path = %s RETURNING manifest_path",
+                  [_text(manifest_path)])
+
+    def next_run(self, manifest_path: str) -> NextRun | None:
+        rows = self._all("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM reconcile_next_runs "
+                         "WHERE manifest_path = %s", [_text(manifest_path)])
+        if not rows:
+            return None
+        path, at, reason, recorded_at, by = rows[0]
+        return NextRun(path, at, NextRunReason(reason), recorded_at, by)
 
     def schema_version(self) -> int:
         return int(self._all("SELECT COALESCE(MAX(version), 0) FROM reconcile_schema_version", [])[0][0])

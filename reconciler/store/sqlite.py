@@ -29,7 +29,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from reconciler.store.base import ChangeRecord, RunRecord, StoreError, check_command, check_result, target_pattern
+from reconciler.store.base import (
+    ChangeRecord,
+    NextRun,
+    NextRunReason,
+    RunRecord,
+    RunRequest,
+    StoreError,
+    Suspension,
+    check_command,
+    check_result,
+    target_pattern,
+)
 from reconciler.store.gitinfo import GitInfo
 
 BUSY_TIMEOUT = 10.0
@@ -67,6 +78,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX runs_by_start ON runs (started_at, id)",
         "CREATE INDEX runs_by_manifest ON runs (manifest_path, started_at, id)",
         "CREATE INDEX runs_by_command ON runs (command, started_at, id)",
+    )),
+    Migration(2, (
+        # What an operator asks of the loop (reconcile suspend / resume / trigger) and when the loop runs next.
+        """CREATE TABLE suspensions (
+            manifest_path TEXT NOT NULL,
+            address TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            since REAL NOT NULL,
+            by_whom TEXT NOT NULL,
+            PRIMARY KEY (manifest_path, address)
+        )""",
+        """CREATE TABLE run_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            manifest_path TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            by_whom TEXT NOT NULL
+        )""",
+        "CREATE INDEX run_requests_by_manifest ON run_requests (manifest_path, id)",
+        """CREATE TABLE next_runs (
+            manifest_path TEXT PRIMARY KEY,
+            next_run_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            recorded_at REAL NOT NULL,
+            by_whom TEXT NOT NULL
+        )""",
     )),
 )
 
@@ -179,6 +215,61 @@ class SQLiteRunStore:
     def get(self, run_id: int) -> RunRecord | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", [run_id])
         return _record(rows[0]) if rows else None
+
+    # -- what operators ask of the loop ------------------------------------------------------------
+
+    def suspend(self, suspension: Suspension) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO suspensions (manifest_path, address, reason, since, by_whom) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest_path, address) DO UPDATE SET "
+                       "reason = excluded.reason, since = excluded.since, by_whom = excluded.by_whom",
+                       (_text(suspension.manifest_path), _text(suspension.address), _text(suspension.reason),
+                        suspension.since, _text(suspension.by)))
+
+    def resume(self, manifest_path: str, address: str) -> bool:
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM suspensions WHERE manifest_path = ? AND address = ?",
+                                (_text(manifest_path), _text(address)))
+            return cursor.rowcount > 0
+
+    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
+        rows = self._read("SELECT manifest_path, address, reason, since, by_whom FROM suspensions "
+                          "WHERE manifest_path = ? ORDER BY since, address", [_text(manifest_path)])
+        return [Suspension(*row) for row in rows]
+
+    def request_run(self, request: RunRequest) -> int:
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO run_requests (manifest_path, requested_at, by_whom) VALUES (?, ?, ?)",
+                                (_text(request.manifest_path), request.requested_at, _text(request.by)))
+            request_id = cursor.lastrowid
+        assert request_id is not None
+        return request_id
+
+    def last_request(self, manifest_path: str) -> RunRequest | None:
+        rows = self._read("SELECT id, manifest_path, requested_at, by_whom FROM run_requests "
+                          "WHERE manifest_path = ? ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
+        return RunRequest(*rows[0]) if rows else None
+
+    def set_next_run(self, next_run: NextRun) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest_path) DO UPDATE SET "
+                       "next_run_at = excluded.next_run_at, reason = excluded.reason, "
+                       "recorded_at = excluded.recorded_at, by_whom = excluded.by_whom",
+                       (_text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
+                        _text(next_run.by)))
+
+    def clear_next_run(self, manifest_path: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM next_runs WHERE manifest_path = ?", (_text(manifest_path),))
+
+    def next_run(self, manifest_path: str) -> NextRun | None:
+        rows = self._read("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM next_runs "
+                          "WHERE manifest_path = ?", [_text(manifest_path)])
+        if not rows:
+            return None
+        path, at, reason, recorded_at, by = rows[0]
+        return NextRun(path, at, NextRunReason(reason), recorded_at, by)
 
     def schema_version(self) -> int:
         """The highest migration applied to the file."""
