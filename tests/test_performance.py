@@ -67,3 +67,27 @@ def test_a_manifest_of_1000_targets_with_50_resources_each_loads(tmp_path: Path)
     desired = load_manifest(path, Registry.from_entry_points())
     assert len(desired.targets) == 1000 and len(desired.resources) == 50_000
     assert len(desired.for_target("pool-0999")) == 50
+
+
+def test_every_schema_has_a_compiled_check_that_refuses_what_jsonschema_refuses() -> None:
+    from reconciler.manifest.schema import SchemaChecker
+    from reconciler.providers.base import Registry
+
+    checker = SchemaChecker(Registry.from_entry_points())
+    refs = ["#", "#/$defs/resource", *(f"#/$defs/{name}" for name in checker.schema["$defs"] if "." in name)]
+    for ref in refs:
+        assert checker._fast_check(ref) is not None, f"{ref}: valid manifests would take the slow path"
+    ref = "#/$defs/skype.PartnerApplication"
+    fast, slow = checker._fast_check(ref), checker._validator(ref)
+    assert fast is not None
+    valid = {"target": "pool", "kind": "PartnerApplication", "identity": "app", "useOAuthServer": True,
+             "applicationIdentifier": "00000004-0000-0ff1-ce00-000000000000", "applicationTrustLevel": "Full"}
+    invalid = [
+        {**valid, "identity": " app"}, {**valid, "identity": "app\n"}, {**valid, "applicationTrustLevel": "Most"},
+        {**valid, "metadataUrl": "https://example.com/metadata"}, {**valid, "realm": ""}, {**valid, "enabled": 1},
+        {**valid, "applicationIdentifier": "00000004-0000-0ff1-ce00-00000000000\u0661"},
+        {k: v for k, v in valid.items() if k != "applicationTrustLevel"}, {**valid, "unknown": True},
+    ]
+    assert fast(valid) and slow.is_valid(valid)
+    for entry in invalid:
+        assert not fast(entry) or slow.is_valid(entry), entry

@@ -243,7 +243,7 @@ class SchemaChecker:
     def __init__(self, registry: Registry) -> None:
         self.schema = build_schema(registry)
         self._validators: dict[str, Draft202012Validator] = {}
-        self._fast: dict[str, Callable[[Any], Any] | None] = {}
+        self._fast: dict[str, Callable[[Any], bool] | None] = {}
 
     def _schema(self, ref: str) -> dict[str, Any]:
         """The schema `ref` is checked against (see `_validator`)."""
@@ -260,11 +260,11 @@ class SchemaChecker:
         common = {k: v for k, v in defs["resource"]["properties"].items() if k != "kind"}
         return {"$defs": defs, "allOf": [{"$ref": ref}, {"properties": common}]}
 
-    def _fast_check(self, ref: str) -> Callable[[Any], Any] | None:
-        """A compiled validator for `ref` (fastjsonschema), or None when the schema uses what it cannot check.
+    def _fast_check(self, ref: str) -> Callable[[Any], bool] | None:
+        """A compiled validator for `ref` (jsonschema-rs), or None when the schema uses what it cannot check.
 
         It only answers "valid": a document it refuses goes through jsonschema, which says why. Compiled
-        code is kept per schema for the process (the `run` loop loads the same schemas every cycle).
+        validators are kept per schema for the process (the `run` loop loads the same schemas every cycle).
         """
         if ref not in self._fast:
             self._fast[ref] = _compiled(json.dumps(self._schema(ref), sort_keys=True))
@@ -289,9 +289,9 @@ class SchemaChecker:
         fast = self._fast_check(ref)
         if fast is not None:
             try:
-                fast(instance)
-                return []  # valid: nothing to explain
-            except Exception:  # refused, or could not tell: jsonschema decides and explains
+                if fast(instance):
+                    return []  # valid: nothing to explain
+            except Exception:  # could not tell (a value it cannot take, e.g. a huge integer): jsonschema decides
                 pass
         validator = self._validator(ref)
         found: list[_Found] = []
@@ -310,8 +310,9 @@ class SchemaChecker:
         return list(issues.values())
 
 
-# What fastjsonschema (drafts 4-7) checks as jsonschema does; a schema using any other keyword is left to
-# jsonschema alone (an unknown keyword would be ignored, and a document accepted that must not be).
+# Keywords jsonschema-rs checks as jsonschema does (draft 2020-12); a schema using any other keyword (`format`
+# above all: jsonschema asserts formats, jsonschema-rs only annotates them) is left to jsonschema alone, so the
+# compiled check never accepts a document jsonschema would refuse.
 _FAST_KEYWORDS = frozenset({
     "$defs", "$ref", "$schema", "additionalProperties", "allOf", "anyOf", "const", "description", "enum",
     "errorMessage", "exclusiveMaximum", "exclusiveMinimum", "if", "then", "else", "items", "maxItems", "maxLength",
@@ -326,8 +327,6 @@ def _keywords_known(schema: Any) -> bool:
         return all(_keywords_known(item) for item in schema)
     if not isinstance(schema, Mapping):
         return True
-    if "$ref" in schema and set(schema) - {"$ref", "description", "title", "$defs", "$schema"}:
-        return False  # draft 7 ignores the siblings of $ref; 2020-12 applies them
     for key, value in schema.items():
         if key not in _FAST_KEYWORDS:
             return False
@@ -342,54 +341,25 @@ def _keywords_known(schema: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(schema_json: str) -> Callable[[Any], Any] | None:
+def _compiled(schema_json: str) -> Callable[[Any], bool] | None:
+    """jsonschema-rs's `is_valid` for the schema (draft 2020-12), or None: not installed, or not a schema it takes.
+
+    Its regular expressions are ECMA 262's: where they differ from Python's (`$` before a final line break,
+    `\\d` for non-ASCII digits) they are the stricter, so a refusal it makes wrongly only costs the slow path.
+    """
     schema = json.loads(schema_json)
     if not _keywords_known(schema):
         return None
-    import fastjsonschema
-
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    _escape_class_dollars(schema)
     try:
-        validate: Callable[[Any], Any] = fastjsonschema.compile(schema, use_formats=False, use_default=False)
+        import jsonschema_rs
+    except ImportError:  # a platform without its wheel: jsonschema alone checks every document
+        return None
+    try:
+        validator = jsonschema_rs.validator_for(schema, validate_formats=False)
     except Exception:  # a schema it cannot compile: jsonschema alone checks it
         return None
-    return validate
-
-
-def _escape_class_dollars(schema: Any) -> None:
-    """`$` inside a character class as `\\$` (same meaning): fastjsonschema turns every bare `$` into `\\Z`."""
-    if isinstance(schema, list):
-        for item in schema:
-            _escape_class_dollars(item)
-    elif isinstance(schema, dict):
-        for key, value in schema.items():
-            if key == "pattern" and isinstance(value, str):
-                schema[key] = _class_dollars(value)
-            elif key in _NAMED and isinstance(value, dict):
-                for sub in value.values():
-                    _escape_class_dollars(sub)
-                if key == "patternProperties":
-                    schema[key] = {_class_dollars(k): v for k, v in value.items()}
-            elif key not in ("enum", "const"):
-                _escape_class_dollars(value)
-
-
-def _class_dollars(pattern: str) -> str:
-    out, in_class, escaped = [], False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        elif char == "$" and in_class:
-            out.append("\\")
-        out.append(char)
-    return "".join(out)
+    is_valid: Callable[[Any], bool] = validator.is_valid
+    return is_valid
 
 
 _TYPE, _TYPO, _UNKNOWN, _OTHER = "type", "typo", "unknown", "other"
