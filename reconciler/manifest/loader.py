@@ -48,6 +48,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 and C1 control characters and DEL; tab and line breaks are text."""
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Either of the above: one search answers the common case (nothing wrong)."""
 
 
 @dataclass
@@ -70,10 +72,14 @@ class _Run:
 
     def troubled(self, base: FieldPath) -> bool:
         """True when anything at or under `base` has a problem."""
+        if not self.reported and not self.doc.opaque:
+            return False
         return any(p[:len(base)] == base for p in self.reported | self.doc.opaque)
 
     def silent(self, path: FieldPath) -> bool:
         """True when `path` or an ancestor already has a problem (one message per mistake)."""
+        if not self.reported and not self.doc.opaque:
+            return False
         blocked = self.reported | self.doc.opaque
         return any(path[:end] in blocked for end in range(len(path) + 1))
 
@@ -211,6 +217,8 @@ def _variables(run: _Run, section: Any, overrides: Mapping[str, str]) -> Variabl
 def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any:
     """Substitute variables in every string of a section (keys stay literal)."""
     if isinstance(value, str):
+        if "$" not in value:
+            return value  # nothing to substitute (most strings): what `expand` would give, without the work
         result = variables.expand(value)
         if _names_a_variable(path):
             # Never echoed: _check_secret_names says what is wrong without the text.
@@ -266,6 +274,8 @@ def text_problem(value: str, *, url: bool = True) -> str | None:
     tab and line breaks, more than MAX_VALUE characters, and a URL (`scheme://...`) longer than
     MAX_URL or one httpx cannot send (`url=False`: not checked, for `${...}` templates).
     """
+    if len(value) <= MAX_VALUE and (not url or "://" not in value) and _UNSAFE.search(value) is None:
+        return None  # the common case, in one pass: no surrogate, no control character, not a URL
     found = _SURROGATE.search(value)
     if found:
         return (f"contains a lone surrogate (U+{ord(found.group()):04X}) at character {found.start() + 1}: it is "
