@@ -3,6 +3,7 @@ plan again with nothing to do; the shared principal's keys removed only when dec
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -102,3 +103,166 @@ def test_whole_manifest_tenant_then_exchange_with_the_app_id_from_the_tenant_the
         "EnableExchangeHybrid3PAppFeature", "Global", "ExchangeOnpremAsThirdPartyAppId", ["Enabled=true"])
     again = estate.reconcile("plan", manifest, *app_id, "--detailed-exitcode")
     assert again.code == 0, again.out + again.err
+
+
+# --- removal of the dedicated application's objects (ensure: absent, prune) under the deletion guards ----------
+
+ASSIGNMENT = f"{APP}/{EXCHANGE}/{FULL_ACCESS_AS_APP}"
+TENANT_ONLY = ("--target", "fabrikam-tenant")
+SKYPE_ONLINE = "00000004-0000-0ff1-ce00-000000000000"
+EXTRA_ROLES = ["1b2c3d4e-0000-4000-8000-00000000000" + str(n) for n in range(1, 5)]
+
+
+def tenant_part(extra: str = "", *, target_extra: str = "") -> str:
+    """The tenant half of hybrid-2026.yaml (no Exchange resources), with resources and target settings added."""
+    text = HYBRID.read_text(encoding="utf-8")
+    text = text[:text.index("  - target: exchange\n")]
+    if target_extra:
+        text = text.replace("      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET\n",
+                            "      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET\n" + target_extra)
+    return text + extra
+
+
+def absent(kind: str, identity: str) -> str:
+    return f"  - target: fabrikam-tenant\n    kind: {kind}\n    identity: {identity}\n    ensure: absent\n"
+
+
+def without_declaration(text: str, kind: str) -> str:
+    start = text.index(f"  - target: fabrikam-tenant\n    kind: {kind}\n")
+    end = text.index("  - target:", start + 1)
+    return text[:start] + text[end:]
+
+
+def test_ensure_absent_deletes_consent_principal_and_application_in_that_order_then_nothing_to_do(
+        estate: Estate) -> None:
+    created = estate.reconcile("apply", hybrid(estate, tenant_part()), "--auto-approve")
+    assert created.code == 0, created.out + created.err
+    record = tenant(estate)
+    (app,) = record["applications"]  # type: ignore[misc]
+    sp_id = principals(estate)[app["appId"]]["id"]
+    (grant,) = record["appRoleAssignments"]  # type: ignore[misc]
+    text = tenant_part()
+    for kind in ("Application", "ApplicationServicePrincipal", "AppRoleAssignment"):
+        text = without_declaration(text, kind)
+    text += (absent("Application", APP) + absent("ApplicationServicePrincipal", APP)
+             + absent("AppRoleAssignment", ASSIGNMENT))
+    manifest = hybrid(estate, text)
+    plan = estate.reconcile("plan", manifest)
+    assert plan.code == 0, plan.out + plan.err
+    revoke = f"DELETE /servicePrincipals/{grant['resourceId']}/appRoleAssignedTo/{grant['id']}"
+    order = [plan.out.index(revoke), plan.out.index(f"DELETE /servicePrincipals/{sp_id}"),
+             plan.out.index(f"DELETE /applications/{app['id']}")]
+    assert order == sorted(order), plan.out
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    record = tenant(estate)
+    assert record["applications"] == [] and record["appRoleAssignments"] == []
+    assert app["appId"] not in principals(estate)
+    assert EXCHANGE in principals(estate)  # the resource's principal stays
+    again = estate.reconcile("plan", manifest, "--detailed-exitcode")
+    assert again.code == 0, again.out + again.err
+
+
+def test_protected_consent_is_not_removed_and_the_plan_says_so(estate: Estate) -> None:
+    assert estate.reconcile("apply", hybrid(estate, tenant_part()), "--auto-approve").code == 0
+    text = without_declaration(tenant_part(target_extra=f"    protect: [AppRoleAssignment.{ASSIGNMENT}]\n"),
+                               "AppRoleAssignment") + absent("AppRoleAssignment", ASSIGNMENT)
+    run = estate.reconcile("apply", hybrid(estate, text), "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    assert "protected by targets.fabrikam-tenant.protect" in run.out + run.err
+    assert len(tenant(estate)["appRoleAssignments"]) == 1  # type: ignore[arg-type]
+
+
+def _skype_online_with_roles(estate: Estate) -> None:
+    """Give the lab's Skype for Business Online principal app roles, so one application can hold several grants."""
+    with LabStore(estate.state).edit() as state:
+        for sp in state["tenants"][LAB_TENANT_ID]["servicePrincipals"]:
+            if sp["appId"] == SKYPE_ONLINE:
+                sp["appRoles"] = [{"id": r, "value": f"lab.role{n}"} for n, r in enumerate(EXTRA_ROLES, 1)]
+
+
+def grants(roles: list[str]) -> str:
+    return "".join(f"  - target: fabrikam-tenant\n    kind: AppRoleAssignment\n"
+                   f"    identity: {APP}/{SKYPE_ONLINE}/{r}\n" for r in roles)
+
+
+def test_prune_removes_undeclared_consents_of_declared_applications_within_the_deletion_limit(
+        estate: Estate) -> None:
+    _skype_online_with_roles(estate)
+    first = estate.reconcile("apply", hybrid(estate, tenant_part(grants(EXTRA_ROLES))), "--auto-approve")
+    assert first.code == 0, first.out + first.err
+    assert len(tenant(estate)["appRoleAssignments"]) == 5  # type: ignore[arg-type]
+    pruning = tenant_part(target_extra="    prune: [AppRoleAssignment]\n")  # keeps only full_access_as_app
+    manifest = hybrid(estate, pruning)
+    plan = estate.reconcile("plan", manifest)
+    assert plan.code == 1, plan.out + plan.err  # 4 of the 5 live grants: more than half
+    assert "deletion guard: this plan removes 4 of the 5 live AppRoleAssignment" in plan.out + plan.err
+    assert "--allow-deletions 4" in plan.out + plan.err
+    allowed = estate.reconcile("apply", manifest, "--allow-deletions", "4", "--auto-approve")
+    assert allowed.code == 0, allowed.out + allowed.err
+    (kept,) = tenant(estate)["appRoleAssignments"]  # type: ignore[misc]
+    assert kept["appRoleId"] == FULL_ACCESS_AS_APP
+    assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
+
+
+def test_prune_of_one_undeclared_consent_and_of_an_undeclared_principal(estate: Estate) -> None:
+    _skype_online_with_roles(estate)
+    assert estate.reconcile("apply", hybrid(estate, tenant_part(grants(EXTRA_ROLES[:1]))),
+                            "--auto-approve").code == 0
+    pruning = tenant_part(target_extra="    prune: [AppRoleAssignment]\n")
+    plan = estate.reconcile("plan", hybrid(estate, pruning))
+    assert plan.code == 0, plan.out + plan.err
+    assert f"AppRoleAssignment.{APP}/{SKYPE_ONLINE}/{EXTRA_ROLES[0]}" in plan.out
+    assert "prune is on for AppRoleAssignment" in plan.out
+    assert estate.reconcile("apply", hybrid(estate, pruning), "--auto-approve").code == 0
+    assert len(tenant(estate)["appRoleAssignments"]) == 1  # type: ignore[arg-type]
+    # the principal: its application declared, the principal not, prune on. With no principal declared at all, the
+    # empty-list guard stops it; once another application's principal is declared, it is removed.
+    text = tenant_part(target_extra="    prune: [ApplicationServicePrincipal]\n")
+    text = without_declaration(without_declaration(text, "ApplicationServicePrincipal"), "AppRoleAssignment")
+    guarded = estate.reconcile("plan", hybrid(estate, text))
+    assert guarded.code == 0 and "declares no ApplicationServicePrincipal there" in guarded.out, guarded.out
+    other = ("  - target: fabrikam-tenant\n    kind: Application\n    identity: Other\n"
+             "  - target: fabrikam-tenant\n    kind: ApplicationServicePrincipal\n    identity: Other\n")
+    manifest = hybrid(estate, text + other)
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    assert f"ApplicationServicePrincipal.{APP} will be removed" in run.out, run.out
+    app_ids = {a["displayName"]: a["appId"] for a in tenant(estate)["applications"]}  # type: ignore[attr-defined]
+    assert app_ids[APP] not in principals(estate) and app_ids["Other"] in principals(estate)
+    assert tenant(estate)["appRoleAssignments"] == []  # granted to the removed principal
+    assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
+
+
+def test_application_cannot_be_pruned(estate: Estate) -> None:
+    run = estate.reconcile("validate", hybrid(estate, tenant_part(target_extra="    prune: [Application]\n")))
+    assert run.code == 1
+    assert "prune" in run.err and "Application" in run.err
+
+
+def test_lab_graph_deletions_answer_as_the_reference_documents() -> None:
+    """204 for a deletion, 404 Request_ResourceNotFound for an unknown id, 403 naming AppRoleAssignment.ReadWrite.All
+    for an app role removal without it."""
+    from reconciler.lab import graph
+
+    base = "http://lab/graph.microsoft.com"
+    write = ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"]
+    resource = graph.service_principal("", EXCHANGE, "Office 365 Exchange Online", account_enabled=True, names=[])
+    record: dict[str, object] = {"servicePrincipals": [resource]}
+    made = graph.execute(record, write, "POST", "/applications", {}, {"displayName": "X"}, base)
+    app = json.loads(made.payload())
+    sp = json.loads(graph.execute(record, write, "POST", "/servicePrincipals", {}, {"appId": app["appId"]},
+                                  base).payload())
+    grant = json.loads(graph.execute(record, write, "POST", f"/servicePrincipals/{resource['id']}/appRoleAssignedTo",
+                                     {}, {"principalId": sp["id"], "resourceId": resource["id"],
+                                          "appRoleId": FULL_ACCESS_AS_APP}, base).payload())
+    one = f"/servicePrincipals/{resource['id']}/appRoleAssignedTo/{grant['id']}"
+    denied = graph.execute(record, ["Application.ReadWrite.All"], "DELETE", one, {}, None, base)
+    assert denied.status == 403 and "AppRoleAssignment.ReadWrite.All" in denied.payload().decode()
+    assert graph.execute(record, write, "DELETE", one, {}, None, base).status == 204
+    assert graph.execute(record, write, "DELETE", one, {}, None, base).status == 404
+    assert graph.execute(record, write, "DELETE", f"/servicePrincipals/{sp['id']}", {}, None, base).status == 204
+    assert graph.execute(record, write, "DELETE", f"/applications/{app['id']}", {}, None, base).status == 204
+    gone = graph.execute(record, write, "DELETE", f"/applications/{app['id']}", {}, None, base)
+    assert gone.status == 404 and b"Request_ResourceNotFound" in gone.payload()
+    assert record["applications"] == [] and record["appRoleAssignments"] == []

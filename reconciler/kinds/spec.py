@@ -92,6 +92,9 @@ class KindSpec:
     exclusive: tuple[str, ...] = ()
     """Fields of which an object holds one at a time (e.g. a partner application's form): after an update
     that writes one, the others are gone."""
+    prunable: bool = True
+    """Whether `prune:` may name the kind. False where the system holds objects of the kind reconcile never
+    enumerates (a tenant's applications: thousands, owned by others), so prune could not see what it would keep."""
 
     def field(self, name: str) -> FieldSpec:
         return self.fields.get(name) or FieldSpec(name)

@@ -635,7 +635,7 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
         segment = path.strip("/").split("/")[0].split("(")[0] or path
         return graph_error(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
     method = method.upper()
-    if method not in ("GET", "PATCH"):
+    if method not in ("GET", "PATCH", "DELETE"):
         return graph_error(405, "Request_BadRequest",
                            f"The HTTP method '{method}' is not supported by the lab for servicePrincipals.")
     needed = READ_ROLES if method == "GET" else WRITE_ROLES
@@ -654,6 +654,9 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
                                "are not present.")
         if method == "GET":
             return Response(200, _view(sp, selected, base), content_type=ODATA_TYPE)
+        if method == "DELETE":
+            deleted: Response = graph_apps.delete_service_principal(record, sp)
+            return deleted
         _patch(record, sp, body)
         return Response(204)
     except _Failed as failed:

@@ -9,7 +9,13 @@ What the dedicated Exchange hybrid application needs (microsoft/CSS-Exchange,
     POST  /applications                   201 (application-post-applications.md)
     GET   /applications/{id}              200, or 404 Request_ResourceNotFound
     PATCH /applications/{id}              204 (application-update.md)
+    DELETE /applications/{id}             204 (application-delete.md)
     POST  /servicePrincipals {"appId"}    201 (serviceprincipal-post-serviceprincipals.md)
+    DELETE /servicePrincipals/{id}, or (appId='{appId}')   204 (serviceprincipal-delete.md; routed here by
+                                          reconciler.lab.graph)
+    DELETE /servicePrincipals/{id}/appRoleAssignedTo/{assignment id}, or (appId='{appId}')/...   204
+                                          (serviceprincipal-delete-approleassignedto.md; needs
+                                          AppRoleAssignment.ReadWrite.All, as the grant does)
     POST  /servicePrincipals/{id}/appRoleAssignedTo, or .../servicePrincipals(appId='{appId}')/appRoleAssignedTo
                                           201 (serviceprincipal-post-approleassignedto.md documents both forms)
     GET   the same two paths, and /servicePrincipals/{id}/appRoleAssignments (or by appId): the assignments
@@ -32,6 +38,11 @@ What the dedicated Exchange hybrid application needs (microsoft/CSS-Exchange,
   twice is 409 `Request_BadRequest` "Permission being assigned already exists on the object" (unconfirmed status).
   The first-party principals' app roles are not in the lab state: `FIRST_PARTY_APP_ROLES` lists the ones the
   lab knows (full_access_as_app, whose id ConfigureExchangeHybridApplication.ps1 names).
+
+- Deletions: an unknown id is 404 `Request_ResourceNotFound`. Deleting an application removes only the
+  application (the reference says it goes to a container for 30 days; the lab keeps no deleted items and does not
+  model what becomes of its service principal). Deleting a service principal also removes the app role
+  assignments granted to it or on it (our modelling, unconfirmed).
 
 State: `tenants.<id>.applications` and `tenants.<id>.appRoleAssignments` (lists; absent is empty).
 """
@@ -65,12 +76,14 @@ _APPLICATION = re.compile(r"^/applications/([^/()]+)/?$", re.IGNORECASE)
 _SERVICE_PRINCIPALS = re.compile(r"^/servicePrincipals/?$", re.IGNORECASE)
 _ASSIGNMENTS = re.compile(r"^/servicePrincipals(?:/([^/()]+)|\(appId='([^']*)'\))"
                           r"/(appRoleAssignedTo|appRoleAssignments)/?$", re.IGNORECASE)
+_ASSIGNMENT = re.compile(r"^/servicePrincipals(?:/([^/()]+)|\(appId='([^']*)'\))"
+                         r"/appRoleAssignedTo/([^/()]+)/?$", re.IGNORECASE)
 _FILTER = re.compile(r"^\s*displayName\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
 
 
 def routes(path: str) -> bool:
     """Whether this module answers the path (the rest of Graph is reconciler.lab.graph's)."""
-    return any(p.match(path) for p in (_APPLICATIONS, _APPLICATION, _SERVICE_PRINCIPALS, _ASSIGNMENTS))
+    return any(p.match(path) for p in (_APPLICATIONS, _APPLICATION, _SERVICE_PRINCIPALS, _ASSIGNMENTS, _ASSIGNMENT))
 
 
 def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str, query: Mapping[str, list[str]],
@@ -87,7 +100,7 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
     apps: list[dict[str, Any]] = record.setdefault("applications", [])
     assignments: list[dict[str, Any]] = record.setdefault("appRoleAssignments", [])
     has_body = isinstance(body, dict)
-    if writes and not has_body:
+    if writes and method != "DELETE" and not has_body:
         return error(400, "BadRequest", "Empty Payload. JSON content expected.")
 
     if _APPLICATIONS.match(path):
@@ -106,6 +119,9 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
         if method == "GET":
             return graph.Response(200, _view(app, _select(query), single=True, base=base),
                                   content_type=graph.ODATA_TYPE)
+        if method == "DELETE":
+            apps.remove(app)
+            return graph.Response(204)
         if method != "PATCH":
             return error(405, "Request_BadRequest", f"The HTTP method '{method}' is not supported by the lab here.")
         try:
@@ -119,6 +135,10 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
         if method != "POST":
             return error(405, "Request_BadRequest", f"The HTTP method '{method}' is not supported by the lab here.")
         return _create_service_principal(record, apps, body, error, base)
+
+    one = _ASSIGNMENT.match(path)
+    if one is not None:
+        return _revoke(record, roles, method, one.group(1), one.group(2), unquote(one.group(3)), error)
 
     match = _ASSIGNMENTS.match(path)
     assert match is not None
@@ -140,6 +160,40 @@ def execute(record: dict[str, Any], roles: Sequence[str], method: str, path: str
                      "Insufficient privileges to complete the operation. Granting an app role needs the application "
                      f"permission {APP_ROLE_ASSIGNMENT_WRITE} (admin-consented).")
     return _grant(record, assignments, sp, body, error, base)
+
+
+def _revoke(record: dict[str, Any], roles: Sequence[str], method: str, by_id: str | None, by_app_id: str | None,
+            assignment_id: str, error: Any) -> Any:
+    """DELETE /servicePrincipals/{resource}/appRoleAssignedTo/{id} (serviceprincipal-delete-approleassignedto.md)."""
+    from reconciler.lab import graph
+
+    if method != "DELETE":
+        return error(405, "Request_BadRequest", "The lab serves one app role assignment for DELETE only.")
+    if APP_ROLE_ASSIGNMENT_WRITE not in roles:
+        return error(403, "Authorization_RequestDenied",
+                     "Insufficient privileges to complete the operation. Removing an app role assignment needs the "
+                     f"application permission {APP_ROLE_ASSIGNMENT_WRITE} (admin-consented).")
+    resource = (graph.find_service_principal(record, by_app_id) if by_app_id is not None
+                else graph.find_service_principal(record, unquote(str(by_id)), by="id"))
+    assignments: list[dict[str, Any]] = record.setdefault("appRoleAssignments", [])
+    found = next((a for a in assignments if resource is not None and a["resourceId"] == resource["id"]
+                  and a["id"].lower() == assignment_id.lower()), None)
+    if found is None:
+        return error(404, "Request_ResourceNotFound", f"Resource '{assignment_id}' does not exist or one of its "
+                                                      "queried reference-property objects are not present.")
+    assignments.remove(found)
+    return graph.Response(204)
+
+
+def delete_service_principal(record: dict[str, Any], sp: Mapping[str, Any]) -> Any:
+    """DELETE /servicePrincipals/{id} (serviceprincipal-delete.md): the principal and the app role assignments
+    granted to it or on it."""
+    from reconciler.lab import graph
+
+    record["servicePrincipals"] = [p for p in record.get("servicePrincipals") or [] if p["id"] != sp["id"]]
+    record["appRoleAssignments"] = [a for a in record.get("appRoleAssignments") or []
+                                    if sp["id"] not in (a["principalId"], a["resourceId"])]
+    return graph.Response(204)
 
 
 class _Refused(Exception):

@@ -92,7 +92,8 @@ def _handlers_schema(provider: object) -> dict[str, Any]:
 def _target_schema(registry: Registry) -> dict[str, Any]:
     prune_rules = [
         {"if": _selector("provider", name),
-         "then": {"properties": {"prune": {"items": {"enum": sorted(provider.kinds)}},
+         "then": {"properties": {"prune": {"items": {"enum": sorted(k for k, s in provider.kinds.items()
+                                                                     if s.prunable)}},
                                  "handlers": _handlers_schema(provider)}}}
         for name, provider in sorted(registry.providers.items())
     ]

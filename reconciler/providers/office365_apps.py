@@ -27,6 +27,17 @@ Microsoft's script (microsoft/CSS-Exchange,
   (by appId: our reading of the alternate-key form the reference documents for appRoleAssignedTo; unconfirmed
   for this navigation).
 
+Removal (`ensure: absent`, or prune), as Graph documents it, under the same deletion guards as every kind
+(protect:, prune on an empty list, the per-run limit): `DELETE /applications/{id}` (application-delete.md: the
+application goes to the deleted items for 30 days), `DELETE /servicePrincipals/{id}` (serviceprincipal-delete.md),
+`DELETE /servicePrincipals/{resource id}/appRoleAssignedTo/{assignment id}`
+(serviceprincipal-delete-approleassignedto.md, the method the reference recommends; needs
+AppRoleAssignment.ReadWrite.All). Removals run in reverse dependency order: consent, principal, application.
+Prune is scoped to the applications the manifest declares on the target: `prune: [AppRoleAssignment]` removes the
+app roles granted to their principals that the manifest does not list (their consents as an authoritative list),
+`prune: [ApplicationServicePrincipal]` the principal of a declared application whose principal is not declared.
+`Application` cannot be pruned: a tenant holds applications reconcile never reads (the schema refuses it).
+
 An object created in the same apply has ids Graph assigns then: the commands look them up first and refer to the
 answer (`result` / `{{name#path}}`, reconciler.transports.graph), so plan shows the lookups and the references.
 """
@@ -174,6 +185,7 @@ APPLICATION = KindSpec(
         "credentialsAuthoritative": {"type": "boolean",
                                      "description": "true: remove key credentials the manifest does not list."},
     }, description="Microsoft Entra application (Microsoft Graph)."),
+    prunable=False,
 )
 
 APPLICATION_SERVICE_PRINCIPAL = KindSpec(
@@ -240,6 +252,7 @@ def discover(target: TargetSpec, transport: Transport,
             resource_ids[resource] = str(result.output[0].get("id"))
         elif result.status != 404:
             raise DiscoveryError(f"target {target.name!r}: {result.error}")
+    pruned: set[str] = {k for k in ("AppRoleAssignment", "ApplicationServicePrincipal") if k in target.prune}
     second: list[Command] = []
     for app in apps.values():
         path = f"/servicePrincipals(appId='{app['appId']}')"
@@ -255,6 +268,8 @@ def discover(target: TargetSpec, transport: Transport,
         elif read.status != 404:
             raise DiscoveryError(f"target {target.name!r}: {read.error}")
     live: dict[ResourceKey, LiveResource] = {}
+    if pruned:
+        live.update(_prunable(target, transport, pruned, principals, resource_ids))
     for key in keys:
         if key.kind == "Application" and key.identity in apps:
             app = apps[key.identity]
@@ -275,10 +290,53 @@ def discover(target: TargetSpec, transport: Transport,
     return live
 
 
+def _prunable(target: TargetSpec, transport: Transport, kinds: set[str],
+              principals: Mapping[str, tuple[Mapping[str, Any], list[Mapping[str, Any]]]],
+              resource_ids: Mapping[str, str]) -> dict[ResourceKey, LiveResource]:
+    """What prune may remove, within the applications the manifest declares: their principals, and every app role
+    granted to them (identified by the resource's appId, read for resources the manifest does not name)."""
+    live: dict[ResourceKey, LiveResource] = {}
+    if "ApplicationServicePrincipal" in kinds:
+        for name, (sp, _) in principals.items():
+            key = ResourceKey(target.name, "ApplicationServicePrincipal", name)
+            live[key] = LiveResource(key, {"id": sp.get("id"), "appId": sp.get("appId")})
+    if "AppRoleAssignment" not in kinds:
+        return live
+    app_ids = {v.lower(): k for k, v in resource_ids.items()}
+    unknown = sorted({str(a.get("resourceId")) for _, granted in principals.values() for a in granted
+                      if str(a.get("resourceId")).lower() not in app_ids})
+    if unknown:
+        reads = [Command("GET", {"path": f"/servicePrincipals/{r}", "query": {"$select": "id,appId"}})
+                 for r in unknown]
+        for resource_id, result in zip(unknown, transport.invoke(reads, stop_on_error=False), strict=True):
+            if not result.ok or not result.output:
+                raise DiscoveryError(f"target {target.name!r}: {result.error or 'no answer'} (reading the resource "
+                                     f"{resource_id} of an app role granted to a declared application)")
+            app_ids[resource_id.lower()] = str(result.output[0].get("appId")).lower()
+    for name, (_, granted) in principals.items():
+        for assignment in granted:
+            resource = app_ids[str(assignment.get("resourceId")).lower()]
+            key = ResourceKey(target.name, "AppRoleAssignment",
+                              f"{name}/{resource}/{str(assignment.get('appRoleId')).lower()}")
+            live[key] = LiveResource(key, {"id": assignment.get("id"), "resourceId": assignment.get("resourceId")})
+    return live
+
+
+def delete_commands(change: Change) -> tuple[Command, ...]:
+    """The Graph DELETE of a live object, by the ids discovery read (see the module's docstring)."""
+    live: Mapping[str, JSONValue] = change.before or {}
+    kind = change.key.kind
+    if kind == "Application":
+        return (Command("DELETE", {"path": f"/applications/{live['id']}"}),)
+    if kind == "ApplicationServicePrincipal":
+        return (Command("DELETE", {"path": f"/servicePrincipals/{live['id']}"}),)
+    return (Command("DELETE", {"path": f"/servicePrincipals/{live['resourceId']}/appRoleAssignedTo/{live['id']}"}),)
+
+
 def commands(change: Change) -> tuple[Command, ...]:
     kind, identity = change.key.kind, change.key.identity
     if change.actions == (Action.DELETE,):
-        return ()  # nothing here is removed by reconcile (the script's -DeleteApplication stays a person's decision)
+        return delete_commands(change)
     after: Mapping[str, JSONValue] = change.after or {}
     if kind == "Application":
         if change.actions == (Action.CREATE,):
