@@ -17,7 +17,7 @@ from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.metadata import Documents, MetadataError
 from reconciler.model import DesiredState, Ensure, LiveResource, LiveState, Mode
 from reconciler.plan import Diagnostic
-from reconciler.providers.base import Registry
+from reconciler.providers.base import Registry, target_findings
 
 KindLookup = Callable[[Change], KindSpec | None]
 
@@ -87,6 +87,19 @@ def check_kinds(desired: DesiredState, live: Mapping[str, LiveState], registry: 
                 index.setdefault((k.kind, k.identity.casefold()), r)
         have = index.get((resource.key.kind, resource.key.identity.casefold()))
         for severity, field, message in spec.diagnose(resource.fields, have.fields if have else None, context):
+            line = resource.field_lines.get(field, resource.location.line)
+            found.append(Diagnostic(severity, f"{field}: {message}" if field else message, resource.key.address,
+                                    f"{resource.location.file}:{line}"))
+    return tuple(found)
+
+
+def check_targets(desired: DesiredState, registry: Registry) -> tuple[Diagnostic, ...]:
+    """Each provider's checks of a target's declared resources taken together (`diagnose_target`)."""
+    found: list[Diagnostic] = []
+    for name, target in desired.targets.items():
+        resources = [r for r in desired.for_target(name) if (r.mode or target.mode) is not Mode.SUSPEND]
+        for severity, resource, field, message in target_findings(registry.provider(target.provider), target,
+                                                                  resources):
             line = resource.field_lines.get(field, resource.location.line)
             found.append(Diagnostic(severity, f"{field}: {message}" if field else message, resource.key.address,
                                     f"{resource.location.file}:{line}"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reconciler.changes import Action, Change, HandlerRun
-from reconciler.checks import check_kinds, check_metadata
+from reconciler.checks import check_kinds, check_metadata, check_targets
 from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
@@ -183,6 +183,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout,
                                                 documents=documents) if settings.check_metadata else ())
         diagnostics += check_kinds(desired, live, session.registry, context)
+        diagnostics += check_targets(desired, session.registry)
         diagnostics += check_runnable(session, changes, handlers)
         if settings.check_metadata:
             diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout,

@@ -712,7 +712,8 @@ def test_the_provider_declares_every_command_it_may_run() -> None:
     assert names == ["Get-AuthConfig", "Set-AuthConfig", "Get-AuthServer", "New-AuthServer", "Set-AuthServer",
                      "Remove-AuthServer", "Get-PartnerApplication", "New-PartnerApplication", "Set-PartnerApplication",
                      "Remove-PartnerApplication", "Get-SettingOverride", "New-SettingOverride", "Set-SettingOverride",
-                     "Remove-SettingOverride", "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
+                     "Remove-SettingOverride", "Get-OrganizationConfig", "Set-OrganizationConfig",
+                     "Get-LinkedUser", "New-LinkedUser", "Remove-LinkedUser",
                      "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment", "Remove-ManagementRoleAssignment",
                      "iisreset", "New-ExchangeCertificate", "Get-ExchangeCertificate"]
     unconfirmed = [s.name for s in PROVIDER.syntax if "*unconfirmed*" in s.source]

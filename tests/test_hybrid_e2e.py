@@ -98,6 +98,16 @@ def test_whole_manifest_tenant_then_exchange_with_the_app_id_from_the_tenant_the
     assert server["ApplicationIdentifier"] == app["appId"] and server["Realm"] == LAB_TENANT_ID
     assert server["IssuerIdentifier"] == f"https://sts.windows.net/{LAB_TENANT_ID}/"
     assert server["DomainName"] == ["fabrikam.mail.onmicrosoft.com"]
+    assert server["IsDefaultAuthorizationEndpoint"] is True  # HMA on Exchange, with:
+    assert estate.objects(EXCHANGE_HOST, "OrganizationConfig")["OAuth2ClientProfileEnabled"] is True
+    (evosts,) = [s for s in estate.objects("fab-cs-001", "OAuthServer") if s["Identity"] == "evoSTS"]
+    assert (evosts["Type"], evosts["AcceptSecurityIdentifierInformation"]) == ("AzureAD", True)  # HMA on Skype
+    assert evosts["MetadataUrl"].endswith(f"/{LAB_TENANT_ID}/federationmetadata/2007-06/federationmetadata.xml")
+    config = estate.objects("fab-cs-001", "OAuthConfiguration")
+    assert config["ClientAuthorizationOAuthServerIdentity"] == "evoSTS"
+    spns = {app_id: sp["servicePrincipalNames"] for app_id, sp in principals(estate).items()}
+    assert {"https://mail.fabrikam.com/", "https://autodiscover.fabrikam.com/"} <= set(spns[EXCHANGE])
+    assert {"https://lyncwebint01.fabrikam.com/", "https://lyncwebext01.fabrikam.com/"} <= set(spns[SKYPE_ONLINE])
     (override,) = estate.objects(EXCHANGE_HOST, "SettingOverride")
     assert (override["Name"], override["ComponentName"], override["SectionName"], override["Parameters"]) == (
         "EnableExchangeHybrid3PAppFeature", "Global", "ExchangeOnpremAsThirdPartyAppId", ["Enabled=true"])
@@ -266,3 +276,51 @@ def test_lab_graph_deletions_answer_as_the_reference_documents() -> None:
     gone = graph.execute(record, write, "DELETE", f"/applications/{app['id']}", {}, None, base)
     assert gone.status == 404 and b"Request_ResourceNotFound" in gone.payload()
     assert record["applications"] == [] and record["appRoleAssignments"] == []
+
+
+# --- plan warns where two declarations undo each other -----------------------------------------------------------
+
+
+def test_plan_warns_when_the_shared_principal_gets_a_key_next_to_the_dedicated_app(estate: Estate) -> None:
+    """Seed 004's certificate on 00000002 next to the dedicated application: Microsoft's
+    ConfigureExchangeHybridApplication.ps1 removes it by default, so the two undo each other."""
+    text = tenant_part().replace(
+        "    credentials: []\n    credentialsAuthoritative: true",
+        "    credentials:\n      - certificateFile: certs/fabrikam-oauth.cer")
+    plan = estate.reconcile("plan", hybrid(estate, text))
+    assert plan.code == 0, plan.out + plan.err
+    warning = next(line for line in (plan.out + plan.err).splitlines() if "undo each other" in line)
+    assert warning.startswith("warning:") and "ServicePrincipal.00000002-0000-0ff1-ce00-000000000000" in warning
+    assert "ResetFirstPartyServicePrincipalKeyCredentials" in warning and APP in warning
+    assert "hybrid.yaml:" in warning  # the resource's line
+    # no dedicated application declared (seed 004 alone): no warning; and the shipped 2026 manifest: none either
+    without_app = without_declaration(text, "Application")
+    assert "undo each other" not in estate.reconcile("plan", hybrid(estate, without_app)).out
+    assert "undo each other" not in estate.reconcile("plan", hybrid(estate)).out
+
+
+def test_plan_warns_when_two_auth_servers_are_the_default_endpoint(estate: Estate) -> None:
+    text = HYBRID.read_text(encoding="utf-8") + (
+        "\n  - target: exchange\n    kind: AuthServer\n    identity: EvoSts - second\n    type: AzureAD\n"
+        "    authMetadataUrl: ${federationMetadata}\n    isDefaultAuthorizationEndpoint: true\n")
+    plan = estate.reconcile("plan", hybrid(estate, text))
+    assert plan.code == 0, plan.out + plan.err
+    assert "2 auth servers are declared the default authorization endpoint" in plan.out + plan.err
+
+
+def test_organization_config_writes_only_the_documented_parameter_set() -> None:
+    from reconciler.changes import Action, ActionReason, Change
+    from reconciler.kinds import exchange as declared
+    from reconciler.model import ResourceKey
+
+    kind = declared.ORGANIZATION_CONFIG
+    change = Change(key=ResourceKey("exchange", "OrganizationConfig", "Global"), actions=(Action.UPDATE,),
+                    action_reason=ActionReason.DRIFT, reason="differs",
+                    before={"oAuth2ClientProfileEnabled": False}, after={"oAuth2ClientProfileEnabled": True},
+                    changed=("oAuth2ClientProfileEnabled",))
+    (command,) = kind.commands(change)
+    assert command.cmdlet == "Set-OrganizationConfig"
+    assert dict(command.parameters) == {"OAuth2ClientProfileEnabled": True}
+    chosen, _ = declared.SET_ORGANIZATION_CONFIG.bind(command.parameters)
+    assert chosen.name == "AdfsAuthenticationParameter"
+    assert kind.discovery().select == ("Name", "Identity", "OAuth2ClientProfileEnabled")

@@ -51,7 +51,8 @@ EXCHANGE_CMDLETS = ["Get-PartnerApplication", "New-PartnerApplication", "Set-Par
                     "Remove-AuthServer", "Get-AuthConfig", "Set-AuthConfig", "Get-LinkedUser", "New-LinkedUser",
                     "Remove-LinkedUser", "Get-ManagementRoleAssignment", "New-ManagementRoleAssignment",
                     "Remove-ManagementRoleAssignment", "iisreset", "Get-SettingOverride", "New-SettingOverride",
-                    "Set-SettingOverride", "Remove-SettingOverride"]
+                    "Set-SettingOverride", "Remove-SettingOverride", "Get-OrganizationConfig",
+                    "Set-OrganizationConfig"]
 
 
 def thumbprint_of(state: Mapping[str, Any], service: str) -> str:
@@ -154,7 +155,7 @@ def test_exchange_platform_is_registered() -> None:
     assert sorted(plat.cmdlets) == sorted([*EXCHANGE_CMDLETS, "New-ExchangeCertificate", "Get-ExchangeCertificate"])
     assert plat.cmdlet_name("get-partnerAPPLICATION") == "Get-PartnerApplication"
     assert plat.kinds == {"PartnerApplication": False, "AuthServer": False, "AuthConfig": True, "LinkedUser": False,
-                          "ManagementRoleAssignment": False, "SettingOverride": False}
+                          "ManagementRoleAssignment": False, "SettingOverride": False, "OrganizationConfig": True}
     assert "Test-CsExStorageConnectivity" in platform("skype").cmdlets
 
 

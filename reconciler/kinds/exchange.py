@@ -617,3 +617,50 @@ SETTING_OVERRIDE = CmdletKind(
              description="The servers it applies to (-Server); unset: every server in the forest."),
     ),
 )
+
+
+# --- OrganizationConfig ---------------------------------------------------------------------------------------
+# Hybrid Modern Authentication on Exchange (MicrosoftDocs/microsoft-365-docs,
+# microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication.md, "Enable HMA"):
+#   Set-AuthServer -Identity "EvoSTS - {GUID}" -Domain "Tenant Domain" -IsDefaultAuthorizationEndpoint $true
+#   Set-OrganizationConfig -OAuth2ClientProfileEnabled $true
+# (the AuthServer half is AUTH_SERVER's isDefaultAuthorizationEndpoint). The property read back has the
+# parameter's name: Microsoft's HMA overview reads `Get-OrganizationConfig | ft OAuth*` / `FL
+# OAuth2ClientProfileEnabled`.
+# Syntax: DOCS Get-OrganizationConfig.md (one set: -DomainController) and Set-OrganizationConfig.md, of which we
+# declare only the parameters we use, in the sets the reference lists them: OAuth2ClientProfileEnabled (Boolean) is in
+# ShortenEventScopeParameter (whose -ShortenEventScopeDefault is mandatory), AdfsAuthenticationParameter,
+# AdfsAuthenticationRawConfiguration and DelayedDelicensingParameterSet; not in Identity. -DomainController is in
+# the two Adfs sets and Identity. The reference names no default set, and the documented call (only
+# -OAuth2ClientProfileEnabled) fits three sets with nothing mandatory: as for the other Exchange cmdlets, the first
+# of them listed (AdfsAuthenticationParameter) is taken as the default.
+
+GET_ORGANIZATION_CONFIG = cmdlet(
+    "Get-OrganizationConfig", DOCS + "Get-OrganizationConfig.md", string("DomainController"),
+    {"Default": "DomainController"})
+SET_ORGANIZATION_CONFIG = cmdlet(
+    "Set-OrganizationConfig", DOCS + "Set-OrganizationConfig.md",
+    [*_WRITE, *switch("Force"), *boolean("OAuth2ClientProfileEnabled"),
+     *enum_("ShortenEventScopeDefault", "None", "EndEarly", "StartLate")],
+    {"ShortenEventScopeParameter": "ShortenEventScopeDefault! OAuth2ClientProfileEnabled Confirm WhatIf",
+     "AdfsAuthenticationParameter": "OAuth2ClientProfileEnabled Confirm DomainController WhatIf",
+     "AdfsAuthenticationRawConfiguration": "OAuth2ClientProfileEnabled Confirm DomainController WhatIf",
+     "DelayedDelicensingParameterSet": "OAuth2ClientProfileEnabled Confirm WhatIf",
+     "Identity": "Confirm DomainController Force WhatIf"},
+    default_set="AdfsAuthenticationParameter")
+
+ORGANIZATION_CONFIG = CmdletKind(
+    kind="OrganizationConfig",
+    description="The Exchange organization's configuration (Set-OrganizationConfig); only the fields declared "
+                "are managed (OAuth2ClientProfileEnabled: Hybrid Modern Authentication).",
+    get=GET_ORGANIZATION_CONFIG, set=SET_ORGANIZATION_CONFIG,
+    singleton="Organization", identity_property="Name", new_identity=None, identity_parameter=None,
+    after=("AuthServer",),
+    identity_schema={**IDENTITY, "description": "Optional: there is one organization configuration."},
+    props=(
+        Prop("oAuth2ClientProfileEnabled", "OAuth2ClientProfileEnabled",
+             description="Modern authentication for the organization's clients (Set-OrganizationConfig "
+                         "-OAuth2ClientProfileEnabled); true with the EvoSts auth server's "
+                         "isDefaultAuthorizationEndpoint turns on Hybrid Modern Authentication."),
+    ),
+)

@@ -19,6 +19,9 @@ them in the shape recorded from real servers (reconciler.kinds.exchange cites th
 - AuthConfig (one object, Name/Identity "Auth Configuration"): ServiceName, Realm, CurrentCertificateThumbprint,
   NextCertificateThumbprint, NextCertificateEffectiveDate (ISO 8601, UTC, or None), PreviousCertificateThumbprint;
   Get shows an empty thumbprint as "", as recorded.
+- OrganizationConfig (one object, Name/Identity the organization's name): OAuth2ClientProfileEnabled, False in a
+  fresh organization (lab modelling: Set-OrganizationConfig.md gives True as the default, which is Exchange Online's;
+  Microsoft's HMA guide has on-premises organizations turn it on).
 - SettingOverride: Name, Identity, Reason, ComponentName, SectionName, Parameters (list), Server (list or None),
   MinVersion, MaxVersion (the properties Get-SettingOverride.md's example lists, and the version bounds).
 - LinkedUser: Name, Identity, UserPrincipalName: the directory's user accounts a partner application may link
@@ -82,6 +85,9 @@ AUTH_CONFIG = "AuthConfig"
 LINKED_USER = "LinkedUser"
 ROLE_ASSIGNMENT = "ManagementRoleAssignment"
 SETTING_OVERRIDE = "SettingOverride"
+ORGANIZATION_CONFIG = "OrganizationConfig"
+ORGANIZATION_CONFIG_DEFAULTS: dict[str, Any] = {"Name": "First Organization", "Identity": "First Organization",
+                                                "OAuth2ClientProfileEnabled": False}
 
 EXCHANGE_SERVICE_NAME = "00000002-0000-0ff1-ce00-000000000000"
 AUTH_CONFIG_IDENTITY = documented.AUTH_CONFIG_IDENTITY
@@ -175,6 +181,7 @@ DEFAULTS = {
     ROLE_ASSIGNMENT: ROLE_ASSIGNMENT_DEFAULTS,
     SETTING_OVERRIDE: {"Name": None, "Identity": None, "Reason": None, "ComponentName": None, "SectionName": None,
                        "Parameters": [], "Server": None, "MinVersion": None, "MaxVersion": None},
+    ORGANIZATION_CONFIG: ORGANIZATION_CONFIG_DEFAULTS,
 }
 
 
@@ -187,6 +194,7 @@ def empty_objects() -> dict[str, Any]:
         LINKED_USER: [],
         ROLE_ASSIGNMENT: [],
         SETTING_OVERRIDE: [],
+        ORGANIZATION_CONFIG: dict(ORGANIZATION_CONFIG_DEFAULTS),
     }
 
 
@@ -199,6 +207,9 @@ def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
     result = with_defaults(kind, data, DEFAULTS)
     if kind == AUTH_CONFIG:
         result["Name"] = result["Identity"] = AUTH_CONFIG_IDENTITY
+        return result
+    if kind == ORGANIZATION_CONFIG:
+        result["Identity"] = result["Name"]
         return result
     name = result["Name"] if isinstance(result["Name"], str) and result["Name"] else result["Identity"]
     if not isinstance(name, str) or not name:
@@ -911,6 +922,29 @@ def remove_setting_override(
     return _remove(cmdlet, SETTING_OVERRIDE, documented.REMOVE_SETTING_OVERRIDE, params, objects)
 
 
+# --- OrganizationConfig -------------------------------------------------------------------------
+# Only OAuth2ClientProfileEnabled is emulated (the one parameter the provider writes; the declared syntax holds only
+# the parameters used, so a call with any other fails binding as an unknown parameter would).
+
+
+def get_organization_config(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    _bound(documented.GET_ORGANIZATION_CONFIG, cmdlet, params)
+    return [copy.deepcopy(objects.setdefault(ORGANIZATION_CONFIG, dict(ORGANIZATION_CONFIG_DEFAULTS)))]
+
+
+def set_organization_config(
+    cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any], context: CmdletContext
+) -> list[dict[str, Any]]:
+    _, bound = _bound(documented.SET_ORGANIZATION_CONFIG, cmdlet, params)
+    config: dict[str, Any] = objects.setdefault(ORGANIZATION_CONFIG, dict(ORGANIZATION_CONFIG_DEFAULTS))
+    if "OAuth2ClientProfileEnabled" in bound:
+        config["OAuth2ClientProfileEnabled"] = as_bool(cmdlet, "OAuth2ClientProfileEnabled",
+                                                       bound["OAuth2ClientProfileEnabled"])
+    return []
+
+
 # --- iisreset -----------------------------------------------------------------------------------
 
 
@@ -937,7 +971,8 @@ def iisreset(
 
 SYNTAX: Mapping[str, CmdletSyntax] = {
     c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.ENTERPRISE_CMDLETS,
-                        documented.IISRESET, *documented.SETTING_OVERRIDE.cmdlets)}
+                        documented.IISRESET, *documented.SETTING_OVERRIDE.cmdlets,
+                        *documented.ORGANIZATION_CONFIG.cmdlets)}
 """The documented syntax of every command the platform runs (the emulator binds each call against it)."""
 
 PLATFORM = Platform(
@@ -964,9 +999,11 @@ PLATFORM = Platform(
         "New-SettingOverride": new_setting_override,
         "Set-SettingOverride": set_setting_override,
         "Remove-SettingOverride": remove_setting_override,
+        "Get-OrganizationConfig": get_organization_config,
+        "Set-OrganizationConfig": set_organization_config,
     },
     kinds={PARTNER_APPLICATION: False, AUTH_SERVER: False, AUTH_CONFIG: True, LINKED_USER: False,
-           ROLE_ASSIGNMENT: False, SETTING_OVERRIDE: False},
+           ROLE_ASSIGNMENT: False, SETTING_OVERRIDE: False, ORGANIZATION_CONFIG: True},
     empty_objects=empty_objects,
     normalize=normalize,
     syntax=SYNTAX,

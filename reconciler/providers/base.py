@@ -17,7 +17,7 @@ from reconciler.changes import Change
 from reconciler.commands import Command, Transport
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.spec import KindSpec
-from reconciler.model import LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.model import DesiredResource, LiveResource, LiveState, ResourceKey, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,19 @@ def handlers_of(provider: object) -> Mapping[str, HandlerSpec]:
     """A provider's handlers; optional in the plugin API (most providers have none)."""
     found = getattr(provider, "handlers", None)
     return found if isinstance(found, Mapping) else {}
+
+
+TargetFinding = tuple[str, DesiredResource, str, str]
+"""(severity "error" | "warning", the resource it is about, its field or "", message) from a provider's checks of
+a target's declared resources taken together (`diagnose_target`)."""
+
+
+def target_findings(provider: object, target: TargetSpec,
+                    resources: Sequence[DesiredResource]) -> list[TargetFinding]:
+    """A provider's plan-time checks across one target's declared resources (optional in the plugin API): conflicts
+    no single resource shows, e.g. two declarations that undo each other."""
+    check = getattr(provider, "diagnose_target", None)
+    return list(check(target, resources)) if callable(check) else []
 
 
 def checks_of(provider: object) -> Mapping[str, CheckSpec]:

@@ -24,6 +24,9 @@ Kinds declared once, from Microsoft's documented syntax and recorded output, in 
 - `SettingOverride` (identity: Name): component, section, parameters, reason (written, never compared) and
   server; Parameters, Reason and Server in place, Component and Section only by replace (Set-SettingOverride has
   neither). Used for the dedicated Exchange hybrid application's EnableExchangeHybrid3PAppFeature.
+- `OrganizationConfig` (singleton, identity optional): `oAuth2ClientProfileEnabled` (Set-OrganizationConfig
+  -OAuth2ClientProfileEnabled), the Exchange half of Hybrid Modern Authentication with the EvoSts auth server's
+  IsDefaultAuthorizationEndpoint. Get-OrganizationConfig is read only when the manifest declares the kind.
 
 EnterprisePartnerApplication in detail
 --------------------------------------
@@ -86,7 +89,7 @@ from reconciler.kinds.schema import BOOLEAN, URL, resource_schema
 from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.kinds.syntax import CmdletSyntax, ParamType
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
-from reconciler.providers.base import HandlerSpec, ServiceIdentity, TrustEdge
+from reconciler.providers.base import HandlerSpec, ServiceIdentity, TargetFinding, TrustEdge
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,
     EnterpriseApplication,
@@ -110,7 +113,8 @@ PARTNER_APPLICATION = dataclasses.replace(declared.PARTNER_APPLICATION, identity
 """The declared kind, with the names EnterprisePartnerApplication owns refused as identities."""
 
 KINDS: tuple[CmdletKind, ...] = (declared.AUTH_CONFIG, declared.AUTH_SERVER, PARTNER_APPLICATION)
-DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in (*KINDS, declared.SETTING_OVERRIDE)}
+DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in (*KINDS, declared.SETTING_OVERRIDE,
+                                                            declared.ORGANIZATION_CONFIG)}
 _LINKED_USERS = Command(declared.GET_LINKED_USER.name, select=("Name", "Identity", "UserPrincipalName"))
 _ROLE_ASSIGNMENTS = Command(declared.GET_MANAGEMENT_ROLE_ASSIGNMENT.name,
                             select=("Name", "Identity", "Role", "RoleAssigneeName", "RoleAssigneeType"))
@@ -122,6 +126,8 @@ _SYNTAX: Mapping[str, CmdletSyntax] = {
     c.name: c for c in (*(c for k in DECLARED.values() for c in k.cmdlets), *declared.ENTERPRISE_CMDLETS,
                         declared.IISRESET)}
 _OVERRIDES = declared.SETTING_OVERRIDE.discovery()
+_ORGANIZATION = declared.ORGANIZATION_CONFIG.discovery()
+"""Get-OrganizationConfig, selecting the properties the kind reads: only when the manifest declares the kind."""
 """Read in the same round trip, only when the manifest declares a SettingOverride on the target (a recorded
 organization need not include them, and the overrides are no trust object unless a manifest manages one)."""
 
@@ -268,6 +274,7 @@ class ExchangeProvider:
         auth_certificate.KIND: auth_certificate.spec(),
         "AuthConfig": declared.AUTH_CONFIG.spec(),
         "SettingOverride": declared.SETTING_OVERRIDE.spec(),
+        "OrganizationConfig": declared.ORGANIZATION_CONFIG.spec(),
     }
     handlers: Mapping[str, HandlerSpec] = {IISRESET.name: IISRESET}
     syntax: tuple[CmdletSyntax, ...] = (*_SYNTAX.values(), *auth_certificate.CMDLETS)
@@ -304,7 +311,9 @@ class ExchangeProvider:
         """
         enterprise = any(k.kind == "EnterprisePartnerApplication" for k in wanted)
         overriding = any(k.kind == "SettingOverride" for k in wanted)
-        commands = (*_DISCOVERY, *(_ENTERPRISE_DISCOVERY if enterprise else ()), *((_OVERRIDES,) if overriding else ()))
+        organization = {k.identity.casefold(): k.identity for k in wanted if k.kind == "OrganizationConfig"}
+        commands = (*_DISCOVERY, *(_ENTERPRISE_DISCOVERY if enterprise else ()), *((_OVERRIDES,) if overriding else ()),
+                    *((_ORGANIZATION,) if organization else ()))
         results = transport.invoke(commands, stop_on_error=True)
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(commands):
@@ -312,6 +321,7 @@ class ExchangeProvider:
                       else "the batch returned too few results")
             raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")
         config, servers, partners, *read = (_objects(r) for r in results)
+        organizations = read.pop() if organization else []
         users, assignments = (read[0], read[1]) if enterprise else ([], [])
         overrides = read[-1] if overriding else []
         resources: dict[ResourceKey, LiveResource] = {}
@@ -330,6 +340,10 @@ class ExchangeProvider:
             add("AuthServer", *declared.AUTH_SERVER.parse(obj))
         for obj in overrides:
             add("SettingOverride", *declared.SETTING_OVERRIDE.parse(obj))
+        for obj in organizations[:1]:  # reported under the identity the manifest uses (one organization)
+            _, fields = declared.ORGANIZATION_CONFIG.parse(obj)
+            for identity in organization.values():
+                add("OrganizationConfig", identity, dict(fields))
 
         enterprise_partners = {name.casefold() for name in _ENTERPRISE_PARTNER_NAMES}
         built_in = {name.casefold() for name in BUILT_IN_PARTNER_APPLICATIONS}
@@ -347,6 +361,19 @@ class ExchangeProvider:
         if any(k.kind == auth_certificate.KIND for k in wanted):
             _read_auth_certificate(target, transport, config, add)
         return LiveState(target.name, resources)
+
+    def diagnose_target(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TargetFinding]:
+        """Hybrid Modern Authentication: IsDefaultAuthorizationEndpoint belongs on one auth server. Microsoft's guide
+        (MicrosoftDocs/microsoft-365-docs, microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-
+        authentication.md): with several EvoSts servers (one per tenant), set the flag on one of them; it "can't be
+        set true for all"."""
+        defaults = [r for r in resources if r.ensure is Ensure.PRESENT and r.key.kind == "AuthServer"
+                    and r.fields.get("isDefaultAuthorizationEndpoint") is True]
+        names = ", ".join(repr(r.key.identity) for r in defaults)
+        return [("warning", r, "isDefaultAuthorizationEndpoint",
+                 f"{len(defaults)} auth servers are declared the default authorization endpoint ({names}); "
+                 "Microsoft's Hybrid Modern Authentication guide sets it on one of them")
+                for r in defaults[1:]]
 
     def commands(self, change: Change) -> tuple[Command, ...]:
         if change.key.kind == auth_certificate.KIND:

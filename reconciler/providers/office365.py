@@ -35,8 +35,9 @@ from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
 from reconciler.kinds.certificates import certificate_file
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
-from reconciler.model import JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers import office365_apps
+from reconciler.providers.base import TargetFinding
 from reconciler.providers.common import BOOLEAN, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
@@ -344,6 +345,46 @@ class Office365Provider:
 
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
         return ()
+
+    def diagnose_target(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TargetFinding]:
+        return shared_principal_conflict(resources)
+
+
+EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
+"""Office 365 Exchange Online: the shared first-party principal seed 004 adds the on-premises certificate to."""
+
+
+def shared_principal_conflict(resources: Sequence[DesiredResource]) -> list[TargetFinding]:
+    """A warning when one tenant gets an on-premises certificate on the shared Exchange Online principal and the
+    dedicated Exchange hybrid application: Microsoft's ConfigureExchangeHybridApplication.ps1 (microsoft/CSS-Exchange,
+    Hybrid/ConfigureExchangeHybridApplication/) removes the keys from 00000002 by default
+    (-ResetFirstPartyServicePrincipalKeyCredentials), so run next to it the two undo each other every cycle; and EWS
+    use of that principal is blocked since the end of October 2025 (Exchange Team blog, August 2025).
+
+    The dedicated application is an Application requesting full_access_as_app on Exchange Online, or named
+    ExchangeServerApp-<organization GUID> as the script names it."""
+    present = [r for r in resources if r.ensure is Ensure.PRESENT]
+    apps = [r for r in present if r.key.kind == "Application"
+            and (r.key.identity.casefold().startswith("exchangeserverapp-")
+                 or (EXCHANGE_ONLINE, office365_apps.FULL_ACCESS_AS_APP.lower(), "Role")
+                 in office365_apps._access_set(r.fields.get("requiredResourceAccess")))]
+    if not apps:
+        return []
+    found: list[TargetFinding] = []
+    for r in present:
+        keys = r.fields.get("keyCredentials")
+        if r.key.kind != "ServicePrincipal" or r.key.identity.casefold() != EXCHANGE_ONLINE or not keys:
+            continue
+        files = ", ".join(str(k.get("file")) for k in keys if isinstance(k, Mapping))
+        found.append(("warning", r, "credentials",
+                      f"adds on-premises certificate(s) ({files}) to the shared Exchange Online principal "
+                      f"{EXCHANGE_ONLINE}, and this manifest also declares the dedicated Exchange hybrid "
+                      f"application {apps[0].key.identity!r}: Microsoft's ConfigureExchangeHybridApplication.ps1 "
+                      "removes those keys (-ResetFirstPartyServicePrincipalKeyCredentials, its default), so the two "
+                      "undo each other, and Exchange hybrid no longer uses the shared principal (EWS blocked since "
+                      "October 2025); drop the credentials here (to remove the key, declare credentials: [] with "
+                      "credentialsAuthoritative: true)"))
+    return found
 
 
 def _removed_keys(before: Any, after: Any) -> list[str]:
