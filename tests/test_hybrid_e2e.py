@@ -324,3 +324,13 @@ def test_organization_config_writes_only_the_documented_parameter_set() -> None:
     chosen, _ = declared.SET_ORGANIZATION_CONFIG.bind(command.parameters)
     assert chosen.name == "AdfsAuthenticationParameter"
     assert kind.discovery().select == ("Name", "Identity", "OAuth2ClientProfileEnabled")
+
+
+def test_plan_names_the_consent_an_application_permission_needs_when_none_is_declared(estate: Estate) -> None:
+    text = without_declaration(tenant_part(), "AppRoleAssignment")
+    plan = estate.reconcile("plan", hybrid(estate, text))
+    assert plan.code == 0, plan.out + plan.err
+    warning = next(line for line in (plan.out + plan.err).splitlines() if "without admin consent" in line)
+    assert warning.startswith("warning:") and f"Application.{APP}" in warning
+    assert f"declare kind AppRoleAssignment, identity {ASSIGNMENT}" in warning
+    assert "without admin consent" not in estate.reconcile("plan", hybrid(estate)).out

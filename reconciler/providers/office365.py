@@ -347,7 +347,25 @@ class Office365Provider:
         return ()
 
     def diagnose_target(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TargetFinding]:
-        return shared_principal_conflict(resources)
+        return shared_principal_conflict(resources) + missing_consents(resources)
+
+
+def missing_consents(resources: Sequence[DesiredResource]) -> list[TargetFinding]:
+    """An application permission (requiredResourceAccess, type Role) an application requests without the admin
+    consent that grants it (an AppRoleAssignment) declared: requesting a role grants nothing, the application's
+    calls are refused until an admin consents. Names the resource to declare."""
+    present = [r for r in resources if r.ensure is Ensure.PRESENT]
+    granted = {r.key.identity.casefold() for r in present if r.key.kind == "AppRoleAssignment"}
+    found: list[TargetFinding] = []
+    for app in (r for r in present if r.key.kind == "Application"):
+        for resource_app, role, kind in sorted(office365_apps._access_set(app.fields.get("requiredResourceAccess"))):
+            identity = f"{app.key.identity}/{resource_app}/{role}"
+            if kind == "Role" and identity.casefold() not in granted:
+                found.append(("warning", app, "requiredResourceAccess",
+                              f"requests the application permission {role} of {resource_app} without admin consent "
+                              f"declared: nothing grants it; declare kind AppRoleAssignment, identity {identity} "
+                              "(the reconciling client needs AppRoleAssignment.ReadWrite.All to grant it)"))
+    return found
 
 
 EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
