@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
             print(f"error: {problem}", file=sys.stderr)
         if not exc.problems:
             print(f"error: {getattr(args, 'manifest', 'the manifest')}: cannot be used", file=sys.stderr)
-        print(f"{len(exc.problems) or 1} problem(s) in the manifest; nothing was changed.", file=sys.stderr)
+        notify_file = str(getattr(args, "notify_file", None))
+        what = "the notifications file" if exc.problems and all(p.file == notify_file for p in exc.problems) \
+            else "the manifest"
+        print(f"{len(exc.problems) or 1} problem(s) in {what}; nothing was changed.", file=sys.stderr)
         return EXIT_ERROR
     except ReconcilerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -145,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="one event per line: readable text or JSON (default text)")
         p.add_argument("--metrics-file", type=_output_file, metavar="FILE",
                        help="write Prometheus metrics here after each run (node_exporter textfile collector)")
+        notify_option(p)
+
+    def notify_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--notify-file", type=Path, metavar="FILE", default=_env_path("RECONCILE_NOTIFY_FILE"),
+                       help="notifications configured in a file of their own (`notify:` as in a manifest; told as "
+                            "well as the manifest's); default: $RECONCILE_NOTIFY_FILE")
 
     p = manifest_command("validate", "check a manifest without touching any target")
     p.set_defaults(func=cmd_validate)
@@ -163,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p = manifest_command("apply", "make the live state match the manifest (or a saved plan)")
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--verify", action="store_true", help="run the manifest's verify checks after applying")
+    notify_option(p)
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.set_defaults(func=cmd_apply)
 
@@ -269,6 +279,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def _notify(args: argparse.Namespace) -> tuple[dict[str, Any], ...]:
+    """The destinations of --notify-file (checked before any work: a mistake there is an error like a manifest's)."""
+    if getattr(args, "notify_file", None) is None:
+        return ()
+    from reconciler.manifest.notify import load_notify_file
+
+    return tuple(dict(d) for d in load_notify_file(args.notify_file))
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -362,8 +386,9 @@ def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None
               metrics: Metrics | None = None) -> Iterator[Recorder]:
     from reconciler.recording import Recorder
 
+    notify = _notify(args)
     with contextlib.closing(_store(args)) as store, \
-            Recorder(command, args.manifest, store=store, events=events, metrics=metrics) as record:
+            Recorder(command, args.manifest, store=store, events=events, metrics=metrics, notify=notify) as record:
         yield record
 
 
@@ -530,7 +555,7 @@ def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, m
     events = EventLog(sys.stdout, fmt=args.log_format)
     return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
                  store=store, events=events, metrics=metrics,
-                 selection=Selection(tuple(args.target), tuple(args.exclude)))
+                 selection=Selection(tuple(args.target), tuple(args.exclude)), notify=_notify(args))
 
 
 def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:

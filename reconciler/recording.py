@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from reconciler.errors import (
     DiscoveryError,
@@ -42,7 +43,7 @@ def error_kind(exc: BaseException) -> str:
 class Recorder:
     def __init__(self, command: str, manifest: Path, *, store: RunStore | None = None,
                  events: EventLog | None = None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, notify: tuple[Mapping[str, Any], ...] = ()) -> None:
         self.command = command
         self.manifest = manifest
         self.store = store
@@ -60,6 +61,8 @@ class Recorder:
         self.errors: tuple[str, ...] = ()
         self.on_finish: Callable[[Recorder], None] | None = None
         """Called once the run is recorded (reconciler.notify sets it from the manifest's `notify:`)."""
+        self.notify = notify
+        """Destinations from a notifications file (`--notify-file`), told as well as the manifest's."""
 
     def __enter__(self) -> Recorder:
         self.started = self.clock()
@@ -78,10 +81,12 @@ class Recorder:
                                      "planned" if c.mode.value == "enforce" else "warned") for c in plan.changes]
 
     def loaded(self, desired: DesiredState, state_dir: Path) -> None:
-        """The manifest is loaded: its `notify:` destinations are told how this run ends (not for `plan`)."""
-        if desired.notify and self.command != "plan" and self.on_finish is None:
+        """The manifest is loaded: its `notify:` destinations, and those of a notifications file, are told how this
+        run ends (not for `plan`)."""
+        destinations = (*desired.notify, *self.notify)
+        if destinations and self.command != "plan" and self.on_finish is None:
             from reconciler.notify import Notifier
-            self.on_finish = Notifier(desired.notify, state_dir, events=self.events).on_finish
+            self.on_finish = Notifier(destinations, state_dir, events=self.events).on_finish
 
     def applied(self, result: ApplyResult) -> None:
         self.apply_result = result

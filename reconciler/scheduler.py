@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventLog
@@ -55,11 +55,13 @@ class Cycle:
     events: EventLog | None = None
     metrics: Metrics | None = None
     selection: Selection = field(default_factory=Selection)
+    notify: tuple[Mapping[str, Any], ...] = ()
+    """Destinations from a notifications file, told as well as the manifest's `notify:`."""
 
     def __call__(self) -> str:
         """Run one cycle; returns its verdict. Errors are recorded, then raised."""
         with Recorder(self.command, self.manifest, store=self.store, events=self.events,
-                      metrics=self.metrics) as record:
+                      metrics=self.metrics, notify=self.notify) as record:
             suspended = self.suspended()
             outcome = reconcile_once(Request(self.manifest, self.overrides, apply=self.apply, selection=self.selection,
                                              suspended=suspended),

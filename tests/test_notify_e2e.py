@@ -246,3 +246,40 @@ def test_payloads_stay_within_the_channels_limits() -> None:
     card = teams_payload(run, many[:2], 0.0)["attachments"][0]["content"]
     assert card["body"][1]["facts"][3] == {"title": "Run", "value": "7"}
     assert notices("plan", "changes", None, None, ()) == []
+
+
+def test_notifications_from_a_file_of_their_own(estate: Estate, receiver: Receiver,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The destinations kept apart from the manifest (one file for every manifest a runner reconciles): given with
+    --notify-file or RECONCILE_NOTIFY_FILE, told as well as the manifest's own, URLs still only in the environment."""
+    connect(monkeypatch, receiver)
+    ops = estate.write("notify.yaml", "notify:\n  - type: slack\n    urlEnv: NOTIFY_SLACK_URL\n"
+                                      "    events: [drift]\n    minInterval: 0s\n")
+    manifest = manifest_with_notify(estate, text="notify:\n  - type: webhook\n    urlEnv: NOTIFY_WEBHOOK_URL\n"
+                                                 "    minInterval: 0s\n")
+    drift = estate.reconcile("drift", manifest, "--notify-file", str(ops))
+    assert drift.code == 2, drift.err
+    assert len(receiver.posts("webhook")) == 1
+    [slack] = receiver.posts("slack")
+    assert "Drift on litware-pool" in json.dumps(slack)
+
+    monkeypatch.setenv("RECONCILE_NOTIFY_FILE", str(ops))
+    assert estate.reconcile("drift", ON_PREMISES).code == 2  # a manifest with no notify: section of its own
+    assert len(receiver.posts("slack")) == 2 and len(receiver.posts("webhook")) == 1
+    estate.lab("fail", "atl-cs-001", "Remove-CsPartnerApplication")
+    assert estate.reconcile("apply", ON_PREMISES, "--auto-approve").code == 1
+    assert len(receiver.posts("slack")) == 2  # apply_failed is not among the file's events
+    no_secret_anywhere(estate, drift.out, drift.err)
+
+
+def test_a_notifications_file_is_checked_before_any_work(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = estate.write("notify.yaml", "notify:\n  - type: slack\n    url: https://hooks.example.invalid/x\n")
+    run = estate.reconcile("drift", ON_PREMISES, "--notify-file", str(bad))
+    assert run.code == 1
+    assert f"{bad}:3: notify[0]" in run.err and "urlEnv" in run.err
+    assert estate.round_trips("atl-cs-001") == 0
+    missing = estate.reconcile("apply", ON_PREMISES, "--auto-approve", "--notify-file", "nowhere.yaml")
+    assert missing.code == 1 and "nowhere.yaml:1: cannot read the notifications file" in missing.err
+    assert estate.app("atl-cs-001", "app") is not None  # nothing was changed
+    monkeypatch.setenv("RECONCILE_NOTIFY_FILE", str(estate.write("empty.yaml", "")))
+    assert "got an empty file" in estate.reconcile("run", ON_PREMISES, "--once").err

@@ -4,11 +4,19 @@ certificates about to expire (delivered by reconciler.notify).
 A destination names the environment variable that holds its URL (`urlEnv`), never the URL: a webhook URL
 is a secret (anyone who has it can post), so it stays out of the manifest, the plan, the logs and the
 state directory.
+
+The same `notify:` list may instead (or as well) live in a file of its own (`--notify-file`, or the
+environment variable RECONCILE_NOTIFY_FILE): one set of destinations for every manifest a runner
+reconciles, kept by whoever runs the service rather than in the manifests' repository.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from reconciler.errors import ManifestError, ManifestProblem
 
 TYPES = ("webhook", "teams", "slack")
 EVENTS = ("drift", "apply_failed", "handler", "certificate_expiring")
@@ -37,3 +45,40 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+FILE_ENV = "RECONCILE_NOTIFY_FILE"
+FILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["notify"],
+    "properties": {"notify": SCHEMA},
+}
+
+
+def load_notify_file(path: Path) -> tuple[Mapping[str, Any], ...]:
+    """The destinations of a notifications file (`notify:` as in a manifest). Raises ManifestError with every
+    problem, each at its file and line, as a manifest's are reported."""
+    from jsonschema import Draft202012Validator
+
+    from reconciler.manifest.loader import printable
+    from reconciler.manifest.positions import format_path, parse
+    from reconciler.manifest.schema import explain
+
+    file = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ManifestError([ManifestProblem(file, 1, "", f"cannot read the notifications file: {reason}")]) from None
+    if not text.strip():
+        raise ManifestError([ManifestProblem(file, 1, "", "expected a mapping with `notify:`, got an empty file")])
+    doc = parse(text)
+    problems = [ManifestProblem(file, p.line, printable(format_path(p.path)), printable(p.message))
+                for p in doc.problems]
+    if not problems:
+        problems += [ManifestProblem(file, doc.line(i.path), printable(format_path(i.path)), printable(i.message))
+                     for i in explain(Draft202012Validator(FILE_SCHEMA), doc.data)]
+    if problems:
+        raise ManifestError(problems)
+    return tuple(dict(d) for d in doc.data["notify"])

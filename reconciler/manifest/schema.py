@@ -294,21 +294,25 @@ class SchemaChecker:
                     return []  # valid: nothing to explain
             except Exception:  # could not tell (a value it cannot take, e.g. a huge integer): jsonschema decides
                 pass
-        validator = self._validator(ref)
-        found: list[_Found] = []
-        for error in validator.iter_errors(instance):
-            found.extend(_describe(_pick(validator, error)))
-        # One line per mistake: a value of the wrong type also fails its enum/pattern, so say only
-        # the type; a misspelt field also leaves its object short of a required one, so say only
-        # the misspelling.
-        typed = {f.path for f in found if f.tag == _TYPE}
-        misspelt = {f.path[:-1] for f in found if f.tag == _TYPO}
-        issues: dict[tuple[FieldPath, str], SchemaIssue] = {}
-        for f in found:
-            if (f.path in typed and f.tag != _TYPE) or (f.path in misspelt and f.tag == _OTHER):
-                continue
-            issues.setdefault((f.path, f.message), SchemaIssue(f.path, f.message))
-        return list(issues.values())
+        return explain(self._validator(ref), instance)
+
+
+def explain(validator: Draft202012Validator, instance: Any) -> list[SchemaIssue]:
+    """What is wrong with `instance` by `validator`'s schema, one readable issue per mistake."""
+    found: list[_Found] = []
+    for error in validator.iter_errors(instance):
+        found.extend(_describe(_pick(validator, error)))
+    # One line per mistake: a value of the wrong type also fails its enum/pattern, so say only
+    # the type; a misspelt field also leaves its object short of a required one, so say only
+    # the misspelling.
+    typed = {f.path for f in found if f.tag == _TYPE}
+    misspelt = {f.path[:-1] for f in found if f.tag == _TYPO}
+    issues: dict[tuple[FieldPath, str], SchemaIssue] = {}
+    for f in found:
+        if (f.path in typed and f.tag != _TYPE) or (f.path in misspelt and f.tag == _OTHER):
+            continue
+        issues.setdefault((f.path, f.message), SchemaIssue(f.path, f.message))
+    return list(issues.values())
 
 
 # Keywords jsonschema-rs checks as jsonschema does (draft 2020-12); a schema using any other keyword (`format`
