@@ -193,24 +193,32 @@ class CmdletKind:
         """(identity, fields) of one Get output object, read the way the real server returns it."""
         lowered = {str(k).lower(): v for k, v in obj.items()}
         fields: dict[str, JSONValue] = {}
-        for p in self.props:
-            if not p.readable:
-                continue
-            value = p.read(lowered) if p.read is not None else lowered.get(str(p.property).lower())
-            fields[p.field] = self._normalise(p, value)
+        for name, read, property_, param in self._reading():
+            value = read(lowered) if read is not None else lowered.get(property_)
+            fields[name] = self._normalised(param, value)
         identity = self.singleton or _identity_text(lowered.get(self.identity_property.lower())
                                                     or lowered.get("identity"))
         return identity, fields
 
-    def _normalise(self, p: Prop, value: Any) -> JSONValue:
+    def _reading(self) -> tuple[tuple[str, Reader | None, str, Parameter | None], ...]:
+        """Per readable field: its name, reader, lower-cased property and parameter (worked out once per kind)."""
+        plan: tuple[tuple[str, Reader | None, str, Parameter | None], ...] | None = self.__dict__.get("_plan")
+        if plan is None:
+            plan = tuple((p.field, p.read, str(p.property).lower(), self._parameter(p.writes) if p.writes else None)
+                         for p in self.props if p.readable)
+            object.__setattr__(self, "_plan", plan)  # a cache, not a field: equality and hash ignore it
+        return plan
+
+    @staticmethod
+    def _normalised(param: Parameter | None, value: Any) -> JSONValue:
         """Empty strings read as unset; enums sent as numbers (ConvertTo-Json) read by their name."""
         if value == "":
             return None
-        param = self._parameter(p.writes) if p.writes else None
-        if param is not None and param.type is ParamType.ENUM and isinstance(value, int) \
-                and not isinstance(value, bool):
+        if param is None:
+            return value
+        if param.type is ParamType.ENUM and isinstance(value, int) and not isinstance(value, bool):
             return dict(param.numbers).get(value, value)
-        if param is not None and param.type is ParamType.STRINGS:
+        if param.type is ParamType.STRINGS:
             if value is None:
                 return []
             return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]

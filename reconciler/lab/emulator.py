@@ -21,6 +21,20 @@ from reconciler.errors import CommandSyntaxError, TransportError
 from reconciler.kinds.syntax import CmdletSyntax
 from reconciler.metadata import MetadataDocument
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def copy_data(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, text, numbers), several times faster than copy.deepcopy,
+    which the lab paid for every object of every Get; anything else is copied by copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: v if type(v) in _ATOMS else copy_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [v if type(v) in _ATOMS else copy_data(v) for v in value]
+    if type(value) in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
 COMMON_PARAMETERS = frozenset(
     name.lower()
     for name in (
@@ -290,7 +304,7 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
                          replace(context, state=state, host=host, arguments=tuple(command.arguments)))
     except CmdletError as exc:
         return CommandResult(command=command, ok=False, error=exc.message)
-    return CommandResult(command=command, ok=True, output=tuple(copy.deepcopy(output)))
+    return CommandResult(command=command, ok=True, output=tuple(copy_data(output)))
 
 
 def _selected(result: CommandResult, select: Sequence[str]) -> CommandResult:

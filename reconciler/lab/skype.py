@@ -36,6 +36,7 @@ from reconciler.lab.emulator import (
     as_string,
     as_switch,
     bind,
+    copy_data,
     find,
     find_host,
     require,
@@ -182,11 +183,12 @@ def _get_list(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[s
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
     identity = as_string(cmdlet, "Identity", bound.get("Identity"))
     if not identity:
-        return copy.deepcopy(items)
+        every: list[dict[str, Any]] = copy_data(items)
+        return every
     index = find(items, identity)
     if index is None:
         raise _not_found(cmdlet, kind, identity)
-    return [copy.deepcopy(items[index])]
+    return [copy_data(items[index])]
 
 
 def _remove(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
