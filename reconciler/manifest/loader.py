@@ -48,6 +48,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 and C1 control characters and DEL; tab and line breaks are text."""
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MODES = frozenset(Mode)
+_ENSURES = frozenset(e.value for e in Ensure)
 _UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Either of the above: one search answers the common case (nothing wrong)."""
 
@@ -84,6 +86,8 @@ class _Run:
         return any(path[:end] in blocked for end in range(len(path) + 1))
 
     def add_issues(self, base: FieldPath, issues: list[SchemaIssue]) -> None:
+        if not issues:
+            return
         fresh = [(base + i.path, i.message) for i in issues if not self.silent(base + i.path)]
         for path, message in fresh:
             self.add(path, message)
@@ -361,7 +365,7 @@ def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpe
             handlers = spec.get("handlers") if isinstance(spec.get("handlers"), dict) else {}
             protect = spec.get("protect") if isinstance(spec.get("protect"), list) else []
             out[name] = TargetSpec(name, provider, connection, frozenset(str(k) for k in prune), where,
-                                   Mode(mode) if mode in set(Mode) else Mode.ENFORCE,
+                                   Mode(mode) if mode in _MODES else Mode.ENFORCE,
                                    {str(k): dict(v) for k, v in handlers.items() if isinstance(v, dict)},
                                    frozenset(str(p).casefold() for p in protect))
         else:
@@ -404,7 +408,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
 
         if spec is None or run.troubled(base):
             continue
-        if not isinstance(target, str) or not isinstance(identity, str) or ensure not in {e.value for e in Ensure}:
+        if not isinstance(target, str) or not isinstance(identity, str) or ensure not in _ENSURES:
             # Kind schemas type these (and so does the common part); this only guards the types.
             run.add(base, "target and identity must be strings and ensure present or absent")
             continue
@@ -418,7 +422,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             fields=fields,
             location=SourceLocation(run.file, line, format_path(base)),
             field_lines={k: run.doc.line((*base, k)) if k in item else line for k in fields},
-            mode=Mode(item["mode"]) if item.get("mode") in set(Mode) else None,
+            mode=Mode(item["mode"]) if item.get("mode") in _MODES else None,
         ))
     return out
 

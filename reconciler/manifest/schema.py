@@ -16,14 +16,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from reconciler.manifest.notify import SCHEMA as NOTIFY_SCHEMA
 from reconciler.manifest.positions import FieldPath
 from reconciler.manifest.variables import NAME_PATTERN as VARIABLE_NAME_PATTERN
 from reconciler.providers.base import Registry, checks_of, handlers_of
+
+if TYPE_CHECKING:  # jsonschema is imported when a document is refused (it explains why): valid ones never need it
+    from jsonschema import Draft202012Validator, ValidationError
 
 API_VERSION = "reconciler/v1"
 TARGET_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -273,6 +274,8 @@ class SchemaChecker:
 
     def _validator(self, ref: str) -> Draft202012Validator:
         if ref not in self._validators:
+            from jsonschema import Draft202012Validator
+
             self._validators[ref] = Draft202012Validator(
                 self._schema(ref), format_checker=Draft202012Validator.FORMAT_CHECKER)
         return self._validators[ref]
