@@ -370,8 +370,15 @@ class CmdletKind:
         return Command(syntax.name, params, switches=switches, shown=shown, sensitive=frozenset(sensitive))
 
     def prop_for(self, parameter: str) -> Prop | None:
-        return next((p for p in self.props if p.writes is not None and p.writes.casefold() == parameter.casefold()),
-                    None)
+        """The field a parameter writes (the first declared, when several do)."""
+        writers: dict[str, Prop] | None = self.__dict__.get("_writers")
+        if writers is None:
+            writers = {}
+            for p in self.props:
+                if p.writes is not None:
+                    writers.setdefault(p.writes.casefold(), p)
+            object.__setattr__(self, "_writers", writers)  # a cache, not a field: equality and hash ignore it
+        return writers.get(parameter.casefold())
 
 
 def _read_properties(p: Prop) -> tuple[str, ...]:

@@ -64,10 +64,7 @@ _CODE = (".py", ".pyc", ".pyd", ".so", ".pth")
 def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | None, state_dir: Path,
                 load: Callable[[Path, Registry, Mapping[str, str] | None], DesiredState] | None = None) -> DesiredState:
     """The manifest's DesiredState: from the cache when nothing it depends on changed, else loaded and cached."""
-    if load is None:
-        from reconciler.manifest.loader import load_manifest
-
-        load = load_manifest
+    load = load or _load_manifest
     overrides = dict(overrides or {})
     try:
         raw = path.read_bytes()
@@ -84,6 +81,13 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
         desired = load(path, registry, overrides)
     _write(entry, key, desired, sorted(f for f in read if f != manifest and _is_input(f)))
     return desired
+
+
+def _load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -> DesiredState:
+    """The loader, imported on a miss only: a cache hit never imports the YAML and schema machinery."""
+    from reconciler.manifest.loader import load_manifest
+
+    return load_manifest(path, registry, overrides)
 
 
 def _key(path: Path, raw: bytes, registry: Registry, overrides: Mapping[str, str]) -> str:
