@@ -69,3 +69,8 @@ class CommandSyntaxError(ReconcilerError):
         self.cmdlet = cmdlet
         self.message = message
         super().__init__(f"{cmdlet} : {message}")
+
+
+class ReferenceProblem(ReconcilerError):
+    """A value one target's resource takes from another target (`certificateOf:`) that cannot be resolved:
+    the other target is unknown, not read in this run, or declares nothing that publishes a certificate."""

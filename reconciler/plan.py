@@ -35,6 +35,16 @@ class Diagnostic:
 
 
 @dataclass(frozen=True)
+class TimelineEntry:
+    """One step of a certificate rotation across targets: when ("now", a date, "after <date>"), on which signing
+    target, and what happens or must have happened by then."""
+
+    when: str
+    source: str
+    what: str
+
+
+@dataclass(frozen=True)
 class Plan:
     manifest_path: str
     manifest_sha256: str
@@ -46,6 +56,7 @@ class Plan:
     format_version: str = FORMAT_VERSION
     checked: int = 0  # how many declared resources were compared
     handlers: tuple[HandlerRun, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()
 
     @property
     def has_changes(self) -> bool:

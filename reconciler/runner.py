@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reconciler import clock
 from reconciler.changes import Action, Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata, check_targets
 from reconciler.commands import Transport
@@ -31,6 +31,7 @@ from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
+from reconciler.references import Resolved, resolve
 from reconciler.store.base import is_postgres
 from reconciler.trustgraph import trust_graph
 
@@ -70,6 +71,11 @@ class Session:
     registry: Registry
     parallel: int = 1
     transports: dict[str, Transport] = field(default_factory=dict)
+    live: dict[str, LiveState] = field(default_factory=dict)
+    """The live states read in this run (the latest read of each target): other targets' certificates come
+    from them (reconciler.references)."""
+    depends: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """target -> targets whose certificates it takes: changed before it in one apply."""
 
     def transport(self, target: str) -> Transport:
         if target not in self.transports:
@@ -169,15 +175,27 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
         except TransportError as exc:
             raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
 
-    return _each_target(names, read, session.parallel)
+    found = _each_target(names, read, session.parallel)
+    session.live.update(found)
+    return found
+
+
+def resolved(session: Session) -> Resolved:
+    """The desired state with every `certificateOf` made concrete from the live states read so far."""
+    result = resolve(session.desired, session.live, session.registry)
+    session.depends = result.depends
+    return result
 
 
 def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
-    desired = session.desired
+    session.live.update(live)
+    references = resolved(session)
+    desired = references.desired
     changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
+    guarded = references.diagnostics + guarded
     handlers = plan_handlers(desired, changes, session.registry)
     changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
-    context = DiagnoseContext(datetime.datetime.now(datetime.UTC), settings.expiry_warning_days)
+    context = DiagnoseContext(clock.utc_now(), settings.expiry_warning_days)
     # One set of downloads for the whole plan: the metadata checks and the trust graph read the same documents.
     with Documents(settings.metadata_timeout) as documents:
         diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout,
@@ -198,6 +216,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         checked=sum(1 for r in desired.resources),
         handlers=handlers,
+        timeline=references.timeline,
     )
 
 
@@ -316,14 +335,17 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         ran = [run_handler(session, h, done, journal) for h in mine]
         return done, tuple(ran)
 
-    results = _each_target(applied_targets, apply, session.parallel)
+    results: dict[str, tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]] = {}
+    for wave in waves(applied_targets, session.depends):  # a signing side before the sides that trust it
+        results.update(_each_target(wave, apply, session.parallel))
     outcomes = [outcome for name in applied_targets for outcome in results[name][0]]
     handler_outcomes = tuple(h for name in applied_targets for h in results[name][1])
     after = discover(session, applied_targets)
+    desired_now = resolved(session).desired
     remaining = {}
     next_steps: dict[str, tuple[Change, ...]] = {}
     for name in applied_targets:
-        only = _only(session.desired, name)
+        only = _only(desired_now, name)
         replanned, _ = guard(plan_changes(only, {name: after[name]}, session.registry), only, {name: after[name]},
                              settings.deletions)
         advanced = {o.change.key for o in outcomes if o.ok and o.change.key.target == name}
@@ -334,6 +356,20 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
     outcomes.extend(ChangeOutcome(c, Status.WARNED) for c in plan.changes if c.mode is Mode.WARN)
     return ApplyResult(tuple(outcomes), remaining, handler_outcomes, next_steps)
+
+
+def waves(names: list[str], depends: Mapping[str, frozenset[str]]) -> list[list[str]]:
+    """The targets in groups changed one after another: each after the targets whose certificates it takes (a
+    cycle, which the manifest cannot express usefully, falls back to one group)."""
+    left = list(names)
+    out: list[list[str]] = []
+    while left:
+        ready = [n for n in left if not (depends.get(n, frozenset()) & set(left) - {n})]
+        if not ready:
+            return [*out, left]
+        out.append(ready)
+        left = [n for n in left if n not in ready]
+    return out
 
 
 _CHANGED_SOMETHING = frozenset({Status.APPLIED, Status.RESTORED, Status.RESTORE_FAILED})

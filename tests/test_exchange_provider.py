@@ -445,7 +445,7 @@ def test_discovery_is_one_batch_of_five_selected_gets() -> None:
         "authMetadataUrl": POOL, "enabled": True, "partnerApplicationExists": True, "accountExists": True,
         "linkedToApplicationAccount": True, "missingRoles": ["ArchiveApplication"],
         "linkedAccount": f"litwareinc.com/Users/{ACCOUNT}", "roles": ["UserApplication"],
-        "roleAssignmentIdentities": ["UserApplication-" + ACCOUNT]}
+        "roleAssignmentIdentities": ["UserApplication-" + ACCOUNT], "trustedKeys": []}
     assert records[("PartnerApplication", "Skype")]["authMetadataUrl"] == POOL
     assert records[("PartnerApplication", "Skype")]["realm"] is None  # empty string reads as unset
     assert records[("AuthServer", "ACS")]["domainName"] == ["litwareinc.com"]

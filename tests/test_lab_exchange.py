@@ -239,14 +239,17 @@ def test_new_partner_application_from_metadata(run: Runner, state: dict[str, Any
                     LinkedAccount=UPN))
     assert fetched == [SKYPE_URL]
     created = named(state, "PartnerApplication", ACCOUNT)
+    cached = created.pop("CertificateStrings")  # the document's keys, cached until -RefreshAuthMetadata
+    assert [certs.thumbprint(certs.from_b64(c)) for c in cached] == [
+        certs.thumbprint(certs.from_b64(state["services"]["skype"]["certificate"]))]
     assert created == {
         "Name": ACCOUNT, "Identity": ACCOUNT, "ApplicationIdentifier": estate.SKYPE_ID, "Realm": "litwareinc.com",
         "AuthMetadataUrl": SKYPE_URL, "Enabled": True, "LinkedAccount": ACCOUNT,  # the user's Name, found by UPN
         "AcceptSecurityIdentifierInformation": False, "AccountType": "OrganizationalAccount", "UseAuthServer": False,
-        "CertificateStrings": [], "DeploymentId": None, "IssuerIdentifier": None, "AppOnlyPermissions": None,
+        "DeploymentId": None, "IssuerIdentifier": None, "AppOnlyPermissions": None,
         "ActAsPermissions": None,
     }
-    assert output == ({**created, "LinkedAccount": f"litwareinc.com/Users/{ACCOUNT}"},)
+    assert output == ({**created, "CertificateStrings": cached, "LinkedAccount": f"litwareinc.com/Users/{ACCOUNT}"},)
 
 
 def test_new_partner_application_with_identifier(run: Runner, state: dict[str, Any], fetched: list[str]) -> None:

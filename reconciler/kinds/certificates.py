@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,56 @@ def certificate_file(manifest_dir: Path, name: str, field: str, prefix: str = ""
     except ValueError:
         raise FieldProblem(field, f"{prefix}{name!r} is not an X.509 certificate "
                                   "(expected a .cer file in DER or PEM)") from None
+
+
+class CertificateRole(enum.StrEnum):
+    """Where a signing certificate stands on the system that signs with it."""
+
+    CURRENT = "current"
+    NEXT = "next"  # staged: takes over at its effective date
+    PREVIOUS = "previous"  # replaced, still listed on the signing side
+
+
+@dataclass(frozen=True)
+class PublishedCertificate:
+    """One certificate a target signs with (or will, or did), as its live state reports it: what the sides that
+    trust the target must hold. `der` is the public certificate (None when the server did not report it);
+    `effective` the date a NEXT certificate takes over; `immediate`: the manifest switches to it at once
+    (no staged roll), which the sides that trust the target cannot be given ahead of time."""
+
+    source: str
+    role: CertificateRole
+    thumbprint: str
+    der: bytes | None = None
+    subject: str = ""
+    not_before: str | None = None
+    not_after: str | None = None
+    effective: str | None = None
+    immediate: bool = False
+    staged_now: bool = False  # a NEXT certificate this plan stages (not yet pending on the server)
+    address: str = ""  # the source's resource that declares it (where a plan error about it belongs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}'s {self.role.value} certificate {self.thumbprint}"
+
+
+CertificateLookup = Callable[[str], tuple[PublishedCertificate, ...]]
+"""The certificates a named target publishes; raises ReferenceProblem when they cannot be known."""
+
+
+def der_of(value: Any) -> bytes | None:
+    """A certificate's bytes as a Get reported them: ConvertTo-Json writes a byte[] (X509Certificate2.RawData) as
+    an array of numbers; base64 text is accepted too. None when absent or unreadable."""
+    if isinstance(value, list) and value and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return base64.b64decode(value.strip(), validate=True)
+        except ValueError:
+            return None
+    return None
+
+
+def thumbprint_of_der(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()

@@ -26,6 +26,7 @@ from typing import Any
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command
+from reconciler.kinds.certificates import CertificateLookup
 from reconciler.kinds.schema import resource_schema
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.kinds.syntax import CmdletSyntax, Parameter, ParameterSet, ParamType
@@ -59,6 +60,8 @@ class Prop:
     display: Callable[[Any], Any] | None = None
     equal: Callable[[Any, Any, Mapping[str, Any]], bool] | None = None
     description: str = ""
+    write: Callable[[Any], Any] | None = None
+    """The parameter value for a desired value when they differ (e.g. a switch that makes the server re-read)."""
 
     @builtins.property
     def readable(self) -> bool:
@@ -106,6 +109,9 @@ class CmdletKind:
                        list[Finding]] | None = None
     exclusive: tuple[str, ...] = ()
     """Fields of which an object holds one at a time (a partner application's form): writing one clears the others."""
+    resolve: Callable[[Mapping[str, JSONValue], CertificateLookup], dict[str, JSONValue]] | None = None
+    references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
+    """`certificateOf` fields and how they become concrete (see KindSpec.resolve, reconciler.references)."""
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -143,7 +149,7 @@ class CmdletKind:
         return KindSpec(kind=self.kind, fields=fields, schema=self.schema(), singleton=self.singleton is not None,
                         after=self.after, prepare=self.prepare, description=self.description,
                         diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement,
-                        exported=self.exported)
+                        exported=self.exported, resolve=self.resolve, references=self.references)
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {}
@@ -227,6 +233,8 @@ class CmdletKind:
     # --- commands -----------------------------------------------------------------------------------
 
     def _value(self, p: Prop, value: Any) -> Any:
+        if p.write is not None:
+            return p.write(value)
         return list(value) if isinstance(value, list | tuple) else value
 
     def _new_writes(self, fields: Mapping[str, JSONValue]) -> dict[str, Any]:

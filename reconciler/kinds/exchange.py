@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.commands import Command
+from reconciler.kinds.certificates import CertificateLookup, CertificateRole, der_of, thumbprint_of_der
 from reconciler.kinds.declaration import CmdletKind, Prop, read_date, reads
 from reconciler.kinds.schema import BOOLEAN, GUID, IDENTITY, URL
 from reconciler.kinds.spec import DiagnoseContext, Finding, KindSpec
@@ -375,6 +376,51 @@ class PartnerApplicationKind(CmdletKind):
         return super().new_command(identity, fields)
 
 
+CERTIFICATE_OF_SCHEMA: dict[str, Any] = {
+    "type": "string", "minLength": 1,
+    "description": "A target of this manifest that signs the tokens this application accepts (a Skype pool declaring "
+                   "its OAuthCertificate): Set-PartnerApplication -RefreshAuthMetadata whenever the application's "
+                   "cached keys (CertificateStrings) lack that target's current or next certificate."}
+
+
+@reads("CertificateStrings")
+def read_certificate_strings(obj: Mapping[str, Any]) -> JSONValue:
+    """CertificateStrings, a MultiValuedProperty of String (recorded in GetPartnerApplication.xml; empty there, an
+    ACS-form application). *Unconfirmed*: that each string is a base64 certificate, as a metadata document's
+    keyvalue is; read as its thumbprint (a string that is already a 40-hex thumbprint is taken as one)."""
+    value = obj.get("certificatestrings")
+    items = value if isinstance(value, list | tuple) else [value] if value else []
+    found = set()
+    for item in items:
+        text = str(item or "").strip()
+        if re.fullmatch(r"[0-9A-Fa-f]{40}", text):
+            found.add(text.upper())
+        elif (der := der_of(text)) is not None:
+            found.add(thumbprint_of_der(der))
+    return sorted(found)
+
+
+def _holds_keys(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    """The application holds every key it must trust (more, such as a previous key, is fine)."""
+    return {str(k).upper() for k in want or []} <= {str(k).upper() for k in have or []}
+
+
+def trusted_key_sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
+    source = fields.get("certificateOf")
+    return (str(source),) if source else ()
+
+
+def resolve_trusted_keys(fields: Mapping[str, JSONValue], lookup: CertificateLookup) -> dict[str, JSONValue]:
+    """`certificateOf: <target>`: the keys the application must hold, the target's current and next certificates
+    (the previous one signs no more)."""
+    out = dict(fields)
+    source = str(out.pop("certificateOf"))
+    keys = [c.thumbprint for c in lookup(source) if c.role is not CertificateRole.PREVIOUS and not c.immediate]
+    if keys:
+        out["trustedKeys"] = sorted(set(keys))
+    return out
+
+
 PARTNER_APPLICATION = PartnerApplicationKind(
     kind="PartnerApplication",
     description="An Exchange partner application: a server Exchange trusts to issue tokens (Skype, SharePoint).",
@@ -382,7 +428,14 @@ PARTNER_APPLICATION = PartnerApplicationKind(
     remove=REMOVE_PARTNER_APPLICATION,
     identity_property="Name", new_identity="Name", identity_parameter="Identity",
     after=("AuthServer",),
-    rules=_PARTNER_FORM_RULES,
+    rules=(*_PARTNER_FORM_RULES,
+           {"if": {"required": ["certificateOf"]},
+            "then": {"required": ["authMetadataUrl"],
+                     "errorMessage": "certificateOf applies only together with authMetadataUrl (the keys are "
+                                     "refreshed from that document)"}}),
+    extra_schema={"certificateOf": CERTIFICATE_OF_SCHEMA},
+    resolve=resolve_trusted_keys,
+    references=trusted_key_sources,
     together=(("authMetadataUrl", "trustAnySSLCertificate"),),
     # The provider adds the names EnterprisePartnerApplication owns (its table lives with the provider).
     identity_schema={**IDENTITY, "description": "The partner application's Name."},
@@ -399,6 +452,11 @@ PARTNER_APPLICATION = PartnerApplicationKind(
         Prop("acceptSecurityIdentifierInformation", "AcceptSecurityIdentifierInformation"),
         Prop("accountType", "AccountType", ignore_case=True),
         Prop("useAuthServer", "UseAuthServer", parameter=None, manifest=False),
+        Prop("trustedKeys", None, parameter="RefreshAuthMetadata", read=read_certificate_strings, manifest=False,
+             equal=_holds_keys, write=lambda _: True,
+             description="The certificates the application cached from its AuthMetadataUrl (CertificateStrings); "
+                         "from `certificateOf: <target>`, the keys that target signs with now and next. Set "
+                         "-RefreshAuthMetadata when one is missing."),
         Prop("actAsPermissions", "ActAsPermissions", manifest=False),  # read and restored, never managed
         Prop("appOnlyPermissions", "AppOnlyPermissions", manifest=False),
     ),

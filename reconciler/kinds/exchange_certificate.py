@@ -53,6 +53,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler import clock
 from reconciler.changes import Change
 from reconciler.commands import Command
 from reconciler.kinds.exchange import DOCS, SET_AUTH_CONFIG
@@ -105,8 +106,8 @@ answered, and a certificate New-ExchangeCertificate made must be found without b
 
 
 def _now() -> datetime.datetime:
-    """The clock the policy is evaluated with (tests replace it)."""
-    return datetime.datetime.now(datetime.UTC)
+    """The clock the policy is evaluated with (reconciler.clock: tests move it for the tool and the lab at once)."""
+    return clock.utc_now()
 
 
 def _upper(value: Any) -> str:

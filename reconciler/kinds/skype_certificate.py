@@ -23,12 +23,15 @@ whose PreviousThumbprint names the current one, and that the previous one stays 
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler import clock
 from reconciler.changes import Change
 from reconciler.commands import Command
+from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, der_of
 from reconciler.kinds.declaration import read_date
 from reconciler.kinds.schema import BOOLEAN, resource_schema
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
@@ -67,7 +70,7 @@ DISCOVERY = (
     Command(GET_CS_CERTIFICATE.name, {"Type": USE},
             select=("Thumbprint", "Subject", "NotBefore", "NotAfter", "EffectiveDate", "PreviousThumbprint", "Use")),
     Command(GET_CHILD_ITEM.name, {"Path": STORE_PATH},
-            select=("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey")),
+            select=("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey", "RawData")),
 )
 
 _THUMBPRINT = {"type": "string", "pattern": "^[0-9A-Fa-f]{40}$",
@@ -99,7 +102,7 @@ def _lower(obj: Mapping[str, Any]) -> dict[str, Any]:
 def parse(references: Sequence[Mapping[str, Any]], store: Sequence[Mapping[str, Any]],
           now: datetime.datetime | None = None) -> dict[str, JSONValue]:
     """The live record: the current certificate, the pending one during a roll, the previous one, the store."""
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or clock.utc_now()
     refs = [_lower(r) for r in references if _upper(_lower(r).get("use") or USE) == USE.upper()]
     refs = [r for r in refs if _upper(r.get("thumbprint"))]
     epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
@@ -121,11 +124,17 @@ def parse(references: Sequence[Mapping[str, Any]], store: Sequence[Mapping[str, 
         "previousThumbprint": previous if previous and previous in listed else None,
         "store": [{"thumbprint": _upper(c.get("thumbprint")), "subject": str(c.get("subject") or ""),
                    "notBefore": read_date(c.get("notbefore")), "notAfter": read_date(c.get("notafter")),
-                   "hasPrivateKey": bool(c.get("hasprivatekey"))}
+                   "hasPrivateKey": bool(c.get("hasprivatekey")), "rawData": _raw(c.get("rawdata"))}
                   for c in (_lower(s) for s in store) if _upper(c.get("thumbprint"))],
     }
     fields["removePrevious"] = fields["previousThumbprint"] is None
     return fields
+
+
+def _raw(value: Any) -> str | None:
+    """X509Certificate2.RawData (the public certificate; ConvertTo-Json writes the byte[] as numbers) as base64."""
+    der = der_of(value)
+    return base64.b64encode(der).decode("ascii") if der is not None else None
 
 
 CURRENT = "current:"
@@ -279,3 +288,38 @@ def diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | N
                              "(a roll stages a certificate ahead of its date)"))
         findings += check_certificate("nextThumbprint", nxt, live, context.now, needs_key=True, at=at)
     return findings
+
+
+def published(source: str, address: str, desired: Mapping[str, JSONValue] | None,
+              live: Mapping[str, JSONValue] | None) -> tuple[PublishedCertificate, ...]:
+    """What the pool signs with, as the sides that trust it must know it: the current certificate, the next one
+    (pending on the server, or staged by this plan when the manifest declares it and it is in the store) with its
+    date, and the previous one while it is still listed. Public certificates come from the store's RawData."""
+    live = live or {}
+    store = {_upper(c.get("thumbprint")): c for c in (live.get("store") or []) if isinstance(c, Mapping)}
+
+    def cert(role: CertificateRole, thumbprint: str, **extra: Any) -> PublishedCertificate:
+        entry = store.get(thumbprint) or {}
+        return PublishedCertificate(source, role, thumbprint, der=der_of(entry.get("rawData")),
+                                    subject=str(entry.get("subject") or ""),
+                                    not_before=read_date(entry.get("notBefore")),
+                                    not_after=read_date(entry.get("notAfter")), address=address, **extra)
+
+    out: list[PublishedCertificate] = []
+    want = effective_desired(desired, live) if desired is not None else {}
+    current = _upper(live.get("thumbprint"))
+    switch = _upper(want.get("thumbprint")) if not want.get("nextThumbprint") else ""
+    if switch and switch != current and switch in store:
+        out.append(cert(CertificateRole.CURRENT, switch, immediate=True))
+    if current:
+        out.append(cert(CertificateRole.CURRENT, current))
+    pending, declared = _pending(live), _upper(want.get("nextThumbprint"))
+    if declared and declared != pending and declared in store:  # a new roll replaces a pending one
+        out.append(cert(CertificateRole.NEXT, declared, effective=str(want.get("effectiveDate") or "") or None,
+                        staged_now=True))
+    elif pending:
+        out.append(cert(CertificateRole.NEXT, pending, effective=read_date(live.get("effectiveDate"))))
+    previous = _upper(live.get("previousThumbprint"))
+    if previous and previous != current:
+        out.append(cert(CertificateRole.PREVIOUS, previous))
+    return tuple(out)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.kinds.certificates import CertificateLookup
 from reconciler.model import JSONValue
 
 
@@ -95,6 +96,11 @@ class KindSpec:
     prunable: bool = True
     """Whether `prune:` may name the kind. False where the system holds objects of the kind reconcile never
     enumerates (a tenant's applications: thousands, owned by others), so prune could not see what it would keep."""
+    resolve: Callable[[Mapping[str, JSONValue], CertificateLookup], dict[str, JSONValue]] | None = None
+    """Fields that take another target's certificates (`certificateOf: <target>`): turns them into concrete values
+    from that target's live state, after discovery and before the planner compares (reconciler.references)."""
+    references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
+    """The targets a resource's `certificateOf` fields name (its target is changed after them)."""
 
     def field(self, name: str) -> FieldSpec:
         return self.fields.get(name) or FieldSpec(name)

@@ -57,12 +57,14 @@ Lab modelling, unconfirmed against a live server:
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler import clock
 from reconciler.errors import CommandSyntaxError
 from reconciler.kinds import exchange as documented
 from reconciler.kinds.syntax import CmdletSyntax
@@ -403,8 +405,12 @@ def _partner_options(cmdlet: str, bound: Mapping[str, Any], objects: Mapping[str
 
 
 def _from_document(document: MetadataDocument, url: str) -> dict[str, Any]:
+    """What New/Set (-AuthMetadataUrl, -RefreshAuthMetadata) take from the partner's document. The keys are cached
+    in CertificateStrings and used until the next refresh: a partner that publishes a new key is trusted with it
+    only once told (lab modelling of Exchange's cache; the string format, base64 DER, is unconfirmed)."""
     return {"AuthMetadataUrl": url, "ApplicationIdentifier": document.service_name, "Realm": document.realm,
-            "UseAuthServer": False}
+            "UseAuthServer": False,
+            "CertificateStrings": [base64.b64encode(k.certificate_der).decode("ascii") for k in document.keys]}
 
 
 def as_read(app: Mapping[str, Any], context: CmdletContext) -> dict[str, Any]:
@@ -588,8 +594,8 @@ def remove_auth_server(
 
 
 def utc_now() -> datetime.datetime:
-    """The lab's clock (real time; tests replace it to reach a staged certificate's date)."""
-    return datetime.datetime.now(datetime.UTC)
+    """The lab's clock: reconciler.clock's, so a test that moves time moves it for the tool and the lab at once."""
+    return clock.utc_now()
 
 
 def _parse_date(text: str) -> datetime.datetime | None:

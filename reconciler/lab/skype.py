@@ -541,11 +541,17 @@ def _exchange_trusts_skype(state: Mapping[str, Any], pool: str, config: Mapping[
     if service is None:
         raise _Broken(f"{side}: the lab does not know which certificate {pool} signs with "
                       "(its host record names no service)")
+    skype_certificates.promote(state["hosts"][pool].get("objects") or {}, context)  # a roll whose date passed
     signs_with = certs.thumbprint(certs.from_b64(str(service["certificate"])))
     published = _thumbprints(document)
     if signs_with not in published:
         raise _Broken(f"{side}: the metadata document at {url} publishes certificate {', '.join(published)} "
                       f"but {pool} signs with {signs_with}")
+    cached = sorted({certs.thumbprint(certs.from_b64(str(c))) for c in app.get("CertificateStrings") or []})
+    if signs_with not in cached:
+        raise _Broken(f"{side}: partner application {app['Name']} on {ex_host} holds certificate "
+                      f"{', '.join(cached) or '(none)'} from {url} but {pool} signs with {signs_with} (a new key "
+                      "published since its last refresh: Set-PartnerApplication -RefreshAuthMetadata)")
     realm = str(config.get("Realm") or "")
     if realm and (document.realm or "").lower() != realm.lower():
         raise _Broken(f"{side}: the metadata document at {url} publishes realm {document.realm} but "

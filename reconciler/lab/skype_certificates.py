@@ -73,6 +73,13 @@ def _ensure(objects: dict[str, Any], context: CmdletContext, *, write: bool = Fa
     return store, refs
 
 
+def promote(objects: dict[str, Any], context: CmdletContext) -> None:
+    """Let a staged certificate whose effective date has passed (on the lab clock) sign: what the pool does on its
+    own at that date, applied whenever the lab looks at the pool."""
+    if STORE in objects:
+        _ensure(objects, context)
+
+
 def _date(ref: Mapping[str, Any]) -> datetime.datetime:
     return documented.parse_date(ref.get("EffectiveDate")) or _EPOCH
 
@@ -113,7 +120,9 @@ def get_child_item(cmdlet: str, params: Mapping[str, Any], objects: dict[str, An
     if path.lower().rstrip("\\") != documented.STORE_PATH.lower():
         raise CmdletError(cmdlet, f"Cannot find path '{path}' because it does not exist.")
     store, _ = _ensure(objects, context)
-    return [{k: v for k, v in c.items() if k != "Certificate"} for c in copy.deepcopy(store)]
+    # X509Certificate2.RawData is a byte[]: ConvertTo-Json writes it as an array of numbers.
+    return [{**{k: v for k, v in c.items() if k != "Certificate"}, "RawData": list(certs.from_b64(c["Certificate"]))}
+            for c in copy.deepcopy(store)]
 
 
 def set_certificate(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],

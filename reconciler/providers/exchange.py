@@ -183,8 +183,11 @@ _ENTERPRISE = KindSpec(
         "linkedAccount": FieldSpec("linkedAccount", ignore_case=True),
         "roles": FieldSpec("roles"),
         "roleAssignmentIdentities": FieldSpec("roleAssignmentIdentities", control=True),
+        "trustedKeys": PARTNER_APPLICATION.spec().field("trustedKeys"),
     },
     prepare=_prepare_enterprise,
+    resolve=declared.resolve_trusted_keys,
+    references=declared.trusted_key_sources,
     schema=resource_schema(
         "EnterprisePartnerApplication",
         {
@@ -197,6 +200,7 @@ _ENTERPRISE = KindSpec(
             "enabled": {**BOOLEAN, "description": "Default true."},
             "accountUserPrincipalName": {**_UPN, "description": "UPN given to the linked account when it is "
                                                                 "created (never compared)."},
+            "certificateOf": declared.CERTIFICATE_OF_SCHEMA,
         },
         description="Exchange enterprise partner application (Configure-EnterprisePartnerApplication.ps1).",
         required_when_present=("authMetadataUrl",),
@@ -234,6 +238,7 @@ def _enterprise_record(app: EnterpriseApplication, partner: Mapping[str, Any] | 
         "linkedAccount": linked,
         "roles": roles,
         "roleAssignmentIdentities": sorted(str(_lowered(a).get("identity") or _name(a)) for a in assignments),
+        "trustedKeys": partner_fields.get("trustedKeys") or [],
     }
 
 
@@ -485,6 +490,9 @@ def _enterprise_commands(change: Change) -> tuple[Command, ...]:
         params["LinkedAccount"] = account
     if len(params) > 1:
         out.append(_call("Set-PartnerApplication", params))
+    if "trustedKeys" in change.changed and "authMetadataUrl" not in change.changed:
+        # the partner published a key the application has not cached: re-read its document
+        out.append(_call("Set-PartnerApplication", {"Identity": app.partner_name, "RefreshAuthMetadata": True}))
     return tuple(out)
 
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
-from reconciler.kinds.certificates import certificate_file
+from reconciler.kinds.certificates import CertificateLookup, certificate_file
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers import office365_apps
@@ -84,11 +84,17 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dict[str, JSONValue]:
+    if entry.get("certificateOf"):  # resolved from the other target's live state after discovery
+        return {"certificateOf": str(entry["certificateOf"])}
     name = str(entry.get("certificateFile", ""))
-    cert = certificate_file(manifest_dir, name, "credentials", f"[{index}] ")
+    return key_entry(certificate_file(manifest_dir, name, "credentials", f"[{index}] "), name)
+
+
+def key_entry(cert: x509.Certificate, label: str) -> dict[str, JSONValue]:
+    """A key credential the principal must carry, from the public certificate (dates and thumbprint from it)."""
     der = cert.public_bytes(Encoding.DER)
     return {
-        "file": name,
+        "file": label,
         "thumbprint": hashlib.sha1(der).hexdigest().upper(),
         "displayName": cert.subject.rfc4514_string(),
         "startDateTime": _iso(cert.not_valid_before_utc),
@@ -108,6 +114,35 @@ def _prepare(fields: dict[str, JSONValue], manifest_dir: Path) -> dict[str, JSON
         out["keyCredentials"] = [_credential(e, manifest_dir, i) for i, e in enumerate(entries)]
     if "credentialsAuthoritative" in out:
         out["keyCredentialsAuthoritative"] = out.pop("credentialsAuthoritative")
+    return out
+
+
+def _sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
+    keys = fields.get("keyCredentials")
+    return tuple(dict.fromkeys(str(k["certificateOf"]) for k in keys if isinstance(k, Mapping)
+                               and k.get("certificateOf"))) if isinstance(keys, list) else ()
+
+
+def _resolve(fields: Mapping[str, JSONValue], lookup: CertificateLookup) -> dict[str, JSONValue]:
+    """`certificateOf: <target>` entries become the keys of that target's certificates: current, next (staged, so
+    the principal holds it before it signs) and the previous one while the target still lists it."""
+    out = dict(fields)
+    keys: list[JSONValue] = []
+    failed = False
+    for entry in fields.get("keyCredentials") or []:
+        if not (isinstance(entry, Mapping) and entry.get("certificateOf")):
+            keys.append(entry)
+            continue
+        found = lookup(str(entry["certificateOf"]))
+        failed = failed or not found
+        for cert in found:
+            if cert.immediate or cert.der is None:
+                continue  # an immediate switch is refused by plan; a certificate without RawData has no key
+            keys.append(key_entry(x509.load_der_x509_certificate(cert.der), cert.label))
+    unique = {str(k["thumbprint"]): k for k in keys if isinstance(k, Mapping)}
+    out["keyCredentials"] = list(unique.values())
+    if failed:
+        out.pop("keyCredentialsAuthoritative", None)  # never remove keys on a reference that did not resolve
     return out
 
 
@@ -258,6 +293,8 @@ _SERVICE_PRINCIPAL = KindSpec(
     },
     prepare=_prepare,
     diagnose=_diagnose,
+    resolve=_resolve,
+    references=_sources,
     schema=resource_schema(
         "ServicePrincipal",
         {
@@ -273,10 +310,17 @@ _SERVICE_PRINCIPAL = KindSpec(
             "servicePrincipalNamesAuthoritative": {**BOOLEAN, "description": "true: remove SPNs not listed."},
             "credentials": {
                 "type": "array",
-                "description": "Certificates (.cer, DER or PEM) whose public key the principal must carry. "
-                               "Dates and thumbprint come from the certificate.",
-                "items": {"type": "object", "additionalProperties": False, "required": ["certificateFile"],
-                          "properties": {"certificateFile": {"type": "string", "minLength": 1}}},
+                "description": "Certificates whose public key the principal must carry: a .cer file (DER or PEM), "
+                               "or certificateOf: a target of this manifest whose signing certificates (current, "
+                               "next during a roll, previous while listed) are read from its live state. Dates "
+                               "and thumbprint come from the certificate.",
+                "items": {"type": "object", "additionalProperties": False,
+                          "oneOf": [{"required": ["certificateFile"]}, {"required": ["certificateOf"]}],
+                          "errorMessage": "needs exactly one of certificateFile | certificateOf",
+                          "properties": {"certificateFile": {"type": "string", "minLength": 1},
+                                         "certificateOf": {"type": "string", "minLength": 1,
+                                                           "description": "A Skype target declaring its "
+                                                                          "OAuthCertificate."}}},
             },
             "credentialsAuthoritative": {**BOOLEAN,
                                          "description": "true: remove key credentials the manifest does not list."},

@@ -13,9 +13,10 @@ from typing import Any
 
 from reconciler.changes import Change
 from reconciler.commands import Command, CommandResult, Transport
-from reconciler.errors import DiscoveryError
+from reconciler.errors import DiscoveryError, ReferenceProblem
 from reconciler.kinds import skype as declared
 from reconciler.kinds import skype_certificate as certificate
+from reconciler.kinds.certificates import PublishedCertificate
 from reconciler.kinds.declaration import CmdletKind
 from reconciler.kinds.schema import BOOLEAN
 from reconciler.kinds.spec import KindSpec
@@ -111,6 +112,19 @@ class SkypeProvider:
             key = ResourceKey(target.name, certificate.KIND, certificate.USE)
             resources[key] = LiveResource(key, certificate.parse(_objects(references), _objects(store)))
         return LiveState(target.name, resources)
+
+    def signing_certificates(self, target: TargetSpec, resources: Sequence[DesiredResource],
+                             live: LiveState) -> tuple[PublishedCertificate, ...]:
+        """The pool's OAuthTokenIssuer certificates (current, next, previous) for the sides that trust it."""
+        key = ResourceKey(target.name, certificate.KIND, certificate.USE)
+        declared_here = next((r for r in resources if r.key.kind == certificate.KIND), None)
+        if declared_here is None:
+            raise ReferenceProblem(
+                f"certificateOf: target {target.name!r} declares no {certificate.KIND} resource; declare "
+                f"`kind: {certificate.KIND}, identity: {certificate.USE}` on it so its certificates are read")
+        found = live.resources.get(key)
+        return certificate.published(target.name, key.address, declared_here.fields,
+                                     found.fields if found is not None else None)
 
     def commands(self, change: Change) -> tuple[Command, ...]:
         if change.key.kind == certificate.KIND:

@@ -81,6 +81,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
             {"severity": d.severity, "message": d.message, "address": d.address, "location": d.location}
             for d in plan.diagnostics
         ],
+        "timeline": [{"when": e.when, "source": e.source, "what": e.what} for e in plan.timeline],
         "handlers": [
             {"address": h.address, "target": h.target, "name": h.name, "triggered_by": list(h.triggered_by),
              "due_since": h.due_since,

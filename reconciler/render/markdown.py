@@ -158,6 +158,12 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "reconcile plan
                 "see the job's full plan.*", ""]
     if quiet:
         out += ["No changes on " + ", ".join(_code(t) for t in quiet) + ".", ""]
+    timeline = document.get("timeline") or []
+    if timeline:
+        out += ["#### Certificate rotation", ""]
+        out += [f"- {_code(str(e.get('when', '')))} {_code(str(e.get('source', '')))}: {_text(str(e.get('what', '')))}"
+                for e in timeline]
+        out.append("")
     diagnostics = document.get("diagnostics") or []
     if diagnostics:
         out += ["#### Diagnostics", ""]

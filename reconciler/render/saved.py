@@ -17,7 +17,7 @@ from reconciler.changes import Action, ActionReason, Change, HandlerRun
 from reconciler.commands import Command
 from reconciler.errors import ReconcilerError
 from reconciler.model import Mode, ResourceKey
-from reconciler.plan import FORMAT_VERSION, Diagnostic, Plan
+from reconciler.plan import FORMAT_VERSION, Diagnostic, Plan, TimelineEntry
 
 PLAN_KEYS = ("format_version", "manifest", "resource_changes")
 
@@ -93,6 +93,8 @@ def plan_from_document(document: Mapping[str, Any], source: str = "the plan") ->
             handlers=tuple(HandlerRun(str(h["target"]), str(h["name"]), tuple(h.get("triggered_by") or ()),
                                       tuple(command_from_json(c) for c in h.get("commands") or ()), h.get("due_since"))
                            for h in document.get("handlers") or ()),
+            timeline=tuple(TimelineEntry(str(e["when"]), str(e["source"]), str(e["what"]))
+                           for e in document.get("timeline") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise NotAPlanError(f"{source} is damaged: cannot read {exc} (make it again with `reconcile plan --out`)") \

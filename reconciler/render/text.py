@@ -34,6 +34,10 @@ def render_plan(plan: Plan, kind_of: KindLookup) -> str:
             lines.append(f"  # triggered by: {', '.join(run.triggered_by)}")
         lines.extend(f"    > {command.display()}" for command in run.commands)
         lines.append("")
+    if plan.timeline:
+        lines.append("Certificate rotation (each later run advances it from the live state and the clock):")
+        lines.extend(f"  {entry.when:<27} {entry.source}: {entry.what}" for entry in plan.timeline)
+        lines.append("")
     for diagnostic in plan.diagnostics:
         lines.append(str(diagnostic))
     if plan.diagnostics:

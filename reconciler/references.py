@@ -1,0 +1,168 @@
+"""Values one target's resources take from another target's live state: signing certificates across the trust.
+
+A resource may say `certificateOf: <target>` (an Office 365 service principal's credentials, an Exchange partner
+application's cached keys): the sides that trust a system must hold the certificates it signs with now and the
+one staged to take over. Those are read from the other target's live state in this run (its provider's
+`signing_certificates`), never from a file or a record of an earlier run, so each cycle follows a rotation as
+the servers report it (level-triggered). This runs after discovery and before the planner, which then compares
+concrete values and knows no cross-target rule.
+
+It also yields:
+- the order of targets: a target that takes another's certificates is changed after it in one apply (the signing
+  side stages its next certificate and publishes it before the trusting sides refresh);
+- plan errors for a rotation in the wrong order: switching a signing certificate at once (no staged roll) while
+  other targets trust the current one;
+- the rotation timeline the plan shows: what happens now, what waits for which date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from reconciler.errors import ReferenceProblem
+from reconciler.kinds.certificates import CertificateLookup, CertificateRole, PublishedCertificate
+from reconciler.model import DesiredResource, DesiredState, LiveState
+from reconciler.plan import Diagnostic, TimelineEntry
+from reconciler.providers.base import Registry
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The desired state with every `certificateOf` made concrete, and what the run needs to know about it."""
+
+    desired: DesiredState
+    depends: Mapping[str, frozenset[str]]
+    """target -> the targets whose certificates it takes (changed before it)."""
+    diagnostics: tuple[Diagnostic, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()
+
+
+def _lookup_for(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry
+                ) -> tuple[dict[str, tuple[PublishedCertificate, ...]], CertificateLookup]:
+    cache: dict[str, tuple[PublishedCertificate, ...]] = {}
+
+    def lookup(source: str) -> tuple[PublishedCertificate, ...]:
+        if source in cache:
+            return cache[source]
+        target = desired.targets.get(source)
+        if target is None:
+            known = ", ".join(sorted(desired.targets)) or "none"
+            raise ReferenceProblem(f"certificateOf: {source!r} is not a target of this manifest (targets: {known})")
+        provider = registry.provider(target.provider)
+        published = getattr(provider, "signing_certificates", None)
+        if published is None:
+            raise ReferenceProblem(f"certificateOf: target {source!r} ({target.provider}) publishes no signing "
+                                   "certificate reconcile can read")
+        if source not in live:
+            raise ReferenceProblem(f"certificateOf: target {source!r} was not read in this run (suspended?), so "
+                                   "its certificates are unknown")
+        found: tuple[PublishedCertificate, ...] = published(target, desired.for_target(source), live[source])
+        cache[source] = found
+        return found
+
+    return cache, lookup
+
+
+def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry) -> Resolved:
+    """Every `certificateOf` resolved from the live states of this run; problems as plan errors on the resource."""
+    cache, lookup = _lookup_for(desired, live, registry)
+    resources: list[DesiredResource] = []
+    depends: dict[str, set[str]] = {}
+    diagnostics: list[Diagnostic] = []
+    changed = False
+    for resource in desired.resources:
+        target = desired.targets.get(resource.key.target)
+        spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
+        sources = spec.references(resource.fields) if spec is not None and spec.references is not None else ()
+        if spec is None or spec.resolve is None or not sources:
+            resources.append(resource)
+            continue
+        changed = True
+        problems: list[str] = []
+
+        def checked(source: str, problems: list[str] = problems) -> tuple[PublishedCertificate, ...]:
+            try:
+                return lookup(source)
+            except ReferenceProblem as exc:
+                problems.append(str(exc))
+                return ()
+
+        fields = spec.resolve(resource.fields, checked)
+        diagnostics.extend(Diagnostic("error", p, resource.key.address) for p in dict.fromkeys(problems))
+        for source in sources:
+            if source != resource.key.target:
+                depends.setdefault(resource.key.target, set()).add(source)
+        resources.append(dataclasses.replace(resource, fields=fields))
+    if not changed:
+        return Resolved(desired, {})
+    consumers = _consumers(resources, desired, registry)
+    diagnostics.extend(_wrong_order(cache, consumers))
+    out = dataclasses.replace(desired, resources=tuple(resources))
+    return Resolved(out, {t: frozenset(s) for t, s in depends.items()}, tuple(diagnostics),
+                    timeline(cache, consumers))
+
+
+def _consumers(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
+               ) -> dict[str, list[str]]:
+    """source target -> addresses of the resources that take its certificates."""
+    found: dict[str, list[str]] = {}
+    for resource in resources:
+        target = desired.targets.get(resource.key.target)
+        spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
+        if spec is None or spec.references is None:
+            continue
+        for source in spec.references(desired_fields(desired, resource)):
+            found.setdefault(source, []).append(resource.key.address)
+    return found
+
+
+def desired_fields(desired: DesiredState, resource: DesiredResource) -> Mapping[str, object]:
+    """The manifest's fields of a resource (before resolution), found by its key."""
+    for original in desired.for_target(resource.key.target):
+        if original.key == resource.key:
+            return original.fields
+    return resource.fields
+
+
+def _wrong_order(published: Mapping[str, tuple[PublishedCertificate, ...]],
+                 consumers: Mapping[str, list[str]]) -> list[Diagnostic]:
+    """A signing certificate switched at once while other targets trust the current one: refused."""
+    found = []
+    for source, certificates in published.items():
+        for cert in certificates:
+            if cert.immediate and consumers.get(source):
+                found.append(Diagnostic(
+                    "error",
+                    f"refusing to switch {source}'s signing certificate to {cert.thumbprint} at once: "
+                    f"{', '.join(consumers[source])} trust {source}'s certificates and cannot be given the new key "
+                    "before it signs. Stage it instead (nextThumbprint + effectiveDate): each side gets the key "
+                    "first, and it takes over at its date", cert.address or source))
+    return found
+
+
+def timeline(published: Mapping[str, tuple[PublishedCertificate, ...]],
+             consumers: Mapping[str, list[str]]) -> tuple[TimelineEntry, ...]:
+    """The rotation as the plan shows it: for each source with a staged certificate, what happens now, at its
+    effective date, and after (the previous certificate removed once every side has the new one)."""
+    entries: list[TimelineEntry] = []
+    for source, certificates in sorted(published.items()):
+        sides = ", ".join(consumers.get(source, [])) or "no declared side"
+        for cert in certificates:
+            if cert.role is not CertificateRole.NEXT:
+                continue
+            verb = "staged by this plan" if cert.staged_now else "staged"
+            entries.append(TimelineEntry("now", source, f"{cert.thumbprint} {verb}; published next to the current "
+                                                        f"certificate; pushed to {sides}"))
+            entries.append(TimelineEntry(cert.effective or "its effective date", source,
+                                         f"{cert.thumbprint} signs from here: every side must hold it by then"))
+            entries.append(TimelineEntry(
+                f"after {cert.effective or 'its effective date'}", source,
+                "the previous certificate can be removed (declare removePrevious: true); sides that list "
+                "certificates authoritatively drop it then"))
+        previous = [c for c in certificates if c.role is CertificateRole.PREVIOUS]
+        for cert in previous:
+            entries.append(TimelineEntry("now", source, f"previous certificate {cert.thumbprint} still listed "
+                                                        "(removePrevious: true removes it)"))
+    return tuple(entries)

@@ -1,0 +1,223 @@
+"""A signing certificate rotated across every side that trusts it, end to end against the lab, with the clock moved.
+
+The Skype pool stages its next OAuthTokenIssuer certificate; the sides that trust it take the key from the pool's
+live state (`certificateOf:`): Exchange's partner application re-reads the pool's metadata document
+(Set-PartnerApplication -RefreshAuthMetadata) and the Office 365 principal gets the new key. Successive cycles with
+the clock advanced take the roll over and remove the previous certificate; Test-CsExStorageConnectivity (verify)
+passes at every step, and fails when a side was skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from reconciler import clock
+from reconciler.lab import certs
+from reconciler.lab.skype_certificates import store_entry
+from reconciler.lab.state import LabStore
+from tests.e2e import REPO, Estate
+
+ROTATION = REPO / "manifests" / "certificate-rotation.yaml"
+POOL = "atl-cs-001"
+START = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+class Clock:
+    """The one clock of the tool and the lab (reconciler.clock), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def advance(self, **delta: float) -> None:
+        self.now += datetime.timedelta(**delta)
+
+
+@pytest.fixture
+def moved(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    fake = Clock()
+    monkeypatch.setattr(clock, "utc_now", lambda: fake.now)
+    yield fake
+
+
+def _certificate(name: str, days_from: int, days_to: int) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(START + datetime.timedelta(days=days_from))
+            .not_valid_after(START + datetime.timedelta(days=days_to)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _stock(estate: Estate, host: str, der: bytes) -> tuple[str, str]:
+    """A new certificate (with its key) in the pool's store; (new thumbprint, current thumbprint)."""
+    with LabStore(estate.state).edit() as state:
+        record = state["hosts"][host]
+        if "CertificateStore" not in record["objects"]:
+            signing = store_entry(certs.from_b64(state["services"][record["service"]]["certificate"]))
+            record["objects"]["CertificateStore"] = [signing]
+            record["objects"]["OAuthTokenIssuer"] = [{"Thumbprint": signing["Thumbprint"],
+                                                      "EffectiveDate": signing["NotBefore"], "PreviousThumbprint": ""}]
+        record["objects"]["CertificateStore"].append(store_entry(der))
+        current = record["objects"]["OAuthTokenIssuer"][0]["Thumbprint"]
+    return certs.thumbprint(der), current
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _rotation(estate: Estate, **certificate: object) -> Path:
+    """The shipped rotation manifest with the pool's OAuthCertificate fields set for this step."""
+    text = ROTATION.read_text(encoding="utf-8")
+    lines = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in certificate.items())
+    marker = "    identity: OAuthTokenIssuer\n"
+    assert marker in text
+    return estate.write("rotation.yaml", text.replace(marker, marker + lines, 1))
+
+
+def _cached(estate: Estate) -> list[str]:
+    app = estate.app("atl-exchange-001", "LyncEnterprise")
+    assert app is not None
+    return sorted(certs.thumbprint(certs.from_b64(c)) for c in app.get("CertificateStrings") or [])
+
+
+def test_a_roll_reaches_exchange_before_it_signs_and_verify_passes_at_every_step(estate: Estate,
+                                                                                 moved: Clock) -> None:
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    assert estate.reconcile("verify", ROTATION).code == 0
+    new, old = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
+    date = _iso(START + datetime.timedelta(days=2))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=date)
+
+    plan = estate.reconcile("plan", step, "--detailed-exitcode")
+    assert plan.code == 2, plan.out + plan.err
+    assert f"Set-CsCertificate -Type 'OAuthTokenIssuer' -Thumbprint '{new}' -Roll" in plan.out
+    assert "Set-PartnerApplication -Identity 'LyncEnterprise' -RefreshAuthMetadata" in plan.out
+    assert "Certificate rotation" in plan.out and f"{new} staged by this plan" in plan.out
+    assert f"{date}" in plan.out and "signs from here" in plan.out
+
+    applied = estate.reconcile("apply", step, "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    assert _cached(estate) == sorted([old, new])  # the pool published the next key first; Exchange re-read it
+    assert estate.reconcile("plan", step, "--detailed-exitcode").code == 0
+    assert estate.reconcile("verify", step).code == 0
+
+    moved.advance(days=3)  # the roll takes effect: the pool signs with the new certificate, Exchange trusts it
+    again = estate.reconcile("plan", step, "--detailed-exitcode")
+    assert again.code == 0, again.out
+    verified = estate.reconcile("verify", step)
+    assert verified.code == 0, verified.out + verified.err
+
+    done = _rotation(estate, nextThumbprint=new, effectiveDate=date, removePrevious=True)
+    assert estate.reconcile("apply", done, "--auto-approve").code == 0
+    assert [r["Thumbprint"] for r in estate.objects(POOL, "OAuthTokenIssuer")] == [new]
+    assert estate.reconcile("plan", done, "--detailed-exitcode").code == 0
+    assert estate.reconcile("verify", done).code == 0
+
+
+def test_without_the_refresh_exchange_stops_trusting_the_pool_at_the_date(estate: Estate, moved: Clock) -> None:
+    """The failure this prevents: the pool's roll alone, Exchange's partner application never refreshed."""
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    new, _ = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=_iso(START + datetime.timedelta(days=2)))
+    alone = estate.write("alone.yaml", step.read_text(encoding="utf-8").replace(
+        "    certificateOf: litware-pool\n", ""))
+    assert estate.reconcile("apply", alone, "--auto-approve").code == 0
+    assert estate.reconcile("verify", alone).code == 0  # before the date the pool still signs with the old key
+    moved.advance(days=3)
+    broken = estate.reconcile("verify", alone)
+    assert broken.code == 1
+    assert "RefreshAuthMetadata" in broken.out + broken.err
+    # Declaring the trust mends it: the next cycle refreshes the partner application.
+    assert estate.reconcile("apply", step, "--auto-approve").code == 0
+    assert estate.reconcile("verify", step).code == 0
+
+
+def test_an_immediate_switch_is_refused_while_other_sides_trust_the_pool(estate: Estate, moved: Clock) -> None:
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    new, _ = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
+    plan = estate.reconcile("plan", _rotation(estate, thumbprint=new))
+    assert plan.code == 1
+    assert f"refusing to switch litware-pool's signing certificate to {new} at once" in plan.out + plan.err
+    assert "litware-exchange.EnterprisePartnerApplication.Lync" in plan.out + plan.err
+
+
+def test_certificate_of_an_unknown_or_undeclared_target_is_a_plan_error(estate: Estate, moved: Clock) -> None:
+    text = ROTATION.read_text(encoding="utf-8").replace("certificateOf: litware-pool", "certificateOf: litware-pol")
+    plan = estate.reconcile("plan", estate.write("typo.yaml", text))
+    assert plan.code == 1
+    assert "certificateOf: 'litware-pol' is not a target of this manifest" in plan.out + plan.err
+
+
+CROSS = """\
+apiVersion: reconciler/v1
+variables:
+  lab: http://127.0.0.1:8470
+  tenantId: 8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c
+targets:
+  fabrikam-pool:
+    provider: skype
+    connection: {{transport: lab, host: atl-cs-001}}
+  fabrikam-tenant:
+    provider: office365
+    connection:
+      transport: graph
+      tenantId: ${{tenantId}}
+      clientId: 5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b
+      authority: ${{lab}}/login.microsoftonline.com
+      graphUrl: ${{lab}}/graph.microsoft.com
+      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET
+resources:
+  - target: fabrikam-pool
+    kind: OAuthCertificate
+    identity: OAuthTokenIssuer
+{certificate}
+  - target: fabrikam-tenant
+    kind: ServicePrincipal
+    identity: 00000004-0000-0ff1-ce00-000000000000
+    credentials:
+      - certificateOf: fabrikam-pool
+    credentialsAuthoritative: true
+"""
+
+
+def _principal_keys(estate: Estate) -> list[str]:
+    tenant = estate.snapshot()["tenants"]
+    principals = next(iter(tenant.values()))["servicePrincipals"]
+    skype = next(p for p in principals if p["appId"] == "00000004-0000-0ff1-ce00-000000000000")
+    return sorted(certs.thumbprint(certs.from_b64(k["key"])) for k in skype.get("keyCredentials") or [])
+
+
+def test_the_pools_next_key_reaches_the_office365_principal_from_its_live_state(estate: Estate,
+                                                                               moved: Clock) -> None:
+    new, old = _stock(estate, POOL, _certificate("lync.fabrikam.com", -1, 700))
+    manifest = estate.write("cross.yaml", CROSS.format(certificate=""))
+    assert estate.reconcile("apply", manifest, "--auto-approve").code == 0
+    assert _principal_keys(estate) == [old]  # the current key, read from the pool: no .cer exported by anyone
+
+    date = _iso(START + datetime.timedelta(days=2))
+    staged = estate.write("cross.yaml", CROSS.format(
+        certificate=f"    nextThumbprint: {new}\n    effectiveDate: {date}"))
+    plan = estate.reconcile("plan", staged)
+    assert f"+ \"{new}" in plan.out or new in plan.out
+    assert estate.reconcile("apply", staged, "--auto-approve").code == 0
+    assert _principal_keys(estate) == sorted([old, new])  # uploaded before the date it signs
+    assert estate.reconcile("plan", staged, "--detailed-exitcode").code == 0
+
+    moved.advance(days=3)
+    done = estate.write("cross.yaml", CROSS.format(
+        certificate=f"    nextThumbprint: {new}\n    effectiveDate: {date}\n    removePrevious: true"))
+    assert estate.reconcile("apply", done, "--auto-approve").code == 0
+    assert estate.reconcile("apply", done, "--auto-approve").code == 0  # the next cycle drops the old key
+    assert _principal_keys(estate) == [new]
+    assert estate.reconcile("plan", done, "--detailed-exitcode").code == 0
