@@ -43,6 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 DEFAULT_SIZES = "1x10,20x50,200x50,1000x50"
+EXPORT_SIZES = "200x50"
 TRUST_DESIRED, TRUST_DRIFTED, TRUST_STRAY = "Full", "Application", "User"
 NAMESPACE = uuid.UUID("6f1d7a52-3c0e-4b8e-9a7d-2f4c1e0b5a93")
 DOCUMENTS = 50
@@ -479,6 +480,45 @@ def bench_size(size: Size, options: argparse.Namespace, base: Mapping[str, Any],
                           median(cached))
 
 
+# --- export: adopting an estate (issue 13) -------------------------------------------------------
+
+
+def bench_export(size: Size, options: argparse.Namespace, base: Mapping[str, Any], lab: CountingLab) -> list[str]:
+    """`reconcile export` of one size as a whole process (median of --repeat), against reading one object at a time
+    as Microsoft365DSC's export does (one list call per target, then one Get per object: measured on a sample of
+    --baseline-sample targets, extrapolated by cost per call). Returns the report's lines."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-export-{size.label}-") as tmp:
+        root = Path(tmp)
+        targets = plan_targets(root, size)
+        write_estates(targets, base, lab.url)
+        manifest = write_manifest(root / "manifest.yaml", targets, options.latency_ms)
+        live = sum(1 + sum(1 for a in t.apps if a.live_trust is not None) for t in targets)
+        runs = []
+        for i in range(max(1, options.repeat)):
+            out = root / f"export-{i}" / "adopted.yaml"
+            out.parent.mkdir()
+            before = round_trips(targets)
+            measure = run_process([sys.executable, "-m", "reconciler", "export", "--var", f"lab={lab.url}",
+                                   "--state-dir", str(root / f"state-{i}"), "--out", str(out), str(manifest)], root)
+            measure.calls = round_trips(targets) - before
+            if f"Wrote {out}: {live} resources on {size.targets} targets" not in measure.output:
+                raise SystemExit(f"export: {measure.output[-2000:]!r}, expected {live} resources")
+            runs.append(measure)
+        ours = median(runs)
+        sample = targets[: max(1, min(options.baseline_sample, size.targets))]
+        per_object = extrapolate(run_per_object(root, sample, options.latency_ms, lab),
+                                 size.targets + live)  # a list call per target, a Get per live object
+    return [
+        f"`reconcile export` ({size.label}: {live} live objects on {size.targets} targets), whole process:", "",
+        "| strategy | remote calls | wall s | CPU s | peak RSS MiB | speed-up (wall) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| ours (`reconcile export`, one round trip per target) | {ours.calls} | {ours.wall:.2f} | {ours.cpu:.2f} | "
+        f"{ours.rss_mib:.0f} | {per_object.wall / ours.wall:.0f}x |",
+        f"| per-object (a list per target, then one Get per object) | ~{per_object.calls} | ~{per_object.wall:.2f} | "
+        f"~{per_object.cpu:.2f} | {per_object.rss_mib:.0f} | |",
+    ]
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -566,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-sample", type=int, default=2, metavar="TARGETS",
                         help="targets the extrapolated baseline is measured on (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"Markdown output (default {RESULTS})")
+    parser.add_argument("--export-sizes", type=parse_sizes, default=parse_sizes(EXPORT_SIZES),
+                        help=f"sizes `reconcile export` is measured at (default {EXPORT_SIZES}; '' for none)")
     options = parser.parse_args(args)
 
     sys.path.insert(0, str(ROOT))
@@ -577,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     certificate = certs.make_certificate("bench.example")  # one certificate, generated once, reused
     base = base_estate(certificate)
     results: list[SizeResult] = []
+    exports: list[str] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-lab-") as tmp:
         documents = Path(tmp) / "documents.json"
@@ -586,10 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for size in options.sizes:
                 print(f"... {size.label} ({size.objects} objects)", file=sys.stderr, flush=True)
                 results.append(bench_size(size, options, base, lab))
+            for size in options.export_sizes:
+                print(f"... export {size.label}", file=sys.stderr, flush=True)
+                exports += ["", *bench_export(size, options, base, lab)]
         finally:
             lab.stop()
     report = ["# reconciler benchmark: `reconcile plan` (whole process) vs per-object calls", "", *facts, "",
-              *table(results), "", "Where the time of ours goes:", "", *phase_table(results), "", *NOTES, "",
+              *table(results), "", "Where the time of ours goes:", "", *phase_table(results), *exports, "", *NOTES, "",
               f"Total benchmark time: {time.perf_counter() - started:.0f} s", ""]
     text = "\n".join(report)
     print("\n" + "\n".join(report[len(facts) + 2:]))

@@ -809,7 +809,6 @@ def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
-    import yaml
 
     from reconciler.export import export_manifest
     from reconciler.model import DesiredState
@@ -826,14 +825,46 @@ def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
                                tuple(r for r in desired.resources if r.key.target in wanted), desired.checks)
     with open_session(desired, registry, args.parallel) as session:
         live = discover(session)
-    source = yaml.safe_load(Path(args.manifest).read_text(encoding="utf-8")) or {}
+    source = _sections_kept(Path(args.manifest).read_text(encoding="utf-8-sig"))
     kinds = {name: registry.provider(t.provider).kinds for name, t in desired.targets.items()}
-    exported = export_manifest(desired, live, kinds, source, only_kinds=frozenset(args.kind))
+    exported = export_manifest(desired, live, kinds, source, only_kinds=frozenset(args.kind),
+                               variables=_resolved_variables(source, _overrides(args.var)))
     written = exported.write(args.out)
     count = len(exported.document["resources"])
     print(f"Wrote {args.out}: {count} resources on {len(live)} targets" +
           (f", and {len(written) - 1} certificate file(s)" if len(written) > 1 else "") + ".")
     return EXIT_OK
+
+
+def _sections_kept(text: str) -> dict[str, Any]:
+    """The manifest's sections an export keeps as written (all but `resources`, which it writes anew), read as YAML.
+
+    The block-style `resources:` section (to the next top-level key) is left out of the parse: at 10,000
+    resources it is most of the text and of the time. Anything the cut could break (an alias into it, flow
+    style) falls back to reading the whole text."""
+    import re
+
+    import yaml
+
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
+    cut = re.search(r"^resources:[ \t]*(#.*)?\n(?:(?:[ \t#\-].*|)\n)*", text, re.MULTILINE)
+    if cut is not None:
+        with contextlib.suppress(yaml.YAMLError):
+            data = yaml.load(text[:cut.start()] + text[cut.end():], Loader=loader)
+            if isinstance(data, dict) and "resources" not in data:
+                return data
+    data = yaml.load(text, Loader=loader)
+    return data if isinstance(data, dict) else {}
+
+
+def _resolved_variables(source: Any, overrides: dict[str, str]) -> dict[str, str]:
+    """The manifest's variables as this run resolved them (the manifest loaded, so they resolve)."""
+    from reconciler.manifest.variables import resolve
+
+    declared = source.get("variables") if isinstance(source, dict) else None
+    templates = {str(k): v for k, v in (declared or {}).items() if isinstance(v, str)}
+    values, _ = resolve(templates, overrides)
+    return dict(values.values)
 
 
 def _shown(session: Session, target: str, kind: str, fields: Any) -> dict[str, Any]:
