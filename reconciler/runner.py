@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reconciler import clock
+from reconciler import clock, known_after_apply
 from reconciler.changes import Action, Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata, check_targets
 from reconciler.commands import Transport
@@ -190,7 +190,8 @@ def resolved(session: Session) -> Resolved:
 def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) -> Plan:
     session.live.update(live)
     references = resolved(session)
-    desired = references.desired
+    # then a value another target's apply makes known (reconciler.known_after_apply): as read, or a placeholder
+    desired = known_after_apply.resolve(references.desired, session.live)
     changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
     guarded = references.diagnostics + guarded
     handlers = plan_handlers(desired, changes, session.registry)
@@ -335,13 +336,28 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         ran = [run_handler(session, h, done, journal) for h in mine]
         return done, tuple(ran)
 
+    def fill(name: str) -> bool:
+        """A target whose commands hold a value another target's apply makes known (reconciler.known_after_apply):
+        read its sources again now (after their wave) and fill the commands; False while some value stays unknown."""
+        refs = known_after_apply.placeholders(cmd for c in per_target.get(name, []) for cmd in c.commands)
+        if not refs:
+            return True
+        discover(session, sorted({r.target for r in refs}))
+        per_target[name] = [dataclasses.replace(c, commands=tuple(known_after_apply.fill(cmd, session.live)
+                                                                  for cmd in c.commands)) for c in per_target[name]]
+        return not known_after_apply.placeholders(cmd for c in per_target[name] for cmd in c.commands)
+
     results: dict[str, tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]] = {}
-    for wave in waves(applied_targets, session.depends):  # a signing side before the sides that trust it
-        results.update(_each_target(wave, apply, session.parallel))
+    depends = _merged(session.depends, known_after_apply.referenced_targets(session.desired))
+    for wave in waves(applied_targets, depends):  # a signing side (or an appId's source) before the sides using it
+        ready = [name for name in wave if fill(name)]
+        results.update({name: _blocked(per_target[name]) for name in wave if name not in ready})
+        results.update(_each_target(ready, apply, session.parallel))
     outcomes = [outcome for name in applied_targets for outcome in results[name][0]]
     handler_outcomes = tuple(h for name in applied_targets for h in results[name][1])
-    after = discover(session, applied_targets)
-    desired_now = resolved(session).desired
+    sources = sorted({t for name in applied_targets for t in depends.get(name, ())} - set(applied_targets))
+    after = discover(session, [*applied_targets, *sources])
+    desired_now = known_after_apply.resolve(resolved(session).desired, session.live)
     remaining = {}
     next_steps: dict[str, tuple[Change, ...]] = {}
     for name in applied_targets:
@@ -356,6 +372,27 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     outcomes.extend(ChangeOutcome(c, Status.NOT_RUN) for c in plan.enforced if c.key in not_reached)
     outcomes.extend(ChangeOutcome(c, Status.WARNED) for c in plan.changes if c.mode is Mode.WARN)
     return ApplyResult(tuple(outcomes), remaining, handler_outcomes, next_steps)
+
+
+def _merged(one: Mapping[str, frozenset[str]], other: Mapping[str, set[str]]) -> dict[str, frozenset[str]]:
+    return {t: frozenset(one.get(t, frozenset()) | other.get(t, set())) for t in {*one, *other}}
+
+
+def _blocked(changes: list[Change]) -> tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]:
+    """A target some of whose commands still hold a placeholder: nothing of it runs; the changes that wait say for
+    what (a placeholder is never sent to a system)."""
+    outcomes = []
+    for change in changes:
+        unknown = known_after_apply.placeholders(change.commands)
+        if unknown:
+            ref = unknown[0]
+            outcomes.append(ChangeOutcome(change, Status.FAILED, error=(
+                f"not applied: the {ref.field} of {ref.source} is not known (target {ref.target!r} was read again "
+                "before this target's turn)")))
+        else:
+            outcomes.append(ChangeOutcome(change, Status.NOT_RUN,
+                                          error="not run: another change of this target waits for a value"))
+    return tuple(outcomes), ()
 
 
 def waves(names: list[str], depends: Mapping[str, frozenset[str]]) -> list[list[str]]:

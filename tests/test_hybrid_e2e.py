@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from reconciler.lab.estate import LAB_TENANT_ID
 from reconciler.lab.graph_apps import FULL_ACCESS_AS_APP
 from reconciler.lab.state import LabStore
@@ -76,23 +78,30 @@ def test_missing_consent_permission_is_reported_with_what_to_grant(estate: Estat
     assert "AppRoleAssignment.ReadWrite.All" in run.out + run.err
 
 
-def test_whole_manifest_tenant_then_exchange_with_the_app_id_from_the_tenant_then_nothing_to_do(
+def test_whole_manifest_converges_in_one_apply_the_app_id_read_from_the_tenant_after_its_apply(
         estate: Estate) -> None:
-    """The Exchange side takes the dedicated app's appId, which Entra ID assigns: the tenant is applied first, the
-    appId read from the lab and given as the manifest's variable; then the whole manifest plans, applies and plans
-    again with no changes."""
+    """The Exchange auth server refers to the dedicated app's appId, which Entra ID assigns when the application is
+    created: plan shows it as known after apply, apply runs the tenant first, reads the appId and then runs Exchange
+    with it; the re-read converges and the next plan has nothing to do."""
     from reconciler.lab.estate import EXCHANGE_HOST, LAB_TENANT_ID
 
     manifest = hybrid(estate)
-    first = estate.reconcile("apply", manifest, "--target", "fabrikam-tenant", "--auto-approve")
-    assert first.code == 0, first.out + first.err
-    (app,) = tenant(estate)["applications"]  # type: ignore[misc]
-    app_id = ("--var", f"exchangeAppId={app['appId']}")
-    plan = estate.reconcile("plan", manifest, *app_id)
+    placeholder = f"(known after apply: fabrikam-tenant.Application.{APP} appId)"
+    plan = estate.reconcile("plan", manifest)
     assert plan.code == 0, plan.out + plan.err
     assert "New-AuthServer" in plan.out and "New-SettingOverride" in plan.out, plan.out
-    run = estate.reconcile("apply", manifest, *app_id, "--auto-approve")
+    assert f"-ApplicationIdentifier '{placeholder}'" in plan.out, plan.out
+    saved = estate.root / "plan.json"
+    assert estate.reconcile("plan", manifest, "--out", str(saved)).code == 0
+    run = estate.run("apply", "--auto-approve", saved)
     assert run.code == 0, run.out + run.err
+    (app,) = tenant(estate)["applications"]  # type: ignore[misc]
+    events = [json.loads(line) for line in (estate.root / ".reconciler" / "journal.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    batches = [e for e in events if e.get("event") == "batch_start"]
+    assert [b["target"] for b in batches][-1] == "exchange"  # after the tenant
+    sent = json.dumps(batches[-1]["changes"])
+    assert placeholder not in sent and app["appId"] in sent
     (server,) = estate.objects(EXCHANGE_HOST, "AuthServer")
     assert server["Name"] == f"EvoSts - {LAB_TENANT_ID}" and server["Type"] == "AzureAD"
     assert server["ApplicationIdentifier"] == app["appId"] and server["Realm"] == LAB_TENANT_ID
@@ -111,7 +120,7 @@ def test_whole_manifest_tenant_then_exchange_with_the_app_id_from_the_tenant_the
     (override,) = estate.objects(EXCHANGE_HOST, "SettingOverride")
     assert (override["Name"], override["ComponentName"], override["SectionName"], override["Parameters"]) == (
         "EnableExchangeHybrid3PAppFeature", "Global", "ExchangeOnpremAsThirdPartyAppId", ["Enabled=true"])
-    again = estate.reconcile("plan", manifest, *app_id, "--detailed-exitcode")
+    again = estate.reconcile("plan", manifest, "--detailed-exitcode")
     assert again.code == 0, again.out + again.err
 
 
@@ -334,3 +343,59 @@ def test_plan_names_the_consent_an_application_permission_needs_when_none_is_dec
     assert warning.startswith("warning:") and f"Application.{APP}" in warning
     assert f"declare kind AppRoleAssignment, identity {ASSIGNMENT}" in warning
     assert "without admin consent" not in estate.reconcile("plan", hybrid(estate)).out
+
+
+# --- a value another target holds (reconciler.references) ------------------------------------------------------
+
+
+def test_exchange_is_not_applied_when_the_tenant_apply_does_not_make_the_app_id_known(estate: Estate) -> None:
+    """The tenant's application POST is refused (the client may only read): the Exchange changes waiting for its appId
+    fail naming the reference, and no placeholder reaches Exchange."""
+    from reconciler.lab.estate import EXCHANGE_HOST, LAB_CLIENT_ID
+
+    with LabStore(estate.state).edit() as state:
+        state["tenants"][LAB_TENANT_ID]["clients"][LAB_CLIENT_ID]["roles"] = ["Application.Read.All"]
+    run = estate.reconcile("apply", hybrid(estate), "--auto-approve")
+    assert run.code == 1
+    text = run.out + run.err
+    assert f"the appId of fabrikam-tenant.Application.{APP} is not known (target 'fabrikam-tenant' was read" in text
+    assert estate.objects(EXCHANGE_HOST, "AuthServer") == [] and estate.objects(EXCHANGE_HOST, "SettingOverride") == []
+
+
+@pytest.mark.parametrize("reference,message", [
+    ("fabrikam-tenant.Application.NoSuchApp", "refers to fabrikam-tenant.Application.NoSuchApp, which this manifest "
+                                              "does not declare"),
+    ("exchange.SettingOverride.EnableExchangeHybrid3PAppFeature", "refers to its own target"),
+])
+def test_a_reference_must_name_a_resource_declared_on_another_target(estate: Estate, reference: str,
+                                                                     message: str) -> None:
+    text = HYBRID.read_text(encoding="utf-8").replace(
+        "      from: fabrikam-tenant.Application.ExchangeServerApp-${organizationGuid}\n", f"      from: {reference}\n")
+    run = estate.reconcile("validate", hybrid(estate, text))
+    assert run.code == 1
+    line = next(x for x in run.err.splitlines() if "applicationIdentifier" in x)
+    assert message in line and "hybrid.yaml:" in line, run.err
+
+
+def test_a_reference_to_an_absent_resource_and_a_malformed_one_are_refused(estate: Estate) -> None:
+    text = HYBRID.read_text(encoding="utf-8") + absent("Application", "Gone") + (
+        "  - target: exchange\n    kind: AuthServer\n    identity: Other\n    type: AzureAD\n"
+        "    applicationIdentifier: {from: fabrikam-tenant.Application.Gone, field: appId}\n"
+        "  - target: exchange\n    kind: AuthServer\n    identity: Third\n    type: AzureAD\n"
+        "    applicationIdentifier: {from: fabrikam-tenant.Application.Gone, field: id}\n")
+    run = estate.reconcile("validate", hybrid(estate, text))
+    assert run.code == 1
+    assert "refers to fabrikam-tenant.Application.Gone, which this manifest declares absent" in run.err
+    assert "or a reference {from: <target>.Application.<displayName>, field: appId}" in run.err, run.err
+
+
+def test_make_demo_order_seed_004_then_the_2026_manifest_converges_in_one_apply(estate: Estate) -> None:
+    """What `make demo` runs after seed 004: the 2026 manifest, one apply, then nothing to do."""
+    assert estate.reconcile("apply", cross(estate), "--auto-approve").code == 0
+    manifest = hybrid(estate)
+    assert estate.reconcile("plan", manifest).code == 0
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 0, run.out + run.err
+    assert principals(estate)[EXCHANGE]["keyCredentials"] == []
+    again = estate.reconcile("plan", manifest, "--detailed-exitcode")
+    assert again.code == 0, again.out + again.err

@@ -38,6 +38,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler import known_after_apply
 from reconciler.commands import Command
 from reconciler.kinds.certificates import CertificateLookup, CertificateRole, der_of, thumbprint_of_der
 from reconciler.kinds.declaration import CmdletKind, Prop, read_date, reads
@@ -497,9 +498,14 @@ AUTH_SERVER = CmdletKind(
         Prop("domainName", "DomainName", read=read_domain_name, equal=_domains_equal,
              schema={"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
                      "description": "Compared as a set, ignoring case; Set-AuthServer replaces the list."}),
-        Prop("applicationIdentifier", "ApplicationIdentifier", ignore_case=True, schema=GUID,
+        Prop("applicationIdentifier", "ApplicationIdentifier", ignore_case=True,
+             schema={"anyOf": [GUID, known_after_apply.SCHEMA],
+                     "errorMessage": "is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a reference "
+                                     "{from: <target>.Application.<displayName>, field: appId}"},
              description="The Entra ID application (AppSecret parameter set; set after New when the server also "
-                         "has authMetadataUrl, as ConfigureExchangeHybridApplication.ps1 does)."),
+                         "has authMetadataUrl, as ConfigureExchangeHybridApplication.ps1 does): its appId, or "
+                         "{from: <tenant target>.Application.<displayName>, field: appId}, read from the tenant "
+                         "(known in the same apply that creates the application; reconciler.known_after_apply)."),
         Prop("isDefaultAuthorizationEndpoint", "IsDefaultAuthorizationEndpoint",
              description="Set-AuthServer only (NativeClientAuthServer set): written right after New."),
         Prop("issuerIdentifier", "IssuerIdentifier", parameter=None, manifest=False),

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from reconciler import known_after_apply
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem
 from reconciler.kinds.spec import KindSpec
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
@@ -137,6 +138,7 @@ def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] |
     resources = _resources(run, registry, checker, targets, items if isinstance(items, list) else [],
                            path.parent)
     checks = _checks(run, registry, targets, expanded.get("verify"))
+    _references(run, resources)
     if run.problems:
         raise ManifestError(list(dict.fromkeys(run.problems)))
     return DesiredState(
@@ -425,6 +427,16 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             mode=Mode(item["mode"]) if item.get("mode") in _MODES else None,
         ))
     return out
+
+
+def _references(run: _Run, resources: list[DesiredResource]) -> None:
+    """A field that refers to another target's object: the rules of reconciler.known_after_apply."""
+    if not any(known_after_apply.references(r) for r in resources):
+        return
+    provisional = DesiredState(manifest_path=run.file, manifest_sha256="", targets={}, resources=tuple(resources))
+    for resource, name, message in known_after_apply.problems(provisional):
+        index = int(resource.location.path.removeprefix("resources[").split("]", 1)[0])
+        run.add(("resources", index, name), message, resource.field_lines.get(name, resource.location.line))
 
 
 def _kind_spec(run: _Run, registry: Registry, targets: dict[str, TargetSpec | None] | None,

@@ -300,6 +300,7 @@ class ExchangeProvider:
             url = r.fields.get("authMetadataUrl")
             line = r.field_lines.get("authMetadataUrl" if url else "applicationIdentifier", r.location.line)
             ident = r.fields.get("applicationIdentifier")
+            ident = ident if isinstance(ident, str) else None  # a reference to another target is resolved in plans
             edges.append(TrustEdge(target.name, r.key.address, f"{r.key.kind} {r.key.identity}",
                                    str(url) if url else None, str(ident) if ident else None,
                                    f"{r.location.file}:{line}"))
