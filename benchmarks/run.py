@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -406,9 +407,11 @@ def phases_worker(manifest: Path, lab_url: str, state_dir: Path, started: float)
 
     registry = Registry.from_entry_points()
     desired = timed(PHASES[1], lambda: load_manifest(manifest, registry, {"lab": lab_url}))
+    gc.freeze()  # as reconcile_once does once the manifest and the live state are read
     settings = Settings(state_dir=state_dir, check_metadata=False, deletions=DeletionLimits(allowed=1_000_000))
     with open_session(desired, registry, settings.parallel) as session:
         live = timed(PHASES[2], lambda: discover(session))
+        gc.freeze()
         plan = timed(PHASES[3], lambda: make_plan(session, live, settings))
 
         def checks() -> None:

@@ -12,7 +12,8 @@ import contextlib
 import dataclasses
 import enum
 import fnmatch
-from collections.abc import Callable, Mapping
+import gc
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,17 +173,41 @@ def suspend(desired: DesiredState, addresses: frozenset[str]) -> DesiredState:
     return dataclasses.replace(desired, targets=targets, resources=resources)
 
 
+@contextlib.contextmanager
+def _long_lived() -> Iterator[None]:
+    """Unfreeze, when the run ends, what `gc.freeze()` set aside during it.
+
+    The desired and live states are read once and kept to the end of a run, and there are millions of objects
+    in them at 1,000 targets x 50 resources: frozen once read, the cyclic collector's full collections stop
+    scanning them again and again (they took a third of the plan's CPU there). Reference counting still frees
+    them; anything cyclic among them waits for the unfreeze at the end of the run, which also gives a `run`
+    loop's next cycle a heap the collector sees whole again.
+    """
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def reconcile_once(request: Request, registry: Registry, settings: Settings, record: Recorder) -> Outcome:
     """One reconcile of a manifest, recorded; raises ReconcilerError for what stops it before a verdict."""
+    with _long_lived():
+        return _reconcile_once(request, registry, settings, record)
+
+
+def _reconcile_once(request: Request, registry: Registry, settings: Settings, record: Recorder) -> Outcome:
     desired = suspend(load_cached(request.manifest, registry, request.overrides, settings.state_dir),
                       request.suspended)
+    gc.freeze()
     record.loaded(desired, settings.state_dir)
     if request.saved is not None and request.saved["manifest"]["sha256"] != desired.manifest_sha256:
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
                              "since the plan was made; run `reconcile plan` again")
     lock = locked(desired, settings) if request.apply else contextlib.nullcontext()
     with lock, open_session(desired, registry, settings.parallel) as session:
-        plan = _select(make_plan(session, discover(session), settings), request.selection)
+        live = discover(session)
+        gc.freeze()
+        plan = _select(make_plan(session, live, settings), request.selection)
         if request.saved is not None:
             check_saved(request.saved, plan)
         record.planned(plan)

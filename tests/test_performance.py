@@ -7,6 +7,7 @@ from pathlib import Path
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
 from reconciler.transports.base import Command
+from tests.e2e import ON_PREMISES, Estate
 
 LITWARE_POOL = "atl-cs-001"
 
@@ -91,3 +92,13 @@ def test_every_schema_has_a_compiled_check_that_refuses_what_jsonschema_refuses(
     assert fast(valid) and slow.is_valid(valid)
     for entry in invalid:
         assert not fast(entry) or slow.is_valid(entry), entry
+
+
+def test_a_run_leaves_nothing_frozen_for_the_next_cycle(estate: Estate) -> None:
+    import gc
+
+    # reconcile_once sets the desired and live states aside from the cyclic collector while it runs
+    # (gc.freeze): the next cycle of a `run` loop must find them collectable again.
+    planned = estate.reconcile("plan", ON_PREMISES)
+    assert planned.code == 0, planned.out + planned.err
+    assert gc.get_freeze_count() == 0
