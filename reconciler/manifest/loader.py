@@ -23,7 +23,7 @@ import httpx
 from reconciler import known_after_apply
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem
 from reconciler.kinds.spec import KindSpec
-from reconciler.manifest.positions import Document, FieldPath, format_path, parse
+from reconciler.manifest.positions import Document, FieldPath, collector_paused, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
 from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
 from reconciler.model import (
@@ -96,6 +96,11 @@ class _Run:
 
 def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] | None = None) -> DesiredState:
     """Read and check a manifest. Raises ManifestError with all problems; never another exception."""
+    with collector_paused():  # what a load allocates is not cyclic (see positions.collector_paused)
+        return _load(path, registry, overrides)
+
+
+def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -> DesiredState:
     file = str(path)
     overrides = dict(overrides or {})
     try:

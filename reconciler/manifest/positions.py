@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,17 +83,26 @@ def format_path(path: FieldPath) -> str:
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse(text: str) -> Document:
-    """Compose `text` as one YAML document and build plain data with line numbers. Never raises."""
-    # Composing allocates a node per value and nothing cyclic: the cyclic collector, woken again and again by
-    # those allocations, found nothing and took a large share of the time on big manifests.
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off meanwhile (as it was, after).
+
+    Loading allocates a node, then a value, per item and nothing cyclic: the collector, woken again and again
+    by those allocations, found nothing and took a large share of the time on big manifests.
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _parse(text)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def parse(text: str) -> Document:
+    """Compose `text` as one YAML document and build plain data with line numbers. Never raises."""
+    with collector_paused():
+        return _parse(text)
 
 
 def _parse(text: str) -> Document:
@@ -114,7 +124,9 @@ def _parse(text: str) -> Document:
     if root is None:
         return Document(None, {}, (YamlProblem(
             1, (), "the manifest is empty: expected a mapping with apiVersion, targets and resources"),))
-    builder = _Builder()
+    # Without an anchor ('&' nowhere in the text) there is no alias: no node is reached twice, and the alias
+    # accounting (a set of every node built) can be skipped; an '&' inside a string only costs that speed.
+    builder = _Builder(aliases="&" in text)
     try:
         data = builder.build(root, (), 0)
     except _TooBig:
@@ -199,8 +211,9 @@ class _TooBig(Exception):
 class _Builder:
     """One build of one document: collects lines and problems as it goes (never shared)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, aliases: bool = True) -> None:
         self.lines: dict[FieldPath, int] = {}
+        self._aliases = aliases  # False: the document has no anchor, so no node can be reached twice
         self.problems: list[YamlProblem] = []
         self.opaque: set[FieldPath] = set()
         self._active: set[int] = set()
@@ -221,6 +234,8 @@ class _Builder:
         self.opaque.add(path)
 
     def build(self, node: Node, path: FieldPath, depth: int) -> Any:
+        if not self._aliases:
+            return self._build(node, path, depth)
         again = id(node) in self._built
         if again or self._aliasing:
             self._aliased += 1
@@ -241,19 +256,24 @@ class _Builder:
         if depth > MAX_DEPTH:
             self._reject(node, path, f"nested more than {MAX_DEPTH} levels deep")
             return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        if not self._aliases:
+            return self._collection(node, path, depth)
         if id(node) in self._active:
             self._reject(node, path, "an alias refers to a value that contains it (recursive alias)")
             return None
-        if isinstance(node, ScalarNode):
-            return self._scalar(node, path)
         self._active.add(id(node))
         try:
-            if isinstance(node, SequenceNode) and node.tag == _TAG + "seq":
-                return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-            if isinstance(node, MappingNode) and node.tag == _TAG + "map":
-                return self._mapping(node, path, depth)
+            return self._collection(node, path, depth)
         finally:
             self._active.discard(id(node))
+
+    def _collection(self, node: Node, path: FieldPath, depth: int) -> Any:
+        if isinstance(node, SequenceNode) and node.tag == _TAG + "seq":
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, MappingNode) and node.tag == _TAG + "map":
+            return self._mapping(node, path, depth)
         self._reject(node, path, f"unsupported YAML tag '{node.tag}'")
         return None
 
