@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("manifest", type=Path, help="the YAML manifest")
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
+        p.add_argument("--var-file", action="append", default=[], type=Path, metavar="FILE",
+                       help="set manifest variables from a YAML file of NAME: VALUE lines (repeatable; --var wins); "
+                            "RECONCILE_VAR_<NAME> in the environment sets one too, below both")
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
                        help="where the journal and the run store live (default: .reconciler; locks are "
                             "machine-wide: RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)")
@@ -190,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cycles", type=int, help=argparse.SUPPRESS)
     p.add_argument("--metrics-port", type=port_number, metavar="PORT",
                    help="serve /metrics on 127.0.0.1:PORT while running (0: any free port)")
+    p.add_argument("--metrics-bind", metavar="ADDRESS", default=None,
+                   help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 or :: in a container: the "
+                        "metrics name every target, so protect the port)")
     p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
     p.add_argument("--wake-poll", default="5s", metavar="DURATION",
                    help="while sleeping, look this often for a `reconcile trigger` request (default 5s)")
@@ -200,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("manifest", type=Path, help="the YAML manifest (the loop's, as `reconcile run` was given it)")
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
+        p.add_argument("--var-file", action="append", default=[], type=Path, metavar="FILE",
+                       help="set manifest variables from a YAML file of NAME: VALUE lines (repeatable; --var wins); "
+                            "RECONCILE_VAR_<NAME> in the environment sets one too, below both")
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
                        help="the loop's state directory: its run store is STATE_DIR/runs.sqlite3 "
                             "(default: .reconciler)")
@@ -354,10 +363,89 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+VAR_ENV_PREFIX = "RECONCILE_VAR_"
+
+
+def _variables(args: argparse.Namespace) -> dict[str, str]:
+    """The values given for manifest variables, lowest precedence first: RECONCILE_VAR_<name> in the environment
+    (only for variables the manifest declares, as Terraform's TF_VAR_), then each --var-file in order, then --var."""
+    values: dict[str, str] = {}
+    files: list[Path] = list(getattr(args, "var_file", None) or [])
+    if any(key.upper().startswith(VAR_ENV_PREFIX) for key in os.environ):
+        values.update(_environment_variables(Path(args.manifest)))
+    for file in files:
+        values.update(_var_file(file))
+    values.update(_overrides(args.var))
+    return values
+
+
+def _environment_variables(manifest: Path) -> dict[str, str]:
+    """RECONCILE_VAR_<name> for each variable the manifest declares; the name matched exactly, else ignoring case
+    (Windows keeps environment names in upper case)."""
+    try:
+        declared = _sections_kept(manifest.read_text(encoding="utf-8-sig")).get("variables")
+    except (OSError, ValueError):  # unreadable or not YAML: the manifest's load reports it
+        return {}
+    if not isinstance(declared, dict):
+        return {}
+    folded = {key.upper(): value for key, value in os.environ.items() if key.upper().startswith(VAR_ENV_PREFIX)}
+    found: dict[str, str] = {}
+    for name in map(str, declared):
+        key = VAR_ENV_PREFIX + name
+        if key in os.environ:
+            found[name] = os.environ[key]
+        elif key.upper() in folded:
+            found[name] = folded[key.upper()]
+    return found
+
+
+def _var_file(path: Path) -> dict[str, str]:
+    """A --var-file: a YAML (or JSON) mapping of variable names to values (strings, numbers or booleans)."""
+    import yaml
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReconcilerError(f"--var-file {path}: {exc.strerror or exc}") from None
+    text = _text_of(raw, f"--var-file {path}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ReconcilerError(f"--var-file {path}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}"
+                              + _tab_hint(text)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ReconcilerError(f"--var-file {path}: expected a mapping of variable names to values "
+                              f"(lab: https://..., one per line), got {type(data).__name__}")
+    values: dict[str, str] = {}
+    for name, value in data.items():
+        if isinstance(value, bool):
+            values[str(name)] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            values[str(name)] = str(value)
+        else:
+            raise ReconcilerError(f"--var-file {path}: {name}: a variable's value is text, a number or true/false, "
+                                  f"not {type(value).__name__}")
+    return values
+
+
+def _text_of(raw: bytes, what: str) -> str:
+    from reconciler.manifest.loader import decode_text
+
+    return decode_text(raw, what)
+
+
+def _tab_hint(text: str) -> str:
+    return "; indent with spaces, not tabs" if "\t" in text else ""
+
+
 def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
     from reconciler.manifest import load_manifest
 
-    return load_manifest(args.manifest, registry, _overrides(args.var))
+    return load_manifest(args.manifest, registry, _variables(args))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -407,7 +495,7 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
 
     def show(plan: Plan, session: Session) -> None:
         document = plan_to_json(plan, session.kind_of)
-        document["variables"] = _overrides(args.var)
+        document["variables"] = _variables(args)
         saved.append(document)
         if _plan_format(args) == "markdown":
             from reconciler.render.markdown import render_markdown
@@ -432,7 +520,7 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
 def _request(args: argparse.Namespace, **more: Any) -> Request:
     from reconciler.workflow import Request, Selection
 
-    return Request(args.manifest, _overrides(args.var), selection=Selection(tuple(args.target), tuple(args.exclude)),
+    return Request(args.manifest, _variables(args), selection=Selection(tuple(args.target), tuple(args.exclude)),
                    **more)
 
 
@@ -463,7 +551,7 @@ def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:
     saved = _read_saved_plan(args.manifest)
     if saved is not None:
         args.manifest = Path(saved["manifest"]["path"])
-        if not args.var:  # the plan's own --var values, unless new ones are given
+        if not args.var and not args.var_file:  # the plan's own variable values, unless new ones are given
             args.var = [f"{k}={v}" for k, v in saved.get("variables", {}).items()]
     with _recorded("apply", args) as record:
         return _apply(args, registry, record, saved)
@@ -553,7 +641,7 @@ def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, m
 
     settings = _settings(args)
     events = EventLog(sys.stdout, fmt=args.log_format)
-    return Cycle(args.manifest, registry, settings, _overrides(args.var), apply=apply, command=command,
+    return Cycle(args.manifest, registry, settings, _variables(args), apply=apply, command=command,
                  store=store, events=events, metrics=metrics,
                  selection=Selection(tuple(args.target), tuple(args.exclude)), notify=_notify(args))
 
@@ -587,6 +675,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         parse_duration(args.wake_poll)
     except ValueError as exc:
         raise ReconcilerError(str(exc)) from None
+    if args.metrics_bind is not None and args.metrics_port is None:
+        raise ReconcilerError("--metrics-bind: give --metrics-port too (the port to serve /metrics on)")
     metrics = Metrics()
     stop = threading.Event()
     finished = threading.Event()  # a Windows close/logoff/shutdown handler waits for it (see console_stop)
@@ -607,7 +697,8 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
         events = cycle.events
         assert events is not None
         if args.metrics_port is not None:
-            server = stack.enter_context(MetricsServer(metrics, port=args.metrics_port))
+            server = stack.enter_context(MetricsServer(metrics, host=args.metrics_bind or "127.0.0.1",
+                                                       port=args.metrics_port, allow_remote=True))
             events.emit("metrics", url=f"{server.base_url}/metrics")
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -828,7 +919,7 @@ def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
     source = _sections_kept(Path(args.manifest).read_text(encoding="utf-8-sig"))
     kinds = {name: registry.provider(t.provider).kinds for name, t in desired.targets.items()}
     exported = export_manifest(desired, live, kinds, source, only_kinds=frozenset(args.kind),
-                               variables=_resolved_variables(source, _overrides(args.var)))
+                               variables=_resolved_variables(source, _variables(args)))
     written = exported.write(args.out)
     count = len(exported.document["resources"])
     print(f"Wrote {args.out}: {count} resources on {len(live)} targets" +

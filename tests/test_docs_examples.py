@@ -142,3 +142,54 @@ def test_windows_powershell_quick_start() -> None:
     assert len(invocations) >= 4 and any(" apply " in i for i in invocations)
     assert 'schtasks /create /xml "$PSScriptRoot\\reconcile-task.xml"' in text
     assert (EXAMPLES / "reconcile-task.xml").is_file()
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name reconcile's metrics can hold (one run of each kind observed, histogram suffixes included)."""
+    from reconciler.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe_run(command="run", result="applied", duration_seconds=1.0, finished_at=1.0,
+                        drifted={"t": 1}, success=True)
+    return {line.split("{")[0].split(" ")[0] for line in metrics.render().splitlines() if not line.startswith("#")}
+
+
+def metric_names(expr: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\breconcile_[a-z_]+", expr))
+
+
+def test_prometheus_alert_rules_use_only_exported_metrics() -> None:
+    doc = yaml.safe_load((EXAMPLES / "prometheus-alerts.yaml").read_text(encoding="utf-8"))
+    rules = [rule for group in doc["groups"] for rule in group["rules"]]
+    names = {rule["alert"] for rule in rules}
+    assert {"ReconcileDrifted", "ReconcileLastSuccessTooOld"} <= names  # drifted > 0, last success too old
+    known = exported_metric_names()
+    for rule in rules:
+        assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("warning", "critical")
+        used = metric_names(rule["expr"])
+        assert used and used <= known, (rule["alert"], used - known)
+
+
+def test_grafana_dashboard_is_valid_and_uses_only_exported_metrics() -> None:
+    import json
+
+    dashboard = json.loads((EXAMPLES / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    assert dashboard["title"] and dashboard["uid"] and dashboard["schemaVersion"] >= 36
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    known = exported_metric_names()
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        assert p["type"] in ("stat", "timeseries") and p["datasource"]["type"] == "prometheus"
+        grid = p["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        columns, rows = range(grid["x"], grid["x"] + grid["w"]), range(grid["y"], grid["y"] + grid["h"])
+        mine = {(x, y) for x in columns for y in rows}
+        assert not mine & cells, f"panel {p['title']} overlaps another"
+        cells |= mine
+        for target in p["targets"]:
+            used = metric_names(target["expr"])
+            assert used and used <= known, (p["title"], used - known)
+    assert any("reconcile_drifted_resources" in t["expr"] for p in panels for t in p["targets"])

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from reconciler import known_after_apply
-from reconciler.errors import FieldProblem, ManifestError, ManifestProblem
+from reconciler.errors import FieldProblem, ManifestError, ManifestProblem, ReconcilerError
 from reconciler.kinds.spec import KindSpec
 from reconciler.manifest.positions import Document, FieldPath, collector_paused, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
@@ -108,11 +108,11 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
     except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ManifestError([ManifestProblem(file, 1, "", f"cannot read the manifest: {reason}")]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ManifestError([ManifestProblem(file, line, "", "the manifest is not UTF-8 text")]) from None
+    encoding = encoding_problem(raw)
+    if encoding is not None:
+        line, message = encoding
+        raise ManifestError([ManifestProblem(file, line, "", f"the manifest is {message}")]) from None
+    text = raw.decode("utf-8-sig")
 
     doc = parse(text)
     run = _Run(file, doc)
@@ -265,6 +265,31 @@ def _check_secret_names(run: _Run, targets: Any) -> None:
             path: FieldPath = ("targets", name, "connection", key)
             if _names_a_variable(path) and not is_env_name(value) and not run.silent(path):
                 run.add(path, NOT_A_NAME)
+
+
+UTF16 = ("UTF-16 text (Notepad's \"Unicode\", or what PowerShell 5's `>` and Out-File write): save it as UTF-8 "
+         "(Notepad: Save As, Encoding: UTF-8; PowerShell: Set-Content -Encoding utf8)")
+
+
+def encoding_problem(raw: bytes) -> tuple[int, str] | None:
+    """None for UTF-8 text (a BOM allowed), else the line and what the file is instead ("UTF-16 text ...")."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) >= 2 and b"\x00" in raw[:2]
+                                                       and raw[:400].count(b"\x00") * 3 >= min(len(raw), 400)):
+        return 1, UTF16
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return raw.count(b"\n", 0, exc.start) + 1, "not UTF-8 text"
+    return None
+
+
+def decode_text(raw: bytes, what: str) -> str:
+    """UTF-8 text of a file the user wrote, or a ReconcilerError saying what it is instead (UTF-16 by name)."""
+    problem = encoding_problem(raw)
+    if problem is not None:
+        line, message = problem
+        raise ReconcilerError(f"{what}:{line}: the file is {message}")
+    return raw.decode("utf-8-sig")
 
 
 def printable(text: str) -> str:

@@ -60,17 +60,20 @@ def load_notify_file(path: Path) -> tuple[Mapping[str, Any], ...]:
     problem, each at its file and line, as a manifest's are reported."""
     from jsonschema import Draft202012Validator
 
-    from reconciler.manifest.loader import printable
+    from reconciler.manifest.loader import encoding_problem, printable
     from reconciler.manifest.positions import format_path, parse
     from reconciler.manifest.schema import explain
 
     file = str(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
-            "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raw = path.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ManifestError([ManifestProblem(file, 1, "", f"cannot read the notifications file: {reason}")]) from None
+    problem = encoding_problem(raw)
+    if problem is not None:
+        raise ManifestError([ManifestProblem(file, problem[0], "", f"the file is {problem[1]}")])
+    text = raw.decode("utf-8-sig")
     if not text.strip():
         raise ManifestError([ManifestProblem(file, 1, "", "expected a mapping with `notify:`, got an empty file")])
     doc = parse(text)

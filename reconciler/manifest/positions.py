@@ -201,6 +201,8 @@ def _syntax_problem(exc: yaml.MarkedYAMLError) -> YamlProblem:
         if exc.context_mark is not None and exc.context_mark.line + 1 != line:
             where = f" at line {exc.context_mark.line + 1}"
         message += f" ({exc.context}{where})"
+    if "'\\t'" in message:  # PyYAML: found character '\t' that cannot start any token
+        message += "; YAML is indented with spaces, not tabs: replace the tab with spaces"
     return YamlProblem(line, (), message)
 
 

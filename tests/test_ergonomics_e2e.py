@@ -1,0 +1,86 @@
+"""Everyday ergonomics, end to end: variables from files and the environment, Windows encodings and tabs named
+as such, the metrics bind address."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e import ON_PREMISES, Estate
+
+
+def lab_line(estate: Estate) -> str:
+    return f"lab: {estate.url}\n"
+
+
+def test_var_file_and_environment_set_variables_with_var_winning(estate: Estate,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    values = estate.write("lab.yaml", "# the lab's address\n" + lab_line(estate))
+    plan = estate.run("plan", "--var-file", str(values), str(ON_PREMISES))
+    assert plan.code == 0, plan.err
+    assert "to add" in plan.out
+
+    monkeypatch.setenv("RECONCILE_VAR_lab", estate.url)  # as Terraform's TF_VAR_lab
+    monkeypatch.setenv("RECONCILE_VAR_undeclared", "ignored")  # a variable the manifest does not declare
+    assert estate.run("plan", str(ON_PREMISES)).code == 0
+    monkeypatch.delenv("RECONCILE_VAR_lab")
+    monkeypatch.setenv("RECONCILE_VAR_LAB", estate.url)  # Windows keeps environment names in upper case
+    assert estate.run("plan", str(ON_PREMISES)).code == 0
+
+    # Precedence: the environment, then each --var-file in order, then --var.
+    monkeypatch.setenv("RECONCILE_VAR_LAB", "http://127.0.0.1:9/env")
+    wrong = estate.write("wrong.yaml", "lab: http://127.0.0.1:9/file\n")
+    assert estate.run("plan", "--var-file", str(wrong), "--var-file", str(values), str(ON_PREMISES)).code == 0
+    assert estate.run("plan", "--var-file", str(wrong), "--var", f"lab={estate.url}", str(ON_PREMISES)).code == 0
+    saved = estate.run("plan", "--var-file", str(values), "--json", str(ON_PREMISES))
+    assert json.loads(saved.out)["variables"] == {"lab": estate.url}  # what a saved plan is applied with
+
+
+def test_a_bad_var_file_is_one_clear_line(estate: Estate) -> None:
+    cases = {
+        "list.yaml": ("- lab\n", "expected a mapping of variable names to values"),
+        "nested.yaml": ("lab: {a: 1}\n", "lab: a variable's value is text, a number or true/false"),
+        "tab.yaml": ("lab:\n\tx: 1\n", "indent with spaces, not tabs"),
+    }
+    for name, (text, message) in cases.items():
+        run = estate.run("validate", "--var-file", str(estate.write(name, text)), str(ON_PREMISES))
+        assert run.code == 1 and message in run.err, run.err
+    utf16 = estate.root / "utf16.yaml"
+    utf16.write_bytes(lab_line(estate).encode("utf-16"))
+    run = estate.run("validate", "--var-file", str(utf16), str(ON_PREMISES))
+    assert run.code == 1 and "UTF-16" in run.err and "save it as UTF-8" in run.err
+    missing = estate.run("validate", "--var-file", "nowhere.yaml", str(ON_PREMISES))
+    assert missing.code == 1 and "--var-file nowhere.yaml" in missing.err
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_manifest_says_to_save_it_as_utf8(estate: Estate, encoding: str) -> None:
+    """Notepad's "Unicode" and PowerShell 5's `>` write UTF-16 (with a BOM; without one from some tools)."""
+    manifest = estate.root / "m.yaml"
+    manifest.write_bytes(ON_PREMISES.read_text(encoding="utf-8").encode(encoding))
+    run = estate.run("validate", str(manifest))
+    assert run.code == 1
+    assert f"{manifest}:1: the manifest is UTF-16 text" in run.err and "save it as UTF-8" in run.err
+    assert "Traceback" not in run.err
+
+
+def test_a_tab_in_a_manifest_says_to_indent_with_spaces(estate: Estate) -> None:
+    text = ON_PREMISES.read_text(encoding="utf-8").replace("    provider: skype\n", "\tprovider: skype\n", 1)
+    run = estate.run("validate", str(estate.write("m.yaml", text)))
+    assert run.code == 1 and "indent" in run.err and "spaces, not tabs" in run.err
+
+
+def test_metrics_bind_address(estate: Estate) -> None:
+    """`--metrics-bind` chooses the address (a container binds all of them); without --metrics-port it is refused."""
+    run = estate.reconcile("run", ON_PREMISES, "--once", "--metrics-port", "0", "--metrics-bind", "127.0.0.2",
+                           "--log-format", "json")
+    assert run.code == 0, run.err
+    url = next(json.loads(line)["url"] for line in run.out.splitlines() if json.loads(line)["event"] == "metrics")
+    assert url.startswith("http://127.0.0.2:")
+    alone = estate.reconcile("run", ON_PREMISES, "--once", "--metrics-bind", "0.0.0.0")
+    assert alone.code == 1 and "give --metrics-port too" in alone.err
+    unknown = estate.reconcile("run", ON_PREMISES, "--once", "--metrics-port", "0", "--metrics-bind",
+                               "no-such-host.invalid")
+    assert unknown.code == 1 and "cannot serve metrics on no-such-host.invalid" in unknown.err
+
