@@ -399,3 +399,21 @@ def test_make_demo_order_seed_004_then_the_2026_manifest_converges_in_one_apply(
     assert principals(estate)[EXCHANGE]["keyCredentials"] == []
     again = estate.reconcile("plan", manifest, "--detailed-exitcode")
     assert again.code == 0, again.out + again.err
+
+
+def test_federation_metadata_down_blocks_both_hma_servers_at_plan_time(estate: Estate) -> None:
+    """The tenant's federation metadata XML (Exchange's EvoSts auth server and Skype's evoSTS) is downloaded while
+    planning: unreachable, both targets get the error with their line, and apply changes neither."""
+    from reconciler.lab.estate import ENTRA_PATH, EXCHANGE_HOST
+
+    assert estate.lab("url", ENTRA_PATH, "--status", "invalid").code == 0
+    manifest = hybrid(estate)
+    plan = estate.reconcile("plan", manifest)
+    assert plan.code == 1
+    errors = [line for line in (plan.out + plan.err).splitlines() if line.startswith("error:")]
+    assert any("exchange.AuthServer.EvoSts" in e and "authMetadataUrl:" in e for e in errors), errors
+    assert any("fabrikam-pool.OAuthServer.evoSTS" in e and "metadataUrl:" in e for e in errors), errors
+    run = estate.reconcile("apply", manifest, "--auto-approve")
+    assert run.code == 1
+    assert estate.objects(EXCHANGE_HOST, "AuthServer") == []
+    assert [s for s in estate.objects("fab-cs-001", "OAuthServer") if s["Identity"] == "evoSTS"] == []
