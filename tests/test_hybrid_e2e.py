@@ -417,3 +417,15 @@ def test_federation_metadata_down_blocks_both_hma_servers_at_plan_time(estate: E
     assert run.code == 1
     assert estate.objects(EXCHANGE_HOST, "AuthServer") == []
     assert [s for s in estate.objects("fab-cs-001", "OAuthServer") if s["Identity"] == "evoSTS"] == []
+
+
+def test_organization_config_bad_input_is_one_line_each(estate: Estate) -> None:
+    for replacement, message in (("    oAuth2ClientProfileEnabled: \"yes\"\n", "oAuth2ClientProfileEnabled: expected a "
+                                                                             "boolean, got 'yes'"),
+                                 ("    oAuth2ClientProfileEnabled: true\n    ensure: absent\n",
+                                  "OrganizationConfig always exists (one per target), so it cannot be absent")):
+        text = HYBRID.read_text(encoding="utf-8").replace("    oAuth2ClientProfileEnabled: true\n", replacement)
+        run = estate.reconcile("validate", hybrid(estate, text))
+        assert run.code == 1
+        (line,) = [x for x in run.err.splitlines() if x.startswith("error:")]
+        assert message in line and "hybrid.yaml:" in line, run.err
