@@ -97,24 +97,31 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
         resources.append(dataclasses.replace(resource, fields=fields))
     if not changed:
         return Resolved(desired, {})
-    consumers = _consumers(resources, desired, registry)
+    notes = _notes(resources, desired, registry)
+    consumers = {source: [address for address, _ in found] for source, found in notes.items()}
     diagnostics.extend(_wrong_order(cache, consumers))
     out = dataclasses.replace(desired, resources=tuple(resources))
     return Resolved(out, {t: frozenset(s) for t, s in depends.items()}, tuple(diagnostics),
-                    timeline(cache, consumers))
+                    timeline(cache, consumers, notes))
 
 
 def _consumers(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
                ) -> dict[str, list[str]]:
     """source target -> addresses of the resources that take its certificates."""
-    found: dict[str, list[str]] = {}
+    return {source: [address for address, _ in found] for source, found in _notes(resources, desired, registry).items()}
+
+
+def _notes(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
+           ) -> dict[str, list[tuple[str, str]]]:
+    """source target -> (address, how it refreshes on its own, or "") of the resources that take its certificates."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for resource in resources:
         target = desired.targets.get(resource.key.target)
         spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
         if spec is None or spec.references is None:
             continue
         for source in spec.references(desired_fields(desired, resource)):
-            found.setdefault(source, []).append(resource.key.address)
+            found.setdefault(source, []).append((resource.key.address, spec.refresh_note))
     return found
 
 
@@ -143,7 +150,8 @@ def _wrong_order(published: Mapping[str, tuple[PublishedCertificate, ...]],
 
 
 def timeline(published: Mapping[str, tuple[PublishedCertificate, ...]],
-             consumers: Mapping[str, list[str]]) -> tuple[TimelineEntry, ...]:
+             consumers: Mapping[str, list[str]],
+             notes: Mapping[str, list[tuple[str, str]]] | None = None) -> tuple[TimelineEntry, ...]:
     """The rotation as the plan shows it: for each source with a staged certificate, what happens now, at its
     effective date, and after (the previous certificate removed once every side has the new one)."""
     entries: list[TimelineEntry] = []
@@ -157,6 +165,8 @@ def timeline(published: Mapping[str, tuple[PublishedCertificate, ...]],
                                                         f"certificate; pushed to {sides}"))
             entries.append(TimelineEntry(cert.effective or "its effective date", source,
                                          f"{cert.thumbprint} signs from here: every side must hold it by then"))
+            entries.extend(TimelineEntry(cert.effective or "its effective date", source, f"{address}: {note}")
+                           for address, note in (notes or {}).get(source, []) if note)
             entries.append(TimelineEntry(
                 f"after {cert.effective or 'its effective date'}", source,
                 "the previous certificate can be removed (declare removePrevious: true); sides that list "

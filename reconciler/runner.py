@@ -27,7 +27,7 @@ from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
 from reconciler.metadata import Documents
-from reconciler.model import DesiredState, LiveState, Mode, VerifyCheck
+from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
@@ -358,6 +358,7 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     sources = sorted({t for name in applied_targets for t in depends.get(name, ())} - set(applied_targets))
     after = discover(session, [*applied_targets, *sources])
     desired_now = known_after_apply.resolve(resolved(session).desired, session.live)
+    following = _following(session, {o.change.key.target for o in outcomes if o.status in _CHANGED_SOMETHING})
     remaining = {}
     next_steps: dict[str, tuple[Change, ...]] = {}
     for name in applied_targets:
@@ -365,7 +366,8 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         replanned, _ = guard(plan_changes(only, {name: after[name]}, session.registry), only, {name: after[name]},
                              settings.deletions)
         advanced = {o.change.key for o in outcomes if o.ok and o.change.key.target == name}
-        stepping = {c.key for c in replanned if c.key in advanced and c.kind is not None and c.kind.stepwise}
+        stepping = {c.key for c in replanned if (c.key in advanced and c.kind is not None and c.kind.stepwise)
+                    or c.key in following}
         remaining[name] = tuple(c for c in replanned if c.mode is Mode.ENFORCE and c.key not in stepping)
         next_steps[name] = tuple(c for c in replanned if c.key in stepping)
     not_reached = {c.key for c in plan.enforced} - {o.change.key for o in outcomes}
@@ -393,6 +395,18 @@ def _blocked(changes: list[Change]) -> tuple[tuple[ChangeOutcome, ...], tuple[Ha
             outcomes.append(ChangeOutcome(change, Status.NOT_RUN,
                                           error="not run: another change of this target waits for a value"))
     return tuple(outcomes), ()
+
+
+def _following(session: Session, moved: set[str]) -> set[ResourceKey]:
+    """Resources that take the certificates of a target this apply changed: what they must hold next (a certificate
+    the source staged just now) is the next cycle's step, not a failure to converge."""
+    found = set()
+    for resource in session.desired.resources:
+        target = session.desired.targets[resource.key.target]
+        spec = session.registry.provider(target.provider).kinds.get(resource.key.kind)
+        if spec is not None and spec.references is not None and set(spec.references(resource.fields)) & moved:
+            found.add(resource.key)
+    return found
 
 
 def waves(names: list[str], depends: Mapping[str, frozenset[str]]) -> list[list[str]]:

@@ -14,10 +14,12 @@ Checks (each names the resource and its manifest line):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 
 import httpx
+from cryptography import x509
 
 from reconciler.metadata import Documents, MetadataDocument, MetadataError
 from reconciler.model import DesiredState
@@ -35,12 +37,28 @@ class Node:
 
 
 @dataclass(frozen=True)
+class LinkCertificate:
+    """A signing certificate the trusted side publishes on a link's document: its dates, and every side (trusting
+    target) that reads a document publishing it, so already trusts it."""
+
+    thumbprint: str
+    not_before: str
+    not_after: str
+    trusted_by: tuple[str, ...]
+
+    def text(self) -> str:
+        return (f"{self.thumbprint} valid {self.not_before[:10]} to {self.not_after[:10]}, trusted by "
+                f"{', '.join(self.trusted_by)}")
+
+
+@dataclass(frozen=True)
 class Link:
     source: str
     dest: str
     edge: TrustEdge
     status: str  # ok | error | warning | unchecked
     message: str
+    certificates: tuple[LinkCertificate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,16 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
                 problem(edge, "error", message)
         links.append(Link(edge.target, dest, edge, status, message))
 
+    trusted_by: dict[str, list[str]] = {}  # thumbprint -> the trusting targets whose documents publish it
+    for link in links:
+        doc = fetched.get(link.edge.url) if link.edge.url else None
+        for key in doc.keys if isinstance(doc, MetadataDocument) else ():
+            sides = trusted_by.setdefault(key.thumbprint, [])
+            if link.source not in sides:
+                sides.append(link.source)
+    links = [dataclasses.replace(link, certificates=_certificates(fetched.get(link.edge.url), trusted_by))
+             if link.edge.url else link for link in links]
+
     documents_of: dict[str, list[MetadataDocument]] = {}  # downloaded documents by folded service name
     for doc in fetched.values():
         if isinstance(doc, MetadataDocument) and doc.service_name is not None:
@@ -134,6 +162,21 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
                          f"{identity.service_name} carries it (they carry {carried}); partners will reject its tokens",
                 None, None))
     return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found))
+
+
+def _certificates(doc: MetadataDocument | MetadataError | None, trusted_by: dict[str, list[str]]
+                  ) -> tuple[LinkCertificate, ...]:
+    if not isinstance(doc, MetadataDocument):
+        return ()
+    out = []
+    for key in doc.keys:
+        try:
+            cert = x509.load_der_x509_certificate(key.certificate_der)
+        except ValueError:
+            continue
+        out.append(LinkCertificate(key.thumbprint, cert.not_valid_before_utc.isoformat(),
+                                   cert.not_valid_after_utc.isoformat(), tuple(trusted_by.get(key.thumbprint, ()))))
+    return tuple(out)
 
 
 def _match(identities: dict[str, ServiceIdentity], by_service: dict[str, list[str]], service: str | None,
@@ -167,6 +210,7 @@ def graph_text(graph: TrustGraph) -> str:
                          f"  via {link.edge.via}{where}  [{link.status}]")
             if link.status != "ok":
                 lines.append(f"       {link.message}")
+            lines.extend(f"       certificate {c.text()}" for c in link.certificates)
     problems = [str(d) for d in graph.diagnostics]
     lines += ["", *problems] if problems else []
     lines.append(f"\n{len(graph.links)} links, {sum(1 for link in graph.links if link.status == 'error')} broken.")
@@ -185,6 +229,7 @@ def graph_dot(graph: TrustGraph) -> str:
         out.append(f"  {json.dumps(node.name)} [label={json.dumps(label)}{style}];")
     for link in graph.links:
         label = link.edge.via + ("" if link.status == "ok" else f" ({link.status})")
+        label += "".join(f"\n{c.thumbprint[:8]}... to {c.not_after[:10]}" for c in link.certificates)
         out.append(f"  {json.dumps(link.source)} -> {json.dumps(link.dest)} "
                    f"[label={json.dumps(label)}, color={_COLOURS[link.status]}];")
     out.append("}")

@@ -14,6 +14,24 @@ from reconciler.lab.estate import default_estate
 from reconciler.lab.server import LabServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_lock_directory_per_test_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' applies lock the lab's systems in a directory of this test run (inherited by the processes it
+    starts), not the machine-wide one: two test runs on one machine (CI, a developer's second checkout) must not
+    wait on each other's lab hosts. Tests of the machine-wide default set or clear the variable themselves."""
+    import os
+
+    from reconciler.locks import LOCK_DIR_ENV
+
+    previous = os.environ.get(LOCK_DIR_ENV)
+    os.environ[LOCK_DIR_ENV] = str(tmp_path_factory.mktemp("locks"))
+    yield
+    if previous is None:
+        os.environ.pop(LOCK_DIR_ENV, None)
+    else:
+        os.environ[LOCK_DIR_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def lab_default_estate() -> dict[str, Any]:
     """The default estate, generated once per session (RSA key generation is the slow part)."""

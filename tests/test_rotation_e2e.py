@@ -28,14 +28,15 @@ from tests.e2e import REPO, Estate
 
 ROTATION = REPO / "manifests" / "certificate-rotation.yaml"
 POOL = "atl-cs-001"
-START = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 class Clock:
-    """The one clock of the tool and the lab (reconciler.clock), moved by the test."""
+    """The one clock of the tool and the lab (reconciler.clock), moved by the test. It starts at the real time when
+    the test starts: the lab's own certificates (made when the estate was) are valid then."""
 
     def __init__(self) -> None:
-        self.now = START
+        self.start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        self.now = self.start
 
     def advance(self, **delta: float) -> None:
         self.now += datetime.timedelta(**delta)
@@ -48,13 +49,13 @@ def moved(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     yield fake
 
 
-def _certificate(name: str, days_from: int, days_to: int) -> bytes:
+def _certificate(start: datetime.datetime, name: str, days_from: int, days_to: int) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(START + datetime.timedelta(days=days_from))
-            .not_valid_after(START + datetime.timedelta(days=days_to)).sign(key, hashes.SHA256()))
+            .not_valid_before(start + datetime.timedelta(days=days_from))
+            .not_valid_after(start + datetime.timedelta(days=days_to)).sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -85,6 +86,12 @@ def _rotation(estate: Estate, **certificate: object) -> Path:
     return estate.write("rotation.yaml", text.replace(marker, marker + lines, 1))
 
 
+def _issuer_certificate(estate: Estate, name: str) -> str:
+    issuers = estate.objects("atl-sharepoint-001", "TrustedSecurityTokenIssuer")
+    issuer = next(i for i in issuers if i["Identity"] == name)
+    return certs.thumbprint(certs.from_b64(issuer["SigningCertificate"]))
+
+
 def _cached(estate: Estate) -> list[str]:
     app = estate.app("atl-exchange-001", "LyncEnterprise")
     assert app is not None
@@ -95,8 +102,8 @@ def test_a_roll_reaches_exchange_before_it_signs_and_verify_passes_at_every_step
                                                                                  moved: Clock) -> None:
     assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
     assert estate.reconcile("verify", ROTATION).code == 0
-    new, old = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
-    date = _iso(START + datetime.timedelta(days=2))
+    new, old = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
+    date = _iso(moved.start + datetime.timedelta(days=2))
     step = _rotation(estate, nextThumbprint=new, effectiveDate=date)
 
     plan = estate.reconcile("plan", step, "--detailed-exitcode")
@@ -104,6 +111,7 @@ def test_a_roll_reaches_exchange_before_it_signs_and_verify_passes_at_every_step
     assert f"Set-CsCertificate -Type 'OAuthTokenIssuer' -Thumbprint '{new}' -Roll" in plan.out
     assert "Set-PartnerApplication -Identity 'LyncEnterprise' -RefreshAuthMetadata" in plan.out
     assert "Certificate rotation" in plan.out and f"{new} staged by this plan" in plan.out
+    assert "litware-sharepoint.TrustedSecurityTokenIssuer.Skype: SharePoint keeps one SigningCertificate" in plan.out
     assert f"{date}" in plan.out and "signs from here" in plan.out
 
     applied = estate.reconcile("apply", step, "--auto-approve")
@@ -113,10 +121,16 @@ def test_a_roll_reaches_exchange_before_it_signs_and_verify_passes_at_every_step
     assert estate.reconcile("verify", step).code == 0
 
     moved.advance(days=3)  # the roll takes effect: the pool signs with the new certificate, Exchange trusts it
-    again = estate.reconcile("plan", step, "--detailed-exitcode")
-    assert again.code == 0, again.out
     verified = estate.reconcile("verify", step)
     assert verified.code == 0, verified.out + verified.err
+    # SharePoint keeps one signing certificate per issuer: the next cycle re-reads the pool's document.
+    again = estate.reconcile("plan", step, "--detailed-exitcode")
+    assert again.code == 2, again.out
+    assert "Set-SPTrustedSecurityTokenIssuer -Identity 'Skype' -MetadataEndPoint" in again.out
+    assert "litware-exchange.EnterprisePartnerApplication" not in again.out
+    assert estate.reconcile("apply", step, "--auto-approve").code == 0
+    assert _issuer_certificate(estate, "Skype") == new
+    assert estate.reconcile("plan", step, "--detailed-exitcode").code == 0
 
     done = _rotation(estate, nextThumbprint=new, effectiveDate=date, removePrevious=True)
     assert estate.reconcile("apply", done, "--auto-approve").code == 0
@@ -128,8 +142,8 @@ def test_a_roll_reaches_exchange_before_it_signs_and_verify_passes_at_every_step
 def test_without_the_refresh_exchange_stops_trusting_the_pool_at_the_date(estate: Estate, moved: Clock) -> None:
     """The failure this prevents: the pool's roll alone, Exchange's partner application never refreshed."""
     assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
-    new, _ = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
-    step = _rotation(estate, nextThumbprint=new, effectiveDate=_iso(START + datetime.timedelta(days=2)))
+    new, _ = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=_iso(moved.start + datetime.timedelta(days=2)))
     alone = estate.write("alone.yaml", step.read_text(encoding="utf-8").replace(
         "    certificateOf: litware-pool\n", ""))
     assert estate.reconcile("apply", alone, "--auto-approve").code == 0
@@ -145,7 +159,7 @@ def test_without_the_refresh_exchange_stops_trusting_the_pool_at_the_date(estate
 
 def test_an_immediate_switch_is_refused_while_other_sides_trust_the_pool(estate: Estate, moved: Clock) -> None:
     assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
-    new, _ = _stock(estate, POOL, _certificate("atl-cs-001.litwareinc.com", -1, 700))
+    new, _ = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
     plan = estate.reconcile("plan", _rotation(estate, thumbprint=new))
     assert plan.code == 1
     assert f"refusing to switch litware-pool's signing certificate to {new} at once" in plan.out + plan.err
@@ -200,12 +214,12 @@ def _principal_keys(estate: Estate) -> list[str]:
 
 def test_the_pools_next_key_reaches_the_office365_principal_from_its_live_state(estate: Estate,
                                                                                moved: Clock) -> None:
-    new, old = _stock(estate, POOL, _certificate("lync.fabrikam.com", -1, 700))
+    new, old = _stock(estate, POOL, _certificate(moved.start, "lync.fabrikam.com", -1, 700))
     manifest = estate.write("cross.yaml", CROSS.format(certificate=""))
     assert estate.reconcile("apply", manifest, "--auto-approve").code == 0
     assert _principal_keys(estate) == [old]  # the current key, read from the pool: no .cer exported by anyone
 
-    date = _iso(START + datetime.timedelta(days=2))
+    date = _iso(moved.start + datetime.timedelta(days=2))
     staged = estate.write("cross.yaml", CROSS.format(
         certificate=f"    nextThumbprint: {new}\n    effectiveDate: {date}"))
     plan = estate.reconcile("plan", staged)
@@ -221,3 +235,87 @@ def test_the_pools_next_key_reaches_the_office365_principal_from_its_live_state(
     assert estate.reconcile("apply", done, "--auto-approve").code == 0  # the next cycle drops the old key
     assert _principal_keys(estate) == [new]
     assert estate.reconcile("plan", done, "--detailed-exitcode").code == 0
+
+
+HYBRID = """\
+apiVersion: reconciler/v1
+variables:
+  lab: http://127.0.0.1:8470
+  tenantId: 8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c
+targets:
+  exchange:
+    provider: exchange
+    connection: {transport: lab, host: atl-exchange-001}
+  fabrikam-tenant:
+    provider: office365
+    connection:
+      transport: graph
+      tenantId: ${tenantId}
+      clientId: 5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b
+      authority: ${lab}/login.microsoftonline.com
+      graphUrl: ${lab}/graph.microsoft.com
+      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET
+resources:
+  - target: exchange
+    kind: AuthCertificate
+    identity: Auth Certificate
+    renewWithinDays: 60
+    stageDaysAhead: 30
+  - target: fabrikam-tenant
+    kind: Application
+    identity: ExchangeServerApp-3f8e9a41-5c2d-4b7e-9a10-6d4c2b1e0f97
+    signInAudience: AzureADMyOrg
+    credentials:
+      - certificateOf: exchange
+"""
+
+
+def _application_keys(estate: Estate) -> list[str]:
+    tenant = next(iter(estate.snapshot()["tenants"].values()))
+    app = next(a for a in tenant.get("applications") or [] if a["displayName"].startswith("ExchangeServerApp-"))
+    return sorted(certs.thumbprint(certs.from_b64(k["key"])) for k in app.get("keyCredentials") or [])
+
+
+def test_the_exchange_auth_certificate_and_its_staged_successor_reach_the_hybrid_application(
+        estate: Estate, moved: Clock) -> None:
+    from reconciler.lab.estate import EXCHANGE_HOST
+    from reconciler.lab.exchange_certificates import store_entry as exchange_entry
+
+    def auth(days_from: int, days_to: int) -> bytes:
+        return _certificate(moved.start, "Microsoft Exchange Server Auth Certificate", days_from, days_to)
+
+    expiring, candidate = auth(-300, 50), auth(-1, 1800)  # renewal due: the current one has 50 days left
+    with LabStore(estate.state).edit() as state:
+        record = state["hosts"][EXCHANGE_HOST]
+        state["services"][record["service"]]["certificate"] = certs.b64(expiring)
+        record["objects"]["AuthConfig"]["CurrentCertificateThumbprint"] = certs.thumbprint(expiring)
+        record["objects"]["ExchangeCertificate"] = [exchange_entry(d) for d in (expiring, candidate)]
+    manifest = estate.write("hybrid.yaml", HYBRID)
+
+    first = estate.reconcile("apply", manifest, "--auto-approve")
+    assert first.code == 0, first.out + first.err  # the staged key is the next cycle's step, not a failure
+    assert _application_keys(estate) == [certs.thumbprint(expiring)]
+    assert estate.objects(EXCHANGE_HOST, "AuthConfig")["NextCertificateThumbprint"] == certs.thumbprint(candidate)
+
+    plan = estate.reconcile("plan", manifest, "--detailed-exitcode")
+    assert plan.code == 2 and "Certificate rotation" in plan.out, plan.out
+    assert estate.reconcile("apply", manifest, "--auto-approve").code == 0
+    assert _application_keys(estate) == sorted([certs.thumbprint(expiring), certs.thumbprint(candidate)])
+    assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
+
+
+def test_graph_marks_each_certificate_on_each_link_with_its_dates_and_who_trusts_it(estate: Estate,
+                                                                                    moved: Clock) -> None:
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    new, old = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=_iso(moved.start + datetime.timedelta(days=2)))
+    assert estate.reconcile("apply", step, "--auto-approve").code == 0
+    graph = estate.reconcile("graph", step)
+    assert graph.code == 0, graph.out
+    link = graph.out[graph.out.index("-> litware-pool  via EnterprisePartnerApplication Lync"):]
+    until = (moved.start + datetime.timedelta(days=700)).date().isoformat()
+    assert f"certificate {old} valid " in link  # the pool's current key and, during the roll, the next one
+    assert f"certificate {new} valid {(moved.start - datetime.timedelta(days=1)).date().isoformat()} to {until}, " \
+           "trusted by litware-exchange" in link
+    dot = estate.reconcile("graph", step, "--format", "dot").out
+    assert f"{new[:8]}... to {until}" in dot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,3 +95,34 @@ def der_of(value: Any) -> bytes | None:
 
 def thumbprint_of_der(der: bytes) -> str:
     return hashlib.sha1(der).hexdigest().upper()
+
+
+CERTIFICATE_OF = "certificateOf"
+
+
+def certificate_of_sources(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """The target a resource's `certificateOf` names, if any."""
+    source = fields.get(CERTIFICATE_OF)
+    return (str(source),) if source else ()
+
+
+def certificate_of_schema(description: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "description": description}
+
+
+def resolve_current_signer(fields: Mapping[str, Any], lookup: CertificateLookup) -> dict[str, Any]:
+    """`certificateOf: <target>` on a side that holds one signing certificate of its partner: it must hold the one
+    that target signs with now (`signingCertificateThumbprint`)."""
+    out = dict(fields)
+    current = [c for c in lookup(str(out.pop(CERTIFICATE_OF))) if c.role is CertificateRole.CURRENT and not c.immediate]
+    if current:
+        out["signingCertificateThumbprint"] = current[0].thumbprint
+    return out
+
+
+def resolve_notice_only(fields: Mapping[str, Any], lookup: CertificateLookup) -> dict[str, Any]:
+    """`certificateOf: <target>` on a side that re-reads its partner's document on its own schedule: nothing to
+    compare, but the reference is checked, orders the targets and shows in the rotation timeline."""
+    out = dict(fields)
+    lookup(str(out.pop(CERTIFICATE_OF)))
+    return out

@@ -60,8 +60,9 @@ class Prop:
     display: Callable[[Any], Any] | None = None
     equal: Callable[[Any, Any, Mapping[str, Any]], bool] | None = None
     description: str = ""
-    write: Callable[[Any], Any] | None = None
-    """The parameter value for a desired value when they differ (e.g. a switch that makes the server re-read)."""
+    write: Callable[[Any, Mapping[str, Any]], Any] | None = None
+    """The parameter value for (a desired value, the object's other fields) when they differ: e.g. a switch, or the
+    metadata URL again, that makes the server re-read what it caches."""
 
     @builtins.property
     def readable(self) -> bool:
@@ -112,6 +113,7 @@ class CmdletKind:
     resolve: Callable[[Mapping[str, JSONValue], CertificateLookup], dict[str, JSONValue]] | None = None
     references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
     """`certificateOf` fields and how they become concrete (see KindSpec.resolve, reconciler.references)."""
+    refresh_note: str = ""
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -149,7 +151,8 @@ class CmdletKind:
         return KindSpec(kind=self.kind, fields=fields, schema=self.schema(), singleton=self.singleton is not None,
                         after=self.after, prepare=self.prepare, description=self.description,
                         diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement,
-                        exported=self.exported, resolve=self.resolve, references=self.references)
+                        exported=self.exported, resolve=self.resolve, references=self.references,
+                        refresh_note=self.refresh_note)
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {}
@@ -232,9 +235,9 @@ class CmdletKind:
 
     # --- commands -----------------------------------------------------------------------------------
 
-    def _value(self, p: Prop, value: Any) -> Any:
+    def _value(self, p: Prop, value: Any, fields: Mapping[str, Any]) -> Any:
         if p.write is not None:
-            return p.write(value)
+            return p.write(value, fields)
         return list(value) if isinstance(value, list | tuple) else value
 
     def _new_writes(self, fields: Mapping[str, JSONValue]) -> dict[str, Any]:
@@ -246,7 +249,7 @@ class CmdletKind:
             value = fields.get(p.field)
             if param is None or not _is_set(value) or (param.type is ParamType.SWITCH and value is not True):
                 continue
-            available[param.name] = self._value(p, value)
+            available[param.name] = self._value(p, value, fields)
         return available
 
     def new_set(self, fields: Mapping[str, JSONValue]) -> ParameterSet | None:
@@ -326,7 +329,7 @@ class CmdletKind:
                 value = after.get(p.field, desired.get(p.field)) if p.readable else desired.get(p.field)
                 if not p.readable and not _is_set(value):
                     continue
-                writes[p.writes] = self._value(p, value)
+                writes[p.writes] = self._value(p, value, {**desired, **after})
         commands = []
         remaining = dict(writes)
         while remaining:

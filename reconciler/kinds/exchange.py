@@ -40,7 +40,14 @@ from typing import Any
 
 from reconciler import known_after_apply
 from reconciler.commands import Command
-from reconciler.kinds.certificates import CertificateLookup, CertificateRole, der_of, thumbprint_of_der
+from reconciler.kinds.certificates import (
+    CertificateLookup,
+    CertificateRole,
+    certificate_of_schema,
+    certificate_of_sources,
+    der_of,
+    thumbprint_of_der,
+)
 from reconciler.kinds.declaration import CmdletKind, Prop, read_date, reads
 from reconciler.kinds.schema import BOOLEAN, GUID, IDENTITY, URL
 from reconciler.kinds.spec import DiagnoseContext, Finding, KindSpec
@@ -377,11 +384,10 @@ class PartnerApplicationKind(CmdletKind):
         return super().new_command(identity, fields)
 
 
-CERTIFICATE_OF_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1,
-    "description": "A target of this manifest that signs the tokens this application accepts (a Skype pool declaring "
-                   "its OAuthCertificate): Set-PartnerApplication -RefreshAuthMetadata whenever the application's "
-                   "cached keys (CertificateStrings) lack that target's current or next certificate."}
+CERTIFICATE_OF_SCHEMA: dict[str, Any] = certificate_of_schema(
+    "A target of this manifest that signs the tokens this application accepts (a Skype pool declaring "
+    "its OAuthCertificate): Set-PartnerApplication -RefreshAuthMetadata whenever the application's "
+    "cached keys (CertificateStrings) lack that target's current or next certificate.")
 
 
 @reads("CertificateStrings")
@@ -404,11 +410,6 @@ def read_certificate_strings(obj: Mapping[str, Any]) -> JSONValue:
 def _holds_keys(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
     """The application holds every key it must trust (more, such as a previous key, is fine)."""
     return {str(k).upper() for k in want or []} <= {str(k).upper() for k in have or []}
-
-
-def trusted_key_sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
-    source = fields.get("certificateOf")
-    return (str(source),) if source else ()
 
 
 def resolve_trusted_keys(fields: Mapping[str, JSONValue], lookup: CertificateLookup) -> dict[str, JSONValue]:
@@ -436,7 +437,7 @@ PARTNER_APPLICATION = PartnerApplicationKind(
                                      "refreshed from that document)"}}),
     extra_schema={"certificateOf": CERTIFICATE_OF_SCHEMA},
     resolve=resolve_trusted_keys,
-    references=trusted_key_sources,
+    references=certificate_of_sources,
     together=(("authMetadataUrl", "trustAnySSLCertificate"),),
     # The provider adds the names EnterprisePartnerApplication owns (its table lives with the provider).
     identity_schema={**IDENTITY, "description": "The partner application's Name."},
@@ -454,7 +455,7 @@ PARTNER_APPLICATION = PartnerApplicationKind(
         Prop("accountType", "AccountType", ignore_case=True),
         Prop("useAuthServer", "UseAuthServer", parameter=None, manifest=False),
         Prop("trustedKeys", None, parameter="RefreshAuthMetadata", read=read_certificate_strings, manifest=False,
-             equal=_holds_keys, write=lambda _: True,
+             equal=_holds_keys, write=lambda _value, _fields: True,
              description="The certificates the application cached from its AuthMetadataUrl (CertificateStrings); "
                          "from `certificateOf: <target>`, the keys that target signs with now and next. Set "
                          "-RefreshAuthMetadata when one is missing."),

@@ -56,9 +56,10 @@ from typing import Any
 from reconciler import clock
 from reconciler.changes import Change
 from reconciler.commands import Command
+from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, der_of
 from reconciler.kinds.exchange import DOCS, SET_AUTH_CONFIG
 from reconciler.kinds.schema import BOOLEAN, resource_schema
-from reconciler.kinds.skype_certificate import check_certificate, parse_date
+from reconciler.kinds.skype_certificate import check_certificate, parse_date, raw_data
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, strings, switch
 from reconciler.model import JSONValue
@@ -99,7 +100,8 @@ CMDLETS = (NEW_EXCHANGE_CERTIFICATE, GET_EXCHANGE_CERTIFICATE)
 """Beyond Get-/Set-AuthConfig (declared with AuthConfig)."""
 
 DISCOVERY = Command(GET_EXCHANGE_CERTIFICATE.name,
-                    select=("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey", "FriendlyName"))
+                    select=("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey", "FriendlyName",
+                            "RawData"))
 """Read in the same round trip as Get-AuthConfig, and only when a manifest declares an AuthCertificate: the
 whole store of the server (no -Thumbprint: the thumbprints to look for are known only once Get-AuthConfig has
 answered, and a certificate New-ExchangeCertificate made must be found without being named)."""
@@ -129,7 +131,7 @@ def parse(config: Mapping[str, Any] | None, store: Sequence[Mapping[str, Any]]) 
     entries: list[JSONValue] = [
         {"thumbprint": _upper(c.get("thumbprint")), "subject": str(c.get("subject") or ""),
          "notBefore": _iso(c.get("notbefore")), "notAfter": _iso(c.get("notafter")),
-         "hasPrivateKey": bool(c.get("hasprivatekey"))}
+         "hasPrivateKey": bool(c.get("hasprivatekey")), "rawData": raw_data(c.get("rawdata"))}
         for c in (_lower(s) for s in store) if _upper(c.get("thumbprint"))]
     facts: dict[str, JSONValue] = {
         "current": _upper(cfg.get("currentcertificatethumbprint")) or None,
@@ -316,3 +318,29 @@ def diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | N
         findings.append(("warning", "rotation", f"the current Auth certificate {current} is not in the Exchange "
                                                 "server's certificate store"))
     return findings
+
+
+def published(source: str, address: str, live: Mapping[str, JSONValue] | None) -> tuple[PublishedCertificate, ...]:
+    """What Exchange signs with, for the sides that trust it: AuthConfig's current certificate, the next one with
+    its effective date while one is staged, and the previous one while listed; public certificates from the
+    store's RawData (Get-ExchangeCertificate, recorded in CSS-Exchange's
+    `Admin/MonitorExchangeAuthCertificate/ConfigurationAction/Tests/Data/GetExchangeCertifiateWithNewAuthConfigCert.xml`)."""
+    rotation = (live or {}).get("rotation") or {}
+    assert isinstance(rotation, Mapping)
+    store = {_upper(c.get("thumbprint")): c for c in rotation.get("store") or [] if isinstance(c, Mapping)}
+
+    def cert(role: CertificateRole, thumbprint: str, **extra: Any) -> PublishedCertificate:
+        entry = store.get(thumbprint) or {}
+        return PublishedCertificate(source, role, thumbprint, der=der_of(entry.get("rawData")),
+                                    subject=str(entry.get("subject") or ""), not_before=entry.get("notBefore"),
+                                    not_after=entry.get("notAfter"), address=address, **extra)
+
+    out = []
+    current, nxt, previous = (_upper(rotation.get(n)) for n in ("current", "next", "previous"))
+    if current:
+        out.append(cert(CertificateRole.CURRENT, current))
+    if nxt and nxt != current:
+        out.append(cert(CertificateRole.NEXT, nxt, effective=rotation.get("nextEffectiveDate")))
+    if previous and previous not in (current, nxt):
+        out.append(cert(CertificateRole.PREVIOUS, previous))
+    return tuple(out)

@@ -36,6 +36,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.kinds.certificates import (
+    CERTIFICATE_OF,
+    certificate_of_schema,
+    certificate_of_sources,
+    resolve_current_signer,
+)
 from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import IDENTITY, URL
 from reconciler.kinds.syntax import Parameter, ParamType, cmdlet, enum_, identity, string, switch
@@ -140,6 +146,13 @@ def _urls_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
 
 # --- kinds ---------------------------------------------------------------------------------------------
 
+REFRESH_NOTE = (
+    "SharePoint keeps one SigningCertificate per issuer, taken from the metadata document when the issuer is made or "
+    "its endpoint set; it re-reads the document on its own schedule too. After the effective date, the next cycle "
+    "re-reads it (Set-SPTrustedSecurityTokenIssuer -MetadataEndPoint) if SharePoint has not; until then, tokens "
+    "signed with the new certificate may be refused. *Unconfirmed*: that setting the same endpoint re-imports the "
+    "document (the reference says the cmdlet sets the endpoint; the lab re-reads it).")
+
 TRUSTED_SECURITY_TOKEN_ISSUER = CmdletKind(
     kind="TrustedSecurityTokenIssuer",
     description="An SPTrustedSecurityTokenIssuer: a server SharePoint accepts tokens from (Exchange, Skype for "
@@ -151,7 +164,15 @@ TRUSTED_SECURITY_TOKEN_ISSUER = CmdletKind(
     required_when_present=("metadataEndPoint",),
     # Set-SPTrustedSecurityTokenIssuer's two sets differ only in -Certificate / -MetadataEndPoint and no default
     # is documented: every Set names the endpoint (as SharePointDsc does) and the whole wanted state.
-    together=(("metadataEndPoint", "description", "isTrustBroker"),),
+    together=(("metadataEndPoint", "description", "isTrustBroker", "signingCertificateThumbprint"),),
+    extra_schema={CERTIFICATE_OF: certificate_of_schema(
+        "A target of this manifest whose signing certificate this issuer must hold (a Skype pool declaring its "
+        "OAuthCertificate, an Exchange organization declaring its AuthCertificate): when the issuer's "
+        "SigningCertificate is not the one that target signs with now, Set-SPTrustedSecurityTokenIssuer "
+        "-MetadataEndPoint re-reads the document.")},
+    resolve=resolve_current_signer,
+    references=certificate_of_sources,
+    refresh_note=REFRESH_NOTE,
     identity_schema={**IDENTITY, "description": "The issuer's Name."},
     props=(
         Prop("metadataEndPoint", None, parameter="MetadataEndPoint", read=read_metadata_endpoint, metadata_url=True,
@@ -161,7 +182,10 @@ TRUSTED_SECURITY_TOKEN_ISSUER = CmdletKind(
              schema={"type": "boolean", "description": "Read as the complement of IsSelfIssuer."}),
         Prop("description", "Description", schema={"type": "string"}),
         Prop("registeredIssuerName", "RegisteredIssuerName", parameter=None, manifest=False, ignore_case=True),
-        Prop("signingCertificateThumbprint", None, parameter=None, manifest=False, read=read_signing_thumbprint),
+        Prop("signingCertificateThumbprint", None, parameter="MetadataEndPoint", manifest=False,
+             read=read_signing_thumbprint, write=lambda _value, fields: fields.get("metadataEndPoint"),
+             description="The partner certificate the issuer holds (SigningCertificate); with certificateOf, the one "
+                         "that target signs with now: a difference re-reads the metadata document."),
     ),
 )
 

@@ -27,7 +27,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from reconciler.errors import FieldProblem
-from reconciler.kinds.certificates import certificate_file, certificate_thumbprint
+from reconciler.kinds.certificates import (
+    CERTIFICATE_OF,
+    certificate_file,
+    certificate_of_schema,
+    certificate_of_sources,
+    certificate_thumbprint,
+    resolve_notice_only,
+)
 from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import GUID, URL
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, switch
@@ -271,7 +278,16 @@ PARTNER_APPLICATION = CmdletKind(
     prepare=prepare_partner_application,
     exclusive=("metadataUrl", "useOAuthServer", "certificateRawData"),
     extra_schema={"certificateFile": {"type": "string", "minLength": 1,
-                                      "description": ".cer file (DER or PEM), relative to the manifest."}},
+                                      "description": ".cer file (DER or PEM), relative to the manifest."},
+                  CERTIFICATE_OF: certificate_of_schema(
+                      "A target of this manifest that signs the tokens this application accepts (an Exchange "
+                      "organization declaring its AuthCertificate): nothing to change on the pool (Skype re-reads "
+                      "a partner's metadata document on its own schedule); the rotation timeline shows it and the "
+                      "target is changed after the signing side.")},
+    resolve=resolve_notice_only,
+    references=certificate_of_sources,
+    refresh_note=("Skype for Business re-reads a partner's metadata document on its own schedule; no cmdlet makes it "
+                  "refresh, and Microsoft documents no interval: stage the next certificate days ahead."),
     props=(
         Prop("metadataUrl", None, parameter="MetadataUrl", read=read_metadata_url, ignore_case=True,
              metadata_url=True, schema={**URL, "description": "Create from the partner's metadata document."}),

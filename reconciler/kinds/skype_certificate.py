@@ -124,14 +124,14 @@ def parse(references: Sequence[Mapping[str, Any]], store: Sequence[Mapping[str, 
         "previousThumbprint": previous if previous and previous in listed else None,
         "store": [{"thumbprint": _upper(c.get("thumbprint")), "subject": str(c.get("subject") or ""),
                    "notBefore": read_date(c.get("notbefore")), "notAfter": read_date(c.get("notafter")),
-                   "hasPrivateKey": bool(c.get("hasprivatekey")), "rawData": _raw(c.get("rawdata"))}
+                   "hasPrivateKey": bool(c.get("hasprivatekey")), "rawData": raw_data(c.get("rawdata"))}
                   for c in (_lower(s) for s in store) if _upper(c.get("thumbprint"))],
     }
     fields["removePrevious"] = fields["previousThumbprint"] is None
     return fields
 
 
-def _raw(value: Any) -> str | None:
+def raw_data(value: Any) -> str | None:
     """X509Certificate2.RawData (the public certificate; ConvertTo-Json writes the byte[] as numbers) as base64."""
     der = der_of(value)
     return base64.b64encode(der).decode("ascii") if der is not None else None

@@ -101,6 +101,8 @@ class KindSpec:
     from that target's live state, after discovery and before the planner compares (reconciler.references)."""
     references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
     """The targets a resource's `certificateOf` fields name (its target is changed after them)."""
+    refresh_note: str = ""
+    """How this kind's objects pick up a partner's new key when reconcile cannot make them (shown in the timeline)."""
 
     def field(self, name: str) -> FieldSpec:
         return self.fields.get(name) or FieldSpec(name)

@@ -104,7 +104,11 @@ def new_certificate(cmdlet: str, params: Mapping[str, Any], objects: dict[str, A
 
 
 def _shown(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in copy.deepcopy(dict(entry)).items() if k != "Certificate"}
+    """As Get-ExchangeCertificate reports it; RawData (a byte[], recorded in CSS-Exchange's
+    GetExchangeCertifiateWithNewAuthConfigCert.xml) as ConvertTo-Json writes a byte[]: an array of numbers."""
+    shown = {k: v for k, v in copy.deepcopy(dict(entry)).items() if k != "Certificate"}
+    shown["RawData"] = list(certs.from_b64(str(entry["Certificate"])))
+    return shown
 
 
 def get_certificate(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],

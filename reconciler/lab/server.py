@@ -30,8 +30,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from reconciler import clock
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import ReconcilerError
+from reconciler.kinds import skype_certificate
 from reconciler.lab import certs, graph
 from reconciler.lab.state import DEFAULT_PORT, LabStore
 
@@ -75,8 +77,14 @@ def render_document(svc: Mapping[str, Any], location: str) -> dict[str, Any]:
         "keyinfo": {"x5t": certs.x5t(der)},
         "keyvalue": {"type": "x509Certificate", "value": certs.b64(der)},
     }]
-    if svc.get("nextCertificate"):  # during a roll the document publishes the next key too
-        next_der = certs.from_b64(str(svc["nextCertificate"]))
+    next_b64 = svc.get("nextCertificate")
+    effective = skype_certificate.parse_date(svc.get("nextEffective"))
+    if next_b64 and effective is not None and effective <= clock.utc_now():  # the roll took over at its date
+        der, next_b64 = certs.from_b64(str(next_b64)), None
+        keys[0] = {"usage": "signing", "keyinfo": {"x5t": certs.x5t(der)},
+                   "keyvalue": {"type": "x509Certificate", "value": certs.b64(der)}}
+    if next_b64:  # during a roll the document publishes the next key too
+        next_der = certs.from_b64(str(next_b64))
         keys.append({"usage": "signing", "keyinfo": {"x5t": certs.x5t(next_der)},
                      "keyvalue": {"type": "x509Certificate", "value": certs.b64(next_der)}})
     if style == "acs":

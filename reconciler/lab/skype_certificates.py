@@ -70,6 +70,7 @@ def _ensure(objects: dict[str, Any], context: CmdletContext, *, write: bool = Fa
             service["certificate"] = entry["Certificate"]
         if not [r for r in refs if _date(r) > now]:
             service.pop("nextCertificate", None)
+            service.pop("nextEffective", None)
     return store, refs
 
 
@@ -147,11 +148,13 @@ def set_certificate(cmdlet: str, params: Mapping[str, Any], objects: dict[str, A
         refs.append({"Thumbprint": thumbprint, "EffectiveDate": str(effective), "PreviousThumbprint": current})
         if service is not None:
             service["nextCertificate"] = entry["Certificate"]
+            service["nextEffective"] = str(effective)  # the document follows the clock (reconciler.lab.server)
     else:
         refs[:] = [{"Thumbprint": thumbprint, "EffectiveDate": now.isoformat(), "PreviousThumbprint": current}]
         if service is not None:
             service["certificate"] = entry["Certificate"]
             service.pop("nextCertificate", None)
+            service.pop("nextEffective", None)
     return []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command
@@ -30,3 +31,15 @@ def lifecycle_commands(change: Change, remove: Command, new: Callable[[Mapping[s
     if change.actions[0] is Action.CREATE:
         return (new(change.after),)
     return (update(change.after),)
+
+
+CREDENTIAL_ITEM_SCHEMA: dict[str, Any] = {  # a key credential of an Office 365 principal or application
+    "type": "object", "additionalProperties": False,
+    "oneOf": [{"required": ["certificateFile"]}, {"required": ["certificateOf"]}],
+    "errorMessage": "needs exactly one of certificateFile | certificateOf",
+    "properties": {"certificateFile": {"type": "string", "minLength": 1},
+                   "certificateOf": {"type": "string", "minLength": 1,
+                                     "description": "A target of this manifest whose signing certificates are "
+                                                    "taken from its live state: a Skype pool declaring its "
+                                                    "OAuthCertificate, an Exchange organization declaring its "
+                                                    "AuthCertificate."}}}

@@ -74,9 +74,10 @@ from typing import Any
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
-from reconciler.errors import DiscoveryError
+from reconciler.errors import DiscoveryError, ReferenceProblem
 from reconciler.kinds import exchange as declared
 from reconciler.kinds import exchange_certificate as auth_certificate
+from reconciler.kinds.certificates import PublishedCertificate, certificate_of_sources
 from reconciler.kinds.declaration import CmdletKind
 from reconciler.kinds.exchange import (
     AUTH_CONFIG_IDENTITY,
@@ -187,7 +188,7 @@ _ENTERPRISE = KindSpec(
     },
     prepare=_prepare_enterprise,
     resolve=declared.resolve_trusted_keys,
-    references=declared.trusted_key_sources,
+    references=certificate_of_sources,
     schema=resource_schema(
         "EnterprisePartnerApplication",
         {
@@ -305,6 +306,18 @@ class ExchangeProvider:
                                    str(url) if url else None, str(ident) if ident else None,
                                    f"{r.location.file}:{line}"))
         return edges
+
+    def signing_certificates(self, target: TargetSpec, resources: Sequence[DesiredResource],
+                             live: LiveState) -> tuple[PublishedCertificate, ...]:
+        """Exchange's Auth certificates (current, next, previous) for the sides that trust it."""
+        if not any(r.key.kind == auth_certificate.KIND for r in resources):
+            raise ReferenceProblem(
+                f"certificateOf: target {target.name!r} declares no {auth_certificate.KIND} resource; declare "
+                f"`kind: {auth_certificate.KIND}, identity: {auth_certificate.IDENTITY}` on it so its certificates "
+                "are read")
+        key = ResourceKey(target.name, auth_certificate.KIND, auth_certificate.IDENTITY)
+        found = live.resources.get(key)
+        return auth_certificate.published(target.name, key.address, found.fields if found is not None else None)
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
         """Everything in one round trip (the kinds' Gets; linked users and role assignments when the manifest

@@ -38,7 +38,7 @@ from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers import office365_apps
 from reconciler.providers.base import TargetFinding
-from reconciler.providers.common import BOOLEAN, GUID, resource_schema
+from reconciler.providers.common import BOOLEAN, CREDENTIAL_ITEM_SCHEMA, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
 KEY_TYPE = "AsymmetricX509Cert"
@@ -117,13 +117,13 @@ def _prepare(fields: dict[str, JSONValue], manifest_dir: Path) -> dict[str, JSON
     return out
 
 
-def _sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
+def credential_sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
     keys = fields.get("keyCredentials")
     return tuple(dict.fromkeys(str(k["certificateOf"]) for k in keys if isinstance(k, Mapping)
                                and k.get("certificateOf"))) if isinstance(keys, list) else ()
 
 
-def _resolve(fields: Mapping[str, JSONValue], lookup: CertificateLookup) -> dict[str, JSONValue]:
+def resolve_credentials(fields: Mapping[str, JSONValue], lookup: CertificateLookup) -> dict[str, JSONValue]:
     """`certificateOf: <target>` entries become the keys of that target's certificates: current, next (staged, so
     the principal holds it before it signs) and the previous one while the target still lists it."""
     out = dict(fields)
@@ -293,8 +293,8 @@ _SERVICE_PRINCIPAL = KindSpec(
     },
     prepare=_prepare,
     diagnose=_diagnose,
-    resolve=_resolve,
-    references=_sources,
+    resolve=resolve_credentials,
+    references=credential_sources,
     schema=resource_schema(
         "ServicePrincipal",
         {
@@ -314,13 +314,7 @@ _SERVICE_PRINCIPAL = KindSpec(
                                "or certificateOf: a target of this manifest whose signing certificates (current, "
                                "next during a roll, previous while listed) are read from its live state. Dates "
                                "and thumbprint come from the certificate.",
-                "items": {"type": "object", "additionalProperties": False,
-                          "oneOf": [{"required": ["certificateFile"]}, {"required": ["certificateOf"]}],
-                          "errorMessage": "needs exactly one of certificateFile | certificateOf",
-                          "properties": {"certificateFile": {"type": "string", "minLength": 1},
-                                         "certificateOf": {"type": "string", "minLength": 1,
-                                                           "description": "A Skype target declaring its "
-                                                                          "OAuthCertificate."}}},
+                "items": CREDENTIAL_ITEM_SCHEMA,
             },
             "credentialsAuthoritative": {**BOOLEAN,
                                          "description": "true: remove key credentials the manifest does not list."},

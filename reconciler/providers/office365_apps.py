@@ -51,9 +51,10 @@ from typing import Any
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, Transport
 from reconciler.errors import DiscoveryError
+from reconciler.kinds.certificates import CertificateLookup
 from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.model import JSONValue, LiveResource, ResourceKey, TargetSpec
-from reconciler.providers.common import GUID, GUID_PATTERN, resource_schema
+from reconciler.providers.common import CREDENTIAL_ITEM_SCHEMA, GUID, GUID_PATTERN, resource_schema
 
 FULL_ACCESS_AS_APP = "dc890d15-9560-4a4c-9b7f-a736ec74ec40"
 """full_access_as_app of Office 365 Exchange Online (00000002-0000-0ff1-ce00-000000000000):
@@ -144,10 +145,10 @@ def _with_key_ids(keys: Sequence[Mapping[str, Any]], name: str) -> list[dict[str
 
 _CREDENTIALS_SCHEMA = {
     "type": "array",
-    "description": "Certificates (.cer, DER or PEM) the application must carry: the Exchange Auth certificate, "
-                   "current and next (ConfigureExchangeHybridApplication.ps1 uploads both).",
-    "items": {"type": "object", "additionalProperties": False, "required": ["certificateFile"],
-              "properties": {"certificateFile": {"type": "string", "minLength": 1}}},
+    "description": "Certificates the application must carry: the Exchange Auth certificate, current and next "
+                   "(ConfigureExchangeHybridApplication.ps1 uploads both): a .cer file, or certificateOf: the "
+                   "Exchange target (declaring its AuthCertificate) whose certificates are read from its live state.",
+    "items": CREDENTIAL_ITEM_SCHEMA,
 }
 _ACCESS_SCHEMA = {
     "type": "array",
@@ -378,5 +379,19 @@ def prepare_application(fields: dict[str, JSONValue], manifest_dir: Any) -> dict
     return _prepare(fields, manifest_dir)
 
 
-APPLICATION = dataclasses.replace(APPLICATION, prepare=prepare_application)
+def resolve_application_credentials(fields: Mapping[str, JSONValue], lookup: CertificateLookup
+                                    ) -> dict[str, JSONValue]:
+    from reconciler.providers.office365 import resolve_credentials
+
+    return resolve_credentials(fields, lookup)
+
+
+def application_credential_sources(fields: Mapping[str, JSONValue]) -> tuple[str, ...]:
+    from reconciler.providers.office365 import credential_sources
+
+    return credential_sources(fields)
+
+
+APPLICATION = dataclasses.replace(APPLICATION, prepare=prepare_application, resolve=resolve_application_credentials,
+                                  references=application_credential_sources)
 KINDS = {k.kind: k for k in (APPLICATION, APPLICATION_SERVICE_PRINCIPAL, APP_ROLE_ASSIGNMENT)}
