@@ -36,9 +36,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import reconciler
+from reconciler.manifest.collector import collector_paused
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -59,6 +60,7 @@ _CLASSES: dict[str, type[Any]] = {c.__name__: c for c in (
     DesiredState, TargetSpec, DesiredResource, VerifyCheck, ResourceKey, SourceLocation, Ensure, Mode)}
 _TAG = "\0t"  # marks an encoded object; a manifest's text cannot hold a NUL (the loader refuses control characters)
 _CODE = (".py", ".pyc", ".pyd", ".so", ".pth")
+T = TypeVar("T")
 
 
 def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | None, state_dir: Path,
@@ -73,13 +75,15 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     key = _key(path, raw, registry, overrides)
     entry = state_dir / CACHE_DIR / (hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape"))
                                      .hexdigest()[:32] + ".json")
-    cached = _read(entry, key)
+    with collector_paused():
+        cached = _read(entry, key)
     if cached is not None:
         return cached
     manifest = os.path.abspath(path)
     with _recording() as read:
         desired = load(path, registry, overrides)
-    _write(entry, key, desired, sorted(f for f in read if f != manifest and _is_input(f)))
+    with collector_paused():
+        _write(entry, key, desired, sorted(f for f in read if f != manifest and _is_input(f)))
     return desired
 
 
@@ -275,24 +279,47 @@ def _plain(value: Any) -> bool:
     return False
 
 
+_COMPACT = (tuple(f.name for f in dataclasses.fields(DesiredResource)) == _RESOURCE
+            and all(not hasattr(c, "__post_init__") and not hasattr(c, "__slots__")
+                    for c in (DesiredResource, ResourceKey, SourceLocation)))
+"""Resources are written as lists and rebuilt without their generated __init__ (see `_rebuilt`): only while
+the model classes are what this code knows (their fields, nothing done at construction, a __dict__ each)."""
+_ENSURE = {e.value: e for e in Ensure}
+_MODE = {m.value: m for m in Mode}
+
+
 def _encode_resource(r: DesiredResource) -> Any:
     """A resource as one list (there are thousands: the compact form is what makes a cache hit cheap)."""
-    if (tuple(f.name for f in dataclasses.fields(r)) != _RESOURCE or type(r.key) is not ResourceKey
+    if (not _COMPACT or type(r) is not DesiredResource or type(r.key) is not ResourceKey
             or type(r.location) is not SourceLocation or not _plain(dict(r.fields)) or not _plain(dict(r.field_lines))):
         return _encode(r)
     return [r.key.target, r.key.kind, r.key.identity, r.ensure.value, dict(r.fields), r.location.file,
             r.location.line, r.location.path, dict(r.field_lines), None if r.mode is None else r.mode.value]
 
 
-def _decode_resource(v: Any) -> DesiredResource:
-    if isinstance(v, dict):
+def _rebuilt(cls: type[T], values: dict[str, Any]) -> T:
+    """An instance of a frozen model class from all its field values, as its __init__ would make it, without the
+    __init__'s object.__setattr__ per field (a third of a cache hit's time at 50,000 resources)."""
+    instance = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance
+
+
+def _decode_resource(v: Any, strings: dict[str, str]) -> DesiredResource:
+    if isinstance(v, dict) or not _COMPACT:
         decoded = _decode(v)
         if not isinstance(decoded, DesiredResource):
             raise ValueError("not a resource")
         return decoded
     target, kind, identity, ensure, fields, file, line, path, field_lines, mode = v
-    return DesiredResource(ResourceKey(target, kind, identity), Ensure(ensure), fields,
-                           SourceLocation(file, line, path), field_lines, None if mode is None else Mode(mode))
+    if not (isinstance(target, str) and isinstance(kind, str) and isinstance(file, str)):
+        raise ValueError("not a resource")
+    # The target, kind and file repeat for thousands of resources: one string each, not one per resource.
+    key = _rebuilt(ResourceKey, {"target": strings.setdefault(target, target), "kind": strings.setdefault(kind, kind),
+                                 "identity": identity})
+    location = _rebuilt(SourceLocation, {"file": strings.setdefault(file, file), "line": line, "path": path})
+    return _rebuilt(DesiredResource, {"key": key, "ensure": _ENSURE[ensure], "fields": fields, "location": location,
+                                      "field_lines": field_lines, "mode": None if mode is None else _MODE[mode]})
 
 
 def _encode(value: Any) -> Any:
@@ -331,8 +358,9 @@ def _decode(value: Any) -> Any:
         return {k: _decode(v) for k, v in value.items()}
     body = value["v"]
     if tag == "DesiredState":
+        strings: dict[str, str] = {}
         return DesiredState(**{k: _decode(v) for k, v in body.items()},
-                            resources=tuple(_decode_resource(r) for r in value["resources"]))
+                            resources=tuple(_decode_resource(r, strings) for r in value["resources"]))
     if tag == "tuple":
         return tuple(_decode(v) for v in body)
     if tag == "frozenset":

@@ -23,7 +23,8 @@ import httpx
 from reconciler import known_after_apply
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem, ReconcilerError
 from reconciler.kinds.spec import KindSpec
-from reconciler.manifest.positions import Document, FieldPath, collector_paused, format_path, parse
+from reconciler.manifest.collector import collector_paused
+from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
 from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
 from reconciler.model import (
@@ -96,7 +97,7 @@ class _Run:
 
 def load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] | None = None) -> DesiredState:
     """Read and check a manifest. Raises ManifestError with all problems; never another exception."""
-    with collector_paused():  # what a load allocates is not cyclic (see positions.collector_paused)
+    with collector_paused():  # what a load allocates is not cyclic
         return _load(path, registry, overrides)
 
 

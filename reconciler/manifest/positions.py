@@ -8,16 +8,16 @@ with SafeLoader's scalar rules, recording `path -> line` on the way.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from reconciler.manifest.collector import collector_paused
 
 FieldPath = tuple[str | int, ...]
 """Where a value sits in the document: mapping keys and list indexes, e.g. ("resources", 2, "kind")."""
@@ -81,22 +81,6 @@ def format_path(path: FieldPath) -> str:
 # libyaml's composer (when PyYAML was built with it) is several times faster on large manifests;
 # the marks (line numbers) and scalar rules are the same.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off meanwhile (as it was, after).
-
-    Loading allocates a node, then a value, per item and nothing cyclic: the collector, woken again and again
-    by those allocations, found nothing and took a large share of the time on big manifests.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def parse(text: str) -> Document:
