@@ -94,8 +94,13 @@ class Plan:
         return tuple(c for c in self.changes if c.key.target == target)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""What json.dumps(value, sort_keys=True, separators=(",", ":"), default=str) writes, built once (json.dumps
+builds an encoder per call when given options, and fingerprints encode every live record)."""
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(value)
 
 
 def fingerprint_live(live: LiveState) -> dict[str, str]:

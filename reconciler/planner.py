@@ -60,6 +60,15 @@ def _equal(spec: FieldSpec, want: JSONValue, have: JSONValue, desired: Mapping[s
     return values_equal(spec, want, have)
 
 
+def _differs(spec: FieldSpec, value: JSONValue, have: JSONValue, want: DesiredResource) -> bool:
+    """Whether a managed field's live value differs from the wanted one (as `_equal` judges)."""
+    if spec.control:
+        return False
+    if spec.equal is None and value == have:
+        return False  # the common case, in one comparison: values_equal says the same of equal values
+    return not _equal(spec, value, have, want.fields)
+
+
 def _norm(kind: str, identity: str) -> tuple[str, str]:
     return kind, identity.casefold()
 
@@ -77,7 +86,7 @@ def _plan_target(desired: Iterable[DesiredResource], live: LiveState, target: Ta
             continue
         change = _plan_resource(want, live_by_id.get(ident), kinds[want.key.kind])
         if change is not None:
-            changes.append(dataclasses.replace(change, mode=mode))
+            changes.append(change if change.mode is mode else dataclasses.replace(change, mode=mode))
     for ident, have in sorted(live_by_id.items()):
         if ident[0] in target.prune and ident not in declared and not kinds[ident[0]].singleton:
             changes.append(Change(
@@ -100,8 +109,7 @@ def _plan_resource(want: DesiredResource, have: LiveResource | None, spec: KindS
                       reason="not found on the target", before=None, after=dict(want.fields), desired=want)
     live_fields: Mapping[str, JSONValue] = have.fields if have is not None else {}
     changed = tuple(name for name, value in want.fields.items()
-                    if not spec.field(name).control
-                    and not _equal(spec.field(name), value, live_fields.get(name), want.fields))
+                    if _differs(spec.field(name), value, live_fields.get(name), want))
     reasons = [spec.field(name).replace_reason for name in changed if spec.field(name).replace_reason]
     if spec.replace_when is not None and have is not None:
         rule = spec.replace_when(want.fields, live_fields)
@@ -157,8 +165,11 @@ def _ordered(changes: list[Change], kinds: Mapping[str, KindSpec], provider: Pro
     others = [c for c in changes if c.actions != (Action.DELETE,)]
     removals.sort(key=lambda c: (-ranks[c.key.kind], position[id(c)]))
     others.sort(key=lambda c: (ranks[c.key.kind], position[id(c)]))
-    attached = [dataclasses.replace(c, kind=kinds.get(c.key.kind)) for c in removals + others]
-    return [dataclasses.replace(c, commands=provider.commands(c)) for c in attached]
+    ordered = []
+    for change in removals + others:
+        attached = dataclasses.replace(change, kind=kinds.get(change.key.kind))  # the commands may read it
+        ordered.append(dataclasses.replace(attached, commands=provider.commands(attached)))
+    return ordered
 
 
 def plan_handlers(desired: DesiredState, changes: tuple[Change, ...], registry: Registry) -> tuple[HandlerRun, ...]:
