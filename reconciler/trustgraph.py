@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from dataclasses import dataclass
 
 import httpx
@@ -220,18 +219,50 @@ def graph_text(graph: TrustGraph) -> str:
 _COLOURS = {"ok": "darkgreen", "error": "red", "warning": "orange", "unchecked": "gray"}
 
 
+WELL_KNOWN = {
+    "00000001-0000-0000-c000-000000000000": "Office 365 (ACS)",
+    "00000002-0000-0ff1-ce00-000000000000": "Exchange",
+    "00000003-0000-0ff1-ce00-000000000000": "SharePoint",
+    "00000004-0000-0ff1-ce00-000000000000": "Skype for Business",
+}
+"""Microsoft's first-party service names (application ids): what a node the manifest does not declare is called."""
+
+
+def node_lines(node: Node) -> tuple[str, str, str]:
+    """A node for a picture: its name, what it is (or its service id), and the id and realm for a tooltip.
+
+    A declared target is named by its target name; a service the manifest does not declare by the product its
+    well-known id names (the id itself on the second line), never by a GUID alone."""
+    who = f"{node.service_name}@{node.realm}" if node.realm and node.service_name else \
+        (node.service_name or node.realm or "")
+    if node.declared:
+        return node.name, node.label + (f", realm {node.realm}" if node.realm else ""), who or node.name
+    known = WELL_KNOWN.get((node.service_name or "").casefold())
+    if known is not None:
+        return known, f"{who} (not in this manifest)", who
+    return node.name, "not in this manifest", who or node.name
+
+
+def _dot(text: str) -> str:
+    """A DOT double-quoted string; a line break is DOT's own `\\n` escape (centred line), not a literal one."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
 def graph_dot(graph: TrustGraph) -> str:
     """Graphviz DOT: `reconcile graph M --format dot | dot -Tsvg > trust.svg`."""
-    out = ["digraph trust {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
+    out = ["digraph trust {", "  rankdir=LR;", "  node [shape=box, style=rounded, fontname=Helvetica];",
+           "  edge [fontname=Helvetica, fontsize=10];"]
     for node in graph.nodes:
-        label = "\\n".join(p for p in (node.name, node.label, node.realm or "") if p)
-        style = "" if node.declared else ", style=dashed"
-        out.append(f"  {json.dumps(node.name)} [label={json.dumps(label)}{style}];")
+        name, what, tooltip = node_lines(node)
+        style = "" if node.declared else ', style="rounded,dashed"'
+        out.append(f"  {_dot(node.name)} [label={_dot(name + chr(10) + what)}, tooltip={_dot(tooltip)}{style}];")
     for link in graph.links:
         label = link.edge.via + ("" if link.status == "ok" else f" ({link.status})")
         label += "".join(f"\n{c.thumbprint[:8]}... to {c.not_after[:10]}" for c in link.certificates)
-        out.append(f"  {json.dumps(link.source)} -> {json.dumps(link.dest)} "
-                   f"[label={json.dumps(label)}, color={_COLOURS[link.status]}];")
+        tooltip = link.edge.url or link.edge.application_identifier or link.edge.via
+        tooltip += "" if link.status == "ok" else f": {link.message}"
+        out.append(f"  {_dot(link.source)} -> {_dot(link.dest)} "
+                   f"[label={_dot(label)}, tooltip={_dot(tooltip)}, color={_COLOURS[link.status]}];")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -245,8 +276,8 @@ def graph_mermaid(graph: TrustGraph) -> str:
 
     out = ["flowchart LR"]
     for node in graph.nodes:
-        label = safe(node.name) + "<br/>" + safe(node.label)
-        out.append(f'  {ids[node.name]}["{label}"]')
+        name, what, _ = node_lines(node)
+        out.append(f'  {ids[node.name]}["{safe(name)}<br/>{safe(what)}"]')
     for link in graph.links:
         arrow = "-->" if link.status == "ok" else "-.->"
         out.append(f'  {ids[link.source]} {arrow}|"{safe(link.edge.via)}: {link.status}"| {ids[link.dest]}')

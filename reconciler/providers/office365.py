@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ from reconciler.kinds.certificates import CertificateLookup, certificate_file
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
 from reconciler.providers import office365_apps
-from reconciler.providers.base import TargetFinding
+from reconciler.providers.base import ServiceIdentity, TargetFinding, TrustEdge
 from reconciler.providers.common import BOOLEAN, CREDENTIAL_ITEM_SCHEMA, GUID, resource_schema
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
@@ -384,6 +385,27 @@ class Office365Provider:
     def restore_commands(self, live: LiveResource) -> tuple[Command, ...]:
         return ()
 
+    def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
+        """The tenant, as its token issuer names itself: ACS's service name, the tenant id as the realm (what the
+        tenant's metadata document at accounts.accesscontrol.windows.net/<tenant>/metadata/json/1 carries)."""
+        tenant = target.connection.get("tenantId")
+        guid = isinstance(tenant, str) and re.fullmatch(GUID_TEXT, tenant) is not None
+        return ServiceIdentity(target.name, "Office 365 tenant", ACS_SERVICE, str(tenant) if guid else None)
+
+    def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
+        """A service principal given a certificate (seed 004: the pool's OAuth certificate on 00000004): the tenant
+        accepts tokens that the on-premises service signs as that application."""
+        edges = []
+        for r in resources:
+            if r.ensure is not Ensure.PRESENT or r.key.kind != "ServicePrincipal" or \
+                    not (r.fields.get("keyCredentials") or r.fields.get("credentials")):
+                continue
+            field = "credentials" if "credentials" in r.field_lines else "keyCredentials"
+            where = f"{r.location.file}:{r.field_lines.get(field, r.location.line)}"
+            edges.append(TrustEdge(target.name, r.key.address, f"ServicePrincipal {r.key.identity} (certificate)",
+                                   None, r.key.identity, where))
+        return edges
+
     def diagnose_target(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TargetFinding]:
         return shared_principal_conflict(resources) + missing_consents(resources)
 
@@ -406,6 +428,9 @@ def missing_consents(resources: Sequence[DesiredResource]) -> list[TargetFinding
     return found
 
 
+GUID_TEXT = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+ACS_SERVICE = "00000001-0000-0000-c000-000000000000"
+"""The service name of the tenant's token issuer (Azure ACS) in its metadata documents."""
 EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
 """Office 365 Exchange Online: the shared first-party principal seed 004 adds the on-premises certificate to."""
 
