@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                             "repeatable)")
         p.add_argument("--exclude", action="append", default=[], metavar="ADDRESS",
                        help="leave out changes whose address matches (repeatable)")
+        p.add_argument("--no-color", action="store_true",
+                       help="no colour even on a terminal (NO_COLOR=1 does the same; piped output never has any)")
         p.add_argument("--allow-deletions", type=_non_negative_int, default=0, metavar="N",
                        help="let this run remove N objects beyond the deletion guard (10 per run, or half a "
                             "target's objects from three on)")
@@ -245,25 +247,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="only runs that ended so: " + ", ".join(sorted(RESULTS)))
     p.add_argument("--since", metavar="WHEN", help="only runs started since WHEN: a duration ago (24h, 7d, 90m) "
                                                    "or an ISO time (2026-01-31, 2026-01-31T08:00, ...+01:00)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--state-dir", type=Path, default=Path(".reconciler"))
-    p.add_argument("--store", metavar="PATH|URL")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
+                   help="where the run store lives (default: .reconciler; the store is STATE_DIR/runs.sqlite3)")
+    p.add_argument("--store", metavar="PATH|URL", help="the run store, if not STATE_DIR/runs.sqlite3 (sqlite:///path, "
+                                                     "postgresql://...)")
     p.set_defaults(func=cmd_history)
 
     p = manifest_command("verify", "run the manifest's end-to-end checks (e.g. Test-CsExStorageConnectivity)")
     p.set_defaults(func=cmd_verify)
 
     p = manifest_command("graph", "show who trusts whom (and whether each link checks out)")
-    p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+    p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text",
+                   help="text (default), dot (Graphviz: | dot -Tsvg > trust.svg) or mermaid (wikis, GitHub)")
     p.set_defaults(func=cmd_graph)
 
     p = manifest_command("status", "where each target stands: Ready, Drifted, Failing or Suspended, since when, "
                                    "last run and applied revision")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the conditions as JSON")
     p.set_defaults(func=cmd_status)
 
     p = manifest_command("discover", "print the live state of every target in the manifest")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the live state as JSON")
     p.set_defaults(func=cmd_discover)
 
     p = manifest_command("export", "write the manifest that describes the live state of the manifest's targets")
@@ -277,10 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan's JSON document")
     p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
                    help="text (default), json (as --json) or markdown")
+    p.add_argument("--no-color", action="store_true",
+                   help="no colour even on a terminal (NO_COLOR=1 does the same; piped output never has any)")
     p.set_defaults(func=cmd_show)
 
     p = command("schema", "print the manifest JSON Schema (what editors use)")
-    p.add_argument("--out", type=_output_file, metavar="FILE")
+    p.add_argument("--out", type=_output_file, metavar="FILE", help="write it to FILE instead of printing it")
     p.set_defaults(func=cmd_schema)
 
     from reconciler.lab.cli import add_lab_parser
@@ -442,6 +449,15 @@ def _tab_hint(text: str) -> str:
     return "; indent with spaces, not tabs" if "\t" in text else ""
 
 
+def _write(args: argparse.Namespace, text: str, *, status: bool = False) -> None:
+    """Text for people on stdout: coloured on a terminal (symbols, summary, errors), plain when piped or asked."""
+    from reconciler.render import colour
+
+    if colour.wanted(sys.stdout, disabled=getattr(args, "no_color", False)):
+        text = colour.paint_status(text) if status else colour.paint(text)
+    sys.stdout.write(text)
+
+
 def _load(args: argparse.Namespace, registry: Registry) -> DesiredState:
     from reconciler.manifest import load_manifest
 
@@ -503,7 +519,7 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
         elif _plan_format(args) == "json":
             print(json.dumps(document, indent=2))
         else:
-            sys.stdout.write(render_plan(plan, session.kind_of))
+            _write(args, render_plan(plan, session.kind_of))
 
     outcome = reconcile_once(_request(args, show=show), registry, _settings(args), record)
     if args.out and saved:
@@ -562,7 +578,10 @@ def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved
     from reconciler.workflow import Verdict, reconcile_once
 
     def show(plan: Plan, session: Session) -> None:
-        sys.stdout.write(render_plan(plan, session.kind_of))
+        _write(args, render_plan(plan, session.kind_of))
+
+    def report(result: ApplyResult, plan: Plan, session: Session) -> None:
+        _write(args, _report(result, plan, session))
 
     def blocked(targets: tuple[str, ...]) -> None:
         print(f"error: the plan has errors for {', '.join(targets)}: nothing is changed there; the other targets "
@@ -572,7 +591,7 @@ def _apply(args: argparse.Namespace, registry: Registry, record: Recorder, saved
         return _confirm(sys.stdin, sys.stdout)
 
     interactive = saved is None and not args.auto_approve
-    request = _request(args, apply=True, saved=saved, show=show, report=_report, blocked=blocked,
+    request = _request(args, apply=True, saved=saved, show=show, report=report, blocked=blocked,
                        confirm=confirm if interactive else None, verify=args.verify)
     outcome = reconcile_once(request, registry, _settings(args), record)
     plan = outcome.plan
@@ -598,39 +617,44 @@ def _confirm(stdin: TextIO, stdout: TextIO) -> bool:
     return True
 
 
-def _report(result: ApplyResult, plan: Plan, session: Session) -> None:
+def _report(result: ApplyResult, plan: Plan, session: Session) -> str:
+    """What apply did, for people."""
     from reconciler.executor import Status
 
-    print("\nApplying:")
+    lines: list[str] = []
+    say = lines.append
+
+    say("\nApplying:")
     for outcome in result.outcomes:
         change = outcome.change
-        print(f"  {change.symbol:>3} {change.key.address}: {outcome.status.value}")
+        say(f"  {change.symbol:>3} {change.key.address}: {outcome.status.value}")
         if outcome.error:
-            print(f"        error: {outcome.error}")
+            say(f"        error: {outcome.error}")
         if outcome.note:
-            print(f"        {outcome.note}")
+            say(f"        {outcome.note}")
     counts = {s: sum(1 for o in result.outcomes if o.status is s) for s in Status}
     failed = len(result.outcomes) - counts[Status.APPLIED] - counts[Status.NOT_RUN] - counts[Status.WARNED]
     verdict = "Apply complete" if all(o.ok for o in result.outcomes) else "Apply stopped at the first failure"
-    print(f"\n{verdict}: {counts[Status.APPLIED]} applied, {failed} failed, {counts[Status.NOT_RUN]} not run.")
+    say(f"\n{verdict}: {counts[Status.APPLIED]} applied, {failed} failed, {counts[Status.NOT_RUN]} not run.")
     for handler in result.handlers:
         if handler.error:
-            print(f"Handler {handler.run.address}: FAILED: {handler.error}")
+            say(f"Handler {handler.run.address}: FAILED: {handler.error}")
         elif handler.ran:
-            print(f"Handler {handler.run.address}: ran once (" + "; ".join(c.display() for c in handler.run.commands)
+            say(f"Handler {handler.run.address}: ran once (" + "; ".join(c.display() for c in handler.run.commands)
                   + ")")
         else:
-            print(f"Handler {handler.run.address}: not needed (no triggering change was applied)")
+            say(f"Handler {handler.run.address}: not needed (no triggering change was applied)")
     for target, remaining in result.remaining.items():
         if remaining:
-            print(f"Re-read {target}: NOT converged, {len(remaining)} change(s) still needed: "
+            say(f"Re-read {target}: NOT converged, {len(remaining)} change(s) still needed: "
                   + ", ".join(c.key.address for c in remaining))
         else:
-            print(f"Re-read {target}: converged (the live state matches the manifest).")
+            say(f"Re-read {target}: converged (the live state matches the manifest).")
     for target, steps in result.next_steps.items():
         for change in steps:
-            print(f"Re-read {target}: {change.key.address} advances one step per cycle; its next step is for the "
+            say(f"Re-read {target}: {change.key.address} advances one step per cycle; its next step is for the "
                   f"next run ({change.reason})")
+    return "\n".join(lines) + "\n"
 
 
 def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, metrics: Metrics,
@@ -788,7 +812,10 @@ def cmd_status(args: argparse.Namespace, registry: Registry) -> int:
         suspensions = store.suspensions(manifest)
         next_run = store.next_run(manifest)
     statuses = [target_status(target, runs, suspensions, next_run) for target in desired.targets.values()]
-    print(json.dumps(status_to_json(statuses), indent=2) if args.json else format_status(statuses), end="")
+    if args.json:
+        print(json.dumps(status_to_json(statuses), indent=2))
+    else:
+        _write(args, format_status(statuses), status=True)
     return EXIT_OK
 
 
@@ -996,5 +1023,5 @@ def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
         sys.stdout.write(render_markdown(document))
     else:
         plan = plan_from_document(document, str(args.plan_file))
-        sys.stdout.write(header(document) + "\n" + render_text(plan, lambda change: None))
+        _write(args, header(document) + "\n" + render_text(plan, lambda change: None))
     return EXIT_OK

@@ -84,3 +84,44 @@ def test_metrics_bind_address(estate: Estate) -> None:
                                "no-such-host.invalid")
     assert unknown.code == 1 and "cannot serve metrics on no-such-host.invalid" in unknown.err
 
+
+
+def on_a_terminal(estate: Estate, *argv: str, env: dict[str, str] | None = None) -> str:
+    """`reconcile ARGV` with its stdout on a pseudo-terminal, as a person sees it."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.e2e import REPO
+
+    leader, follower = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    process = subprocess.Popen([sys.executable, "-m", "reconciler", *argv], cwd=estate.root, stdout=follower,
+                               stderr=subprocess.PIPE, env={**environ, "PYTHONPATH": str(REPO), "TERM": "xterm",
+                                                            **(env or {})})
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=60) in (0, 2), process.stderr.read() if process.stderr else ""
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal (POSIX)")
+def test_colour_on_a_terminal_only(estate: Estate) -> None:
+    plan = estate.reconcile("plan", ON_PREMISES, "--out", "plan.json")
+    assert plan.code == 0 and "\x1b[" not in plan.out  # captured (piped): never coloured
+    coloured = on_a_terminal(estate, "show", "plan.json")
+    assert "\x1b[32m+\x1b[0m" in coloured and "\x1b[31m-\x1b[0m" in coloured  # symbols
+    assert "\x1b[1mPlan: " in coloured  # the summary
+    assert "\x1b[" not in on_a_terminal(estate, "show", "plan.json", env={"NO_COLOR": "1"})
+    assert "\x1b[" not in on_a_terminal(estate, "show", "--no-color", "plan.json")
+    assert "\x1b[" not in on_a_terminal(estate, "show", "plan.json", env={"TERM": "dumb"})

@@ -257,20 +257,20 @@ def _add_graph_parser(lab_ops: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
     p = op("set", _graph_set, "change a service principal behind the tool's back")
-    p.add_argument("app_id", metavar="APPID")
+    p.add_argument("app_id", metavar="APPID", help="the service principal's appId")
     p.add_argument("values", metavar="Prop=Value", nargs="+",
                    help="accountEnabled=true|false, servicePrincipalNames=a,b (comma list; empty: none)")
 
     p = op("add-key", _graph_add_key, "add a certificate as a keyCredential (dates from its validity)")
-    p.add_argument("app_id", metavar="APPID")
+    p.add_argument("app_id", metavar="APPID", help="the service principal's appId")
     p.add_argument("certificate", metavar="CERTFILE", type=Path, help=".cer file (DER, PEM or base64)")
 
     p = op("remove-key", _graph_remove_key, "remove a keyCredential by certificate thumbprint (or keyId)")
-    p.add_argument("app_id", metavar="APPID")
-    p.add_argument("thumbprint", metavar="THUMBPRINT")
+    p.add_argument("app_id", metavar="APPID", help="the service principal's appId")
+    p.add_argument("thumbprint", metavar="THUMBPRINT", help="the certificate's SHA-1 thumbprint, or the keyId")
 
     p = op("fault", _graph_fault, "make the next matching Graph requests answer 429 or 503 with Retry-After")
-    p.add_argument("--status", type=int, required=True, choices=(429, 503))
+    p.add_argument("--status", type=int, required=True, choices=(429, 503), help="the status to answer with")
     p.add_argument("--retry-after", type=int, default=2, help="Retry-After seconds (default 2)")
     p.add_argument("--times", type=int, default=1, help="how many requests (default 1)")
     p.add_argument("--method", help="only this HTTP method (GET, PATCH, POST...)")
@@ -280,7 +280,7 @@ def _add_graph_parser(lab_ops: argparse._SubParsersAction[argparse.ArgumentParse
     op("expire-tokens", _graph_expire_tokens, "expire every access token issued so far")
 
     p = op("client", _graph_client, "register or change a client app the tool signs in as")
-    p.add_argument("client_id", metavar="CLIENTID")
+    p.add_argument("client_id", metavar="CLIENTID", help="the client application's id (appId)")
     credential = p.add_mutually_exclusive_group()
     credential.add_argument("--secret-env", metavar="VAR",
                             help="read the client secret from this environment variable (never from argv)")
@@ -340,23 +340,23 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     p = op("url", _url, "make a metadata document answer ok, invalid, notfound or unreachable")
     p.add_argument("path_or_url", metavar="PATH_OR_URL", help="document path, or a URL whose path is used")
-    p.add_argument("--status", required=True, choices=STATUSES)
+    p.add_argument("--status", required=True, choices=STATUSES, help="how the document answers from now on")
 
     p = op("set", _set, "change a live object behind the tool's back")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help="the lab host (atl-cs-001, atl-exchange-001, ...)")
     p.add_argument("kind", metavar="KIND", help="OAuthConfiguration, OAuthServer or PartnerApplication (Skype); "
                    "PartnerApplication, AuthServer, AuthConfig, LinkedUser or ManagementRoleAssignment (Exchange)")
     p.add_argument("identity", metavar="IDENTITY", help="Global for OAuthConfiguration and AuthConfig")
     p.add_argument("values", metavar="Prop=Value", nargs="+", help="true/false/null are parsed; else a string")
 
     p = op("remove", _remove, "delete a live object behind the tool's back")
-    p.add_argument("host", metavar="HOST")
-    p.add_argument("kind", metavar="KIND")
-    p.add_argument("identity", metavar="IDENTITY")
+    p.add_argument("host", metavar="HOST", help="the lab host (atl-cs-001, atl-exchange-001, ...)")
+    p.add_argument("kind", metavar="KIND", help="the object's kind (PartnerApplication, AuthServer, ...)")
+    p.add_argument("identity", metavar="IDENTITY", help="the object's Identity")
 
     p = op("fail", _fail, "make the next matching cmdlet calls fail")
-    p.add_argument("host", metavar="HOST")
-    p.add_argument("cmdlet", metavar="CMDLET")
+    p.add_argument("host", metavar="HOST", help="the lab host (atl-cs-001, atl-exchange-001, ...)")
+    p.add_argument("cmdlet", metavar="CMDLET", help="the cmdlet that fails (New-CsPartnerApplication, ...)")
     p.add_argument("--identity", help="only commands for this Identity (default: any)")
     p.add_argument("--times", type=int, default=1, help="how many calls fail (default 1)")
     p.add_argument("--message", help="the error text (default: a generic one)")
