@@ -286,6 +286,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="no colour even on a terminal (NO_COLOR=1 does the same; piped output never has any)")
     p.set_defaults(func=cmd_show)
 
+    from reconciler.starters import KINDS as STARTERS
+    p = command("init", "write a commented starter manifest for an estate: " + ", ".join(STARTERS))
+    p.add_argument("--type", choices=STARTERS, default=STARTERS[0], dest="estate",
+                   help="the estate: " + ", ".join(STARTERS) + f" (default {STARTERS[0]})")
+    p.add_argument("--out", type=_output_file, metavar="FILE", default=Path("reconcile.yaml"),
+                   help="the manifest to write (default reconcile.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_init)
+
     p = command("schema", "print the manifest JSON Schema (what editors use)")
     p.add_argument("--out", type=_output_file, metavar="FILE", help="write it to FILE instead of printing it")
     p.set_defaults(func=cmd_schema)
@@ -990,6 +999,16 @@ def _shown(session: Session, target: str, kind: str, fields: Any) -> dict[str, A
 
     provider = session.registry.provider(session.desired.targets[target].provider)
     return shown_record(provider.kinds.get(kind), fields) or {}
+
+
+def cmd_init(args: argparse.Namespace, registry: Registry) -> int:
+    from reconciler.starters import starter
+
+    if args.out.exists() and not args.force:
+        raise ReconcilerError(f"{args.out} exists; nothing was written (--force overwrites it)")
+    args.out.write_text(starter(args.estate, str(args.out)), encoding="utf-8")
+    print(f"Wrote {args.out} ({args.estate}). Set its variables to your hosts, then: reconcile validate {args.out}")
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
