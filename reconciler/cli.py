@@ -834,10 +834,9 @@ def _address(desired: DesiredState, text: str) -> str:
     found = next((n for n in names if n.casefold() == text.casefold()), None)
     if found is not None:
         return found
-    import difflib
+    from reconciler.suggest import did_you_mean
 
-    near = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
-    hint = f"; did you mean {near[0]!r}?" if near else f" (targets: {', '.join(desired.targets)})"
+    hint = did_you_mean(text, names) or f" (targets: {', '.join(desired.targets)})"
     raise ReconcilerError(f"{Path(desired.manifest_path).name} has no target or resource {text!r}{hint}")
 
 

@@ -125,3 +125,39 @@ def test_colour_on_a_terminal_only(estate: Estate) -> None:
     assert "\x1b[" not in on_a_terminal(estate, "show", "plan.json", env={"NO_COLOR": "1"})
     assert "\x1b[" not in on_a_terminal(estate, "show", "--no-color", "plan.json")
     assert "\x1b[" not in on_a_terminal(estate, "show", "plan.json", env={"TERM": "dumb"})
+
+
+def test_did_you_mean_for_fields_kinds_targets_and_variables(estate: Estate) -> None:
+    """PowerShell habits (PascalCase) get the field's real spelling; typos get the nearest name."""
+    manifest = estate.write("m.yaml", """\
+apiVersion: reconciler/v1
+variables:
+  exchangeHost: https://mail.contoso.com
+targets:
+  litware-pool:
+    provider: skype
+    connection: {transport: lab, host: atl-cs-001}
+resources:
+  - target: litware-pool
+    kind: PartnerApplication
+    identity: microsoft.exchange
+    MetadataUrl: ${exchangeHost}/autodiscover/metadata/json/1
+    ApplicationTrustLevel: Full
+  - target: litware-pool
+    kind: PartnerApplicaton
+    identity: x
+  - target: litware-pol
+    kind: OAuthServer
+    identity: y
+  - target: litware-pool
+    kind: OAuthServer
+    identity: z
+    metadataUrl: ${exchangeHst}/x
+""")
+    run = estate.run("validate", str(manifest))
+    assert run.code == 1
+    for expected in ("MetadataUrl: unknown field 'MetadataUrl'", "did you mean 'metadataUrl'?",
+                     "did you mean 'applicationTrustLevel'?", "did you mean 'PartnerApplication'?",
+                     "no target named 'litware-pol' (defined: litware-pool); did you mean 'litware-pool'?",
+                     "undefined variable 'exchangeHst' (defined: exchangeHost); did you mean 'exchangeHost'?"):
+        assert expected in run.err, (expected, run.err)

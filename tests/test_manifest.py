@@ -389,7 +389,7 @@ def test_misspelt_field_is_one_line_not_also_a_missing_one(write: Any) -> None:
 """)
     assert problems(path) == [
         "manifests/x.yaml:10: resources[0].metadataURL: unknown field 'metadataURL' "
-        "(expected one of: ensure, identity, kind, metadataUrl, target, type)"]
+        "(expected one of: ensure, identity, kind, metadataUrl, target, type); did you mean 'metadataUrl'?"]
 
 
 def test_enum_message(write: Any) -> None:
@@ -490,7 +490,7 @@ extra: 1
     assert problems(path) == [
         "manifests/x.yaml:1: apiVersion: expected reconciler/v1, got 'reconciler/v2'",
         "manifests/x.yaml:7: targets.pool.connection.hots: unknown field 'hots' (expected one of: host, port, "
-        "transport)",
+        "transport); did you mean 'host'?",
         "manifests/x.yaml:8: targets.pool.prune[1]: 'Mailbox' is not one of OAuthConfiguration, OAuthServer, "
         "PartnerApplication",
         "manifests/x.yaml:9: targets.2nd pool: '2nd pool' is not a valid target name (letters, digits, _ . -, "
@@ -519,7 +519,8 @@ def test_undefined_target(write: Any) -> None:
   - target: pool2
     kind: OAuthConfiguration
 """)
-    assert problems(path) == ["manifests/x.yaml:9: resources[1].target: no target named 'pool2' (defined: pool)"]
+    assert problems(path) == ["manifests/x.yaml:9: resources[1].target: no target named 'pool2' (defined: pool)"
+                              "; did you mean 'pool'?"]
 
 
 def test_kind_not_owned_by_the_targets_provider(write: Any) -> None:
@@ -537,7 +538,7 @@ def test_kind_not_owned_by_the_targets_provider(write: Any) -> None:
         "'pool' (kinds: OAuthConfiguration, OAuthServer, PartnerApplication)",
         "manifests/x.yaml:13: resources[1].authMetadataUrl: unknown field 'authMetadataUrl' (expected one of: "
         "applicationIdentifier, applicationTrustLevel, certificateFile, enabled, ensure, identity, kind, "
-        "metadataUrl, realm, target, useOAuthServer)",
+        "metadataUrl, realm, target, useOAuthServer); did you mean 'metadataUrl'?",
     ]
 
 
@@ -592,7 +593,8 @@ resources:
     metadataUrl: ${tenant}/x
 """)
     assert problems(path) == [
-        "manifests/x.yaml:13: resources[0].metadataUrl: undefined variable 'tenant' (defined: lab, tenantId)"]
+        "manifests/x.yaml:13: resources[0].metadataUrl: undefined variable 'tenant' (defined: lab, tenantId)"
+        "; did you mean 'tenantId'?"]
 
 
 def test_variable_problems_are_reported_once_at_the_variable(write: Any) -> None:

@@ -39,6 +39,7 @@ from reconciler.model import (
     VerifyCheck,
 )
 from reconciler.providers.base import Registry, checks_of
+from reconciler.suggest import did_you_mean
 from reconciler.transports.graph_auth import NOT_A_NAME, is_env_name
 
 SINGLETON_IDENTITY = "Global"
@@ -170,7 +171,8 @@ def _checks(run: _Run, registry: Registry, targets: dict[str, TargetSpec | None]
         if target is None:
             if targets is not None and name not in targets:
                 defined = ", ".join(sorted(targets)) or "none"
-                run.add((*base, "target"), f"no target named {name!r} (defined: {defined})")
+                run.add((*base, "target"), f"no target named {name!r} (defined: {defined})"
+                                           f"{did_you_mean(str(name), targets)}")
             continue
         offered = checks_of(registry.provider(target.provider))
         if check not in offered:
@@ -479,7 +481,7 @@ def _kind_spec(run: _Run, registry: Registry, targets: dict[str, TargetSpec | No
     if target not in targets:
         names = sorted(targets)
         known = f"defined: {', '.join(names)}" if names else "no targets are defined"
-        run.add((*base, "target"), f"no target named '{target}' ({known})")
+        run.add((*base, "target"), f"no target named '{target}' ({known}){did_you_mean(target, names)}")
         return None, None
     spec = targets[target]
     if spec is None or not isinstance(kind, str) or run.silent((*base, "kind")):
@@ -487,7 +489,7 @@ def _kind_spec(run: _Run, registry: Registry, targets: dict[str, TargetSpec | No
     kinds = registry.providers[spec.provider].kinds
     if kind not in kinds:
         run.add((*base, "kind"), f"'{kind}' is not a kind of provider '{spec.provider}' used by target "
-                                 f"'{target}' (kinds: {', '.join(sorted(kinds))})")
+                                 f"'{target}' (kinds: {', '.join(sorted(kinds))}){did_you_mean(kind, kinds)}")
         return None, None
     return spec.provider, kinds[kind]
 

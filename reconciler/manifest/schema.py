@@ -22,6 +22,7 @@ from reconciler.manifest.notify import SCHEMA as NOTIFY_SCHEMA
 from reconciler.manifest.positions import FieldPath
 from reconciler.manifest.variables import NAME_PATTERN as VARIABLE_NAME_PATTERN
 from reconciler.providers.base import Registry, checks_of, handlers_of
+from reconciler.suggest import did_you_mean
 
 if TYPE_CHECKING:  # jsonschema is imported when a document is refused (it explains why): valid ones never need it
     from jsonschema import Draft202012Validator, ValidationError
@@ -484,7 +485,7 @@ def _unknown_fields(schema: Mapping[str, Any], instance: Mapping[str, Any], path
     expected = f"expected one of: {', '.join(sorted(known))}" if known else "no fields are allowed here"
     absent = [k for k in known if k not in instance]
     return [_Found((*path, key), _TYPO if _near_miss(key, absent) else _UNKNOWN,
-                   f"unknown field '{key}' ({expected})")
+                   f"unknown field '{key}' ({expected}){did_you_mean(key, absent)}")
             for key in instance
             if key not in known and not any(re.search(p, key) for p in patterns)]
 

@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reconciler.suggest import did_you_mean
+
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME = re.compile(NAME_PATTERN)
 
@@ -123,7 +125,7 @@ class Variables:
     def undefined(self, name: str) -> str:
         names = self.defined
         known = f"defined: {', '.join(names)}" if names else "no variables are defined"
-        return f"undefined variable '{name}' ({known})"
+        return f"undefined variable '{name}' ({known}){did_you_mean(name, names)}"
 
     def expand(self, text: str, limit: int = MAX_VALUE) -> Expansion:
         """`text` with its variables substituted, unless that would be longer than `limit` characters."""
