@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -546,7 +546,21 @@ def _request(args: argparse.Namespace, **more: Any) -> Request:
     from reconciler.workflow import Request, Selection
 
     return Request(args.manifest, _variables(args), selection=Selection(tuple(args.target), tuple(args.exclude)),
-                   **more)
+                   progress=_progress(), **more)
+
+
+def _progress() -> Callable[[str], None]:
+    """A line on stderr as each target's discovery or apply finishes (stdout stays the plan or the JSON);
+    numbered on a terminal ([3/40] in the order they finish)."""
+    lock = threading.Lock()
+    count = [0]
+    numbered = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
+
+    def tell(message: str) -> None:
+        with lock:
+            count[0] += 1
+            print(f"  [{count[0]}] {message}" if numbered else f"  {message}", file=sys.stderr, flush=True)
+    return tell
 
 
 def _read_saved_plan(path: Path) -> dict[str, Any] | None:
@@ -916,7 +930,7 @@ def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
     from reconciler.runner import discover, open_session
 
     desired = _load(args, registry)
-    with open_session(desired, registry, args.parallel) as session:
+    with open_session(desired, registry, args.parallel, _progress()) as session:
         live = discover(session)
     document = {
         name: [{"kind": key.kind, "identity": key.identity, **_shown(session, key.target, key.kind, res.fields)}
@@ -949,7 +963,7 @@ def cmd_export(args: argparse.Namespace, registry: Registry) -> int:
         desired = DesiredState(desired.manifest_path, desired.manifest_sha256,
                                {n: t for n, t in desired.targets.items() if n in wanted},
                                tuple(r for r in desired.resources if r.key.target in wanted), desired.checks)
-    with open_session(desired, registry, args.parallel) as session:
+    with open_session(desired, registry, args.parallel, _progress()) as session:
         live = discover(session)
     source = _sections_kept(Path(args.manifest).read_text(encoding="utf-8-sig"))
     kinds = {name: registry.provider(t.provider).kinds for name, t in desired.targets.items()}

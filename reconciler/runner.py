@@ -76,6 +76,12 @@ class Session:
     from them (reconciler.references)."""
     depends: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """target -> targets whose certificates it takes: changed before it in one apply."""
+    progress: Callable[[str], None] | None = None
+    """Told a line as each target's discovery and apply finish (people at a terminal; called from worker threads)."""
+
+    def tell(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
 
     def transport(self, target: str) -> Transport:
         if target not in self.transports:
@@ -101,8 +107,9 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(desired: DesiredState, registry: Registry, parallel: int = 1) -> Iterator[Session]:
-    session = Session(desired, registry, parallel)
+def open_session(desired: DesiredState, registry: Registry, parallel: int = 1,
+                 progress: Callable[[str], None] | None = None) -> Iterator[Session]:
+    session = Session(desired, registry, parallel, progress=progress)
     try:
         yield session
     finally:
@@ -170,10 +177,14 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
     def read(name: str) -> LiveState:
         target = session.desired.targets[name]
         wanted = [r.key for r in session.desired.for_target(name)]
+        started = time.monotonic()
         try:
-            return session.registry.provider(target.provider).discover(target, session.transport(name), wanted)
+            state = session.registry.provider(target.provider).discover(target, session.transport(name), wanted)
         except TransportError as exc:
+            session.tell(f"read {name}: failed")
             raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
+        session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
+        return state
 
     found = _each_target(names, read, session.parallel)
     session.live.update(found)
@@ -331,9 +342,14 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     def apply(name: str) -> tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]:
         provider = session.registry.provider(session.desired.targets[name].provider)
         mine = [h for h in plan.handlers if h.target == name]
+        started = time.monotonic()
         done = execute_target(per_target.get(name, []), provider, session.transport(name), journal, session.kind_of,
                               handlers_due=[h.address for h in mine])
         ran = [run_handler(session, h, done, journal) for h in mine]
+        failed = sum(1 for o in done if o.error) + sum(1 for h in ran if h.error)
+        handlers = f", {sum(1 for h in ran if h.ran)} handler(s) ran" if ran else ""
+        session.tell(f"applied {name}: {sum(1 for o in done if o.status is Status.APPLIED)} change(s), "
+                     f"{failed} failed{handlers} in {time.monotonic() - started:.1f}s")
         return done, tuple(ran)
 
     def fill(name: str) -> bool:

@@ -97,6 +97,8 @@ class Request:
     report: Callable[[ApplyResult, Plan, Session], None] | None = None
     blocked: Callable[[tuple[str, ...]], None] | None = None
     """Told which targets a plan error keeps from being applied, when others go ahead."""
+    progress: Callable[[str], None] | None = None
+    """Told a line as each target's discovery and apply finish."""
     suspended: frozenset[str] = frozenset()
     """Targets and resource addresses `reconcile suspend` recorded: skipped as `mode: suspend` would be."""
 
@@ -204,7 +206,7 @@ def _reconcile_once(request: Request, registry: Registry, settings: Settings, re
         raise StalePlanError(f"the saved plan is stale: {desired.manifest_path} (or its --var values) changed "
                              "since the plan was made; run `reconcile plan` again")
     lock = locked(desired, settings) if request.apply else contextlib.nullcontext()
-    with lock, open_session(desired, registry, settings.parallel) as session:
+    with lock, open_session(desired, registry, settings.parallel, request.progress) as session:
         live = discover(session)
         gc.freeze()
         plan = _select(make_plan(session, live, settings), request.selection)

@@ -161,3 +161,17 @@ resources:
                      "no target named 'litware-pol' (defined: litware-pool); did you mean 'litware-pool'?",
                      "undefined variable 'exchangeHst' (defined: exchangeHost); did you mean 'exchangeHost'?"):
         assert expected in run.err, (expected, run.err)
+
+
+def test_a_line_per_target_as_discovery_and_apply_finish(estate: Estate) -> None:
+    """On stderr, so the plan (or its JSON) on stdout stays as it was; one line per target as each finishes."""
+    run = estate.reconcile("apply", ON_PREMISES, "--auto-approve")
+    assert run.code == 0, run.err
+    lines = [line.strip() for line in run.err.splitlines()]
+    assert any(line.startswith("read litware-pool: ") and " object(s) in " in line for line in lines)
+    assert any(line.startswith("read litware-exchange: ") for line in lines)
+    assert any(line.startswith("applied litware-pool: 4 change(s), 0 failed") for line in lines)
+    assert any(line.startswith("applied litware-exchange: ") and "1 handler(s) ran" in line for line in lines)
+    assert "  read litware-pool: " not in run.out
+    plan = estate.reconcile("plan", ON_PREMISES, "--json")
+    assert json.loads(plan.out)["format_version"]  # stdout is the JSON alone
