@@ -267,6 +267,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the conditions as JSON")
     p.set_defaults(func=cmd_status)
 
+    p = manifest_command("report", "write one HTML page: each target's status and drift, the trust graph as a "
+                                    "picture, and the recent runs")
+    p.add_argument("--out", type=_output_file, metavar="FILE", required=True, help="the HTML file to write")
+    p.add_argument("--limit", type=_non_negative_int, default=50, metavar="N",
+                   help="the most recent runs shown (default 50)")
+    p.set_defaults(func=cmd_report)
+
     p = manifest_command("discover", "print the live state of every target in the manifest")
     p.add_argument("--json", action="store_true", help="print the live state as JSON")
     p.set_defaults(func=cmd_discover)
@@ -924,6 +931,37 @@ def _wait_for_run(store: RunStore, manifest: str, requested: float, deadline: fl
         if time.monotonic() >= deadline:
             raise ReconcilerError(f"no `reconcile run` cycle of {manifest} finished within {timeout}")
         time.sleep(0.2)
+
+
+def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
+    import shutil
+    import subprocess
+
+    from reconciler.render.html import render_report
+    from reconciler.status import target_status
+    from reconciler.trustgraph import graph_dot, trust_graph
+
+    desired = _load(args, registry)
+    manifest = str(Path(args.manifest).resolve())
+    with contextlib.closing(_store(args)) as store:
+        runs = store.list(limit=max(200, args.limit), manifest_path=manifest)
+        suspensions = store.suspensions(manifest)
+        next_run = store.next_run(manifest)
+    statuses = [target_status(target, runs, suspensions, next_run) for target in desired.targets.values()]
+    dot = graph_dot(trust_graph(desired, registry, timeout=_settings(args).metadata_timeout))
+    svg = None
+    if shutil.which("dot") is not None:
+        try:
+            svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60,
+                                 check=True).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"warning: Graphviz could not draw the trust graph ({exc}); the report shows its DOT source",
+                  file=sys.stderr)
+    args.out.write_text(render_report(Path(args.manifest).name, statuses, runs[:args.limit], dot=dot, svg=svg),
+                        encoding="utf-8")
+    print(f"Wrote {args.out}: {len(statuses)} target(s), {min(len(runs), args.limit)} run(s), the trust graph "
+          + ("as a picture." if svg is not None else "as DOT source (install Graphviz for a picture)."))
+    return EXIT_OK
 
 
 def cmd_discover(args: argparse.Namespace, registry: Registry) -> int:
