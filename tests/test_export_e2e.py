@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.e2e import CROSS_PREMISES, ON_PREMISES, Estate
@@ -136,3 +137,22 @@ def test_the_sections_an_export_keeps_are_read_without_the_resources_or_whole_wh
     aliased = "resources:\n- &x {a: 1}\nvariables: {b: *x}\n"  # an alias into the section: read whole
     assert _sections_kept(aliased)["variables"] == {"b": {"a": 1}}
     assert _sections_kept("targets: {}\nresources: [1, 2]\n") == {"targets": {}, "resources": [1, 2]}
+
+
+SHAREPOINT = CROSS_PREMISES.parent / "on-premises-sharepoint.yaml"
+HYBRID = CROSS_PREMISES.parent / "hybrid-2026.yaml"
+
+
+@pytest.mark.parametrize("source", [SHAREPOINT, HYBRID], ids=["sharepoint", "hybrid-2026"])
+def test_export_round_trip_of_the_other_shipped_estates(estate: Estate, source: Path) -> None:
+    """Every kind the shipped manifests use: apply one, export what is live, plan against the export: no changes."""
+    shutil.copytree(CROSS_PREMISES.parent / "certs", estate.root / "certs", dirs_exist_ok=True)
+    manifest = estate.write(source.name, source.read_text(encoding="utf-8"))
+    applied = estate.reconcile("apply", manifest, "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    out, document = exported(estate, manifest)
+    kinds = {r["kind"] for r in document["resources"]}
+    declared = {r["kind"] for r in yaml.safe_load(source.read_text(encoding="utf-8"))["resources"]}
+    assert declared <= kinds | {"AuthCertificate"}, declared - kinds
+    plan = estate.reconcile("plan", out, "--detailed-exitcode")
+    assert plan.code == 0, plan.out + plan.err
