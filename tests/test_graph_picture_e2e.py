@@ -57,3 +57,15 @@ def test_graphviz_renders_the_graph(estate: Estate) -> None:
                            check=True).stdout
     nodes = [line for line in plain.splitlines() if line.startswith("node ")]
     assert len(nodes) == dot.count(" [label=") - dot.count(" -> ")
+
+
+def test_a_declared_exchange_target_is_one_node_even_without_its_auth_config(estate: Estate) -> None:
+    """Without AuthConfig in the manifest the target still has Exchange's well-known service name, so the pool's link
+    to Exchange's metadata document arrives at the declared target, not at a second "Exchange" node."""
+    text = ON_PREMISES.read_text(encoding="utf-8").replace(
+        "  - target: litware-exchange\n    kind: AuthConfig\n    serviceName: 00000002-0000-0ff1-ce00-000000000000\n",
+        "")
+    assert "kind: AuthConfig" not in text
+    dot = estate.reconcile("graph", estate.write("m.yaml", text), "--format", "dot").out
+    assert '"litware-pool" -> "litware-exchange"' in dot
+    assert "Exchange\\n00000002" not in dot and dot.count(" [label=") - dot.count(" -> ") == 3  # pool, Exchange, SP

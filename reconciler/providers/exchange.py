@@ -268,6 +268,10 @@ IISRESET = HandlerSpec(
 _TRUSTING_KINDS = ("PartnerApplication", "EnterprisePartnerApplication", "AuthServer")
 
 
+EXCHANGE_SERVICE = "00000002-0000-0ff1-ce00-000000000000"
+"""Exchange's well-known service name (AuthConfig's ServiceName unless changed): what its metadata document names."""
+
+
 class ExchangeProvider:
     """Exchange Server provider: partner applications, enterprise partner applications, auth servers, AuthConfig."""
 
@@ -288,10 +292,9 @@ class ExchangeProvider:
 
     def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
         config = next((r.fields for r in resources if r.key.kind == "AuthConfig"), {})
-        service = config.get("serviceName")
+        service = config.get("serviceName") or EXCHANGE_SERVICE  # Exchange's own, unless the manifest says otherwise
         realm = config.get("realm")
-        return ServiceIdentity(target.name, "Exchange Server", str(service) if service else None,
-                               str(realm) if realm else None)
+        return ServiceIdentity(target.name, "Exchange Server", str(service), str(realm) if realm else None)
 
     def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
         edges = []

@@ -62,6 +62,9 @@ _EX_STORAGE = CheckSpec(
 )
 
 
+SKYPE_SERVICE = "00000004-0000-0ff1-ce00-000000000000"
+
+
 class SkypeProvider:
     """Skype for Business / Lync Server provider."""
 
@@ -73,7 +76,8 @@ class SkypeProvider:
 
     def identity(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> ServiceIdentity:
         config = next((r.fields for r in resources if r.key.kind == "OAuthConfiguration"), {})
-        return ServiceIdentity(target.name, "Skype for Business", _text(config.get("serviceName")),
+        # The pool's well-known service name unless the manifest says otherwise: what its metadata document names.
+        return ServiceIdentity(target.name, "Skype for Business", _text(config.get("serviceName")) or SKYPE_SERVICE,
                                _text(config.get("realm")))
 
     def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
