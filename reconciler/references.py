@@ -92,7 +92,7 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
         fields = spec.resolve(resource.fields, checked)
         diagnostics.extend(Diagnostic("error", p, resource.key.address) for p in dict.fromkeys(problems))
         for source in sources:
-            if source != resource.key.target:
+            if source != resource.key.target and spec.follows_source:
                 depends.setdefault(resource.key.target, set()).add(source)
         resources.append(dataclasses.replace(resource, fields=fields))
     if not changed:

@@ -364,7 +364,10 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
         return not known_after_apply.placeholders(cmd for c in per_target[name] for cmd in c.commands)
 
     results: dict[str, tuple[tuple[ChangeOutcome, ...], tuple[HandlerOutcome, ...]]] = {}
-    depends = _merged(session.depends, known_after_apply.referenced_targets(session.desired))
+    needed = known_after_apply.referenced_targets(session.desired)
+    depends = _merged(session.depends, needed)
+    if _cyclic(applied_targets, depends):  # certificateOf orders only where a value another target makes does not
+        depends = _merged({}, needed)
     for wave in waves(applied_targets, depends):  # a signing side (or an appId's source) before the sides using it
         ready = [name for name in wave if fill(name)]
         results.update({name: _blocked(per_target[name]) for name in wave if name not in ready})
@@ -423,6 +426,11 @@ def _following(session: Session, moved: set[str]) -> set[ResourceKey]:
         if spec is not None and spec.references is not None and set(spec.references(resource.fields)) & moved:
             found.add(resource.key)
     return found
+
+
+def _cyclic(names: list[str], depends: Mapping[str, frozenset[str]]) -> bool:
+    last = waves(names, depends)[-1:] or [[]]
+    return any(depends.get(n, frozenset()) & set(last[0]) - {n} for n in last[0])
 
 
 def waves(names: list[str], depends: Mapping[str, frozenset[str]]) -> list[list[str]]:

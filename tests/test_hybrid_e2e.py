@@ -24,6 +24,12 @@ def hybrid(estate: Estate, text: str | None = None) -> Path:
     return estate.write("hybrid.yaml", text if text is not None else HYBRID.read_text(encoding="utf-8"))
 
 
+def without_exchange_key(text: str) -> str:
+    """A slice of hybrid-2026.yaml without Exchange's resources: the application's key from a .cer file instead of
+    the Exchange target's AuthCertificate (certificateOf needs the source's certificate kind declared)."""
+    return text.replace("      - certificateOf: exchange\n", "      - certificateFile: certs/fabrikam-oauth.cer\n")
+
+
 def tenant(estate: Estate) -> dict[str, object]:
     return dict(LabStore(estate.state).read()["tenants"][LAB_TENANT_ID])
 
@@ -41,7 +47,9 @@ def test_fresh_tenant_gets_the_dedicated_app_its_principal_consent_and_key_then_
     assert app["displayName"] == APP and app["signInAudience"] == "AzureADMyOrg"
     assert app["requiredResourceAccess"] == [{"resourceAppId": EXCHANGE, "resourceAccess": [
         {"id": FULL_ACCESS_AS_APP, "type": "Role"}]}]
-    assert [k["customKeyIdentifier"] for k in app["keyCredentials"]] == [ONPREM]
+    # the Exchange Auth certificate, read from the Exchange target's live state (certificateOf), not a .cer file
+    auth = estate.objects("atl-exchange-001", "AuthConfig")["CurrentCertificateThumbprint"]
+    assert [k["customKeyIdentifier"] for k in app["keyCredentials"]] == [auth]
     sps = principals(estate)
     assert app["appId"] in sps
     (grant,) = record["appRoleAssignments"]  # type: ignore[misc]
@@ -56,7 +64,7 @@ def test_shared_principal_keys_are_removed_only_when_declared_and_named_in_the_p
     assert seeded.code == 0, seeded.out + seeded.err
     assert principals(estate)[EXCHANGE]["keyCredentials"]
     text = HYBRID.read_text(encoding="utf-8")
-    undeclared = text[:text.index("  - target: fabrikam-tenant\n    kind: ServicePrincipal")]
+    undeclared = without_exchange_key(text[:text.index("  - target: fabrikam-tenant\n    kind: ServicePrincipal")])
     first = estate.reconcile("apply", hybrid(estate, undeclared), "--auto-approve")
     assert first.code == 0, first.out + first.err
     assert principals(estate)[EXCHANGE]["keyCredentials"]  # not declared: left alone
@@ -135,7 +143,7 @@ EXTRA_ROLES = ["1b2c3d4e-0000-4000-8000-00000000000" + str(n) for n in range(1, 
 def tenant_part(extra: str = "", *, target_extra: str = "") -> str:
     """The tenant half of hybrid-2026.yaml (no Exchange resources), with resources and target settings added."""
     text = HYBRID.read_text(encoding="utf-8")
-    text = text[:text.index("  - target: exchange\n")]
+    text = without_exchange_key(text[:text.index("  - target: exchange\n")])
     if target_extra:
         text = text.replace("      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET\n",
                             "      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET\n" + target_extra)

@@ -157,6 +157,28 @@ def test_without_the_refresh_exchange_stops_trusting_the_pool_at_the_date(estate
     assert estate.reconcile("verify", step).code == 0
 
 
+def test_an_interrupted_rotation_is_resumed_by_the_next_cycle_from_the_live_state(estate: Estate,
+                                                                                  moved: Clock) -> None:
+    """The pool staged its roll, then Exchange's refresh failed: nothing is kept aside; the next cycle reads both
+    sides again, sees Exchange lacks the key the pool publishes, and refreshes it, before the date."""
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    new, old = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=_iso(moved.start + datetime.timedelta(days=2)))
+    assert estate.lab("fail", "atl-exchange-001", "Set-PartnerApplication").code == 0
+    failed = estate.reconcile("apply", step, "--auto-approve")
+    assert failed.code == 1, failed.out + failed.err
+    assert [r["Thumbprint"] for r in estate.objects(POOL, "OAuthTokenIssuer")][-1] == new  # the pool's step held
+    assert _cached(estate) == [old]
+
+    moved.advance(hours=6)
+    plan = estate.reconcile("plan", step, "--detailed-exitcode")
+    assert plan.code == 2 and "-RefreshAuthMetadata" in plan.out and "Set-CsCertificate" not in plan.out, plan.out
+    assert estate.reconcile("apply", step, "--auto-approve").code == 0
+    assert _cached(estate) == sorted([old, new])
+    moved.advance(days=3)
+    assert estate.reconcile("verify", step).code == 0
+
+
 def test_an_immediate_switch_is_refused_while_other_sides_trust_the_pool(estate: Estate, moved: Clock) -> None:
     assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
     new, _ = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))

@@ -114,6 +114,7 @@ class CmdletKind:
     references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
     """`certificateOf` fields and how they become concrete (see KindSpec.resolve, reconciler.references)."""
     refresh_note: str = ""
+    follows_source: bool = True
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class CmdletKind:
                         after=self.after, prepare=self.prepare, description=self.description,
                         diagnose=self.diagnose, exclusive=self.exclusive, replacement=self.replacement,
                         exported=self.exported, resolve=self.resolve, references=self.references,
-                        refresh_note=self.refresh_note)
+                        refresh_note=self.refresh_note, follows_source=self.follows_source)
 
     def schema(self) -> dict[str, Any]:
         properties: dict[str, Any] = {}

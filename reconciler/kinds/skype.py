@@ -286,6 +286,7 @@ PARTNER_APPLICATION = CmdletKind(
                       "target is changed after the signing side.")},
     resolve=resolve_notice_only,
     references=certificate_of_sources,
+    follows_source=False,
     refresh_note=("Skype for Business re-reads a partner's metadata document on its own schedule; no cmdlet makes it "
                   "refresh, and Microsoft documents no interval: stage the next certificate days ahead."),
     props=(

@@ -102,6 +102,9 @@ class KindSpec:
     references: Callable[[Mapping[str, JSONValue]], tuple[str, ...]] | None = None
     """The targets a resource's `certificateOf` fields name (its target is changed after them)."""
     refresh_note: str = ""
+    follows_source: bool = True
+    """Whether this kind changes anything from another target's certificates (and so is applied after that target);
+    False for a side that only re-reads on its own schedule (no ordering: it would only make cycles)."""
     """How this kind's objects pick up a partner's new key when reconcile cannot make them (shown in the timeline)."""
 
     def field(self, name: str) -> FieldSpec:
