@@ -341,3 +341,45 @@ def test_graph_marks_each_certificate_on_each_link_with_its_dates_and_who_trusts
            "trusted by litware-exchange" in link
     dot = estate.reconcile("graph", step, "--format", "dot").out
     assert f"{new[:8]}... to {until}" in dot
+
+
+def test_the_exchange_auth_certificate_rotates_across_skype_and_sharepoint_in_run_cycles(estate: Estate,
+                                                                                        moved: Clock) -> None:
+    """Exchange's Auth certificate renewed by policy, one step per `run --once` cycle, the clock moved past the
+    staged date: Skype (which reads Exchange's document) and SharePoint (which holds one certificate) follow, and
+    verify passes after every cycle."""
+    from reconciler.lab.estate import EXCHANGE_HOST
+    from reconciler.lab.exchange_certificates import store_entry as exchange_entry
+
+    expiring = _certificate(moved.start, "Microsoft Exchange Server Auth Certificate", -300, 50)  # renewal due
+    with LabStore(estate.state).edit() as state:
+        record = state["hosts"][EXCHANGE_HOST]
+        state["services"][record["service"]]["certificate"] = certs.b64(expiring)
+        record["objects"]["AuthConfig"]["CurrentCertificateThumbprint"] = certs.thumbprint(expiring)
+        record["objects"]["ExchangeCertificate"] = [exchange_entry(expiring)]
+    text = ROTATION.read_text(encoding="utf-8").replace(
+        "    identity: Auth Certificate\n", "    identity: Auth Certificate\n    clearPrevious: true\n", 1)
+    manifest = estate.write("exchange-rotation.yaml", text)
+
+    def cycle() -> None:
+        ran = estate.reconcile("run", manifest, "--once")
+        assert ran.code == 0, ran.out + ran.err
+        verified = estate.reconcile("verify", manifest)
+        assert verified.code == 0, verified.out + verified.err
+
+    cycle()  # the estate, and New-ExchangeCertificate (the key never leaves the server)
+    (new,) = [c["Thumbprint"] for c in estate.objects(EXCHANGE_HOST, "ExchangeCertificate")
+              if c["Thumbprint"] != certs.thumbprint(expiring)]
+    cycle()  # staged 30 days ahead: Exchange's document publishes both keys; Skype reads it
+    assert estate.objects(EXCHANGE_HOST, "AuthConfig")["NextCertificateThumbprint"] == new
+    plan = estate.reconcile("plan", manifest)
+    assert "Certificate rotation" in plan.out and f"{new} staged" in plan.out, plan.out
+    assert "litware-pool.PartnerApplication.microsoft.exchange: Skype for Business re-reads" in plan.out
+    assert _issuer_certificate(estate, "Exchange") == certs.thumbprint(expiring)
+
+    moved.advance(days=31)  # Exchange signs with the new certificate
+    cycle()  # SharePoint re-reads Exchange's document; the previous certificate is cleared
+    assert _issuer_certificate(estate, "Exchange") == new
+    config = estate.objects(EXCHANGE_HOST, "AuthConfig")
+    assert (config["CurrentCertificateThumbprint"], config["PreviousCertificateThumbprint"]) == (new, None)
+    assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
