@@ -47,9 +47,9 @@ demo: setup
 	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/cross-premises.yaml; \
 	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/cross-premises.yaml; \
 	echo; echo "== Exchange hybrid the 2026 way (dedicated app, HMA on Exchange and Skype): plan, apply, plan again"; \
-	$(RECONCILE) plan $(LAB_VAR) manifests/hybrid-2026.yaml; \
-	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/hybrid-2026.yaml; \
-	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/hybrid-2026.yaml
+	$(RECONCILE) plan $(LAB_VAR) manifests/exchange-hybrid.yaml; \
+	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/exchange-hybrid.yaml; \
+	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/exchange-hybrid.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --sizes 1x10,20x50,200x50,1000x50

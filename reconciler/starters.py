@@ -135,7 +135,7 @@ resources:
 # Skype for Business Server with Office 365 (Microsoft's "Configuring Lync Server 2013 in a cross-premises
 # environment", with Microsoft Graph in place of the retired MSOnline cmdlets): the pool trusts the tenant's
 # authorization server, and the pool's OAuth certificate goes onto the tenant's Skype service principal.
-# For Exchange hybrid, start from manifests/hybrid-2026.yaml in the project (the dedicated hybrid app).
+# For Exchange hybrid, start from manifests/exchange-hybrid.yaml in the project (the dedicated hybrid app).
 
 variables:
   tenantId: 00000000-0000-0000-0000-000000000000   # your directory (tenant) id

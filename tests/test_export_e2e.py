@@ -140,10 +140,10 @@ def test_the_sections_an_export_keeps_are_read_without_the_resources_or_whole_wh
 
 
 SHAREPOINT = CROSS_PREMISES.parent / "on-premises-sharepoint.yaml"
-HYBRID = CROSS_PREMISES.parent / "hybrid-2026.yaml"
+HYBRID = CROSS_PREMISES.parent / "exchange-hybrid.yaml"
 
 
-@pytest.mark.parametrize("source", [SHAREPOINT, HYBRID], ids=["sharepoint", "hybrid-2026"])
+@pytest.mark.parametrize("source", [SHAREPOINT, HYBRID], ids=["sharepoint", "exchange-hybrid"])
 def test_export_round_trip_of_the_other_shipped_estates(estate: Estate, source: Path) -> None:
     """Every kind the shipped manifests use: apply one, export what is live, plan against the export: no changes."""
     shutil.copytree(CROSS_PREMISES.parent / "certs", estate.root / "certs", dirs_exist_ok=True)

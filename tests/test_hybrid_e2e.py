@@ -1,4 +1,4 @@
-"""The dedicated Exchange hybrid application (manifests/hybrid-2026.yaml) against the lab's Graph: plan, apply,
+"""The dedicated Exchange hybrid application (manifests/exchange-hybrid.yaml) against the lab's Graph: plan, apply,
 plan again with nothing to do; the shared principal's keys removed only when declared, each named in the plan."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from reconciler.lab.state import LabStore
 from tests.e2e import CROSS_PREMISES, REPO, Estate
 from tests.test_office365_e2e import EXCHANGE, ONPREM, cross, principals
 
-HYBRID = REPO / "manifests" / "hybrid-2026.yaml"
+HYBRID = REPO / "manifests" / "exchange-hybrid.yaml"
 APP = "ExchangeServerApp-3f8e9a41-5c2d-4b7e-9a10-6d4c2b1e0f97"
 
 
@@ -25,7 +25,7 @@ def hybrid(estate: Estate, text: str | None = None) -> Path:
 
 
 def without_exchange_key(text: str) -> str:
-    """A slice of hybrid-2026.yaml without Exchange's resources: the application's key from a .cer file instead of
+    """A slice of exchange-hybrid.yaml without Exchange's resources: the application's key from a .cer file instead of
     the Exchange target's AuthCertificate (certificateOf needs the source's certificate kind declared)."""
     return text.replace("      - certificateOf: exchange\n", "      - certificateFile: certs/fabrikam-oauth.cer\n")
 
@@ -141,7 +141,7 @@ EXTRA_ROLES = ["1b2c3d4e-0000-4000-8000-00000000000" + str(n) for n in range(1, 
 
 
 def tenant_part(extra: str = "", *, target_extra: str = "") -> str:
-    """The tenant half of hybrid-2026.yaml (no Exchange resources), with resources and target settings added."""
+    """The tenant half of exchange-hybrid.yaml (no Exchange resources), with resources and target settings added."""
     text = HYBRID.read_text(encoding="utf-8")
     text = without_exchange_key(text[:text.index("  - target: exchange\n")])
     if target_extra:
