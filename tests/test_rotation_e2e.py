@@ -195,24 +195,28 @@ def test_certificate_of_an_unknown_or_undeclared_target_is_a_plan_error(estate: 
     assert "certificateOf: 'litware-pol' is not a target of this manifest" in plan.out + plan.err
 
 
-CROSS = """\
+TENANT = """\
 apiVersion: reconciler/v1
 variables:
   lab: http://127.0.0.1:8470
   tenantId: 8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c
 targets:
-  fabrikam-pool:
-    provider: skype
-    connection: {{transport: lab, host: atl-cs-001}}
   fabrikam-tenant:
     provider: office365
     connection:
       transport: graph
-      tenantId: ${{tenantId}}
+      tenantId: ${tenantId}
       clientId: 5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b
-      authority: ${{lab}}/login.microsoftonline.com
-      graphUrl: ${{lab}}/graph.microsoft.com
+      authority: ${lab}/login.microsoftonline.com
+      graphUrl: ${lab}/graph.microsoft.com
       clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET
+"""
+"""The lab tenant as a target; each manifest below adds its on-premises target and resources."""
+
+CROSS = TENANT.replace("{", "{{").replace("}", "}}") + """\
+  fabrikam-pool:
+    provider: skype
+    connection: {{transport: lab, host: atl-cs-001}}
 resources:
   - target: fabrikam-pool
     kind: OAuthCertificate
@@ -259,24 +263,10 @@ def test_the_pools_next_key_reaches_the_office365_principal_from_its_live_state(
     assert estate.reconcile("plan", done, "--detailed-exitcode").code == 0
 
 
-HYBRID = """\
-apiVersion: reconciler/v1
-variables:
-  lab: http://127.0.0.1:8470
-  tenantId: 8a1c5e3f-2b7d-4c9e-a6f0-1d2e3f4a5b6c
-targets:
+HYBRID = TENANT + """\
   exchange:
     provider: exchange
     connection: {transport: lab, host: atl-exchange-001}
-  fabrikam-tenant:
-    provider: office365
-    connection:
-      transport: graph
-      tenantId: ${tenantId}
-      clientId: 5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b
-      authority: ${lab}/login.microsoftonline.com
-      graphUrl: ${lab}/graph.microsoft.com
-      clientSecretEnv: RECONCILE_GRAPH_CLIENT_SECRET
 resources:
   - target: exchange
     kind: AuthCertificate
