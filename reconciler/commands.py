@@ -39,6 +39,9 @@ class Command:
     """Positional arguments of a native command, each passed as one argument (never parsed as PowerShell)."""
     switches: frozenset[str] = frozenset()
     """Parameters documented as SwitchParameter: shown as `-Force`; any other true value as `-Enabled:$true`."""
+    scalar: bool = False
+    """The cmdlet writes values, not objects (Get-SPAuthenticationRealm writes a string): a transport keeps each as
+    `{"Value": <value>}` instead of refusing output that has no properties to read."""
 
     def masked_parameters(self) -> dict[str, Any]:
         return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}

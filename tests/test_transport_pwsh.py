@@ -7,6 +7,7 @@ literal JSON strings) as well as what it makes of answers, including broken ones
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -416,6 +417,16 @@ def test_output_that_is_not_objects_is_an_error_result(standin: Standin) -> None
     assert not results[0].ok
     assert results[0].error == ("Get-CsOAuthConfiguration : returned unusable output: "
                                 "output item 0 is str, not an object")
+
+
+def test_a_command_declared_scalar_keeps_each_value_as_an_object(standin: Standin) -> None:
+    """Get-SPAuthenticationRealm writes a bare string: its Command says so, and the string is kept, not refused."""
+    standin.misbehave("nonobject")
+    (result,) = standin.transport().invoke((dataclasses.replace(DISCOVERY[0], scalar=True, select=()),))
+    assert result.ok, result.error
+    assert all(set(item) == {"Value"} and isinstance(item["Value"], str) for item in result.output)
+    assert psjson.output_objects(["litwareinc.com"], scalar=True) == ({"Value": "litwareinc.com"},)
+    assert psjson.output_objects("litwareinc.com", scalar=True) == ({"Value": "litwareinc.com"},)
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -88,6 +88,11 @@ def test_one_object_is_one_result_and_an_array_is_several(tmp_path: Path) -> Non
     assert answer(tmp_path, Command("Get-CsPartnerApplication")) == [APP, OTHER]
 
 
+def test_a_captured_bare_string_is_kept_for_a_command_that_writes_one(tmp_path: Path) -> None:
+    capture(tmp_path, "Get-SPAuthenticationRealm", ps_json("litwareinc.com"))
+    assert answer(tmp_path, Command("Get-SPAuthenticationRealm", scalar=True)) == [{"Value": "litwareinc.com"}]
+
+
 def test_a_count_wrapped_array_is_unwrapped(tmp_path: Path) -> None:
     capture(tmp_path, "Get-AuthServer", ps_json({"value": [APP, OTHER], "Count": 2}))
     assert answer(tmp_path, Command("Get-AuthServer")) == [APP, OTHER]

@@ -8,9 +8,8 @@ reconciler.kinds.sharepoint):
   Set-SPTrustedSecurityTokenIssuer has every parameter New has but the name, so nothing forces a replace.
   Read only: `registeredIssuerName` (`<issuer id>@<realm>` from the document) and `signingCertificateThumbprint`.
 - `AuthenticationRealm` (singleton `Farm`): the farm's realm. Get-SPAuthenticationRealm writes a bare string,
-  not an object, so it is read only when the manifest declares the realm on this target. The PowerShell
-  transports accept objects only and refuse a bare string ("not an object"): against a real farm, declaring the
-  realm fails discovery with that message until they accept one (the lab returns the string as the cmdlet does).
+  not an object, so it is read only when the manifest declares the realm on this target; its Command is `scalar`,
+  so the PowerShell transports (and a snapshot) keep the string as `{"Value": ...}` instead of refusing it.
 
 Set-SPAppPrincipalPermission is not a kind: its -AppPrincipal is an object only Get-SPAppPrincipal yields in the
 same session, and no cmdlet reads a permission back (see reconciler.kinds.sharepoint).
@@ -41,8 +40,9 @@ DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in declared.KINDS}
 ISSUERS = declared.TRUSTED_SECURITY_TOKEN_ISSUER
 REALM = declared.AUTHENTICATION_REALM
 _ISSUER_DISCOVERY = ISSUERS.discovery()
-_REALM_DISCOVERY = Command(REALM.get.name)
-"""No `select`: the cmdlet writes a string, which has no properties to select."""
+_REALM_DISCOVERY = Command(REALM.get.name, scalar=True)
+"""No `select`: the cmdlet writes a string, which has no properties to select (`scalar`: the transports keep it
+as `{"Value": ...}`)."""
 
 
 class SharePointProvider:
@@ -105,7 +105,8 @@ def _realm(target: TargetSpec, result: CommandResult) -> str | None:
                              "values, not one realm")
     value = items[0]
     if isinstance(value, Mapping):
-        value = {str(k).lower(): v for k, v in value.items()}.get("realm")
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        value = lowered.get("realm", lowered.get("value"))
     return _text(value)
 
 

@@ -88,14 +88,18 @@ def as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def output_objects(value: Any) -> tuple[dict[str, Any], ...]:
+def output_objects(value: Any, *, scalar: bool = False) -> tuple[dict[str, Any], ...]:
     """A command's output as objects, quirks undone; property names are kept exactly as given.
 
     Raises OutputShapeError when an item is not an object: a provider reads properties, and a bare
-    string or number where an object was expected means the command was not the one we think.
+    string or number where an object was expected means the command was not the one we think. A command declared
+    `scalar` (it writes values) has each value kept as `{"Value": value}`.
     """
     objects: list[dict[str, Any]] = []
     for index, item in enumerate(as_list(value)):
+        if scalar and not isinstance(item, Mapping) and item is not None:
+            objects.append({"Value": item})
+            continue
         if not isinstance(item, Mapping):
             kind = "null" if item is None else type(item).__name__
             raise OutputShapeError(f"output item {index} is {kind}, not an object")

@@ -499,7 +499,7 @@ def _result(command: Command, item: Any, name: str) -> CommandResult:
         text = str(error) if error else f"{command.cmdlet} : failed without an error message"
         return CommandResult(command, ok=False, error=psjson.mask_text(text, [command]))
     try:
-        output = psjson.output_objects(item.get("output"))
+        output = psjson.output_objects(item.get("output"), scalar=command.scalar)
     except psjson.OutputShapeError as exc:
         return CommandResult(command, ok=False, error=f"{command.cmdlet} : returned unusable output: {exc}")
     return CommandResult(command, ok=True, output=output)

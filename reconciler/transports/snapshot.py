@@ -207,7 +207,7 @@ class SnapshotTransport:
                 f"{cmdlet} : the snapshot folder {self.directory} has {names}: names are matched ignoring case, "
                 "so keep one"))
         try:
-            objects = list(read_snapshot(candidates[0]))
+            objects = list(read_snapshot(candidates[0], scalar=command.scalar))
         except SnapshotError as exc:
             return CommandResult(command, ok=False, error=f"{cmdlet} : {exc}; capture it again with: "
                                                           f"{capture_command(cmdlet)}")
@@ -241,7 +241,7 @@ def decode_snapshot(data: bytes, path: Path) -> str:
         raise SnapshotError(f"{path}: line {line}: not {label} text (saved in another encoding?)") from None
 
 
-def parse_snapshot(text: str, path: Path) -> tuple[dict[str, Any], ...]:
+def parse_snapshot(text: str, path: Path, *, scalar: bool = False) -> tuple[dict[str, Any], ...]:
     """Captured ConvertTo-Json text as output objects, dates as ISO 8601 UTC; nothing at all is no objects."""
     if not text.strip():
         return ()
@@ -250,18 +250,18 @@ def parse_snapshot(text: str, path: Path) -> tuple[dict[str, Any], ...]:
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     try:
-        return psjson.output_objects(_unwrap_dates(value))
+        return psjson.output_objects(_unwrap_dates(value), scalar=scalar)
     except psjson.OutputShapeError as exc:
         raise SnapshotError(f"{path}: {exc}: expected the objects a Get cmdlet returns") from None
 
 
-def read_snapshot(path: Path) -> tuple[dict[str, Any], ...]:
+def read_snapshot(path: Path, *, scalar: bool = False) -> tuple[dict[str, Any], ...]:
     """The objects captured in one `<Cmdlet>.json` file. Raises SnapshotError naming the file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    return parse_snapshot(decode_snapshot(data, path), path)
+    return parse_snapshot(decode_snapshot(data, path), path, scalar=scalar)
 
 
 def _unwrap_dates(value: Any) -> Any:
