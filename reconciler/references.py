@@ -97,18 +97,12 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
         resources.append(dataclasses.replace(resource, fields=fields))
     if not changed:
         return Resolved(desired, {})
-    notes = _notes(resources, desired, registry)
+    notes = _notes(desired.resources, desired, registry)  # the manifest's fields, which name the sources
     consumers = {source: [address for address, _ in found] for source, found in notes.items()}
     diagnostics.extend(_wrong_order(cache, consumers))
     out = dataclasses.replace(desired, resources=tuple(resources))
     return Resolved(out, {t: frozenset(s) for t, s in depends.items()}, tuple(diagnostics),
                     timeline(cache, consumers, notes))
-
-
-def _consumers(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
-               ) -> dict[str, list[str]]:
-    """source target -> addresses of the resources that take its certificates."""
-    return {source: [address for address, _ in found] for source, found in _notes(resources, desired, registry).items()}
 
 
 def _notes(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
@@ -120,17 +114,9 @@ def _notes(resources: Iterable[DesiredResource], desired: DesiredState, registry
         spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
         if spec is None or spec.references is None:
             continue
-        for source in spec.references(desired_fields(desired, resource)):
+        for source in spec.references(resource.fields):
             found.setdefault(source, []).append((resource.key.address, spec.refresh_note))
     return found
-
-
-def desired_fields(desired: DesiredState, resource: DesiredResource) -> Mapping[str, object]:
-    """The manifest's fields of a resource (before resolution), found by its key."""
-    for original in desired.for_target(resource.key.target):
-        if original.key == resource.key:
-            return original.fields
-    return resource.fields
 
 
 def _wrong_order(published: Mapping[str, tuple[PublishedCertificate, ...]],
