@@ -141,9 +141,11 @@ def test_the_sections_an_export_keeps_are_read_without_the_resources_or_whole_wh
 
 SHAREPOINT = CROSS_PREMISES.parent / "on-premises-sharepoint.yaml"
 HYBRID = CROSS_PREMISES.parent / "exchange-hybrid.yaml"
+ROTATION = CROSS_PREMISES.parent / "certificate-rotation.yaml"
 
 
-@pytest.mark.parametrize("source", [SHAREPOINT, HYBRID], ids=["sharepoint", "exchange-hybrid"])
+@pytest.mark.parametrize("source", [SHAREPOINT, HYBRID, ROTATION],
+                         ids=["sharepoint", "exchange-hybrid", "certificate-rotation"])
 def test_export_round_trip_of_the_other_shipped_estates(estate: Estate, source: Path) -> None:
     """Every kind the shipped manifests use: apply one, export what is live, plan against the export: no changes."""
     shutil.copytree(CROSS_PREMISES.parent / "certs", estate.root / "certs", dirs_exist_ok=True)

@@ -373,3 +373,18 @@ def test_the_exchange_auth_certificate_rotates_across_skype_and_sharepoint_in_ru
     config = estate.objects(EXCHANGE_HOST, "AuthConfig")
     assert (config["CurrentCertificateThumbprint"], config["PreviousCertificateThumbprint"]) == (new, None)
     assert estate.reconcile("plan", manifest, "--detailed-exitcode").code == 0
+
+
+def test_export_during_a_roll_describes_the_pending_certificate(estate: Estate, moved: Clock) -> None:
+    from tests.test_export_e2e import exported
+
+    assert estate.reconcile("apply", ROTATION, "--auto-approve").code == 0
+    new, _ = _stock(estate, POOL, _certificate(moved.start, "atl-cs-001.litwareinc.com", -1, 700))
+    date = _iso(moved.start + datetime.timedelta(days=2))
+    step = _rotation(estate, nextThumbprint=new, effectiveDate=date)
+    assert estate.reconcile("apply", step, "--auto-approve").code == 0
+    out, document = exported(estate, step)
+    (certificate,) = [r for r in document["resources"] if r["kind"] == "OAuthCertificate"]
+    assert certificate["nextThumbprint"] == new and "thumbprint" not in certificate
+    plan = estate.reconcile("plan", out, "--detailed-exitcode")
+    assert plan.code == 0, plan.out + plan.err

@@ -210,7 +210,20 @@ def spec() -> KindSpec:
         "removePrevious": FieldSpec("removePrevious"),
     }
     return KindSpec(kind=KIND, fields=fields, schema=SCHEMA, singleton=True, prepare=None,
-                    description=str(SCHEMA["description"]), diagnose=diagnose)
+                    description=str(SCHEMA["description"]), diagnose=diagnose, exported=exported)
+
+
+def exported(live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    """What `reconcile export` writes: the certificate that signs now, and a roll pending on the server (never the
+    `current:` markers the comparison uses internally)."""
+    out: dict[str, JSONValue] = {}
+    pending = _pending(live)
+    if pending:
+        out["nextThumbprint"] = pending
+        out["effectiveDate"] = live.get("effectiveDate")
+    elif live.get("thumbprint"):
+        out["thumbprint"] = live["thumbprint"]
+    return out
 
 
 def effective_desired(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
