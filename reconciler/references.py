@@ -18,11 +18,11 @@ It also yields:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.errors import ReferenceProblem
-from reconciler.kinds.certificates import CertificateLookup, CertificateRole, PublishedCertificate
+from reconciler.kinds.certificates import CertificateRole, PublishedCertificate
 from reconciler.model import DesiredResource, DesiredState, LiveState
 from reconciler.plan import Diagnostic, TimelineEntry
 from reconciler.providers.base import Registry
@@ -39,8 +39,30 @@ class Resolved:
     timeline: tuple[TimelineEntry, ...] = ()
 
 
+Source = Callable[[str], tuple[PublishedCertificate, ...]]
+"""The certificates a named target publishes; raises ReferenceProblem when they cannot be known."""
+
+
+class _Checked:
+    """One resource's lookups: a source that cannot be read yields no certificates and a recorded problem."""
+
+    def __init__(self, lookup: Source) -> None:
+        self._lookup = lookup
+        self.problems: list[str] = []
+
+    def __call__(self, source: str) -> tuple[PublishedCertificate, ...]:
+        try:
+            return self._lookup(source)
+        except ReferenceProblem as exc:
+            self.problems.append(str(exc))
+            return ()
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+
 def _lookup_for(desired: DesiredState, live: Mapping[str, LiveState], registry: Registry
-                ) -> tuple[dict[str, tuple[PublishedCertificate, ...]], CertificateLookup]:
+                ) -> tuple[dict[str, tuple[PublishedCertificate, ...]], Source]:
     cache: dict[str, tuple[PublishedCertificate, ...]] = {}
 
     def lookup(source: str) -> tuple[PublishedCertificate, ...]:
@@ -80,17 +102,9 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
             resources.append(resource)
             continue
         changed = True
-        problems: list[str] = []
-
-        def checked(source: str, problems: list[str] = problems) -> tuple[PublishedCertificate, ...]:
-            try:
-                return lookup(source)
-            except ReferenceProblem as exc:
-                problems.append(str(exc))
-                return ()
-
+        checked = _Checked(lookup)
         fields = spec.resolve(resource.fields, checked)
-        diagnostics.extend(Diagnostic("error", p, resource.key.address) for p in dict.fromkeys(problems))
+        diagnostics.extend(Diagnostic("error", p, resource.key.address) for p in dict.fromkeys(checked.problems))
         for source in sources:
             if source != resource.key.target and spec.follows_source:
                 depends.setdefault(resource.key.target, set()).add(source)

@@ -48,3 +48,27 @@ def test_the_timeline_says_what_happens_now_at_the_date_and_after() -> None:
     assert "staged by this plan" in entries[0].what and "exchange.PartnerApplication.Lync" in entries[0].what
     assert entries[2].what == "sp.TrustedSecurityTokenIssuer.Skype: re-reads on its own schedule"
     assert timeline({"pool": (current,)}, {}) == ()  # nothing staged: no rotation to show
+
+
+class _Lookup:
+    def __init__(self, *found: PublishedCertificate) -> None:
+        self.found = found
+        self.problems: list[str] = []
+
+    def __call__(self, source: str) -> tuple[PublishedCertificate, ...]:
+        return self.found
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+
+def test_a_certificate_whose_public_key_was_not_read_is_a_problem_never_a_silent_gap() -> None:
+    from reconciler.providers.office365 import resolve_credentials
+
+    lookup = _Lookup(PublishedCertificate("pool", CertificateRole.NEXT, "C" * 40, der=None))
+    fields = resolve_credentials({"keyCredentials": [{"certificateOf": "pool"}], "keyCredentialsAuthoritative": True},
+                                 lookup)
+    assert fields["keyCredentials"] == []
+    assert "keyCredentialsAuthoritative" not in fields  # nothing is removed on an incomplete reference
+    assert lookup.problems == [f"the public key of pool's next certificate {'C' * 40} was not read (no RawData in "
+                               "its store entry), so it cannot be given to this principal before it signs"]

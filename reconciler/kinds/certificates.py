@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -76,8 +76,13 @@ class PublishedCertificate:
         return f"{self.source}'s {self.role.value} certificate {self.thumbprint}"
 
 
-CertificateLookup = Callable[[str], tuple[PublishedCertificate, ...]]
-"""The certificates a named target publishes; raises ReferenceProblem when they cannot be known."""
+class CertificateLookup(Protocol):
+    """The certificates a named target publishes (empty, the problem recorded, when they cannot be known), and a
+    way for a kind to report a certificate it cannot use (a plan error on the resource)."""
+
+    def __call__(self, source: str) -> tuple[PublishedCertificate, ...]: ...
+
+    def problem(self, message: str) -> None: ...
 
 
 def der_of(value: Any) -> bytes | None:

@@ -137,8 +137,13 @@ def resolve_credentials(fields: Mapping[str, JSONValue], lookup: CertificateLook
         found = lookup(str(entry["certificateOf"]))
         failed = failed or not found
         for cert in found:
-            if cert.immediate or cert.der is None:
-                continue  # an immediate switch is refused by plan; a certificate without RawData has no key
+            if cert.immediate:
+                continue  # refused by plan (reconciler.references)
+            if cert.der is None:
+                lookup.problem(f"the public key of {cert.label} was not read (no RawData in its store entry), so it "
+                               "cannot be given to this principal before it signs")
+                failed = True
+                continue
             keys.append(key_entry(x509.load_der_x509_certificate(cert.der), cert.label))
     unique = {str(k["thumbprint"]): k for k in keys if isinstance(k, Mapping)}
     out["keyCredentials"] = list(unique.values())
