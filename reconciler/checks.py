@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from reconciler.changes import Action, Change
+from reconciler.errors import MetadataError
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
-from reconciler.metadata import Documents, MetadataError
+from reconciler.metadata import Documents
 from reconciler.model import DesiredState, Ensure, LiveResource, LiveState, Mode
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry, target_findings

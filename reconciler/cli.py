@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from reconciler import __version__
-from reconciler.errors import ManifestError, ReconcilerError
+from reconciler.errors import ManifestError, ReconcilerError, UsageError
 
 # Each command imports what it uses when it runs: `reconcile --help` and `--version` import none of it.
 if TYPE_CHECKING:
@@ -38,10 +38,6 @@ if TYPE_CHECKING:
     from reconciler.workflow import Request
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A command line argparse refused; the usage and the reason are already on stderr."""
 
 
 class Parser(argparse.ArgumentParser):

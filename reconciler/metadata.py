@@ -43,20 +43,13 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import MetadataError
 
 DOWNLOADS_AT_ONCE = 16
 """Metadata documents downloaded at once by one run (each URL once)."""
 
-METADATA_ERROR = (
-    "The metadata document could not be downloaded from the URL in the MetadataUrl parameter "
-    "or downloaded data is not a valid metadata document."
-)
-
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """A metadata document is a few kilobytes; anything this large is not one (and is not read further)."""
-
-_DETAIL_LIMIT = 80
 
 DocumentKind = Literal["json", "federation"]
 
@@ -93,21 +86,6 @@ class MetadataDocument:
     name: str | None
     keys: tuple[SigningKey, ...]
     kind: DocumentKind = "json"
-
-
-class MetadataError(ReconcilerError):
-    """The document at `url` could not be used; `detail` says why in a few words."""
-
-    def __init__(self, url: str, detail: str) -> None:
-        self.url = url
-        self.detail = _short(detail)
-        super().__init__(f"{METADATA_ERROR} ({url}: {self.detail})")
-
-
-def _short(text: str) -> str:
-    """Keep error details to one short line: a response body must never flood a message."""
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."
 
 
 def _get(obj: Mapping[str, Any], name: str) -> Any:

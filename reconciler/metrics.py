@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.background import BackgroundHTTPServer
-from reconciler.errors import ReconcilerError
+from reconciler.errors import MetricsFileError, ReconcilerError
 from reconciler.portable import replace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -217,10 +217,6 @@ class Metrics:
         cls._header(lines, name, kind)
         for labels in sorted(samples):
             lines.append(f"{name}{_labels(labels)} {format_value(samples[labels])}")
-
-
-class MetricsFileError(ReconcilerError, OSError):
-    """A metrics file that cannot be written: one line for the CLI (and an OSError, as it was before)."""
 
 
 def check_textfile_path(path: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
+from reconciler.errors import DeliveryError
 from reconciler.events import EventLog
 from reconciler.manifest.notify import DEFAULT_INTERVAL, EVENTS
 
@@ -285,10 +286,6 @@ class RateLimit:
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps(sent, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(temporary, self.path)
-
-
-class DeliveryError(Exception):
-    """A notification that could not be delivered; the message never contains the URL."""
 
 
 def post(client: httpx.Client, url: str, payload: Mapping[str, Any], *, attempts: int = ATTEMPTS,

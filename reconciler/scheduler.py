@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StoreError
 from reconciler.events import EventLog
 from reconciler.metrics import Metrics
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.runner import Settings
 from reconciler.store import RunStore
-from reconciler.store.base import NextRun, NextRunReason, StoreError
+from reconciler.store.base import NextRun, NextRunReason
 from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
 FAILED_VERDICTS = frozenset(v.value for v in Verdict if v.failed)

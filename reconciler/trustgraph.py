@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import httpx
 from cryptography import x509
 
-from reconciler.metadata import Documents, MetadataDocument, MetadataError
+from reconciler.errors import MetadataError
+from reconciler.metadata import Documents, MetadataDocument
 from reconciler.model import DesiredState
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry, ServiceIdentity, TrustEdge

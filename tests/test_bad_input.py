@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.cli import main
-from reconciler.errors import ManifestError
+from reconciler.errors import ManifestError, MetricsFileError
 from reconciler.manifest import load_manifest
 from reconciler.manifest.variables import MAX_VALUE, Variables, resolve
 from reconciler.providers.base import Registry
@@ -226,7 +226,7 @@ def test_metrics_file_must_be_a_file_and_no_temp_file_is_written_anywhere(
 
 
 def test_metrics_textfile_refuses_a_directory_before_making_a_temp_file(tmp_path: Path) -> None:
-    from reconciler.metrics import Metrics, MetricsFileError
+    from reconciler.metrics import Metrics
 
     for target in (tmp_path, tmp_path / "missing" / "x.prom"):
         with pytest.raises(MetricsFileError, match="cannot write metrics to"):

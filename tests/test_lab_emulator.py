@@ -14,12 +14,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from reconciler.errors import TransportError
+from reconciler.errors import METADATA_ERROR, MetadataError, TransportError
 from reconciler.lab import certs, estate
 from reconciler.lab.emulator import CmdletContext, execute_batch, run_command
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
-from reconciler.metadata import METADATA_ERROR, MetadataDocument, MetadataError, SigningKey
+from reconciler.metadata import MetadataDocument, SigningKey
 from reconciler.model import TargetSpec
 from reconciler.providers.base import TransportFactory
 from reconciler.transports.base import Command, CommandResult, Transport

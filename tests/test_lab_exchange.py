@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import CmdletError, MetadataError, ReconcilerError
 from reconciler.lab import admin, certs, estate, exchange
-from reconciler.lab.emulator import CmdletContext, CmdletError, execute_batch, platform, run_command
+from reconciler.lab.emulator import CmdletContext, execute_batch, platform, run_command
 from reconciler.lab.server import LabServer, find_document, render_document
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
-from reconciler.metadata import MetadataDocument, MetadataError, parse_metadata
+from reconciler.metadata import MetadataDocument, parse_metadata
 from reconciler.transports.base import Command, CommandResult
 
 POOL = "atl-cs-001"

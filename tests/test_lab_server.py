@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.errors import METADATA_ERROR, MetadataError
 from reconciler.lab import certs, estate
 from reconciler.lab.admin import set_document_status
 from reconciler.lab.server import LabServer
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
-from reconciler.metadata import METADATA_ERROR, MetadataError, fetch_metadata, parse_metadata
+from reconciler.metadata import fetch_metadata, parse_metadata
 from reconciler.model import TargetSpec
 from reconciler.transports.base import Command
 

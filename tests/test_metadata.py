@@ -13,9 +13,9 @@ import pytest
 import yaml
 from pytest_httpx import HTTPXMock
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import METADATA_ERROR, MetadataError, ReconcilerError
 from reconciler.lab import certs
-from reconciler.metadata import METADATA_ERROR, MetadataDocument, MetadataError, fetch_metadata, parse_metadata
+from reconciler.metadata import MetadataDocument, fetch_metadata, parse_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((FIXTURES / "expected.yaml").read_text(encoding="utf-8"))

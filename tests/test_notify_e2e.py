@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.notify import DeliveryError, Notice, Run, notices, post, slack_payload, teams_payload
+from reconciler.errors import DeliveryError
+from reconciler.notify import Notice, Run, notices, post, slack_payload, teams_payload
 from tests.e2e import CROSS_PREMISES, ON_PREMISES, Estate
 
 TOKEN = "s3cret-webhook-token-9f8e7d"

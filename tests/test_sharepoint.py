@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 
 from reconciler.commands import Command
-from reconciler.errors import CommandSyntaxError
+from reconciler.errors import CommandSyntaxError, MetadataError
 from reconciler.kinds import sharepoint as declared
 from reconciler.lab import certs
 from reconciler.lab import sharepoint as lab
 from reconciler.lab.emulator import CmdletContext, run_command
-from reconciler.metadata import MetadataDocument, MetadataError, SigningKey
+from reconciler.metadata import MetadataDocument, SigningKey
 from reconciler.model import ResourceKey, TargetSpec
 from reconciler.providers.sharepoint import SharePointProvider
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.errors import StoreError
 from reconciler.store import (
     DEFAULT_STORE,
     MIGRATIONS,
@@ -24,7 +25,6 @@ from reconciler.store import (
     Migration,
     RunRecord,
     SQLiteRunStore,
-    StoreError,
     format_run,
     format_runs,
     git_info,

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from reconciler.errors import LockError
+from reconciler.errors import LockError, StoreError
 from reconciler.lab.state import LabStore
 from reconciler.locks import LOCK_DIR_ENV, lock_keys
 from reconciler.manifest import load_manifest
 from reconciler.providers.base import Registry
-from reconciler.store import ChangeRecord, GitInfo, RunRecord, StoreError, open_store
+from reconciler.store import ChangeRecord, GitInfo, RunRecord, open_store
 from reconciler.store.base import is_postgres, mask_secrets
 from reconciler.store.postgres import MIGRATIONS
 from tests.e2e import ON_PREMISES, REPO, Estate

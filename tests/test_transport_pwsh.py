@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from reconciler.errors import TransportError
+from reconciler.errors import OutputShapeError, TransportError
 from reconciler.lab.admin import add_failure
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
@@ -447,7 +447,7 @@ def test_normalize_is_recursive_and_keeps_property_names() -> None:
     assert psjson.normalize(raw) == {"WhenCreated": "1970-01-01T00:00:00Z", "Nested": [{"D": "1970-01-01T00:00:00Z"}],
                                      "notAWrapper": {"value": [1], "Count": 5}, "lowerCASE": [1, "x"]}
     assert psjson.as_list(None) == [] and psjson.as_list({"a": 1}) == [{"a": 1}]
-    with pytest.raises(psjson.OutputShapeError, match="item 1 is int"):
+    with pytest.raises(OutputShapeError, match="item 1 is int"):
         psjson.output_objects([{"a": 1}, 3])
 
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import LabAdminError, ReconcilerError
 from reconciler.lab import certs, graph
 from reconciler.lab.emulator import Platform, find, find_host, platform
 from reconciler.lab.estate import STYLES, default_estate
@@ -43,10 +43,6 @@ HOST_LINKS = ("service", "exchange", "skype")
 """Host record keys naming one thing: its own service, the linked Exchange host, the linked Skype pool."""
 HOST_LISTS = ("servers", "mailboxes")
 """Host record keys listing names: an Exchange host's servers (iisreset) and mailboxes (SIP URIs)."""
-
-
-class LabAdminError(ReconcilerError):
-    """A lab operation that cannot be done as asked (unknown host, bad seed file, ...)."""
 
 
 # --- init / show --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.lab.state import DEFAULT_PORT, DEFAULT_STATE_PATH, STATUSES, LabStore
 
 # The handlers import the lab's admin and server modules when they run: building the parser (every
@@ -371,7 +371,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m reconciler.lab.cli lab ...`: the lab commands without the rest of the CLI."""
-    from reconciler.cli import Parser, UsageError, parse
+    from reconciler.cli import Parser, parse
 
     parser = Parser(prog="reconcile")
     add_lab_parser(parser.add_subparsers(dest="command", required=True))

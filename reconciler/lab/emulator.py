@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.commands import Command, CommandResult
-from reconciler.errors import CommandSyntaxError, TransportError
+from reconciler.errors import CmdletError, CommandSyntaxError, TransportError
 from reconciler.kinds.syntax import CmdletSyntax
 from reconciler.metadata import MetadataDocument
 
@@ -43,16 +43,6 @@ COMMON_PARAMETERS = frozenset(
     )
 )
 """PowerShell's common parameters: accepted by every cmdlet and, in the lab, without effect."""
-
-
-class CmdletError(Exception):
-    """A cmdlet failed; `message` is the whole PowerShell-style error line (`<Cmdlet> : ...`)."""
-
-    def __init__(self, cmdlet: str, message: str) -> None:
-        prefix = f"{cmdlet} : "
-        self.cmdlet = cmdlet
-        self.message = message if message.startswith(prefix) else prefix + message
-        super().__init__(self.message)
 
 
 @dataclass(frozen=True)

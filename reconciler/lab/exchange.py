@@ -65,21 +65,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler import clock
-from reconciler.errors import CommandSyntaxError
+from reconciler.errors import CmdletError, CommandSyntaxError, MetadataError
 from reconciler.kinds import exchange as documented
 from reconciler.kinds.syntax import CmdletSyntax
-from reconciler.lab.emulator import (
-    CmdletContext,
-    CmdletError,
-    Platform,
-    as_bool,
-    as_enum,
-    as_string,
-    find,
-    require,
-    with_defaults,
-)
-from reconciler.metadata import MetadataDocument, MetadataError
+from reconciler.lab.emulator import CmdletContext, Platform, as_bool, as_enum, as_string, find, require, with_defaults
+from reconciler.metadata import MetadataDocument
 
 PARTNER_APPLICATION = "PartnerApplication"
 AUTH_SERVER = "AuthServer"

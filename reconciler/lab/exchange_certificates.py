@@ -29,9 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from reconciler.errors import CmdletError
 from reconciler.kinds import exchange_certificate as documented
 from reconciler.lab import certs, exchange
-from reconciler.lab.emulator import CmdletContext, CmdletError
+from reconciler.lab.emulator import CmdletContext
 
 STORE = "ExchangeCertificate"
 LIFETIME = datetime.timedelta(days=5 * 365)

@@ -25,20 +25,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.errors import CommandSyntaxError
+from reconciler.errors import CmdletError, CommandSyntaxError, MetadataError
 from reconciler.kinds import sharepoint as documented
 from reconciler.lab import certs
-from reconciler.lab.emulator import (
-    CmdletContext,
-    CmdletError,
-    Platform,
-    as_string,
-    as_switch,
-    find,
-    require,
-    with_defaults,
-)
-from reconciler.metadata import MetadataDocument, MetadataError
+from reconciler.lab.emulator import CmdletContext, Platform, as_string, as_switch, find, require, with_defaults
+from reconciler.metadata import MetadataDocument
 
 ISSUER = "TrustedSecurityTokenIssuer"
 REALM = "AuthenticationRealm"

@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import METADATA_ERROR, CmdletError, MetadataError
 from reconciler.kinds import skype as documented
 from reconciler.lab import certs, exchange, skype_certificates
 from reconciler.lab.emulator import (
     CmdletContext,
-    CmdletError,
     Platform,
     as_bool,
     as_enum,
@@ -42,7 +42,7 @@ from reconciler.lab.emulator import (
     require,
     with_defaults,
 )
-from reconciler.metadata import METADATA_ERROR, MetadataDocument, MetadataError
+from reconciler.metadata import MetadataDocument
 
 CONFIGURATION = "OAuthConfiguration"
 OAUTH_SERVER = "OAuthServer"

@@ -21,9 +21,10 @@ from typing import Any
 
 from cryptography import x509
 
+from reconciler.errors import CmdletError
 from reconciler.kinds import skype_certificate as documented
 from reconciler.lab import certs, exchange
-from reconciler.lab.emulator import CmdletContext, CmdletError
+from reconciler.lab.emulator import CmdletContext
 
 STORE = "CertificateStore"
 ISSUER = "OAuthTokenIssuer"

@@ -47,7 +47,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from reconciler.errors import TransportError
+from reconciler.errors import LabStateError
 from reconciler.portable import replace
 
 FORMAT = 1
@@ -56,13 +56,6 @@ DEFAULT_PORT = 8470  # the lab server's (here so `reconcile lab --help` need not
 STATUSES = ("ok", "invalid", "notfound", "unreachable")  # what a metadata document can be made to answer
 INIT_HINT = "run `reconcile lab init` to create the lab"
 LOCK_POLL = 0.002
-
-
-class LabStateError(TransportError):
-    """The lab state file is missing or unusable.
-
-    A TransportError because, to the tool, a broken lab is a system it cannot reach.
-    """
 
 
 class LabStore:

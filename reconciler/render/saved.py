@@ -15,15 +15,11 @@ from typing import Any
 
 from reconciler.changes import Action, ActionReason, Change, HandlerRun
 from reconciler.commands import Command
-from reconciler.errors import ReconcilerError
+from reconciler.errors import NotAPlanError, ReconcilerError
 from reconciler.model import Mode, ResourceKey
 from reconciler.plan import FORMAT_VERSION, Diagnostic, Plan, TimelineEntry
 
 PLAN_KEYS = ("format_version", "manifest", "resource_changes")
-
-
-class NotAPlanError(ReconcilerError):
-    """A file `show` was given that is not a saved plan (a manifest, other JSON, not text at all)."""
 
 
 def read_plan_document(path: Path) -> dict[str, Any]:

@@ -3,16 +3,7 @@
 Depends on nothing above it (only reconciler.errors), so any command can record runs.
 """
 
-from reconciler.store.base import (
-    COMMANDS,
-    DEFAULT_STORE,
-    RESULTS,
-    ChangeRecord,
-    RunRecord,
-    RunStore,
-    StoreError,
-    open_store,
-)
+from reconciler.store.base import COMMANDS, DEFAULT_STORE, RESULTS, ChangeRecord, RunRecord, RunStore, open_store
 from reconciler.store.gitinfo import GitInfo, git_info
 from reconciler.store.render import format_run, format_runs, run_to_json, runs_to_json
 from reconciler.store.sqlite import MIGRATIONS, Migration, SQLiteRunStore
@@ -28,7 +19,6 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "SQLiteRunStore",
-    "StoreError",
     "format_run",
     "format_runs",
     "git_info",

@@ -25,17 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import StoreError
 from reconciler.store.gitinfo import GitInfo
 
 DEFAULT_STORE = ".reconciler/runs.sqlite3"
 
 COMMANDS = frozenset({"plan", "apply", "drift", "run"})
 RESULTS = frozenset({"no-changes", "changes", "applied", "partial", "failed", "error", "refused", "interrupted"})
-
-
-class StoreError(ReconcilerError):
-    """The run store cannot be opened or used as asked (bad location, unknown run, newer schema)."""
 
 
 @dataclass(frozen=True)

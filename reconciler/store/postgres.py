@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from reconciler.errors import LockError
+from reconciler.errors import LockError, StoreError
 from reconciler.store.base import (
     MASK,
     ChangeRecord,
@@ -39,7 +39,6 @@ from reconciler.store.base import (
     NextRunReason,
     RunRecord,
     RunRequest,
-    StoreError,
     Suspension,
     check_command,
     check_result,

@@ -29,13 +29,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from reconciler.errors import StoreError
 from reconciler.store.base import (
     ChangeRecord,
     NextRun,
     NextRunReason,
     RunRecord,
     RunRequest,
-    StoreError,
     Suspension,
     check_command,
     check_result,

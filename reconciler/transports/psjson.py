@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reconciler.errors import OutputShapeError
 from reconciler.transports.base import MASK, Command
 
 _DATE = re.compile(r"^\\?/Date\((-?\d+)(?:[+-]\d{4})?\)\\?/$")
@@ -31,10 +32,6 @@ CMDLET_NAME = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
 """A cmdlet name (Verb-Noun)."""
 NATIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
 """An executable name as a native command gives it (e.g. `iisreset`): looked up on PATH, never a path."""
-
-
-class OutputShapeError(ValueError):
-    """A command's output is not a list of objects (property name -> value)."""
 
 
 def iso_date(text: str) -> str | None:

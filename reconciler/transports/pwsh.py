@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from reconciler.errors import TransportError
+from reconciler.errors import OutputShapeError, TransportError
 from reconciler.model import TargetSpec
 from reconciler.portable import names_snapins
 from reconciler.transports import psjson
@@ -500,6 +500,6 @@ def _result(command: Command, item: Any, name: str) -> CommandResult:
         return CommandResult(command, ok=False, error=psjson.mask_text(text, [command]))
     try:
         output = psjson.output_objects(item.get("output"), scalar=command.scalar)
-    except psjson.OutputShapeError as exc:
+    except OutputShapeError as exc:
         return CommandResult(command, ok=False, error=f"{command.cmdlet} : returned unusable output: {exc}")
     return CommandResult(command, ok=True, output=output)

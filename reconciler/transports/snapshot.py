@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from reconciler.commands import HTTP_METHODS, Command, CommandResult
-from reconciler.errors import TransportError
+from reconciler.errors import OutputShapeError, SnapshotError, TransportError
 from reconciler.model import TargetSpec
 from reconciler.transports import psjson
 
@@ -66,10 +66,6 @@ _DATE_WRAPPER = frozenset({"value", "DisplayHint", "DateTime"})
 def capture_command(cmdlet: str) -> str:
     """The one line of PowerShell that writes the snapshot file for `cmdlet` (run in the snapshot folder)."""
     return f"{cmdlet} | ConvertTo-Json -Depth 5 | Out-File -Encoding utf8 {cmdlet}{SUFFIX}"
-
-
-class SnapshotError(ValueError):
-    """A snapshot file that cannot be read as captured output; the message names the file."""
 
 
 class SnapshotTransport:
@@ -251,7 +247,7 @@ def parse_snapshot(text: str, path: Path, *, scalar: bool = False) -> tuple[dict
         raise SnapshotError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     try:
         return psjson.output_objects(_unwrap_dates(value), scalar=scalar)
-    except psjson.OutputShapeError as exc:
+    except OutputShapeError as exc:
         raise SnapshotError(f"{path}: {exc}: expected the objects a Get cmdlet returns") from None
 
 
