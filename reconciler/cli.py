@@ -28,7 +28,7 @@ from reconciler.errors import ManifestError, ReconcilerError, UsageError
 if TYPE_CHECKING:
     from reconciler.events import EventLog
     from reconciler.metrics import Metrics
-    from reconciler.model import DesiredState
+    from reconciler.model import DesiredState, NotifyDestination
     from reconciler.plan import Plan
     from reconciler.providers.base import Registry
     from reconciler.recording import Recorder
@@ -312,13 +312,13 @@ def _env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def _notify(args: argparse.Namespace) -> tuple[dict[str, Any], ...]:
+def _notify(args: argparse.Namespace) -> tuple[NotifyDestination, ...]:
     """The destinations of --notify-file (checked before any work: a mistake there is an error like a manifest's)."""
     if getattr(args, "notify_file", None) is None:
         return ()
     from reconciler.manifest.notify import load_notify_file
 
-    return tuple(dict(d) for d in load_notify_file(args.notify_file))
+    return load_notify_file(args.notify_file)
 
 
 def _whole_number(text: str) -> int:

@@ -110,6 +110,26 @@ class VerifyCheck:
 
 
 @dataclass(frozen=True)
+class NotifyDestination:
+    """One `notify:` destination, as a manifest or a notifications file declares it and its schema checked it
+    (read by reconciler.manifest.notify, delivered to by reconciler.notify)."""
+
+    type: str
+    """webhook | teams | slack"""
+    url_env: str
+    """The environment variable that holds its URL (a secret: the URL itself is never written down)."""
+    events: tuple[str, ...]
+    """What it is told (every event when the manifest lists none)."""
+    min_interval: str
+    """The same event for the same target at most once per this duration (`1h`; `0s`: every time)."""
+
+    @property
+    def name(self) -> str:
+        """How messages name it: its type and variable, never its URL."""
+        return f"{self.type} ({self.url_env})"
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """Everything the manifest asks for."""
 
@@ -118,8 +138,8 @@ class DesiredState:
     targets: Mapping[str, TargetSpec]
     resources: tuple[DesiredResource, ...]
     checks: tuple[VerifyCheck, ...] = ()
-    notify: tuple[Mapping[str, Any], ...] = ()
-    """The manifest's `notify:` destinations, as checked by its schema (see reconciler.notify)."""
+    notify: tuple[NotifyDestination, ...] = ()
+    """The manifest's `notify:` destinations."""
 
     @functools.cached_property
     def by_target(self) -> Mapping[str, tuple[DesiredResource, ...]]:

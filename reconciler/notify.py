@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import __version__
 from reconciler.errors import DeliveryError
 from reconciler.events import EventLog
-from reconciler.manifest.notify import DEFAULT_INTERVAL, EVENTS
+from reconciler.model import NotifyDestination
 
 if TYPE_CHECKING:
     import httpx
@@ -231,24 +231,6 @@ PAYLOADS: dict[str, Callable[[Run, Sequence[Notice], float], dict[str, Any]]] = 
 # -- delivery --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Destination:
-    type: str
-    url_env: str
-    events: tuple[str, ...] = EVENTS
-    interval: float = 3600.0
-
-    @property
-    def name(self) -> str:
-        """How messages name it: its type and variable, never its URL."""
-        return f"{self.type} ({self.url_env})"
-
-    @classmethod
-    def from_manifest(cls, data: Mapping[str, Any]) -> Destination:
-        return cls(str(data["type"]), str(data["urlEnv"]), tuple(data.get("events") or EVENTS),
-                   duration(str(data.get("minInterval", DEFAULT_INTERVAL))))
-
-
 class RateLimit:
     """When each (destination, event, target) was last told, in a JSON file in the state directory."""
 
@@ -264,20 +246,22 @@ class RateLimit:
             if isinstance(data, dict) else {}
 
     @staticmethod
-    def key(destination: Destination, notice: Notice) -> str:
+    def key(destination: NotifyDestination, notice: Notice) -> str:
         return f"{destination.type}:{destination.url_env}:{notice.event}:{notice.target or '*'}"
 
-    def due(self, destination: Destination, items: Sequence[Notice], now: float) -> tuple[list[Notice], list[Notice]]:
+    def due(self, destination: NotifyDestination, items: Sequence[Notice],
+            now: float) -> tuple[list[Notice], list[Notice]]:
         """(to send, held back) by the destination's interval."""
         sent = self._read()
+        interval = duration(destination.min_interval)
         due: list[Notice] = []
         held: list[Notice] = []
         for n in items:
             last = sent.get(self.key(destination, n))
-            (held if last is not None and now - last < destination.interval else due).append(n)
+            (held if last is not None and now - last < interval else due).append(n)
         return due, held
 
-    def mark(self, destination: Destination, items: Sequence[Notice], now: float) -> None:
+    def mark(self, destination: NotifyDestination, items: Sequence[Notice], now: float) -> None:
         sent = self._read()
         sent.update({self.key(destination, n): now for n in items})
         horizon = now - 30 * 86400  # forget what is a month old: the file stays small
@@ -321,10 +305,10 @@ def post(client: httpx.Client, url: str, payload: Mapping[str, Any], *, attempts
 class Notifier:
     """Delivers a run's notices to the manifest's destinations; never raises into the run."""
 
-    def __init__(self, destinations: Sequence[Mapping[str, Any]], state_dir: Path, *, events: EventLog | None = None,
+    def __init__(self, destinations: Sequence[NotifyDestination], state_dir: Path, *, events: EventLog | None = None,
                  environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
                  attempts: int = ATTEMPTS, backoff: float = BACKOFF) -> None:
-        self.destinations = [Destination.from_manifest(d) for d in destinations]
+        self.destinations = tuple(destinations)
         self.limits = RateLimit(state_dir / STATE_FILE)
         self.events = events
         self.environ = os.environ if environ is None else environ
@@ -354,7 +338,7 @@ class Notifier:
                 due, held = self.limits.due(destination, wanted, now)
                 if held:
                     self._say("info", destination=destination.name, status="held back", notices=len(held),
-                              note=f"told within the last {destination.interval:g}s")
+                              note=f"told within the last {duration(destination.min_interval):g}s")
                 if not due:
                     continue
                 url = self.environ.get(destination.url_env, "").strip()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from reconciler.errors import (
     DiscoveryError,
@@ -25,7 +24,7 @@ from reconciler.errors import (
 from reconciler.events import EventLog
 from reconciler.executor import ChangeOutcome
 from reconciler.metrics import Metrics
-from reconciler.model import DesiredState
+from reconciler.model import DesiredState, NotifyDestination
 from reconciler.plan import Plan
 from reconciler.runner import ApplyResult, HandlerOutcome
 from reconciler.store import ChangeRecord, RunRecord, RunStore, git_info
@@ -43,7 +42,7 @@ def error_kind(exc: BaseException) -> str:
 class Recorder:
     def __init__(self, command: str, manifest: Path, *, store: RunStore | None = None,
                  events: EventLog | None = None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, notify: tuple[Mapping[str, Any], ...] = ()) -> None:
+                 clock: Callable[[], float] = time.time, notify: tuple[NotifyDestination, ...] = ()) -> None:
         self.command = command
         self.manifest = manifest
         self.store = store

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from reconciler.errors import ReconcilerError, StoreError
 from reconciler.events import EventLog
 from reconciler.metrics import Metrics
+from reconciler.model import NotifyDestination
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
 from reconciler.runner import Settings
@@ -55,7 +56,7 @@ class Cycle:
     events: EventLog | None = None
     metrics: Metrics | None = None
     selection: Selection = field(default_factory=Selection)
-    notify: tuple[Mapping[str, Any], ...] = ()
+    notify: tuple[NotifyDestination, ...] = ()
     """Destinations from a notifications file, told as well as the manifest's `notify:`."""
 
     def __call__(self) -> str:

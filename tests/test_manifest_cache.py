@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -12,9 +13,10 @@ import pytest
 
 from reconciler.errors import ManifestError
 from reconciler.lab.certs import make_certificate
-from reconciler.manifest.cache import CACHE_DIR, load_cached
+from reconciler.manifest.cache import CACHE_DIR, FORMAT, load_cached
 from reconciler.manifest.loader import load_manifest
-from reconciler.model import DesiredState
+from reconciler.manifest.notify import DEFAULT_INTERVAL, EVENTS
+from reconciler.model import DesiredState, NotifyDestination
 from reconciler.providers.base import Registry
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -94,3 +96,23 @@ def test_an_entry_others_may_write_or_a_forged_one_is_not_trusted(
     entry.write_text(entry.read_text(encoding="utf-8").replace('"DesiredState"', '"Unknown"'), encoding="utf-8")
     assert load_cached(manifest, registry, {}, state, load) == load_manifest(manifest, registry, {})
     assert load.loads == 3
+
+
+def test_notify_destinations_come_back_as_records_and_an_older_format_is_not_read(
+        setup: tuple[Path, Path, Registry, Counting]) -> None:
+    manifest, state, registry, load = setup
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "notify:\n  - type: teams\n    urlEnv: TEAMS_URL\n"
+                        "  - type: webhook\n    urlEnv: HOOK_URL\n    events: [drift]\n    minInterval: 0s\n",
+                        encoding="utf-8")
+    first = load_cached(manifest, registry, {}, state, load)
+    second = load_cached(manifest, registry, {}, state, load)
+    assert load.loads == 1
+    assert second.notify == first.notify == (
+        NotifyDestination("teams", "TEAMS_URL", EVENTS, DEFAULT_INTERVAL),
+        NotifyDestination("webhook", "HOOK_URL", ("drift",), "0s"))
+    [entry] = (state / CACHE_DIR).iterdir()
+    document = json.loads(entry.read_text(encoding="utf-8"))
+    assert document["format"] == FORMAT
+    entry.write_text(json.dumps({**document, "format": FORMAT - 1}), encoding="utf-8")
+    assert load_cached(manifest, registry, {}, state, load) == first
+    assert load.loads == 2  # an entry of another format is loaded afresh, never decoded

@@ -45,6 +45,7 @@ from reconciler.model import (
     DesiredState,
     Ensure,
     Mode,
+    NotifyDestination,
     ResourceKey,
     SourceLocation,
     TargetSpec,
@@ -54,10 +55,11 @@ from reconciler.model import (
 if TYPE_CHECKING:
     from reconciler.providers.base import Registry
 
-FORMAT = 1
+FORMAT = 2
 CACHE_DIR = "manifest-cache"
 _CLASSES: dict[str, type[Any]] = {c.__name__: c for c in (
-    DesiredState, TargetSpec, DesiredResource, VerifyCheck, ResourceKey, SourceLocation, Ensure, Mode)}
+    DesiredState, TargetSpec, DesiredResource, VerifyCheck, NotifyDestination, ResourceKey, SourceLocation, Ensure,
+    Mode)}
 _TAG = "\0t"  # marks an encoded object; a manifest's text cannot hold a NUL (the loader refuses control characters)
 _CODE = (".py", ".pyc", ".pyd", ".so", ".pth")
 T = TypeVar("T")

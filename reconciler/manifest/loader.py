@@ -24,6 +24,7 @@ from reconciler import known_after_apply
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem, ReconcilerError
 from reconciler.kinds.spec import KindSpec
 from reconciler.manifest.collector import collector_paused
+from reconciler.manifest.notify import destination
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
 from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
@@ -154,7 +155,7 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
         targets={name: spec for name, spec in (targets or {}).items() if spec is not None},
         resources=tuple(resources),
         checks=tuple(checks),
-        notify=tuple(dict(d) for d in expanded.get("notify") or () if isinstance(d, dict)),
+        notify=tuple(destination(d) for d in expanded.get("notify") or () if isinstance(d, dict)),
     )
 
 

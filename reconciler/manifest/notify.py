@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ManifestError, ManifestProblem
+from reconciler.model import NotifyDestination
 
 TYPES = ("webhook", "teams", "slack")
 EVENTS = ("drift", "apply_failed", "handler", "certificate_expiring")
@@ -55,7 +56,13 @@ FILE_SCHEMA: dict[str, Any] = {
 }
 
 
-def load_notify_file(path: Path) -> tuple[Mapping[str, Any], ...]:
+def destination(data: Mapping[str, Any]) -> NotifyDestination:
+    """A `notify:` entry its schema accepted, as the record the rest of the tool passes along (defaults filled)."""
+    return NotifyDestination(str(data["type"]), str(data["urlEnv"]), tuple(data.get("events") or EVENTS),
+                             str(data.get("minInterval", DEFAULT_INTERVAL)))
+
+
+def load_notify_file(path: Path) -> tuple[NotifyDestination, ...]:
     """The destinations of a notifications file (`notify:` as in a manifest). Raises ManifestError with every
     problem, each at its file and line, as a manifest's are reported."""
     from jsonschema import Draft202012Validator
@@ -84,4 +91,4 @@ def load_notify_file(path: Path) -> tuple[Mapping[str, Any], ...]:
                      for i in explain(Draft202012Validator(FILE_SCHEMA), doc.data)]
     if problems:
         raise ManifestError(problems)
-    return tuple(dict(d) for d in doc.data["notify"])
+    return tuple(destination(d) for d in doc.data["notify"])
