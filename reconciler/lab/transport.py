@@ -17,7 +17,7 @@ import httpx
 
 from reconciler.commands import Command, CommandResult
 from reconciler.errors import TransportError
-from reconciler.lab.emulator import CmdletContext, execute_batch, find_host
+from reconciler.lab.emulator import CmdletContext, copy_data, execute_batch, find_host
 from reconciler.lab.state import DEFAULT_STATE_PATH, LabStore
 from reconciler.metadata import MetadataDocument, fetch_metadata
 from reconciler.model import TargetSpec
@@ -92,8 +92,10 @@ class LabTransport:
         if not self.store.exists():
             self.store.read()  # raises the "does not exist" error (before a lock file appears)
         with self.store.locked():
-            text = self.store.read_text()
-            state = self.store.parse(text)
+            state = self.store.parse(self.store.read_text())
+            # What the round trip started from, to tell whether it changed anything: a copy of the state just read
+            # (not the file parsed and its round-trip counts read a second time).
+            before = copy_data(state)
             host = find_host(state, self.host)
             if host is None:
                 known = ", ".join(sorted(state.get("hosts", {}))) or "none"
@@ -105,7 +107,7 @@ class LabTransport:
                 return execute_batch(state, host, commands, stop_on_error=stop_on_error, context=context)
             finally:
                 # Saved even when the batch raises: what its earlier commands did stays, as on a real server.
-                self._save(state, self.store.parse(text), host)
+                self._save(state, before, host)
 
     def _save(self, state: dict[str, Any], before: dict[str, Any], host: str) -> None:
         """Write the state when the round trip changed it; else only count the round trip (no rewrite, no fsync)."""

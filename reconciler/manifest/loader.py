@@ -11,6 +11,7 @@ a manifest in one pass, not one error per run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -56,6 +57,8 @@ _MODES = frozenset(Mode)
 _ENSURES = frozenset(e.value for e in Ensure)
 _UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Either of the above: one search answers the common case (nothing wrong)."""
+_ATOMS = (str, int, float, bool, type(None))
+"""What YAML scalars build: a value no walk of the document descends into."""
 
 
 @dataclass
@@ -248,10 +251,28 @@ def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any
         if result.tainted:
             run.reported.add(path)
         return result.text
+    # A collection in which nothing was substituted is returned as it is (most of a manifest): no copy is made.
     if isinstance(value, dict):
-        return {k: _expand(run, variables, v, (*path, k)) for k, v in value.items()}
+        out: dict[str, Any] | None = None
+        for index, (k, v) in enumerate(value.items()):
+            # An atom other than text with a `$` is what _expand returns for it: the value itself.
+            new = v if type(v) in _ATOMS and not (type(v) is str and "$" in v) else _expand(run, variables, v,
+                                                                                             (*path, k))
+            if out is None and new is not v:
+                out = dict(itertools.islice(value.items(), index))
+            if out is not None:
+                out[k] = new
+        return value if out is None else out
     if isinstance(value, list):
-        return [_expand(run, variables, v, (*path, i)) for i, v in enumerate(value)]
+        copied: list[Any] | None = None
+        for i, v in enumerate(value):
+            new = v if type(v) in _ATOMS and not (type(v) is str and "$" in v) else _expand(run, variables, v,
+                                                                                             (*path, i))
+            if copied is None and new is not v:
+                copied = value[:i]
+            if copied is not None:
+                copied.append(new)
+        return value if copied is None else copied
     return value
 
 
@@ -366,15 +387,27 @@ def _check_text(run: _Run, value: Any, path: FieldPath, *, url: bool = True) -> 
             run.add(path, problem)
     elif isinstance(value, dict):
         for key, item in value.items():
-            problem = text_problem(key, url=False) if isinstance(key, str) else None
-            if problem is not None:
-                run.add((*path, key), f"the key {problem}")
-            else:
-                # `variables` holds templates (`${host}:${port}` is no URL yet); their uses are checked.
-                _check_text(run, item, (*path, key), url=url and (*path, key) != ("variables",))
+            # The common cases answered here, as text_problem answers them: a key and a value with nothing wrong
+            # (no surrogate or control character, not too long; a value that is no URL), a number, true, null.
+            if type(key) is not str or (len(key) > MAX_VALUE or _UNSAFE.search(key) is not None):
+                problem = text_problem(key, url=False) if isinstance(key, str) else None
+                if problem is not None:
+                    run.add((*path, key), f"the key {problem}")
+                    continue
+            if type(item) in _ATOMS and (type(item) is not str or _plain(item)):
+                continue
+            # `variables` holds templates (`${host}:${port}` is no URL yet); their uses are checked.
+            _check_text(run, item, (*path, key), url=url and (*path, key) != ("variables",))
     elif isinstance(value, list):
         for index, item in enumerate(value):
+            if type(item) in _ATOMS and (type(item) is not str or _plain(item)):
+                continue
             _check_text(run, item, (*path, index), url=url)
+
+
+def _plain(value: str) -> bool:
+    """True for text text_problem passes whether or not URLs are checked (short, no URL, nothing unsafe)."""
+    return len(value) <= MAX_VALUE and "://" not in value and _UNSAFE.search(value) is None
 
 
 def _kind_of(value: Any) -> str:
