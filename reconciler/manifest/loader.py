@@ -446,6 +446,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
                items: list[Any], manifest_dir: Path) -> list[DesiredResource]:
     out: list[DesiredResource] = []
     first_seen: dict[tuple[str, str, str], int] = {}
+    lines = run.doc.lines
     for index, item in enumerate(items):
         base: FieldPath = ("resources", index)
         if not isinstance(item, dict):
@@ -490,7 +491,8 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             ensure=Ensure(ensure),
             fields=fields,
             location=SourceLocation(run.file, line, format_path(base)),
-            field_lines={k: run.doc.line((*base, k)) if k in item else line for k in fields},
+            field_lines={k: (lines.get((*base, k)) or run.doc.line((*base, k))) if k in item else line
+                         for k in fields},
             mode=Mode(item["mode"]) if item.get("mode") in _MODES else None,
         ))
     return out

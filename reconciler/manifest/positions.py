@@ -34,6 +34,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"
 _TIMESTAMP = _TAG + "timestamp"
+_STR = _TAG + "str"
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,8 @@ class _Builder:
         return None
 
     def _scalar(self, node: ScalarNode, path: FieldPath) -> Any:
+        if node.tag == _STR:
+            return node.value  # what SafeConstructor.construct_yaml_str gives, without its two calls
         if node.tag == _TIMESTAMP or (node.style is None and _GUID.match(node.value)):
             return node.value  # dates stay text (JSON has no dates); GUIDs are always strings
         construct = self._scalars.get(node.tag)
