@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import json
 import re
 import threading
@@ -64,9 +65,10 @@ class SigningKey:
     x5t: str | None
     certificate_der: bytes
 
-    @property
+    @functools.cached_property
     def thumbprint(self) -> str:
-        """SHA-1 of the DER, upper-case hex: how Windows and the cmdlets show a certificate."""
+        """SHA-1 of the DER, upper-case hex: how Windows and the cmdlets show a certificate (worked out once per key:
+        the trust graph asks for it for every link to the document)."""
         return x509.load_der_x509_certificate(self.certificate_der).fingerprint(hashes.SHA1()).hex().upper()
 
 

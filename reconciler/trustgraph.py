@@ -144,8 +144,12 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
             sides = trusted_by.setdefault(key.thumbprint, [])
             if link.source not in sides:
                 sides.append(link.source)
-    links = [dataclasses.replace(link, certificates=_certificates(fetched.get(link.edge.url), trusted_by))
-             if link.edge.url else link for link in links]
+    shown: dict[str, tuple[LinkCertificate, ...]] = {}  # by URL: many links lead to one document
+    for link in links:
+        if link.edge.url and link.edge.url not in shown:
+            shown[link.edge.url] = _certificates(fetched.get(link.edge.url), trusted_by)
+    links = [dataclasses.replace(link, certificates=shown[link.edge.url]) if link.edge.url else link
+             for link in links]
 
     documents_of: dict[str, list[MetadataDocument]] = {}  # downloaded documents by folded service name
     for doc in fetched.values():
