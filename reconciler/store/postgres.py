@@ -28,24 +28,19 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import unquote, urlsplit
 
 from reconciler.errors import LockError, StoreError
-from reconciler.store.base import (
-    MASK,
-    ChangeRecord,
-    NextRun,
-    NextRunReason,
-    RunRecord,
-    RunRequest,
-    Suspension,
-    check_command,
-    check_result,
-    mask_secrets,
-    target_pattern,
+from reconciler.store.base import MASK, ChangeRecord, NextRun, RunRecord, RunRequest, Suspension, mask_secrets
+from reconciler.store.sql import (
+    Dialect,
+    check_finishable,
+    check_schema,
+    next_run_from_row,
+    run_from_row,
+    run_request_from_row,
 )
-from reconciler.store.gitinfo import GitInfo
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,10 +105,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-_COLUMNS = ("id, command, started_at, ended_at, manifest_path, manifest_sha256, in_git, git_commit, git_branch, "
-            "git_dirty, targets, result, changes, errors")
-
-
 def _driver() -> Any:
     try:
         import psycopg
@@ -170,11 +161,14 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
-class PostgresRunStore:
-    """A RunStore in a PostgreSQL database; one connection per object, used from one thread."""
+class _Client:
+    """A connection of its own to a migrated database, closed with the object (or at once if it cannot migrate)."""
+
+    purpose: ClassVar[str]
+    """What the connection is for, in its application_name."""
 
     def __init__(self, url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
-        self._conn = _Connection(url, purpose="store", connect_timeout=connect_timeout)
+        self._conn = _Connection(url, purpose=self.purpose, connect_timeout=connect_timeout)
         self.location = self._conn.location
         try:
             migrate(self._conn)
@@ -182,12 +176,7 @@ class PostgresRunStore:
             self._conn.close()
             raise
 
-    def __repr__(self) -> str:
-        return f"PostgresRunStore({self.location!r})"
-
-    # -- context manager -------------------------------------------------------------------------
-
-    def __enter__(self) -> PostgresRunStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -197,44 +186,53 @@ class PostgresRunStore:
     def close(self) -> None:
         self._conn.close()
 
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            self._conn.db.execute(sql, params)
+        except self._conn.driver.Error as exc:
+            raise self._conn.error(exc) from None
+
+    def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        try:
+            return self._conn.db.execute(sql, params).fetchone()
+        except self._conn.driver.Error as exc:
+            raise self._conn.error(exc) from None
+
+    def _all(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        # builtins.list: in PostgresRunStore's body, `list` is its method.
+        try:
+            return self._conn.db.execute(sql, params).fetchall()
+        except self._conn.driver.Error as exc:
+            raise self._conn.error(exc) from None
+
+
+class PostgresRunStore(_Client):
+    """A RunStore in a PostgreSQL database; one connection per object, used from one thread."""
+
+    purpose = "store"
+
+    def __repr__(self) -> str:
+        return f"PostgresRunStore({self.location!r})"
+
     # -- writes ----------------------------------------------------------------------------------
 
     def start(self, record: RunRecord) -> int:
-        check_command(record.command)
-        if record.result is not None:
-            check_result(record.result)
-        git = record.git
-        row = self._one(
-            "INSERT INTO reconcile_runs (command, started_at, ended_at, manifest_path, manifest_sha256, in_git, "
-            "git_commit, git_branch, git_dirty, targets, result, changes, errors) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (record.command, record.started_at, record.ended_at, _text(record.manifest_path),
-             _text(record.manifest_sha256), git is not None, _text(git.commit) if git else None,
-             _text(git.branch) if git else None, git.dirty if git else None, _dump(list(record.targets)),
-             record.result, _dump_changes(record.changes), _dump(list(record.errors))))
+        sql, params = _SQL.insert_run(record)
+        row = self._one(sql + " RETURNING id", params)
         assert row is not None
         return int(row[0])
 
     def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
                errors: Sequence[str] = (), ended_at: float | None = None,
                manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
-        """Record the end of a run; refuses an unknown run and one already finished (history is append-only)."""
-        check_result(result)
-        ended = time.time() if ended_at is None else ended_at
+        """Record the end of a run; refuses an unknown run and one already finished."""
+        sql, params = _SQL.finish_run(run_id, result=result, changes=changes, errors=errors, ended_at=ended_at,
+                                      manifest_sha256=manifest_sha256, targets=targets)
         try:
             with self._conn.db.transaction():
-                row = self._conn.db.execute("SELECT result FROM reconcile_runs WHERE id = %s FOR UPDATE",
-                                            (run_id,)).fetchone()
-                if row is None:
-                    raise StoreError(f"no run {run_id} in {self.location}")
-                if row[0] is not None:
-                    raise StoreError(f"run {run_id} is already finished ({row[0]})")
-                self._conn.db.execute(
-                    "UPDATE reconcile_runs SET result = %s, ended_at = %s, changes = %s, errors = %s, "
-                    "manifest_sha256 = COALESCE(%s, manifest_sha256), targets = COALESCE(%s, targets) "
-                    "WHERE id = %s",
-                    (result, ended, _dump_changes(changes), _dump(list(errors)), _text(manifest_sha256),
-                     None if targets is None else _dump(list(targets)), run_id))
+                check_finishable(run_id, self._conn.db.execute(
+                    "SELECT result FROM reconcile_runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone(), self.location)
+                self._conn.db.execute(sql, params)
         except self._conn.driver.Error as exc:
             raise self._conn.error(exc) from None
 
@@ -244,37 +242,15 @@ class PostgresRunStore:
              result: str | None = None, since: float | None = None,
              target: str | None = None) -> builtins.list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, got {limit}")
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if manifest_path is not None:
-            where.append("manifest_path = %s")
-            params.append(_text(manifest_path))
-        if command is not None:
-            where.append("command = %s")
-            params.append(_text(command))
-        if result is not None:
-            where.append("result = %s")
-            params.append(_text(result))
-        if since is not None:
-            where.append("started_at >= %s")
-            params.append(since)
-        if target is not None:  # ILIKE: case-insensitive as SQLite's LIKE is (for ASCII)
-            where.append("targets ILIKE %s ESCAPE '\\'")
-            params.append(_text(target_pattern(target)))
-        sql = f"SELECT {_COLUMNS} FROM reconcile_runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT %s"
-        params.append(limit)
-        return [_record(row) for row in self._all(sql, params)]
+        sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,
+                                     since=since, target=target)
+        return [run_from_row(row) for row in self._all(sql, params)]
 
     def get(self, run_id: int) -> RunRecord | None:
         if not -2**63 <= run_id < 2**63:
             return None
-        rows = self._all(f"SELECT {_COLUMNS} FROM reconcile_runs WHERE id = %s", [run_id])
-        return _record(rows[0]) if rows else None
+        rows = self._all(*_SQL.get_run(run_id))
+        return run_from_row(rows[0]) if rows else None
 
     # -- what operators ask of the loop ------------------------------------------------------------
 
@@ -305,10 +281,7 @@ class PostgresRunStore:
     def last_request(self, manifest_path: str) -> RunRequest | None:
         rows = self._all("SELECT id, manifest_path, requested_at, by_whom FROM reconcile_run_requests "
                          "WHERE manifest_path = %s ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
-        if not rows:
-            return None
-        request_id, path, at, by = rows[0]
-        return RunRequest(int(request_id), path, at, by)
+        return run_request_from_row(rows[0]) if rows else None
 
     def set_next_run(self, next_run: NextRun) -> None:
         self._all("INSERT INTO reconcile_next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
@@ -325,27 +298,10 @@ class PostgresRunStore:
     def next_run(self, manifest_path: str) -> NextRun | None:
         rows = self._all("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM reconcile_next_runs "
                          "WHERE manifest_path = %s", [_text(manifest_path)])
-        if not rows:
-            return None
-        path, at, reason, recorded_at, by = rows[0]
-        return NextRun(path, at, NextRunReason(reason), recorded_at, by)
+        return next_run_from_row(rows[0]) if rows else None
 
     def schema_version(self) -> int:
         return int(self._all("SELECT COALESCE(MAX(version), 0) FROM reconcile_schema_version", [])[0][0])
-
-    # -- internals -------------------------------------------------------------------------------
-
-    def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        try:
-            return self._conn.db.execute(sql, params).fetchone()
-        except self._conn.driver.Error as exc:
-            raise self._conn.error(exc) from None
-
-    def _all(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
-        try:
-            return self._conn.db.execute(sql, params).fetchall()
-        except self._conn.driver.Error as exc:
-            raise self._conn.error(exc) from None
 
 
 def migrate(conn: _Connection) -> None:
@@ -358,9 +314,7 @@ def migrate(conn: _Connection) -> None:
                        "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
             row = db.execute("SELECT COALESCE(MAX(version), 0) FROM reconcile_schema_version").fetchone()
             current = int(row[0]) if row else 0
-            if current > len(MIGRATIONS):
-                raise StoreError(f"run store {conn.location} has schema version {current}, newer than this "
-                                 f"reconciler knows ({len(MIGRATIONS)}): upgrade reconciler")
+            check_schema(conn.location, current, len(MIGRATIONS))
             for version, statements in enumerate(MIGRATIONS, start=1):
                 if version > current:
                     for statement in statements:
@@ -374,27 +328,10 @@ def migrate(conn: _Connection) -> None:
 # -- target locks --------------------------------------------------------------------------------
 
 
-class TargetLocks:
+class TargetLocks(_Client):
     """Session-level advisory locks on a connection of their own: closing it (or losing it) releases them all."""
 
-    def __init__(self, url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
-        self._conn = _Connection(url, purpose="locks", connect_timeout=connect_timeout)
-        self.location = self._conn.location
-        try:
-            migrate(self._conn)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def __enter__(self) -> TargetLocks:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._conn.close()
+    purpose = "locks"
 
     @property
     def backend_pid(self) -> int:
@@ -431,7 +368,7 @@ class TargetLocks:
 
     def holder(self, key: int) -> str:
         """Who holds `key` now: the holder's own details if it wrote them, else what PostgreSQL knows of it."""
-        rows = self._rows(
+        rows = self._all(
             "SELECT h.details, a.pid, host(a.client_addr), a.application_name, a.backend_start "
             "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
             "LEFT JOIN reconcile_lock_holders h ON h.lock_key = %s AND h.backend_pid = l.pid "
@@ -451,20 +388,8 @@ class TargetLocks:
         return f"PostgreSQL backend {backend}{where} ({application or 'no application name'}) since {since}"
 
     def _try(self, key: int) -> bool:
-        row = self._rows("SELECT pg_try_advisory_lock(%s)", (key,))
+        row = self._all("SELECT pg_try_advisory_lock(%s)", (key,))
         return bool(row and row[0][0])
-
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
-        try:
-            self._conn.db.execute(sql, params)
-        except self._conn.driver.Error as exc:
-            raise self._conn.error(exc) from None
-
-    def _rows(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
-        try:
-            return self._conn.db.execute(sql, params).fetchall()
-        except self._conn.driver.Error as exc:
-            raise self._conn.error(exc) from None
 
 
 # -- rows ----------------------------------------------------------------------------------------
@@ -492,23 +417,5 @@ def _dump(value: Any) -> str:
     return text
 
 
-def _dump_changes(changes: Sequence[ChangeRecord]) -> str:
-    return _dump([{"address": c.address, "actions": list(c.actions), "reason": c.reason, "mode": c.mode,
-                   "status": c.status} for c in changes])
-
-
-def _load_change(data: dict[str, Any]) -> ChangeRecord:
-    return ChangeRecord(address=str(data.get("address", "")), actions=tuple(data.get("actions", ())),
-                        reason=str(data.get("reason", "")), mode=str(data.get("mode", "")),
-                        status=str(data.get("status", "")))
-
-
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    (run_id, command, started_at, ended_at, manifest_path, manifest_sha256, in_git, git_commit, git_branch,
-     git_dirty, targets, result, changes, errors) = row
-    git = GitInfo(commit=git_commit, branch=git_branch, dirty=git_dirty) if in_git else None
-    return RunRecord(id=int(run_id), command=command, started_at=started_at, manifest_path=manifest_path,
-                     manifest_sha256=manifest_sha256, git=git, targets=tuple(json.loads(targets)),
-                     ended_at=ended_at, result=result,
-                     changes=tuple(_load_change(c) for c in json.loads(changes)),
-                     errors=tuple(json.loads(errors)))
+_SQL = Dialect(runs="reconcile_runs", mark="%s", like="ILIKE", text=_text, dump=_dump)
+"""ILIKE: case-insensitive for ASCII, as SQLite's LIKE is."""

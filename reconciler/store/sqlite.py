@@ -30,18 +30,15 @@ from types import TracebackType
 from typing import Any
 
 from reconciler.errors import StoreError
-from reconciler.store.base import (
-    ChangeRecord,
-    NextRun,
-    NextRunReason,
-    RunRecord,
-    RunRequest,
-    Suspension,
-    check_command,
-    check_result,
-    target_pattern,
+from reconciler.store.base import ChangeRecord, NextRun, RunRecord, RunRequest, Suspension
+from reconciler.store.sql import (
+    Dialect,
+    check_finishable,
+    check_schema,
+    next_run_from_row,
+    run_from_row,
+    run_request_from_row,
 )
-from reconciler.store.gitinfo import GitInfo
 
 BUSY_TIMEOUT = 10.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -106,8 +103,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
 )
 
-_COLUMNS = ("id, command, started_at, ended_at, manifest_path, manifest_sha256, in_git, git_commit, git_branch, "
-            "git_dirty, targets, result, changes, errors")
+
+
+def _text(value: str | None) -> str | None:
+    """Text SQLite can store: UTF-8 has no lone surrogates (from an undecodable path, say), so each is U+FFFD."""
+    return None if value is None else _SURROGATE.sub("\ufffd", value)
+
+
+def _dump(value: Any) -> str:
+    return _SURROGATE.sub("\ufffd", json.dumps(value, ensure_ascii=False))
+
+
+_SQL = Dialect(runs="runs", mark="?", like="LIKE", text=_text, dump=_dump)
 
 
 class SQLiteRunStore:
@@ -144,77 +151,35 @@ class SQLiteRunStore:
     # -- writes ----------------------------------------------------------------------------------
 
     def start(self, record: RunRecord) -> int:
-        check_command(record.command)
-        if record.result is not None:
-            check_result(record.result)
-        git = record.git
+        sql, params = _SQL.insert_run(record)
         with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO runs (command, started_at, ended_at, manifest_path, manifest_sha256, in_git, "
-                "git_commit, git_branch, git_dirty, targets, result, changes, errors) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.command, record.started_at, record.ended_at, _text(record.manifest_path),
-                 _text(record.manifest_sha256), git is not None, _text(git.commit if git else None),
-                 _text(git.branch if git else None), git.dirty if git else None, _dump_list(record.targets),
-                 record.result,
-                 _dump_changes(record.changes), _dump_list(record.errors)))
-            run_id = cursor.lastrowid
+            run_id = db.execute(sql, params).lastrowid
         assert run_id is not None
         return run_id
 
     def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
                errors: Sequence[str] = (), ended_at: float | None = None,
                manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
-        """Record the end of a run. Refuses an unknown run and one already finished (history is
-        append-only: a second finish is a bug in the caller, not a correction)."""
-        check_result(result)
-        ended = time.time() if ended_at is None else ended_at
+        """Record the end of a run. Refuses an unknown run and one already finished."""
+        sql, params = _SQL.finish_run(run_id, result=result, changes=changes, errors=errors, ended_at=ended_at,
+                                      manifest_sha256=manifest_sha256, targets=targets)
         with self._write() as db:
-            row = db.execute("SELECT result FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no run {run_id} in {self.path}")
-            if row[0] is not None:
-                raise StoreError(f"run {run_id} is already finished ({row[0]})")
-            db.execute(
-                "UPDATE runs SET result = ?, ended_at = ?, changes = ?, errors = ?, "
-                "manifest_sha256 = COALESCE(?, manifest_sha256), targets = COALESCE(?, targets) WHERE id = ?",
-                (result, ended, _dump_changes(changes), _dump_list(errors), _text(manifest_sha256),
-                 None if targets is None else _dump_list(targets), run_id))
+            check_finishable(run_id, db.execute("SELECT result FROM runs WHERE id = ?", (run_id,)).fetchone(),
+                             str(self.path))
+            db.execute(sql, params)
 
     # -- reads -----------------------------------------------------------------------------------
 
     def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
              result: str | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, got {limit}")
-        where: list[str] = []
-        params: list[Any] = []
-        if manifest_path is not None:
-            where.append("manifest_path = ?")
-            params.append(_text(manifest_path))
-        if command is not None:
-            where.append("command = ?")
-            params.append(command)
-        if result is not None:
-            where.append("result = ?")
-            params.append(result)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(since)
-        if target is not None:
-            where.append("targets LIKE ? ESCAPE '\\'")
-            params.append(_text(target_pattern(target)))
-        sql = f"SELECT {_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [_record(row) for row in self._read(sql, params)]
+        sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,
+                                     since=since, target=target)
+        return [run_from_row(row) for row in self._read(sql, params)]
 
     def get(self, run_id: int) -> RunRecord | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", [run_id])
-        return _record(rows[0]) if rows else None
+        rows = self._read(*_SQL.get_run(run_id))
+        return run_from_row(rows[0]) if rows else None
 
     # -- what operators ask of the loop ------------------------------------------------------------
 
@@ -248,7 +213,7 @@ class SQLiteRunStore:
     def last_request(self, manifest_path: str) -> RunRequest | None:
         rows = self._read("SELECT id, manifest_path, requested_at, by_whom FROM run_requests "
                           "WHERE manifest_path = ? ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
-        return RunRequest(*rows[0]) if rows else None
+        return run_request_from_row(rows[0]) if rows else None
 
     def set_next_run(self, next_run: NextRun) -> None:
         with self._write() as db:
@@ -266,10 +231,7 @@ class SQLiteRunStore:
     def next_run(self, manifest_path: str) -> NextRun | None:
         rows = self._read("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM next_runs "
                           "WHERE manifest_path = ?", [_text(manifest_path)])
-        if not rows:
-            return None
-        path, at, reason, recorded_at, by = rows[0]
-        return NextRun(path, at, NextRunReason(reason), recorded_at, by)
+        return next_run_from_row(rows[0]) if rows else None
 
     def schema_version(self) -> int:
         """The highest migration applied to the file."""
@@ -325,10 +287,7 @@ class SQLiteRunStore:
                 db.execute("CREATE TABLE IF NOT EXISTS schema_version "
                            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
                 current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-                known = migrations[-1].version if migrations else 0
-                if current > known:
-                    raise StoreError(f"run store {self.path} has schema version {current}, newer than this "
-                                     f"reconciler knows ({known}): upgrade reconciler")
+                check_schema(str(self.path), current, migrations[-1].version if migrations else 0)
                 for migration in migrations:
                     if migration.version > current:
                         for statement in migration.statements:
@@ -343,36 +302,3 @@ def _check_sequence(migrations: Sequence[Migration]) -> None:
     versions = [m.version for m in migrations]
     if versions != list(range(1, len(versions) + 1)):
         raise ValueError(f"migration versions must be 1, 2, 3, ... in order, got {versions}")
-
-
-def _text(value: str | None) -> str | None:
-    """Text SQLite can store: UTF-8 has no lone surrogates (from an undecodable path, say), so each is U+FFFD."""
-    return None if value is None else _SURROGATE.sub("\ufffd", value)
-
-
-def _dump_list(values: Sequence[str]) -> str:
-    return _SURROGATE.sub("\ufffd", json.dumps(list(values), ensure_ascii=False))
-
-
-def _dump_changes(changes: Sequence[ChangeRecord]) -> str:
-    return _SURROGATE.sub("\ufffd", json.dumps(
-        [{"address": c.address, "actions": list(c.actions), "reason": c.reason, "mode": c.mode,
-          "status": c.status} for c in changes], ensure_ascii=False))
-
-
-def _load_change(data: dict[str, Any]) -> ChangeRecord:
-    return ChangeRecord(address=str(data.get("address", "")), actions=tuple(data.get("actions", ())),
-                        reason=str(data.get("reason", "")), mode=str(data.get("mode", "")),
-                        status=str(data.get("status", "")))
-
-
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    (run_id, command, started_at, ended_at, manifest_path, manifest_sha256, in_git, git_commit, git_branch,
-     git_dirty, targets, result, changes, errors) = row
-    git = GitInfo(commit=git_commit, branch=git_branch, dirty=None if git_dirty is None else bool(git_dirty)) \
-        if in_git else None
-    return RunRecord(id=run_id, command=command, started_at=started_at, manifest_path=manifest_path,
-                     manifest_sha256=manifest_sha256, git=git, targets=tuple(json.loads(targets)),
-                     ended_at=ended_at, result=result,
-                     changes=tuple(_load_change(c) for c in json.loads(changes)),
-                     errors=tuple(json.loads(errors)))

@@ -1,0 +1,153 @@
+"""What the SQL backends share: the statements that write and read runs, written once for both dialects, and the
+rows they read back as records.
+
+Each backend keeps its own connection, transactions and error handling; a Dialect says only what differs in the
+SQL itself (table names, the parameter mark, a case-insensitive LIKE) and how each backend makes text and JSON
+storable (SQLite refuses lone surrogates; PostgreSQL refuses those and NUL too).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.errors import StoreError
+from reconciler.store.base import (
+    ChangeRecord,
+    NextRun,
+    NextRunReason,
+    RunRecord,
+    RunRequest,
+    check_command,
+    check_result,
+    target_pattern,
+)
+from reconciler.store.gitinfo import GitInfo
+
+RUN_COLUMNS = ("id", "command", "started_at", "ended_at", "manifest_path", "manifest_sha256", "in_git", "git_commit",
+               "git_branch", "git_dirty", "targets", "result", "changes", "errors")
+"""The runs table's columns, in the order `run_from_row` reads them."""
+_SELECT_RUN = ", ".join(RUN_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends' statements about runs."""
+
+    runs: str
+    """The runs table (`runs`, `reconcile_runs`)."""
+    mark: str
+    """The parameter placeholder (`?`, `%s`)."""
+    like: str
+    """An ASCII case-insensitive LIKE (SQLite's LIKE is one; PostgreSQL's ILIKE)."""
+    text: Callable[[str | None], str | None]
+    """A scalar text value as the database can store it."""
+    dump: Callable[[Any], str]
+    """A JSON column's text, as the database can store it, that loads back exactly."""
+
+    def insert_run(self, record: RunRecord) -> tuple[str, tuple[Any, ...]]:
+        """The INSERT of a run that begins (its command, and its result if it has one, checked first)."""
+        check_command(record.command)
+        if record.result is not None:
+            check_result(record.result)
+        columns = RUN_COLUMNS[1:]
+        git = record.git
+        sql = f"INSERT INTO {self.runs} ({', '.join(columns)}) VALUES ({', '.join([self.mark] * len(columns))})"
+        return sql, (record.command, record.started_at, record.ended_at, self.text(record.manifest_path),
+                     self.text(record.manifest_sha256), git is not None, self.text(git.commit if git else None),
+                     self.text(git.branch if git else None), git.dirty if git else None,
+                     self.dump(list(record.targets)), record.result, self.dump(change_dicts(record.changes)),
+                     self.dump(list(record.errors)))
+
+    def finish_run(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord], errors: Sequence[str],
+                   ended_at: float | None, manifest_sha256: str | None,
+                   targets: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+        """The UPDATE that records how a run ended (`result` checked first); None keeps what start recorded."""
+        check_result(result)
+        m = self.mark
+        sql = (f"UPDATE {self.runs} SET result = {m}, ended_at = {m}, changes = {m}, errors = {m}, "
+               f"manifest_sha256 = COALESCE({m}, manifest_sha256), targets = COALESCE({m}, targets) WHERE id = {m}")
+        return sql, (result, time.time() if ended_at is None else ended_at, self.dump(change_dicts(changes)),
+                     self.dump(list(errors)), self.text(manifest_sha256),
+                     None if targets is None else self.dump(list(targets)), run_id)
+
+    def list_runs(self, *, limit: int, manifest_path: str | None, command: str | None, result: str | None,
+                  since: float | None, target: str | None) -> tuple[str, list[Any]]:
+        """The SELECT of RunStore.list: newest first, each filter given."""
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        m = self.mark
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("manifest_path", manifest_path), ("command", command), ("result", result)):
+            if value is not None:
+                where.append(f"{column} = {m}")
+                params.append(self.text(value))
+        if since is not None:
+            where.append(f"started_at >= {m}")
+            params.append(since)
+        if target is not None:
+            where.append(f"targets {self.like} {m} ESCAPE '\\'")
+            params.append(self.text(target_pattern(target)))
+        sql = f"SELECT {_SELECT_RUN} FROM {self.runs}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY started_at DESC, id DESC LIMIT {m}"
+        params.append(limit)
+        return sql, params
+
+    def get_run(self, run_id: int) -> tuple[str, list[Any]]:
+        return f"SELECT {_SELECT_RUN} FROM {self.runs} WHERE id = {self.mark}", [run_id]
+
+
+def check_finishable(run_id: int, row: Sequence[Any] | None, where: str) -> None:
+    """Refuse to finish an unknown run or one already finished (`row`: its result column, read in the same
+    transaction). History is append-only: a second finish is a bug in the caller, not a correction."""
+    if row is None:
+        raise StoreError(f"no run {run_id} in {where}")
+    if row[0] is not None:
+        raise StoreError(f"run {run_id} is already finished ({row[0]})")
+
+
+def check_schema(where: str, current: int, known: int) -> None:
+    """Refuse a store written by a newer version (a migration this code does not know)."""
+    if current > known:
+        raise StoreError(f"run store {where} has schema version {current}, newer than this reconciler knows "
+                         f"({known}): upgrade reconciler")
+
+
+def change_dicts(changes: Sequence[ChangeRecord]) -> list[dict[str, Any]]:
+    """A run's changes as its `changes` JSON column holds them."""
+    return [{"address": c.address, "actions": list(c.actions), "reason": c.reason, "mode": c.mode,
+             "status": c.status} for c in changes]
+
+
+def _change(data: dict[str, Any]) -> ChangeRecord:
+    return ChangeRecord(address=str(data.get("address", "")), actions=tuple(data.get("actions", ())),
+                        reason=str(data.get("reason", "")), mode=str(data.get("mode", "")),
+                        status=str(data.get("status", "")))
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A row of RUN_COLUMNS as the record it was written from."""
+    (run_id, command, started_at, ended_at, manifest_path, manifest_sha256, in_git, git_commit, git_branch,
+     git_dirty, targets, result, changes, errors) = row
+    git = GitInfo(commit=git_commit, branch=git_branch, dirty=None if git_dirty is None else bool(git_dirty)) \
+        if in_git else None
+    return RunRecord(id=int(run_id), command=command, started_at=started_at, manifest_path=manifest_path,
+                     manifest_sha256=manifest_sha256, git=git, targets=tuple(json.loads(targets)),
+                     ended_at=ended_at, result=result, changes=tuple(_change(c) for c in json.loads(changes)),
+                     errors=tuple(json.loads(errors)))
+
+
+def next_run_from_row(row: Sequence[Any]) -> NextRun:
+    path, at, reason, recorded_at, by = row
+    return NextRun(path, at, NextRunReason(reason), recorded_at, by)
+
+
+def run_request_from_row(row: Sequence[Any]) -> RunRequest:
+    request_id, path, at, by = row
+    return RunRequest(int(request_id), path, at, by)
