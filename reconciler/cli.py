@@ -114,14 +114,17 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(usage_parser=p)  # whose usage an unrecognized argument shows
         return p
 
-    def manifest_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = command(name, help_text)
-        p.add_argument("manifest", type=Path, help="the YAML manifest")
+    def variable_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                        help="set a manifest variable (repeatable); overrides the manifest's value")
         p.add_argument("--var-file", action="append", default=[], type=Path, metavar="FILE",
                        help="set manifest variables from a YAML file of NAME: VALUE lines (repeatable; --var wins); "
                             "RECONCILE_VAR_<NAME> in the environment sets one too, below both")
+
+    def manifest_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = command(name, help_text)
+        p.add_argument("manifest", type=Path, help="the YAML manifest")
+        variable_options(p)
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
                        help="where the journal and the run store live (default: .reconciler; locks are "
                             "machine-wide: RECONCILE_LOCK_DIR, else /var/tmp/reconciler-locks)")
@@ -202,11 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = command(name, help_text)
         p.add_argument("manifest", type=Path, help="the YAML manifest (the loop's, as `reconcile run` was given it)")
-        p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                       help="set a manifest variable (repeatable); overrides the manifest's value")
-        p.add_argument("--var-file", action="append", default=[], type=Path, metavar="FILE",
-                       help="set manifest variables from a YAML file of NAME: VALUE lines (repeatable; --var wins); "
-                            "RECONCILE_VAR_<NAME> in the environment sets one too, below both")
+        variable_options(p)
         p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
                        help="the loop's state directory: its run store is STATE_DIR/runs.sqlite3 "
                             "(default: .reconciler)")
