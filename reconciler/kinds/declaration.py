@@ -201,11 +201,14 @@ class CmdletKind:
 
     def parse(self, obj: Mapping[str, Any]) -> tuple[str, dict[str, JSONValue]]:
         """(identity, fields) of one Get output object, read the way the real server returns it."""
-        lowered = {str(k).lower(): v for k, v in obj.items()}
+        lowered = {k.lower() if type(k) is str else str(k).lower(): v for k, v in obj.items()}
         fields: dict[str, JSONValue] = {}
         for name, read, property_, param in self._reading():
             value = read(lowered) if read is not None else lowered.get(property_)
-            fields[name] = self._normalised(param, value)
+            # Only an empty string, an enum and a multi-valued parameter read as something else (_normalised).
+            if value == "" or (param is not None and param.type in _NORMALISED):
+                value = self._normalised(param, value)
+            fields[name] = value
         identity = self.singleton or _identity_text(lowered.get(self.identity_property.lower())
                                                     or lowered.get("identity"))
         return identity, fields
@@ -417,6 +420,8 @@ def _is_set(value: Any) -> bool:
     return value is not None and value != "" and value != []
 
 
+_NORMALISED = frozenset({ParamType.ENUM, ParamType.STRINGS})
+"""Parameter types whose values `_normalised` reads differently from how they arrive."""
 _DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
 
