@@ -16,7 +16,7 @@ from reconciler.changes import Action, Change
 from reconciler.errors import MetadataError
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.metadata import Documents
-from reconciler.model import DesiredState, Ensure, LiveResource, LiveState, Mode
+from reconciler.model import DesiredState, Ensure, LiveResource, LiveState, Mode, Severity
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry, target_findings
 
@@ -65,7 +65,7 @@ def check_metadata(changes: tuple[Change, ...], kind_of: KindLookup, *, timeout:
             if change.desired is not None:
                 line = change.desired.field_lines.get(name, change.desired.location.line)
                 location = f"{change.desired.location.file}:{line}"
-            diagnostics.append(Diagnostic("error", f"{name}: {result}", change.key.address, location))
+            diagnostics.append(Diagnostic(Severity.ERROR, f"{name}: {result}", change.key.address, location))
     return tuple(diagnostics)
 
 

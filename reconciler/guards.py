@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.changes import Action, ActionReason, Change
-from reconciler.model import DesiredState, LiveState
+from reconciler.model import DesiredState, LiveState, Severity
 from reconciler.plan import Diagnostic
 
 SHARE_FROM = 3
@@ -48,18 +48,18 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
             stopped[key] = stopped.get(key, 0) + 1
             continue
         kept.append(change)
-    found = [Diagnostic("warning", f"prune is on for {kind} on target {target!r}, but the manifest declares no "
-                                   f"{kind} there: {count} pruning removal(s) not planned (an empty list is "
-                                   "more likely a mistake than a wish to delete them all; use ensure: absent)")
+    found = [Diagnostic(Severity.WARNING, f"prune is on for {kind} on target {target!r}, but the manifest declares no "
+                                          f"{kind} there: {count} pruning removal(s) not planned (an empty list is "
+                                          "more likely a mistake than a wish to delete them all; use ensure: absent)")
              for (target, kind), count in sorted(stopped.items())]
-    found += [Diagnostic("warning", f"protected by targets.{c.key.target}.protect: not removed "
-                                    f"({c.action_reason.value})", c.key.address) for c in protected]
+    found += [Diagnostic(Severity.WARNING, f"protected by targets.{c.key.target}.protect: not removed "
+                                           f"({c.action_reason.value})", c.key.address) for c in protected]
     deletions = [c for c in kept if c.actions == (Action.DELETE,)]
     allowance = limits.max_deletions + limits.allowed
     if len(deletions) > allowance:
-        found.append(Diagnostic("error", f"deletion guard: this plan removes {len(deletions)} objects, more than "
-                                          f"the {allowance} one run may remove; review it and allow them with "
-                                          f"--allow-deletions {len(deletions) - limits.max_deletions}"))
+        found.append(Diagnostic(Severity.ERROR, f"deletion guard: this plan removes {len(deletions)} objects, "
+                                                f"more than the {allowance} one run may remove; review it and allow "
+                                                f"them with --allow-deletions {len(deletions) - limits.max_deletions}"))
     by_kind: dict[tuple[str, str], int] = {}
     for change in deletions:
         by_kind[(change.key.target, change.key.kind)] = by_kind.get((change.key.target, change.key.kind), 0) + 1
@@ -67,8 +67,8 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
         state = live.get(target)
         total = sum(1 for k in state.resources if k.kind == kind) if state is not None else 0
         if count >= SHARE_FROM and total and count > limits.max_deletion_share * total + limits.allowed:
-            found.append(Diagnostic("error", f"deletion guard: this plan removes {count} of the {total} live "
-                                              f"{kind} objects on target {target!r} (more than "
-                                              f"{limits.max_deletion_share:.0%}); review it and allow them with "
-                                              f"--allow-deletions {count}"))
+            found.append(Diagnostic(Severity.ERROR, f"deletion guard: this plan removes {count} of the {total} live "
+                                                     f"{kind} objects on target {target!r} (more than "
+                                                     f"{limits.max_deletion_share:.0%}); review it and allow them with "
+                                                     f"--allow-deletions {count}"))
     return tuple(kept), tuple(found)

@@ -17,6 +17,16 @@ JSONValue = Any
 """A JSON-compatible value (str, int, float, bool, None, list, dict)."""
 
 
+class Severity(enum.StrEnum):
+    """How bad a plan-time finding is: an error blocks apply (of its target), a warning is shown.
+
+    Compared with ==, never `is`: a provider written against the words ("error", "warning") still works.
+    """
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True, order=True)
 class ResourceKey:
     """Identifies one object on one target: what the plan, the journal and the fingerprint key on."""

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import __version__
 from reconciler.errors import DeliveryError
 from reconciler.events import EventLog
-from reconciler.model import NotifyDestination
+from reconciler.model import NotifyDestination, Severity
 
 if TYPE_CHECKING:
     import httpx
@@ -108,7 +108,7 @@ def notices(command: str, result: str, plan: Plan | None, applied: ApplyResult |
             if _EXPIRY.search(diagnostic.message):
                 owner = next((t for t in plan.targets if (diagnostic.address or "").startswith(f"{t}.")), None)
                 expiring.setdefault(owner, []).append(str(diagnostic))
-                if diagnostic.severity == "error":
+                if diagnostic.severity == Severity.ERROR:
                     severe.add(owner)
         found += [Notice("certificate_expiring", owner, f"Certificate expiring{' on ' + owner if owner else ''}",
                          tuple(lines), "error" if owner in severe else "warning")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.changes import Action, Change, HandlerRun
-from reconciler.model import LiveState, Mode
+from reconciler.model import LiveState, Mode, Severity
 
 FORMAT_VERSION = "1.0"
 
@@ -23,7 +23,7 @@ FORMAT_VERSION = "1.0"
 class Diagnostic:
     """A problem found while planning. Errors block apply; warnings are shown."""
 
-    severity: str  # "error" | "warning"
+    severity: Severity
     message: str
     address: str | None = None
     location: str | None = None  # file:line in the manifest
@@ -75,7 +75,7 @@ class Plan:
 
     @property
     def has_errors(self) -> bool:
-        return any(d.severity == "error" for d in self.diagnostics)
+        return any(d.severity == Severity.ERROR for d in self.diagnostics)
 
     def summary(self) -> dict[str, int]:
         counts = {"add": 0, "change": 0, "replace": 0, "remove": 0}

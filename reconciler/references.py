@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from reconciler.errors import ReferenceProblem
 from reconciler.kinds.certificates import CertificateRole, PublishedCertificate
-from reconciler.model import DesiredResource, DesiredState, LiveState
+from reconciler.model import DesiredResource, DesiredState, LiveState, Severity
 from reconciler.plan import Diagnostic, TimelineEntry
 from reconciler.providers.base import Registry
 
@@ -104,7 +104,7 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
         changed = True
         checked = _Checked(lookup)
         fields = spec.resolve(resource.fields, checked)
-        diagnostics.extend(Diagnostic("error", p, resource.key.address) for p in dict.fromkeys(checked.problems))
+        diagnostics.extend(Diagnostic(Severity.ERROR, p, resource.key.address) for p in dict.fromkeys(checked.problems))
         for source in sources:
             if source != resource.key.target and spec.follows_source:
                 depends.setdefault(resource.key.target, set()).add(source)
@@ -141,7 +141,7 @@ def _wrong_order(published: Mapping[str, tuple[PublishedCertificate, ...]],
         for cert in certificates:
             if cert.immediate and consumers.get(source):
                 found.append(Diagnostic(
-                    "error",
+                    Severity.ERROR,
                     f"refusing to switch {source}'s signing certificate to {cert.thumbprint} at once: "
                     f"{', '.join(consumers[source])} trust {source}'s certificates and cannot be given the new key "
                     "before it signs. Stage it instead (nextThumbprint + effectiveDate): each side gets the key "

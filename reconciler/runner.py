@@ -27,7 +27,7 @@ from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
 from reconciler.metadata import Documents
-from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, VerifyCheck
+from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
@@ -249,7 +249,7 @@ def check_runnable(session: Session, changes: tuple[Change, ...], handlers: tupl
         for command in commands:
             problem = unsupported(command)
             if problem:
-                found.append(Diagnostic("error", problem, address))
+                found.append(Diagnostic(Severity.ERROR, problem, address))
                 break
     return tuple(found)
 

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from reconciler.errors import MetadataError
 from reconciler.metadata import Documents, MetadataDocument
-from reconciler.model import DesiredState
+from reconciler.model import DesiredState, Severity
 from reconciler.plan import Diagnostic
 from reconciler.providers.base import Registry, ServiceIdentity, TrustEdge
 
@@ -104,7 +104,7 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
     links: list[Link] = []
     found: list[Diagnostic] = []
 
-    def problem(edge: TrustEdge, severity: str, message: str) -> None:
+    def problem(edge: TrustEdge, severity: Severity, message: str) -> None:
         found.append(Diagnostic(severity, f"trust: {message}", edge.address, edge.location))
 
     for edge in edges:
@@ -118,7 +118,7 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
         status, message = "ok", "ok"
         if isinstance(doc, MetadataError):
             status, message = "unchecked", f"cannot check: {doc.detail}"
-            problem(edge, "warning", f"{edge.via}: cannot check the link to {edge.url}: {doc.detail}")
+            problem(edge, Severity.WARNING, f"{edge.via}: cannot check the link to {edge.url}: {doc.detail}")
         elif isinstance(doc, MetadataDocument):
             trusted = identities.get(dest)
             # A federation document (Entra ID, AD FS) names its issuer, not the application an AuthServer's
@@ -134,7 +134,7 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
                 message = (f"the metadata document at {edge.url} carries realm {doc.realm!r} but {dest} declares "
                            f"realm {trusted.realm!r}: tokens from {dest} will not be accepted")
             if status == "error":
-                problem(edge, "error", message)
+                problem(edge, Severity.ERROR, message)
         links.append(Link(edge.target, dest, edge, status, message))
 
     trusted_by: dict[str, list[str]] = {}  # thumbprint -> the trusting targets whose documents publish it
@@ -162,7 +162,7 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
         if own and not any(_same(d.realm, identity.realm) for d in own):
             carried = ", ".join(sorted({repr(d.realm) for d in own}))
             found.append(Diagnostic(
-                "error", f"trust: {name} declares realm {identity.realm!r}, but no metadata document of "
+                Severity.ERROR, f"trust: {name} declares realm {identity.realm!r}, but no metadata document of "
                          f"{identity.service_name} carries it (they carry {carried}); partners will reject its tokens",
                 None, None))
     return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found))

@@ -21,7 +21,7 @@ from typing import Any
 from reconciler.changes import Change
 from reconciler.errors import StalePlanError
 from reconciler.manifest.cache import load_cached
-from reconciler.model import DesiredState, Mode
+from reconciler.model import DesiredState, Mode, Severity
 from reconciler.plan import Plan, fingerprint_differences
 from reconciler.providers.base import Registry
 from reconciler.recording import Recorder
@@ -116,7 +116,7 @@ def blocked_targets(plan: Plan) -> tuple[str, ...]:
     """Targets a plan error blocks: the target its address names, or every target for an error of the whole run."""
     found: list[str] = []
     for diagnostic in plan.diagnostics:
-        if diagnostic.severity != "error":
+        if diagnostic.severity != Severity.ERROR:
             continue
         owner = next((t for t in plan.targets if (diagnostic.address or "").startswith(f"{t}.")), None)
         if owner is None:
@@ -156,11 +156,11 @@ def _select(plan: Plan, selection: Selection) -> Plan:
 def _without(plan: Plan, targets: tuple[str, ...]) -> Plan:
     return dataclasses.replace(plan, changes=tuple(c for c in plan.changes if c.key.target not in targets),
                                handlers=tuple(h for h in plan.handlers if h.target not in targets),
-                               diagnostics=tuple(d for d in plan.diagnostics if d.severity != "error"))
+                               diagnostics=tuple(d for d in plan.diagnostics if d.severity != Severity.ERROR))
 
 
 def _errors(plan: Plan) -> tuple[str, ...]:
-    return tuple(str(d) for d in plan.diagnostics if d.severity == "error")
+    return tuple(str(d) for d in plan.diagnostics if d.severity == Severity.ERROR)
 
 
 def suspend(desired: DesiredState, addresses: frozenset[str]) -> DesiredState:

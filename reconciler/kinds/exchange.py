@@ -64,7 +64,7 @@ from reconciler.kinds.syntax import (
     strings,
     switch,
 )
-from reconciler.model import JSONValue
+from reconciler.model import JSONValue, Severity
 
 DOCS = "MicrosoftDocs/office-docs-powershell: exchange/exchange-ps/ExchangePowerShell/"
 RECORDED = "microsoft/CSS-Exchange: Diagnostics/HealthChecker/Tests/DataCollection/E19/Exchange/"
@@ -539,10 +539,10 @@ def diagnose_auth_config(desired: Mapping[str, JSONValue], live: Mapping[str, JS
     update = (f"declare currentCertificateThumbprint: {staged} and remove nextCertificateThumbprint and "
               "nextCertificateEffectiveDate")
     if declared is not None and declared.casefold() != now_current.casefold():
-        return [("error", "currentCertificateThumbprint",
+        return [(Severity.ERROR, "currentCertificateThumbprint",
                  f"the staged certificate {staged} is already current (its effective date has passed); this plan "
                  f"would roll the rotation back to {declared}: {update}")]
-    return [("warning", "nextCertificateThumbprint",
+    return [(Severity.WARNING, "nextCertificateThumbprint",
              f"the staged certificate {staged} is already current (its effective date has passed): {update}")]
 
 

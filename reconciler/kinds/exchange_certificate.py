@@ -62,7 +62,7 @@ from reconciler.kinds.schema import BOOLEAN, resource_schema
 from reconciler.kinds.skype_certificate import check_certificate, parse_date, raw_data
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.kinds.syntax import boolean, cmdlet, enum_, identity, string, strings, switch
-from reconciler.model import JSONValue
+from reconciler.model import JSONValue, Severity
 
 KIND = "AuthCertificate"
 IDENTITY = "Auth Certificate"
@@ -315,8 +315,8 @@ def diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | N
                                        where="the Exchange server's certificate store")]
     current = _upper(facts.get("current"))
     if current and _entry(facts, current) is None:
-        findings.append(("warning", "rotation", f"the current Auth certificate {current} is not in the Exchange "
-                                                "server's certificate store"))
+        findings.append((Severity.WARNING, "rotation", f"the current Auth certificate {current} is not in the Exchange "
+                                                       "server's certificate store"))
     return findings
 
 

@@ -36,7 +36,7 @@ from reconciler.kinds.declaration import read_date
 from reconciler.kinds.schema import BOOLEAN, resource_schema
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.kinds.syntax import Parameter, ParamType, cmdlet, identity, string, strings, switch
-from reconciler.model import JSONValue
+from reconciler.model import JSONValue, Severity
 
 DOCS = "MicrosoftDocs/office-docs-powershell: skype/skype-ps/SkypeForBusiness/"
 KIND = "OAuthCertificate"
@@ -266,21 +266,22 @@ def check_certificate(field: str, thumbprint: str, live: Mapping[str, JSONValue]
     """Errors for a declared certificate that is missing, expired, not yet valid (at `at`) or without a key."""
     entry = _store_entry(live, thumbprint)
     if entry is None:
-        return [("error", field, f"certificate {thumbprint} is not in {where}")]
+        return [(Severity.ERROR, field, f"certificate {thumbprint} is not in {where}")]
     label = f"certificate {thumbprint} ({entry.get('subject') or 'no subject'})"
     not_before, not_after = parse_date(entry.get("notBefore")), parse_date(entry.get("notAfter"))
     findings: list[Finding] = []
     if not_after is not None and not_after <= now:
-        findings.append(("error", field, f"{label} expired on {not_after.isoformat()}"))
+        findings.append((Severity.ERROR, field, f"{label} expired on {not_after.isoformat()}"))
     elif not_after is not None and at is not None and not_after <= at:
-        findings.append(("error", field, f"{label} expires on {not_after.isoformat()}, before it would take "
-                                         f"effect ({at.isoformat()})"))
+        findings.append((Severity.ERROR, field, f"{label} expires on {not_after.isoformat()}, before it would take "
+                                                f"effect ({at.isoformat()})"))
     when = at or now
     if not_before is not None and not_before > when:
-        findings.append(("error", field, f"{label} is not valid until {not_before.isoformat()}"
-                                         + (" (after its effective date)" if at else "")))
+        findings.append((Severity.ERROR, field, f"{label} is not valid until {not_before.isoformat()}"
+                                                + (" (after its effective date)" if at else "")))
     if needs_key and not entry.get("hasPrivateKey"):
-        findings.append(("error", field, f"{label} has no private key on the server (a token issuer signs with it)"))
+        findings.append((Severity.ERROR, field,
+                         f"{label} has no private key on the server (a token issuer signs with it)"))
     return findings
 
 
@@ -296,7 +297,7 @@ def diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | N
     if nxt and nxt != _pending(live):
         at = parse_date(want.get("effectiveDate"))
         if at is not None and at <= context.now:
-            findings.append(("error", "effectiveDate",
+            findings.append((Severity.ERROR, "effectiveDate",
                              f"effective date {want.get('effectiveDate')} of certificate {nxt} is not in the future "
                              "(a roll stages a certificate ahead of its date)"))
         findings += check_certificate("nextThumbprint", nxt, live, context.now, needs_key=True, at=at)

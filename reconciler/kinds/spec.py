@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.kinds.certificates import CertificateLookup
-from reconciler.model import JSONValue
+from reconciler.model import JSONValue, Severity
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class DiagnoseContext:
     expiry_warning_days: int = 30
 
 
-Finding = tuple[str, str, str]
-"""(severity "error" | "warning", field name, message) from a kind's plan-time checks."""
+Finding = tuple[Severity, str, str]
+"""(severity, field name, message) from a kind's plan-time checks."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from reconciler.changes import Change
 from reconciler.commands import Command, Transport
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.spec import KindSpec
-from reconciler.model import DesiredResource, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.model import DesiredResource, LiveResource, LiveState, ResourceKey, Severity, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def handlers_of(provider: object) -> Mapping[str, HandlerSpec]:
     return found if isinstance(found, Mapping) else {}
 
 
-TargetFinding = tuple[str, DesiredResource, str, str]
-"""(severity "error" | "warning", the resource it is about, its field or "", message) from a provider's checks of
+TargetFinding = tuple[Severity, DesiredResource, str, str]
+"""(severity, the resource it is about, its field or "", message) from a provider's checks of
 a target's declared resources taken together (`diagnose_target`)."""
 
 

@@ -89,7 +89,16 @@ from reconciler.kinds.exchange import (
 from reconciler.kinds.schema import BOOLEAN, URL, resource_schema
 from reconciler.kinds.spec import FieldSpec, KindSpec
 from reconciler.kinds.syntax import CmdletSyntax, ParamType
-from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.model import (
+    DesiredResource,
+    Ensure,
+    JSONValue,
+    LiveResource,
+    LiveState,
+    ResourceKey,
+    Severity,
+    TargetSpec,
+)
 from reconciler.providers.base import HandlerSpec, ServiceIdentity, TargetFinding, TrustEdge
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,
@@ -392,7 +401,7 @@ class ExchangeProvider:
         defaults = [r for r in resources if r.ensure is Ensure.PRESENT and r.key.kind == "AuthServer"
                     and r.fields.get("isDefaultAuthorizationEndpoint") is True]
         names = ", ".join(repr(r.key.identity) for r in defaults)
-        return [("warning", r, "isDefaultAuthorizationEndpoint",
+        return [(Severity.WARNING, r, "isDefaultAuthorizationEndpoint",
                  f"{len(defaults)} auth servers are declared the default authorization endpoint ({names}); "
                  "Microsoft's Hybrid Modern Authentication guide sets it on one of them")
                 for r in defaults[1:]]

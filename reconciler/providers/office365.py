@@ -36,7 +36,16 @@ from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
 from reconciler.kinds.certificates import CertificateLookup, certificate_file
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
-from reconciler.model import DesiredResource, Ensure, JSONValue, LiveResource, LiveState, ResourceKey, TargetSpec
+from reconciler.model import (
+    DesiredResource,
+    Ensure,
+    JSONValue,
+    LiveResource,
+    LiveState,
+    ResourceKey,
+    Severity,
+    TargetSpec,
+)
 from reconciler.providers import office365_apps
 from reconciler.providers.base import ServiceIdentity, TargetFinding, TrustEdge
 from reconciler.providers.common import BOOLEAN, CREDENTIAL_ITEM_SCHEMA, GUID, resource_schema
@@ -261,8 +270,8 @@ def _merged_spns(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[st
 def _diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | None,
               context: DiagnoseContext) -> list[Finding]:
     if live is None:
-        return [("error", "", "this service principal does not exist in the tenant (Graph answered 404); "
-                              "reconcile never creates Microsoft's first-party service principals")]
+        return [(Severity.ERROR, "", "this service principal does not exist in the tenant (Graph answered 404); "
+                                     "reconcile never creates Microsoft's first-party service principals")]
     findings: list[Finding] = []
     on_principal = _thumbprints(live.get("keyCredentials"))
     horizon = context.now + datetime.timedelta(days=context.expiry_warning_days)
@@ -273,16 +282,17 @@ def _diagnose(desired: Mapping[str, JSONValue], live: Mapping[str, JSONValue] | 
         upload = key["thumbprint"] not in on_principal
         dates = f"valid {key['startDateTime']} to {key['endDateTime']}"
         if end <= context.now:
-            findings.append(("error" if upload else "warning", "credentials",
+            findings.append((Severity.ERROR if upload else Severity.WARNING, "credentials",
                              f"{key['file']} expired ({dates})"
                              + ("; refusing to upload it" if upload else "; it is still on the principal")))
         elif start > context.now and upload:
-            findings.append(("error", "credentials",
+            findings.append((Severity.ERROR, "credentials",
                              f"{key['file']} is not valid yet ({dates}); refusing to upload it"))
         elif end <= horizon:
             days = (end - context.now).days
-            findings.append(("warning", "credentials", f"{key['file']} expires in {days} days ({dates}); "
-                                                       "declare its successor next to it to rotate without a gap"))
+            findings.append((Severity.WARNING, "credentials",
+                             f"{key['file']} expires in {days} days ({dates}); "
+                             "declare its successor next to it to rotate without a gap"))
     return findings
 
 
@@ -426,7 +436,7 @@ def missing_consents(resources: Sequence[DesiredResource]) -> list[TargetFinding
         for resource_app, role, kind in sorted(office365_apps._access_set(app.fields.get("requiredResourceAccess"))):
             identity = f"{app.key.identity}/{resource_app}/{role}"
             if kind == "Role" and identity.casefold() not in granted:
-                found.append(("warning", app, "requiredResourceAccess",
+                found.append((Severity.WARNING, app, "requiredResourceAccess",
                               f"requests the application permission {role} of {resource_app} without admin consent "
                               f"declared: nothing grants it; declare kind AppRoleAssignment, identity {identity} "
                               "(the reconciling client needs AppRoleAssignment.ReadWrite.All to grant it)"))
@@ -462,7 +472,7 @@ def shared_principal_conflict(resources: Sequence[DesiredResource]) -> list[Targ
         if r.key.kind != "ServicePrincipal" or r.key.identity.casefold() != EXCHANGE_ONLINE or not keys:
             continue
         files = ", ".join(str(k.get("file")) for k in keys if isinstance(k, Mapping))
-        found.append(("warning", r, "credentials",
+        found.append((Severity.WARNING, r, "credentials",
                       f"adds on-premises certificate(s) ({files}) to the shared Exchange Online principal "
                       f"{EXCHANGE_ONLINE}, and this manifest also declares the dedicated Exchange hybrid "
                       f"application {apps[0].key.identity!r}: Microsoft's ConfigureExchangeHybridApplication.ps1 "

@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.changes import Action, ActionReason, Change, HandlerRun
 from reconciler.commands import Command
 from reconciler.errors import NotAPlanError, ReconcilerError
-from reconciler.model import Mode, ResourceKey
+from reconciler.model import Mode, ResourceKey, Severity
 from reconciler.plan import FORMAT_VERSION, Diagnostic, Plan, TimelineEntry
 
 PLAN_KEYS = ("format_version", "manifest", "resource_changes")
@@ -81,8 +81,8 @@ def plan_from_document(document: Mapping[str, Any], source: str = "the plan") ->
             targets=tuple(str(t) for t in document.get("targets") or ()),
             fingerprints={},
             changes=tuple(_change(c) for c in document["resource_changes"]),
-            diagnostics=tuple(Diagnostic(str(d["severity"]), str(d["message"]), d.get("address"), d.get("location"))
-                              for d in document.get("diagnostics") or ()),
+            diagnostics=tuple(Diagnostic(Severity(d["severity"]), str(d["message"]), d.get("address"),
+                                         d.get("location")) for d in document.get("diagnostics") or ()),
             created_at=str(document.get("created_at", "")),
             format_version=str(document["format_version"]),
             checked=int(document.get("checked", 0)),
