@@ -255,49 +255,33 @@ class PostgresRunStore(_Client):
     # -- what operators ask of the loop ------------------------------------------------------------
 
     def suspend(self, suspension: Suspension) -> None:
-        self._all("INSERT INTO reconcile_suspensions (manifest_path, address, reason, since, by_whom) "
-                  "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (manifest_path, address) DO UPDATE SET "
-                  "reason = EXCLUDED.reason, since = EXCLUDED.since, by_whom = EXCLUDED.by_whom RETURNING address",
-                  (_text(suspension.manifest_path), _text(suspension.address), _text(suspension.reason),
-                   suspension.since, _text(suspension.by)))
+        self._execute(*_SQL.upsert_suspension(suspension))
 
     def resume(self, manifest_path: str, address: str) -> bool:
-        rows = self._all("DELETE FROM reconcile_suspensions WHERE manifest_path = %s AND address = %s "
-                         "RETURNING address", (_text(manifest_path), _text(address)))
-        return bool(rows)
+        sql, params = _SQL.delete_suspension(manifest_path, address)
+        return bool(self._all(sql + " RETURNING address", params))
 
     def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
-        rows = self._all("SELECT manifest_path, address, reason, since, by_whom FROM reconcile_suspensions "
-                         "WHERE manifest_path = %s ORDER BY since, address", [_text(manifest_path)])
-        return [Suspension(*row) for row in rows]
+        return [Suspension(*row) for row in self._all(*_SQL.select_suspensions(manifest_path))]
 
     def request_run(self, request: RunRequest) -> int:
-        row = self._one("INSERT INTO reconcile_run_requests (manifest_path, requested_at, by_whom) "
-                        "VALUES (%s, %s, %s) RETURNING id",
-                        (_text(request.manifest_path), request.requested_at, _text(request.by)))
+        sql, params = _SQL.insert_run_request(request)
+        row = self._one(sql + " RETURNING id", params)
         assert row is not None
         return int(row[0])
 
     def last_request(self, manifest_path: str) -> RunRequest | None:
-        rows = self._all("SELECT id, manifest_path, requested_at, by_whom FROM reconcile_run_requests "
-                         "WHERE manifest_path = %s ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
+        rows = self._all(*_SQL.select_last_request(manifest_path))
         return run_request_from_row(rows[0]) if rows else None
 
     def set_next_run(self, next_run: NextRun) -> None:
-        self._all("INSERT INTO reconcile_next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
-                  "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (manifest_path) DO UPDATE SET "
-                  "next_run_at = EXCLUDED.next_run_at, reason = EXCLUDED.reason, "
-                  "recorded_at = EXCLUDED.recorded_at, by_whom = EXCLUDED.by_whom RETURNING manifest_path",
-                  (_text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
-                   _text(next_run.by)))
+        self._execute(*_SQL.upsert_next_run(next_run))
 
     def clear_next_run(self, manifest_path: str) -> None:
-        self._all("DELETE FROM reconcile_next_runs WHERE manifest_path = %s RETURNING manifest_path",
-                  [_text(manifest_path)])
+        self._execute(*_SQL.delete_next_run(manifest_path))
 
     def next_run(self, manifest_path: str) -> NextRun | None:
-        rows = self._all("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM reconcile_next_runs "
-                         "WHERE manifest_path = %s", [_text(manifest_path)])
+        rows = self._all(*_SQL.select_next_run(manifest_path))
         return next_run_from_row(rows[0]) if rows else None
 
     def schema_version(self) -> int:
@@ -417,5 +401,5 @@ def _dump(value: Any) -> str:
     return text
 
 
-_SQL = Dialect(runs="reconcile_runs", mark="%s", like="ILIKE", text=_text, dump=_dump)
+_SQL = Dialect(prefix="reconcile_", mark="%s", like="ILIKE", text=_text, dump=_dump)
 """ILIKE: case-insensitive for ASCII, as SQLite's LIKE is."""

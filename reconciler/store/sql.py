@@ -1,5 +1,5 @@
-"""What the SQL backends share: the statements that write and read runs, written once for both dialects, and the
-rows they read back as records.
+"""What the SQL backends share: the statements that write and read runs and what operators ask of the loop,
+written once for both dialects, and the rows they read back as records.
 
 Each backend keeps its own connection, transactions and error handling; a Dialect says only what differs in the
 SQL itself (table names, the parameter mark, a case-insensitive LIKE) and how each backend makes text and JSON
@@ -21,6 +21,7 @@ from reconciler.store.base import (
     NextRunReason,
     RunRecord,
     RunRequest,
+    Suspension,
     check_command,
     check_result,
     target_pattern,
@@ -37,8 +38,8 @@ _SELECT_RUN = ", ".join(RUN_COLUMNS)
 class Dialect:
     """What differs between the backends' statements about runs."""
 
-    runs: str
-    """The runs table (`runs`, `reconcile_runs`)."""
+    prefix: str
+    """Of every table's name (`runs`, `reconcile_runs`)."""
     mark: str
     """The parameter placeholder (`?`, `%s`)."""
     like: str
@@ -47,6 +48,10 @@ class Dialect:
     """A scalar text value as the database can store it."""
     dump: Callable[[Any], str]
     """A JSON column's text, as the database can store it, that loads back exactly."""
+
+    @property
+    def runs(self) -> str:
+        return f"{self.prefix}runs"
 
     def insert_run(self, record: RunRecord) -> tuple[str, tuple[Any, ...]]:
         """The INSERT of a run that begins (its command, and its result if it has one, checked first)."""
@@ -101,6 +106,49 @@ class Dialect:
 
     def get_run(self, run_id: int) -> tuple[str, list[Any]]:
         return f"SELECT {_SELECT_RUN} FROM {self.runs} WHERE id = {self.mark}", [run_id]
+
+    # -- what operators ask of the loop: suspensions, run requests, the next run ---------------------
+
+    def upsert_suspension(self, suspension: Suspension) -> tuple[str, tuple[Any, ...]]:
+        m = self.mark
+        return (f"INSERT INTO {self.prefix}suspensions (manifest_path, address, reason, since, by_whom) "
+                f"VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (manifest_path, address) DO UPDATE SET "
+                "reason = EXCLUDED.reason, since = EXCLUDED.since, by_whom = EXCLUDED.by_whom",
+                (self.text(suspension.manifest_path), self.text(suspension.address), self.text(suspension.reason),
+                 suspension.since, self.text(suspension.by)))
+
+    def delete_suspension(self, manifest_path: str, address: str) -> tuple[str, tuple[Any, ...]]:
+        return (f"DELETE FROM {self.prefix}suspensions WHERE manifest_path = {self.mark} AND address = {self.mark}",
+                (self.text(manifest_path), self.text(address)))
+
+    def select_suspensions(self, manifest_path: str) -> tuple[str, list[Any]]:
+        return (f"SELECT manifest_path, address, reason, since, by_whom FROM {self.prefix}suspensions "
+                f"WHERE manifest_path = {self.mark} ORDER BY since, address", [self.text(manifest_path)])
+
+    def insert_run_request(self, request: RunRequest) -> tuple[str, tuple[Any, ...]]:
+        m = self.mark
+        return (f"INSERT INTO {self.prefix}run_requests (manifest_path, requested_at, by_whom) VALUES ({m}, {m}, {m})",
+                (self.text(request.manifest_path), request.requested_at, self.text(request.by)))
+
+    def select_last_request(self, manifest_path: str) -> tuple[str, list[Any]]:
+        return (f"SELECT id, manifest_path, requested_at, by_whom FROM {self.prefix}run_requests "
+                f"WHERE manifest_path = {self.mark} ORDER BY id DESC LIMIT 1", [self.text(manifest_path)])
+
+    def upsert_next_run(self, next_run: NextRun) -> tuple[str, tuple[Any, ...]]:
+        m = self.mark
+        return (f"INSERT INTO {self.prefix}next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
+                f"VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (manifest_path) DO UPDATE SET "
+                "next_run_at = EXCLUDED.next_run_at, reason = EXCLUDED.reason, "
+                "recorded_at = EXCLUDED.recorded_at, by_whom = EXCLUDED.by_whom",
+                (self.text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
+                 self.text(next_run.by)))
+
+    def delete_next_run(self, manifest_path: str) -> tuple[str, list[Any]]:
+        return f"DELETE FROM {self.prefix}next_runs WHERE manifest_path = {self.mark}", [self.text(manifest_path)]
+
+    def select_next_run(self, manifest_path: str) -> tuple[str, list[Any]]:
+        return (f"SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM {self.prefix}next_runs "
+                f"WHERE manifest_path = {self.mark}", [self.text(manifest_path)])
 
 
 def check_finishable(run_id: int, row: Sequence[Any] | None, where: str) -> None:

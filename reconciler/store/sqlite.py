@@ -114,7 +114,7 @@ def _dump(value: Any) -> str:
     return _SURROGATE.sub("\ufffd", json.dumps(value, ensure_ascii=False))
 
 
-_SQL = Dialect(runs="runs", mark="?", like="LIKE", text=_text, dump=_dump)
+_SQL = Dialect(prefix="", mark="?", like="LIKE", text=_text, dump=_dump)
 
 
 class SQLiteRunStore:
@@ -185,52 +185,35 @@ class SQLiteRunStore:
 
     def suspend(self, suspension: Suspension) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO suspensions (manifest_path, address, reason, since, by_whom) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest_path, address) DO UPDATE SET "
-                       "reason = excluded.reason, since = excluded.since, by_whom = excluded.by_whom",
-                       (_text(suspension.manifest_path), _text(suspension.address), _text(suspension.reason),
-                        suspension.since, _text(suspension.by)))
+            db.execute(*_SQL.upsert_suspension(suspension))
 
     def resume(self, manifest_path: str, address: str) -> bool:
         with self._write() as db:
-            cursor = db.execute("DELETE FROM suspensions WHERE manifest_path = ? AND address = ?",
-                                (_text(manifest_path), _text(address)))
-            return cursor.rowcount > 0
+            return db.execute(*_SQL.delete_suspension(manifest_path, address)).rowcount > 0
 
     def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
-        rows = self._read("SELECT manifest_path, address, reason, since, by_whom FROM suspensions "
-                          "WHERE manifest_path = ? ORDER BY since, address", [_text(manifest_path)])
-        return [Suspension(*row) for row in rows]
+        return [Suspension(*row) for row in self._read(*_SQL.select_suspensions(manifest_path))]
 
     def request_run(self, request: RunRequest) -> int:
         with self._write() as db:
-            cursor = db.execute("INSERT INTO run_requests (manifest_path, requested_at, by_whom) VALUES (?, ?, ?)",
-                                (_text(request.manifest_path), request.requested_at, _text(request.by)))
-            request_id = cursor.lastrowid
+            request_id = db.execute(*_SQL.insert_run_request(request)).lastrowid
         assert request_id is not None
         return request_id
 
     def last_request(self, manifest_path: str) -> RunRequest | None:
-        rows = self._read("SELECT id, manifest_path, requested_at, by_whom FROM run_requests "
-                          "WHERE manifest_path = ? ORDER BY id DESC LIMIT 1", [_text(manifest_path)])
+        rows = self._read(*_SQL.select_last_request(manifest_path))
         return run_request_from_row(rows[0]) if rows else None
 
     def set_next_run(self, next_run: NextRun) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO next_runs (manifest_path, next_run_at, reason, recorded_at, by_whom) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (manifest_path) DO UPDATE SET "
-                       "next_run_at = excluded.next_run_at, reason = excluded.reason, "
-                       "recorded_at = excluded.recorded_at, by_whom = excluded.by_whom",
-                       (_text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
-                        _text(next_run.by)))
+            db.execute(*_SQL.upsert_next_run(next_run))
 
     def clear_next_run(self, manifest_path: str) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM next_runs WHERE manifest_path = ?", (_text(manifest_path),))
+            db.execute(*_SQL.delete_next_run(manifest_path))
 
     def next_run(self, manifest_path: str) -> NextRun | None:
-        rows = self._read("SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM next_runs "
-                          "WHERE manifest_path = ?", [_text(manifest_path)])
+        rows = self._read(*_SQL.select_next_run(manifest_path))
         return next_run_from_row(rows[0]) if rows else None
 
     def schema_version(self) -> int:
