@@ -13,7 +13,7 @@ Events the callers emit, with their fields:
   `mode` (plan|apply), `status` (planned|applied|failed|skipped)
 - `handler`: `address` (target.handler.name), `status` (ran|failed|not needed), `reason` (its commands,
   and the changes that triggered it); level error when it failed
-- `run_end`: `command`, `result` (as in reconciler.metrics.RESULTS), `duration_seconds`,
+- `run_end`: `command`, `result` (as in reconciler.store.RESULTS), `duration_seconds`,
   `drifted` (target -> count), `errors` (count)
 - `cycle_sleep`: `seconds`, `reason` (interval|backoff)
 - `stop`: `signal` (its name, e.g. SIGTERM)

@@ -8,7 +8,7 @@ for node_exporter's textfile collector after a one-shot run from a scheduler.
 One `Metrics` object per process, passed to whoever observes; there is no module-level registry, so
 tests and embedded uses never share counters by accident.
 
-Label values are checked against the documented sets (`COMMANDS`, `RESULTS`, `ERROR_KINDS`): a typo
+Label values are checked against the documented sets (the run store's `COMMANDS` and `RESULTS`, `ERROR_KINDS`): a typo
 fails loudly in the tests instead of quietly starting a new time series, and the series count stays
 bounded. Target names are the one open-ended label; they come from the manifest.
 """
@@ -34,12 +34,11 @@ from urllib.parse import urlsplit
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import MetricsFileError, ReconcilerError
 from reconciler.portable import replace
+from reconciler.store.base import COMMANDS, RESULTS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
-COMMANDS = frozenset({"plan", "apply", "drift", "run"})
-RESULTS = frozenset({"no-changes", "changes", "applied", "partial", "failed", "error", "refused", "interrupted"})
 ERROR_KINDS = frozenset({"manifest", "discovery", "metadata", "lock", "apply", "stale_plan", "transport", "other"})
 
 _HELP = {
