@@ -459,20 +459,27 @@ def _fetch_for_test(side: str, url: str, context: CmdletContext) -> Any:
         raise _Broken(f"{side}: the metadata document at {url} cannot be downloaded ({exc.detail})") from None
 
 
+def _enabled_application(side: str, applications: list[dict[str, Any]], service_name: str, host: str,
+                         whose: str, name: str) -> dict[str, Any]:
+    """The enabled partner application on `host` for `service_name` (`whose` service name it is), or _Broken."""
+    apps = [a for a in applications
+            if service_name and str(a.get("ApplicationIdentifier") or "").lower() == service_name.lower()]
+    if not apps:
+        raise _Broken(f"{side}: no partner application on {host} has ApplicationIdentifier '{service_name}' "
+                      f"({whose})")
+    enabled = [a for a in apps if a.get("Enabled")]
+    if not enabled:
+        raise _Broken(f"{side}: partner application {apps[0][name]} on {host} is disabled")
+    return enabled[0]
+
+
 def _skype_trusts_exchange(pool: str, objects: Mapping[str, Any], ex_host: str, ex_config: Mapping[str, Any],
                            ex_realm: str, context: CmdletContext) -> None:
     """Check 2: a partner application on the pool for Exchange's service name, whose certificate is Exchange's."""
     side = "Skype for Business does not trust Exchange"
     service_name = str(ex_config.get("ServiceName") or "")
-    apps = [a for a in objects.get(PARTNER_APPLICATION, [])
-            if service_name and str(a.get("ApplicationIdentifier") or "").lower() == service_name.lower()]
-    if not apps:
-        raise _Broken(f"{side}: no partner application on {pool} has ApplicationIdentifier '{service_name}' "
-                      f"(the AuthConfig.ServiceName of Exchange {ex_host})")
-    enabled = [a for a in apps if a.get("Enabled")]
-    if not enabled:
-        raise _Broken(f"{side}: partner application {apps[0]['Identity']} on {pool} is disabled")
-    app = enabled[0]
+    app = _enabled_application(side, objects.get(PARTNER_APPLICATION, []), service_name, pool,
+                               f"the AuthConfig.ServiceName of Exchange {ex_host}", "Identity")
     signs_with = str(ex_config.get("CurrentCertificateThumbprint") or "").upper()
     if not signs_with:
         raise _Broken(f"{side}: Exchange {ex_host} has no signing certificate "
@@ -509,15 +516,8 @@ def _exchange_trusts_skype(state: Mapping[str, Any], pool: str, config: Mapping[
     """Check 3: a partner application on Exchange for the pool's service name, linked, with the pool's certificate."""
     side = "Exchange does not trust Skype for Business"
     service_name = str(config.get("ServiceName") or "")
-    apps = [a for a in ex_objects.get(exchange.PARTNER_APPLICATION, [])
-            if service_name and str(a.get("ApplicationIdentifier") or "").lower() == service_name.lower()]
-    if not apps:
-        raise _Broken(f"{side}: no partner application on {ex_host} has ApplicationIdentifier '{service_name}' "
-                      f"(the OAuthConfiguration.ServiceName of {pool})")
-    enabled = [a for a in apps if a.get("Enabled")]
-    if not enabled:
-        raise _Broken(f"{side}: partner application {apps[0]['Name']} on {ex_host} is disabled")
-    app = enabled[0]
+    app = _enabled_application(side, ex_objects.get(exchange.PARTNER_APPLICATION, []), service_name, ex_host,
+                               f"the OAuthConfiguration.ServiceName of {pool}", "Name")
     linked = app.get("LinkedAccount")
     if not linked:
         raise _Broken(f"{side}: partner application {app['Name']} on {ex_host} has no LinkedAccount")
