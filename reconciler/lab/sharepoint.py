@@ -120,6 +120,17 @@ def _issuers(objects: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
+def _existing(cmdlet: str, bound: Mapping[str, Any], objects: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The issuers and the index of the one -Identity (mandatory) names; not found as the cmdlet fails."""
+    require(cmdlet, bound, "Identity")
+    identity = as_string(cmdlet, "Identity", bound["Identity"]) or ""
+    items = _issuers(objects)
+    index = find(items, identity)
+    if index is None:
+        raise _not_found(cmdlet, identity)
+    return items, index
+
+
 def _refuse_certificate(cmdlet: str, params: Mapping[str, Any]) -> None:
     if any(str(k).lstrip("-").lower() == "certificate" for k in params):
         raise CmdletError(cmdlet, "The lab does not emulate -Certificate (an X509Certificate2 object); "
@@ -167,12 +178,7 @@ def set_issuer(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
                context: CmdletContext) -> list[dict[str, Any]]:
     _refuse_certificate(cmdlet, params)
     bound = _bind(cmdlet, params)
-    require(cmdlet, bound, "Identity")
-    identity = as_string(cmdlet, "Identity", bound["Identity"]) or ""
-    items = _issuers(objects)
-    index = find(items, identity)
-    if index is None:
-        raise _not_found(cmdlet, identity)
+    items, index = _existing(cmdlet, bound, objects)
     changes: dict[str, Any] = {}
     if "MetadataEndPoint" in bound:
         require(cmdlet, bound, "MetadataEndPoint")
@@ -193,12 +199,7 @@ def set_issuer(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
 def remove_issuer(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
                   context: CmdletContext) -> list[dict[str, Any]]:
     bound = _bind(cmdlet, params)
-    require(cmdlet, bound, "Identity")
-    identity = as_string(cmdlet, "Identity", bound["Identity"]) or ""
-    items = _issuers(objects)
-    index = find(items, identity)
-    if index is None:
-        raise _not_found(cmdlet, identity)
+    items, index = _existing(cmdlet, bound, objects)
     del items[index]
     return []
 
