@@ -15,10 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from reconciler import clock
 from reconciler.lab import certs
@@ -50,13 +46,8 @@ def moved(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 
 
 def _certificate(start: datetime.datetime, name: str, days_from: int, days_to: int) -> bytes:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start + datetime.timedelta(days=days_from))
-            .not_valid_after(start + datetime.timedelta(days=days_to)).sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
+    return certs.make_certificate(name, now=start, valid_from=datetime.timedelta(days=days_from),
+                                  valid_to=datetime.timedelta(days=days_to))
 
 
 def _stock(estate: Estate, host: str, der: bytes) -> tuple[str, str]:

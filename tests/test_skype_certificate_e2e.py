@@ -6,11 +6,6 @@ import datetime
 import json
 import urllib.request
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-
 from reconciler.lab import certs
 from reconciler.lab.estate import SKYPE_PATH
 from reconciler.lab.skype_certificates import store_entry
@@ -33,14 +28,8 @@ resources:
 
 
 def _certificate(days_from: int, days_to: int) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "litwareinc.com")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + datetime.timedelta(days=days_from))
-            .not_valid_after(now + datetime.timedelta(days=days_to)).sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
+    return certs.make_certificate("litwareinc.com", valid_from=datetime.timedelta(days=days_from),
+                                  valid_to=datetime.timedelta(days=days_to))
 
 
 def _stock(estate: Estate, der: bytes, *, key: bool = True) -> str:

@@ -16,19 +16,22 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 
-def make_certificate(common_name: str, *, now: datetime.datetime | None = None) -> bytes:
-    """A self-signed RSA 2048 certificate for `common_name`, valid from a day ago for two years (DER)."""
+def make_certificate(subject: str | x509.Name, *, now: datetime.datetime | None = None,
+                     valid_from: datetime.timedelta = datetime.timedelta(days=-1),
+                     valid_to: datetime.timedelta = datetime.timedelta(days=730), key_size: int = 2048) -> bytes:
+    """A self-signed RSA certificate for `subject` (a common name, or a whole name), valid from `now + valid_from`
+    to `now + valid_to` (default: from a day ago for two years), as DER."""
     now = now or datetime.datetime.now(datetime.UTC)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = subject if isinstance(subject, x509.Name) else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=730))
+        .not_valid_before(now + valid_from)
+        .not_valid_after(now + valid_to)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )

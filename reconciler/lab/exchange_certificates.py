@@ -25,8 +25,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from reconciler.errors import CmdletError
@@ -93,13 +91,9 @@ def new_certificate(cmdlet: str, params: Mapping[str, Any], objects: dict[str, A
                                   "4096.")  # lab wording
     host = context.host or "exchange"
     name = _subject(str(_param(params, "SubjectName") or f"cn={host}"))
-    now = exchange.utc_now()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=size)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + LIFETIME).sign(key, hashes.SHA256()))
-    entry = store_entry(cert.public_bytes(serialization.Encoding.DER),
-                        friendly_name=str(_param(params, "FriendlyName") or "Microsoft Exchange"))
+    der = certs.make_certificate(name, now=exchange.utc_now(), valid_from=-datetime.timedelta(minutes=5),
+                                 valid_to=LIFETIME, key_size=size)
+    entry = store_entry(der, friendly_name=str(_param(params, "FriendlyName") or "Microsoft Exchange"))
     objects[STORE] = [*_store(objects, context, write=True), entry]
     return [_shown(entry)]
 
