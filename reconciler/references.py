@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.errors import ReferenceProblem
 from reconciler.kinds.certificates import CertificateRole, PublishedCertificate
-from reconciler.model import DesiredResource, DesiredState, LiveState, Severity
+from reconciler.model import DesiredResource, DesiredState, LiveState, ResourceKey, Severity
 from reconciler.plan import Diagnostic, TimelineEntry
 from reconciler.providers.base import Registry
 
@@ -37,6 +37,8 @@ class Resolved:
     """target -> the targets whose certificates it takes (changed before it)."""
     diagnostics: tuple[Diagnostic, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
+    followers: Mapping[str, frozenset[ResourceKey]] = field(default_factory=dict)
+    """target -> the resources that take its certificates (what changes on them after the target changed)."""
 
 
 Source = Callable[[str], tuple[PublishedCertificate, ...]]
@@ -112,24 +114,26 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
     if not changed:
         return Resolved(desired, {})
     notes = _notes(desired.resources, desired, registry)  # the manifest's fields, which name the sources
-    consumers = {source: [address for address, _ in found] for source, found in notes.items()}
+    consumers = {source: [key.address for key, _ in found] for source, found in notes.items()}
     diagnostics.extend(_wrong_order(cache, consumers))
     out = dataclasses.replace(desired, resources=tuple(resources))
     return Resolved(out, {t: frozenset(s) for t, s in depends.items()}, tuple(diagnostics),
-                    timeline(cache, consumers, notes))
+                    timeline(cache, consumers, {source: [(key.address, note) for key, note in found]
+                                                for source, found in notes.items()}),
+                    {source: frozenset(key for key, _ in found) for source, found in notes.items()})
 
 
 def _notes(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
-           ) -> dict[str, list[tuple[str, str]]]:
-    """source target -> (address, how it refreshes on its own, or "") of the resources that take its certificates."""
-    found: dict[str, list[tuple[str, str]]] = {}
+           ) -> dict[str, list[tuple[ResourceKey, str]]]:
+    """source target -> (key, how it refreshes on its own, or "") of the resources that take its certificates."""
+    found: dict[str, list[tuple[ResourceKey, str]]] = {}
     for resource in resources:
         target = desired.targets.get(resource.key.target)
         spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
         if spec is None or spec.references is None:
             continue
         for source in spec.references(resource.fields):
-            found.setdefault(source, []).append((resource.key.address, spec.refresh_note))
+            found.setdefault(source, []).append((resource.key, spec.refresh_note))
     return found
 
 

@@ -78,6 +78,8 @@ class Session:
     from them (reconciler.references)."""
     depends: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """target -> targets whose certificates it takes: changed before it in one apply."""
+    followers: Mapping[str, frozenset[ResourceKey]] = field(default_factory=dict)
+    """target -> the resources that take its certificates (reconciler.references)."""
     progress: Callable[[str], None] | None = None
     """Told a line as each target's discovery and apply finish (people at a terminal; called from worker threads)."""
 
@@ -197,6 +199,7 @@ def resolved(session: Session) -> Resolved:
     """The desired state with every `certificateOf` made concrete from the live states read so far."""
     result = resolve(session.desired, session.live, session.registry)
     session.depends = result.depends
+    session.followers = result.followers
     return result
 
 
@@ -421,13 +424,7 @@ def _blocked(changes: list[Change]) -> tuple[tuple[ChangeOutcome, ...], tuple[Ha
 def _following(session: Session, moved: set[str]) -> set[ResourceKey]:
     """Resources that take the certificates of a target this apply changed: what they must hold next (a certificate
     the source staged just now) is the next cycle's step, not a failure to converge."""
-    found = set()
-    for resource in session.desired.resources:
-        target = session.desired.targets[resource.key.target]
-        spec = session.registry.provider(target.provider).kinds.get(resource.key.kind)
-        if spec is not None and spec.references is not None and set(spec.references(resource.fields)) & moved:
-            found.add(resource.key)
-    return found
+    return {key for source in moved for key in session.followers.get(source, ())}
 
 
 def _cyclic(names: list[str], depends: Mapping[str, frozenset[str]]) -> bool:
