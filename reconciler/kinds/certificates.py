@@ -102,6 +102,26 @@ def thumbprint_of_der(der: bytes) -> str:
     return hashlib.sha1(der).hexdigest().upper()
 
 
+class StoreCertificates:
+    """A signing target's certificates as its certificate store lists them (live records' `store` entries: thumbprint,
+    subject, notBefore, notAfter, rawData), turned into what it publishes."""
+
+    def __init__(self, source: str, address: str, store: Any) -> None:
+        self.source, self.address = source, address
+        entries = store if isinstance(store, list) else []
+        self.by_thumbprint = {str(c.get("thumbprint") or "").strip().upper(): c
+                              for c in entries if isinstance(c, Mapping)}
+
+    def __contains__(self, thumbprint: object) -> bool:
+        return thumbprint in self.by_thumbprint
+
+    def certificate(self, role: CertificateRole, thumbprint: str, **extra: Any) -> PublishedCertificate:
+        entry = self.by_thumbprint.get(thumbprint) or {}
+        return PublishedCertificate(self.source, role, thumbprint, der=der_of(entry.get("rawData")),
+                                    subject=str(entry.get("subject") or ""), not_before=entry.get("notBefore"),
+                                    not_after=entry.get("notAfter"), address=self.address, **extra)
+
+
 CERTIFICATE_OF = "certificateOf"
 
 

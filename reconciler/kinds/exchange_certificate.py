@@ -56,7 +56,7 @@ from typing import Any
 from reconciler import clock
 from reconciler.changes import Change
 from reconciler.commands import Command
-from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, der_of
+from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, StoreCertificates
 from reconciler.kinds.exchange import DOCS, SET_AUTH_CONFIG
 from reconciler.kinds.schema import BOOLEAN, resource_schema
 from reconciler.kinds.skype_certificate import check_certificate, parse_date, raw_data
@@ -327,14 +327,7 @@ def published(source: str, address: str, live: Mapping[str, JSONValue] | None) -
     `Admin/MonitorExchangeAuthCertificate/ConfigurationAction/Tests/Data/GetExchangeCertifiateWithNewAuthConfigCert.xml`)."""
     rotation = (live or {}).get("rotation") or {}
     assert isinstance(rotation, Mapping)
-    store = {_upper(c.get("thumbprint")): c for c in rotation.get("store") or [] if isinstance(c, Mapping)}
-
-    def cert(role: CertificateRole, thumbprint: str, **extra: Any) -> PublishedCertificate:
-        entry = store.get(thumbprint) or {}
-        return PublishedCertificate(source, role, thumbprint, der=der_of(entry.get("rawData")),
-                                    subject=str(entry.get("subject") or ""), not_before=entry.get("notBefore"),
-                                    not_after=entry.get("notAfter"), address=address, **extra)
-
+    cert = StoreCertificates(source, address, rotation.get("store")).certificate
     out = []
     current, nxt, previous = (_upper(rotation.get(n)) for n in ("current", "next", "previous"))
     if current:

@@ -31,7 +31,7 @@ from typing import Any
 from reconciler import clock
 from reconciler.changes import Change
 from reconciler.commands import Command
-from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, der_of
+from reconciler.kinds.certificates import CertificateRole, PublishedCertificate, StoreCertificates, der_of
 from reconciler.kinds.declaration import read_date
 from reconciler.kinds.schema import BOOLEAN, resource_schema
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
@@ -310,15 +310,8 @@ def published(source: str, address: str, desired: Mapping[str, JSONValue] | None
     (pending on the server, or staged by this plan when the manifest declares it and it is in the store) with its
     date, and the previous one while it is still listed. Public certificates come from the store's RawData."""
     live = live or {}
-    store = {_upper(c.get("thumbprint")): c for c in (live.get("store") or []) if isinstance(c, Mapping)}
-
-    def cert(role: CertificateRole, thumbprint: str, **extra: Any) -> PublishedCertificate:
-        entry = store.get(thumbprint) or {}
-        return PublishedCertificate(source, role, thumbprint, der=der_of(entry.get("rawData")),
-                                    subject=str(entry.get("subject") or ""),
-                                    not_before=read_date(entry.get("notBefore")),
-                                    not_after=read_date(entry.get("notAfter")), address=address, **extra)
-
+    store = StoreCertificates(source, address, live.get("store"))
+    cert = store.certificate
     out: list[PublishedCertificate] = []
     want = effective_desired(desired, live) if desired is not None else {}
     current = _upper(live.get("thumbprint"))
