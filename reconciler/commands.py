@@ -3,6 +3,12 @@
 A command is data (a cmdlet or executable, and its parameters), never PowerShell source text, so no
 manifest value can ever become code. Providers make commands, the plan carries them, the executor hands
 them to a transport; real transports splat the parameters, the lab interprets them.
+
+A cmdlet whose parameter takes an object only another cmdlet yields (Set-SPAppPrincipalPermission
+-AppPrincipal takes the SPAppPrincipal that Get-SPAppPrincipal writes) carries a `Pipe`: the source command
+(itself data) and the parameter its one output object binds to. Every transport runs the source on the
+server, refuses its output unless it is exactly one object (`pipe_count_error`), and binds that object to
+the parameter; nothing crosses as text.
 """
 
 from __future__ import annotations
@@ -17,6 +23,30 @@ HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 """Commands for REST systems (Microsoft Graph) name the HTTP method and carry path/query/body."""
 
 _BARE_ARGUMENT = re.compile(r"^[A-Za-z0-9._:/\\-]+$")
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """The single object `source` writes, bound to `parameter` of the command that carries this pipe.
+
+    As PowerShell writes it: `source | command` (the parameter accepts pipeline input by value).
+    """
+
+    source: Command
+    parameter: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source.to_json(), "parameter": self.parameter}
+
+
+def pipe_count_error(command: Command, count: int) -> str:
+    """The error of a piped command whose source wrote `count` objects (not one): the command was not run.
+
+    The same words from every transport (lab, pwsh runner, WinRM)."""
+    assert command.pipe is not None
+    source = command.pipe.source.cmdlet
+    return (f"{command.cmdlet} : not run: {source} wrote {count} objects for -{command.pipe.parameter}, "
+            "exactly one is needed")
 
 
 @dataclass(frozen=True)
@@ -42,6 +72,20 @@ class Command:
     scalar: bool = False
     """The cmdlet writes values, not objects (Get-SPAuthenticationRealm writes a string): a transport keeps each as
     `{"Value": <value>}` instead of refusing output that has no properties to read."""
+    pipe: Pipe | None = None
+    """The parameter (not in `parameters`) bound to the one object another command writes; see `Pipe`."""
+
+    def __post_init__(self) -> None:
+        if self.pipe is not None:
+            if self.native or self.pipe.source.native or self.pipe.source.pipe is not None:
+                raise ValueError(f"{self.cmdlet}: only a cmdlet takes a pipe, and only from a cmdlet without one")
+            if any(str(k).lstrip("-").casefold() == self.pipe.parameter.casefold() for k in self.parameters):
+                raise ValueError(f"{self.cmdlet}: -{self.pipe.parameter} is both piped and given")
+
+    @property
+    def all_cmdlets(self) -> tuple[str, ...]:
+        """This command's cmdlet, after its pipe's source (what an allow-list must hold to run it)."""
+        return (self.pipe.source.cmdlet, self.cmdlet) if self.pipe is not None else (self.cmdlet,)
 
     def masked_parameters(self) -> dict[str, Any]:
         return {k: (MASK if k in self.sensitive else self.shown.get(k, v)) for k, v in self.parameters.items()}
@@ -50,7 +94,10 @@ class Command:
         """The machine-readable form used in plans and logs (sensitive values masked)."""
         if self.native:
             return {"executable": self.cmdlet, "arguments": list(self.arguments)}
-        return {"cmdlet": self.cmdlet, "parameters": self.masked_parameters()}
+        document: dict[str, Any] = {"cmdlet": self.cmdlet, "parameters": self.masked_parameters()}
+        if self.pipe is not None:
+            document["pipe"] = self.pipe.to_json()
+        return document
 
     def display(self) -> str:
         """A readable one-liner for people, in valid PowerShell syntax. It is never executed by anything."""
@@ -60,7 +107,7 @@ class Command:
             shown = self.masked_parameters()
             body = shown.get("body")
             return f"{self.cmdlet} {shown['path']}" + (f"  {body}" if body else "")
-        parts = [self.cmdlet]
+        parts = [self.pipe.source.display(), "|", self.cmdlet] if self.pipe is not None else [self.cmdlet]
         for name, value in self.masked_parameters().items():
             if value is True:
                 parts.append(f"-{name}" if name in self.switches else f"-{name}:$true")

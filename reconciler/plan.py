@@ -16,7 +16,9 @@ from typing import Any
 from reconciler.changes import Action, Change, HandlerRun
 from reconciler.model import LiveState, Mode, Severity
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
+"""1.1: a command may carry a `pipe` (its source command and the parameter bound to its one output object); 1.0
+files read as before. Readers accept any 1.x."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ request line until standard input closes. Commands are checked against the reque
 the runner does, then answered by the lab emulator on a lab state file, with `select` applied the
 way Select-Object does (asked-for properties, in that order, missing ones as null).
 
+A command with a "pipe" ({"source": {...}, "parameter": name}) has its source checked against the allow-list
+too; the lab emulator runs the source, refuses other than one object with the runner's words, and binds it.
+
 Native commands ({"native": true, "executable": ..., "arguments": [...]}) are checked the same way
 (name pattern, allow-list, every argument a string), recorded on the lab host as `nativeRuns`
 (executable and arguments exactly as received), and answered like the runner does: one
@@ -41,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reconciler.commands import Pipe
 from reconciler.lab.emulator import CmdletContext, find_host, run_command
 from reconciler.lab.skype import TRUST_LEVELS
 from reconciler.lab.state import LabStore
@@ -142,9 +146,17 @@ def answer(request: dict[str, Any], modes: set[str]) -> dict[str, Any]:
                 results.append(answer_native(item, allow, record_, modes))
             elif name.lower() not in allow:
                 results.append({"ok": False, "error": f"{name} : refused by the runner: not on the allow-list"})
+            elif item.get("pipe") is not None and str(item["pipe"]["source"].get("cmdlet", "")).lower() not in allow:
+                source = item["pipe"]["source"].get("cmdlet", "")
+                results.append({"ok": False, "error": f"{source} : refused by the runner: not on the allow-list"})
             else:
+                pipe = None
+                if item.get("pipe") is not None:  # the runner binds the source's one object (the lab does the same)
+                    source = item["pipe"]["source"]
+                    calls[source["cmdlet"]] = int(calls.get(source["cmdlet"], 0)) + 1
+                    pipe = Pipe(Command(source["cmdlet"], source.get("parameters") or {}), item["pipe"]["parameter"])
                 calls[name] = int(calls.get(name, 0)) + 1
-                command = Command(name, item.get("parameters") or {})
+                command = Command(name, item.get("parameters") or {}, pipe=pipe)
                 result = run_command(state, host, command, CmdletContext(fetch=fetch))
                 if result.ok:
                     select = list(item.get("select") or [])

@@ -149,7 +149,7 @@ def test_json_plan_is_versioned_with_actions_reasons_and_commands(estate: Estate
     run = estate.reconcile("plan", ON_PREMISES, "--json")
     assert run.code == 0
     doc = json.loads(run.out)
-    assert doc["format_version"] == "1.0"
+    assert doc["format_version"] == "1.1"
     changes = {c["address"]: c for c in doc["resource_changes"]}
     exchange = changes["litware-pool.PartnerApplication.microsoft.exchange"]
     assert exchange["change"]["actions"] == ["delete", "create"]

@@ -155,7 +155,13 @@ def test_lab_new_fails_when_the_endpoint_cannot_be_read(der: bytes) -> None:
     ("Remove-SPTrustedSecurityTokenIssuer", {}, "missing mandatory parameters: Identity."),
     ("Set-SPAuthenticationRealm", {"Identity": "Farm", "Realm": "r"},
      "A parameter cannot be found that matches parameter name 'Identity'."),
-    ("Set-SPAppPrincipalPermission", {"Site": "x"}, "is not recognized as the name of a cmdlet"),
+    ("Set-SPAppPrincipalPermission", {"Site": "x"},
+     "missing mandatory parameters: AppPrincipal Right Scope."),
+    ("Set-SPAppPrincipalPermission", {"AppPrincipal": "00000002-0000-0ff1-ce00-000000000000@litwareinc.com",
+                                      "Site": URL, "Right": "FullControl", "Scope": "SiteSubscription"},
+     "Cannot bind parameter 'AppPrincipal'. Cannot convert the \"00000002-0000-0ff1-ce00-000000000000@litwareinc.com"
+     "\" value of type \"System.String\" to type \"Microsoft.SharePoint.SPAppPrincipal\"."),
+    ("Get-SPAppPrincipal", {"NameIdentifier": "x@y"}, "missing mandatory parameters: Site."),
 ])
 def test_lab_refuses_calls_outside_the_documented_sets(der: bytes, cmdlet: str, params: dict[str, Any],
                                                         message: str) -> None:

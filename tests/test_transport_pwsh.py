@@ -715,3 +715,74 @@ def test_the_registry_allows_exactly_what_the_providers_kinds_declare() -> None:
         for name in declared:
             assert transport.unsupported(Command(name, native=name == "iisreset")) is None  # type: ignore[attr-defined]
         assert transport.unsupported(Command("Remove-Mailbox")) is not None  # type: ignore[attr-defined]
+
+
+# --- a piped command (Get-SPAppPrincipal | Set-SPAppPrincipalPermission) -------------------------------------------
+
+SP_HOST = "atl-sharepoint-001"
+SP_SITE = "https://atl-sharepoint-001.litwareinc.com"
+EXCHANGE_NAME_ID = "00000002-0000-0ff1-ce00-000000000000@litwareinc.com"
+SP_CMDLETS = ["Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"]
+
+
+def sharepoint_farm(standin: Standin, issuers: int = 1) -> None:
+    """The stand-in plays the SharePoint farm, which trusts `issuers` issuers named for Exchange's NameId."""
+    from reconciler.lab import sharepoint as lab
+
+    standin.monkeypatch.setenv("STANDIN_HOST", SP_HOST)
+    with LabStore(standin.state).edit() as state:
+        state["hosts"][SP_HOST]["objects"]["TrustedSecurityTokenIssuer"] = [
+            lab.normalize("TrustedSecurityTokenIssuer", {"Identity": f"Exchange{i}",
+                                                         "RegisteredIssuerName": EXCHANGE_NAME_ID})
+            for i in range(issuers)]
+
+
+def piped_grant(source: Command | None = None) -> Command:
+    from reconciler.commands import Pipe
+
+    source = source or Command("Get-SPAppPrincipal", {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE})
+    return Command("Set-SPAppPrincipalPermission", {"Site": SP_SITE, "Right": "FullControl",
+                                                    "Scope": "SiteSubscription", "EnableAppOnlyPolicy": True},
+                   switches=frozenset({"EnableAppOnlyPolicy"}), pipe=Pipe(source, "AppPrincipal"))
+
+
+def test_a_piped_command_travels_as_data_and_the_runner_binds_the_source_s_one_object(standin: Standin) -> None:
+    sharepoint_farm(standin)
+    (result,) = standin.transport(allowCmdlets=SP_CMDLETS).invoke([piped_grant()])
+    assert result.ok, result.error
+    (request,) = standin.requests()
+    assert request["commands"] == [{
+        "cmdlet": "Set-SPAppPrincipalPermission",
+        "parameters": {"Site": SP_SITE, "Right": "FullControl", "Scope": "SiteSubscription",
+                       "EnableAppOnlyPolicy": True},
+        "select": [],
+        "pipe": {"source": {"cmdlet": "Get-SPAppPrincipal",
+                            "parameters": {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE}, "select": []},
+                 "parameter": "AppPrincipal"}}]
+    assert {"Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"} <= set(request["allow"])
+    farm = LabStore(standin.state).read()["hosts"][SP_HOST]
+    (granted,) = farm["objects"]["AppPrincipalPermission"]
+    assert (granted["NameIdentifier"], granted["Right"], granted["Scope"], granted["AppOnlyPolicy"]) == (
+        EXCHANGE_NAME_ID, "FullControl", "SiteSubscription", True)
+
+
+@pytest.mark.parametrize("issuers", [0, 2])
+def test_a_source_writing_other_than_one_object_fails_the_command_unrun(standin: Standin, issuers: int) -> None:
+    sharepoint_farm(standin, issuers)
+    transport = standin.transport(allowCmdlets=SP_CMDLETS)
+    (result,) = transport.invoke([piped_grant(Command("Get-SPTrustedSecurityTokenIssuer"))])
+    assert not result.ok
+    assert result.error == (f"Set-SPAppPrincipalPermission : not run: Get-SPTrustedSecurityTokenIssuer wrote "
+                            f"{issuers} objects for -AppPrincipal, exactly one is needed")
+    assert LabStore(standin.state).read()["hosts"][SP_HOST]["objects"]["AppPrincipalPermission"] == []
+
+
+def test_a_pipe_whose_source_is_off_the_allow_list_is_refused_before_anything_is_sent(standin: Standin) -> None:
+    sharepoint_farm(standin)
+    transport = standin.transport(allowCmdlets=SP_CMDLETS)
+    (result,) = transport.invoke([piped_grant(Command("Get-Process"))])
+    assert not result.ok and result.error is not None
+    assert result.error.startswith("Set-SPAppPrincipalPermission : refused by the pwsh transport: its pipe's source "
+                                   "Get-Process: the cmdlet is not on its allow-list")
+    assert standin.requests() == []
+    assert transport.unsupported(piped_grant()) is None

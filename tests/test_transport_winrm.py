@@ -1342,3 +1342,86 @@ def test_the_core_loads_without_pypsrp() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A piped command: Get-SPAppPrincipal ... | Set-SPAppPrincipalPermission ... (the object stays on the server)
+
+SP_SITE = "https://atl-sharepoint-001.litwareinc.com"
+EXCHANGE_NAME_ID = "00000002-0000-0ff1-ce00-000000000000@litwareinc.com"
+SP_CMDLETS = ("Get-SPAppPrincipal", "Set-SPAppPrincipalPermission")
+# A deserialized SPAppPrincipal (hand-written; its properties are not documented and are not read).
+APP_PRINCIPAL = f"""<Obj RefId="0"><TN RefId="0"><T>Deserialized.Microsoft.SharePoint.SPAppPrincipal</T>
+<T>Deserialized.System.Object</T></TN><ToString>{EXCHANGE_NAME_ID}</ToString>
+<Props><S N="NameIdentifier">{EXCHANGE_NAME_ID}</S><S N="DisplayName">Exchange</S></Props></Obj>"""
+
+
+def piped_grant() -> Command:
+    from reconciler.commands import Pipe
+
+    return Command("Set-SPAppPrincipalPermission", {"Site": SP_SITE, "Right": "FullControl",
+                                                    "Scope": "SiteSubscription", "EnableAppOnlyPolicy": True},
+                   switches=frozenset({"EnableAppOnlyPolicy"}),
+                   pipe=Pipe(Command("Get-SPAppPrincipal", {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE}),
+                             "AppPrincipal"))
+
+
+def principals(count: int) -> Callable[[Invocation], Reply]:
+    """A farm whose Get-SPAppPrincipal writes `count` principals when run alone."""
+    def handler(invocation: Invocation) -> Reply:
+        if [c.cmdlet for c in invocation.commands] == ["Get-SPAppPrincipal"]:
+            return Reply(output=[APP_PRINCIPAL] * count)
+        return Reply()
+    return handler
+
+
+def test_a_piped_command_counts_its_source_then_runs_one_structured_pipeline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PowerShell, "add_script", lambda *a, **k: pytest.fail("add_script must never be used"))
+    r = rig(principals(1), allow_cmdlets=SP_CMDLETS)
+    (result,) = r.transport.invoke([piped_grant()])
+    assert result.ok, result.error
+    count, piped = r.endpoint.invocations
+    assert [(c.cmdlet, c.parameters) for c in count.commands] == [
+        ("Get-SPAppPrincipal", {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE, "ErrorAction": "Stop"})]
+    assert [(c.cmdlet, c.parameters) for c in piped.commands] == [
+        ("Get-SPAppPrincipal", {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE, "ErrorAction": "Stop"}),
+        ("Select-Object", {"First": 1}),
+        ("Set-SPAppPrincipalPermission", {"Site": SP_SITE, "Right": "FullControl", "Scope": "SiteSubscription",
+                                          "EnableAppOnlyPolicy": True, "ErrorAction": "Stop"})]
+    assert all(c.is_script is False for c in piped.commands)
+    assert "AppPrincipal" not in piped.commands[2].parameters  # bound on the server from the pipeline
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_a_source_writing_other_than_one_object_leaves_the_command_unsent(count: int) -> None:
+    r = rig(principals(count), allow_cmdlets=SP_CMDLETS)
+    first, after = r.transport.invoke([piped_grant(), Command("Get-CsOAuthServer")], stop_on_error=False)
+    assert not first.ok
+    assert first.error == (f"Set-SPAppPrincipalPermission : not run: Get-SPAppPrincipal wrote {count} objects for "
+                           "-AppPrincipal, exactly one is needed")
+    assert after.ok  # without stop_on_error the batch goes on
+    sent = [[c.cmdlet for c in i.commands] for i in r.endpoint.invocations]
+    assert sent == [["Get-SPAppPrincipal"], ["Get-CsOAuthServer"]]  # the Set never travelled
+
+    r = rig(principals(count), allow_cmdlets=SP_CMDLETS)
+    results = r.transport.invoke([piped_grant(), Command("Get-CsOAuthServer")])
+    assert [x.ok for x in results] == [False]  # stop_on_error: nothing after it
+
+
+def test_a_failing_source_fails_the_piped_command_with_its_error() -> None:
+    def handler(invocation: Invocation) -> Reply:
+        return Reply(errors=[error_record("The app principal was not found.")])
+    r = rig(handler, allow_cmdlets=SP_CMDLETS)
+    (result,) = r.transport.invoke([piped_grant()])
+    assert not result.ok and result.error == "Get-SPAppPrincipal : The app principal was not found."
+    assert len(r.endpoint.invocations) == 1
+
+
+def test_a_pipe_s_source_must_be_on_the_allow_list_too() -> None:
+    r = rig(principals(1), restrict=False)
+    r.transport.restrict_to(["Set-SPAppPrincipalPermission"])
+    (result,) = r.transport.invoke([piped_grant()])
+    assert not result.ok and result.error is not None
+    assert "the cmdlet Get-SPAppPrincipal is not on the winrm transport's allow-list" in result.error
+    assert r.endpoint.invocations == [] and r.pools_made == []

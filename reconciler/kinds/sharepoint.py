@@ -25,9 +25,19 @@ from that text (or from a `Thumbprint` property, if a transport gives the object
 (we always write the value we want, `-IsTrustBroker:$false` included, together with the metadata endpoint, as
 SharePointDsc always passes one of the distinguishing parameters); the default parameter set of
 Set-SPTrustedSecurityTokenIssuer (not documented, so a Set never relies on it); the NameId property of an issuer
-(not read). Not modelled as a kind: Set-SPAppPrincipalPermission (its -AppPrincipal is an SPAppPrincipal object
-that only Get-SPAppPrincipal in the same session yields, and no cmdlet reads a permission back), declared below
-as documented data only.
+(not read).
+
+App principal permissions are not a kind: Set-SPAppPrincipalPermission's -AppPrincipal is an SPAppPrincipal
+object that only Get-SPAppPrincipal yields (so the provider pipes one into the other, reconciler.commands.Pipe),
+and no cmdlet reads a permission back, so a grant is never compared with a live value. The provider runs it as a
+handler (reconciler.providers.sharepoint). Microsoft's own scripts make the grant for Exchange the same way
+(Set-SiteMailboxConfig.ps1, published with "Configure site mailboxes in SharePoint Server": after
+New-SPTrustedSecurityTokenIssuer -MetadataEndPoint https://<exchange>/autodiscover/metadata/json/1,
+`Get-SPAppPrincipal -Site <root web> -NameIdentifier $exchange.NameId` then `Set-SPAppPrincipalPermission
+-AppPrincipal ... -Site <root web> -Scope SiteSubscription -Right FullControl -EnableAppOnlyPolicy`).
+*Unconfirmed*: the value of an issuer's NameId (not documented; it is not read here, and a grant names its
+`nameIdentifier` itself, `<issuer id>@<realm>` as the Get-SPAppPrincipal page shows); the error text of
+Get-SPAppPrincipal for a name identifier SharePoint does not know (the lab's wording).
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from reconciler.kinds.certificates import (
 )
 from reconciler.kinds.declaration import CmdletKind, Prop, reads
 from reconciler.kinds.schema import IDENTITY, URL
-from reconciler.kinds.syntax import Parameter, ParamType, cmdlet, enum_, identity, string, switch
+from reconciler.kinds.syntax import Parameter, ParamType, cmdlet, enum_, identity, obj, string, switch
 from reconciler.model import JSONValue
 
 DOCS = "MicrosoftDocs/OfficeDocs-SharePoint-PowerShell: sharepoint/sharepoint-server-ps/SharePointServer/"
@@ -90,19 +100,45 @@ SET_SP_AUTHENTICATION_REALM = cmdlet(
     [*string("Realm"), *identity("ServiceContext"), *_ASSIGNMENT, *switch("Confirm", "WhatIf")],
     {"Default": "AssignmentCollection Confirm Realm ServiceContext WhatIf"})
 
-# Documented for the record, not run by the provider (see the module docstring).
+# App principal permissions (run by the provider's `appPrincipalPermission` handler, reconciler.providers.sharepoint).
+# Pages: Get-SPAppPrincipal.md, Set-SPAppPrincipalPermission.md, Remove-SPAppPrincipalPermission.md under DOCS;
+# the SharePoint 2013-2019 pages (MicrosoftDocs/office-docs-powershell, sharepoint/sharepoint-ps/sharepoint-server/)
+# have the same SYNTAX blocks.
 GET_SP_APP_PRINCIPAL = cmdlet(
     "Get-SPAppPrincipal", DOCS + "Get-SPAppPrincipal.md",
     [*string("NameIdentifier"), *identity("Site"), *_ASSIGNMENT],
     {"Default": "NameIdentifier! Site! AssignmentCollection"})
+"""`Get-SPAppPrincipal -NameIdentifier <String> -Site <SPWebPipeBind>`, both mandatory: "displays a specific app
+principal object from the SharePoint app registry" (the page's example: `00000003-0000-0ff1-ce00-000000000000@<realm
+GUID>`, i.e. `<client id>@<realm>`). OUTPUTS is empty on the page: what the object's properties are is not
+documented, and nothing here reads them; the object is only piped on."""
+_RIGHT = enum_("Right", "Read", "Write", "Manage", "FullControl")
+_SCOPE = enum_("Scope", "Site", "SiteCollection", "SiteSubscription")
+_APP_PRINCIPAL = obj("AppPrincipal", "Microsoft.SharePoint.SPAppPrincipal")
 SET_SP_APP_PRINCIPAL_PERMISSION = cmdlet(
     "Set-SPAppPrincipalPermission", DOCS + "Set-SPAppPrincipalPermission.md",
-    [*identity("AppPrincipal", "Site"), *_ASSIGNMENT, *switch("Confirm", "WhatIf", "EnableAppOnlyPolicy"),
-     *enum_("Right", "Read", "Write", "Manage", "FullControl"),
-     *enum_("Scope", "Site", "SiteCollection", "SiteSubscription")],
+    [*_APP_PRINCIPAL, *identity("Site"), *_ASSIGNMENT, *switch("Confirm", "WhatIf", "EnableAppOnlyPolicy"),
+     *_RIGHT, *_SCOPE],
     {"Default": "AppPrincipal! Right! Scope! Site! AssignmentCollection Confirm WhatIf EnableAppOnlyPolicy"})
-"""-Right and -Scope values: the page's parameter descriptions (Read, Write, Manage, "Full Control"; Site,
-SiteCollection, SiteSubscription). *Unconfirmed*: that the enumerator of "Full Control" is named FullControl."""
+"""One set: -AppPrincipal <SPAppPrincipal> (mandatory; "Accept pipeline input: True (ByValue)"), -Right, -Scope,
+-Site <SPWebPipeBind> (all mandatory), [-EnableAppOnlyPolicy] (a SwitchParameter, default False). -Right: the page
+lists Read, Write, Manage, "Full Control"; its type SPCmdletAppPrincipalPermissionKind is not documented, and the
+enumerator name FullControl is taken from the object model's SPAppPrincipalPermissionKind (None, Guest, Read, Write,
+Manage, FullControl) and from Microsoft's own scripts (`-Right FullControl`: Set-SiteMailboxConfig.ps1, and the
+Office Online / Workflow Manager trust pages). -Scope: Site, SiteCollection, SiteSubscription (the page; there is no
+Farm scope). The page's example calls `Set-AppPrincipalPermission ... -Level Manage`, a name and a parameter the
+cmdlet does not have: the SYNTAX block is followed, not the example."""
+REMOVE_SP_APP_PRINCIPAL_PERMISSION = cmdlet(
+    "Remove-SPAppPrincipalPermission", DOCS + "Remove-SPAppPrincipalPermission.md",
+    [*_APP_PRINCIPAL, *identity("Site"), *_ASSIGNMENT, *switch("Confirm", "WhatIf", "DisableAppOnlyPolicy"),
+     *_SCOPE],
+    {"Default": "AppPrincipal! Scope! Site! AssignmentCollection Confirm WhatIf DisableAppOnlyPolicy"})
+"""Declared from the page for the record (the same -AppPrincipal/-Scope/-Site, and -DisableAppOnlyPolicy); the
+provider never removes a grant (see the handler's description)."""
+APP_PRINCIPAL_CMDLETS = (GET_SP_APP_PRINCIPAL, SET_SP_APP_PRINCIPAL_PERMISSION)
+"""What the provider's grant runs (one piped command); the transports' allow-lists include both."""
+EXCHANGE_SERVICE_NAME = "00000002-0000-0ff1-ce00-000000000000"
+"""Exchange's well-known S2S service name (the issuer id in its metadata document)."""
 
 # --- how Get reports an issuer ----------------------------------------------------------------------
 
@@ -204,5 +240,5 @@ AUTHENTICATION_REALM = CmdletKind(
 )
 
 KINDS = (AUTHENTICATION_REALM, TRUSTED_SECURITY_TOKEN_ISSUER)
-DOCUMENTED_ONLY = (GET_SP_APP_PRINCIPAL, SET_SP_APP_PRINCIPAL_PERMISSION)
-"""Declared from the reference but not run: app principal permissions do not fit the declaration pattern."""
+DOCUMENTED_ONLY = (REMOVE_SP_APP_PRINCIPAL_PERMISSION,)
+"""Declared from the reference but never run."""

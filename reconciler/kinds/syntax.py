@@ -50,6 +50,9 @@ class ParamType(enum.StrEnum):
     IDENTITY = "Identity"
     """An identity parameter (XdsIdentity, PartnerApplicationIdParameter, ...): a string in our use."""
     BYTES = "Byte[]"
+    OBJECT = "Object"
+    """An object only another cmdlet yields (an SPAppPrincipal): bound from that cmdlet's output through a pipe
+    (reconciler.commands.Pipe), never given as text. `values` holds its .NET type name, for the binding error."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,14 @@ class Parameter:
                     cmdlet, f"Cannot process argument transformation on parameter '{self.name}'. Cannot convert "
                             f"value \"{given}\" to type \"System.{type_name}\". Boolean parameters accept only "
                             "Boolean values and numbers, such as $True, $False, 1 or 0.")
+            return
+        if kind is ParamType.OBJECT:
+            if not isinstance(value, Mapping):
+                given = f"{value}" if isinstance(value, str) else type(value).__name__
+                target = self.values[0] if self.values else "System.Object"
+                raise CommandSyntaxError(
+                    cmdlet, f"Cannot bind parameter '{self.name}'. Cannot convert the \"{given}\" value of type "
+                            f"\"System.String\" to type \"{target}\".")
             return
         if kind is ParamType.STRINGS:
             items = value if isinstance(value, list | tuple) else [value]
@@ -226,6 +237,11 @@ def identity(*names: str) -> list[Parameter]:
 
 def strings(*names: str) -> list[Parameter]:
     return [Parameter(n, ParamType.STRINGS) for n in names]
+
+
+def obj(name: str, type_name: str) -> list[Parameter]:
+    """A parameter that takes an object of `type_name` another cmdlet writes (see ParamType.OBJECT)."""
+    return [Parameter(name, ParamType.OBJECT, (type_name,))]
 
 
 def enum_(name: str, *values: str, numbers: tuple[tuple[int, str], ...] = ()) -> list[Parameter]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.commands import Command, CommandResult
+from reconciler.commands import Command, CommandResult, pipe_count_error
 from reconciler.errors import CmdletError, CommandSyntaxError, TransportError
 from reconciler.kinds.syntax import CmdletSyntax
 from reconciler.metadata import MetadataDocument
@@ -268,7 +268,13 @@ def take_failure(state: dict[str, Any], host: str, cmdlet: str, identity: Any) -
 
 
 def run_command(state: dict[str, Any], host: str, command: Command, context: CmdletContext) -> CommandResult:
-    """Run one command on one host of the state (which it may change); never raises for cmdlet errors."""
+    """Run one command on one host of the state (which it may change); never raises for cmdlet errors.
+
+    A piped command (`command.pipe`) runs its source first, on the same host: a failed source fails the
+    command, a source that wrote other than one object fails it unrun (`pipe_count_error`), and the one
+    object is bound to the pipe's parameter, as PowerShell binds pipeline input by value."""
+    if command.pipe is not None:
+        return _run_piped(state, host, command, context)
     record = state["hosts"][host]
     plat = platform(str(record.get("platform", "skype")))
     name = plat.cmdlet_name(command.cmdlet) or command.cmdlet
@@ -295,6 +301,18 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
     except CmdletError as exc:
         return CommandResult(command=command, ok=False, error=exc.message)
     return CommandResult(command=command, ok=True, output=tuple(copy_data(output)))
+
+
+def _run_piped(state: dict[str, Any], host: str, command: Command, context: CmdletContext) -> CommandResult:
+    assert command.pipe is not None
+    source = run_command(state, host, command.pipe.source, context)
+    if not source.ok:
+        return CommandResult(command=command, ok=False, error=source.error)
+    if len(source.output) != 1:
+        return CommandResult(command=command, ok=False, error=pipe_count_error(command, len(source.output)))
+    bound = replace(command, parameters={**command.parameters, command.pipe.parameter: source.output[0]}, pipe=None)
+    result = run_command(state, host, bound, context)
+    return replace(result, command=command)
 
 
 def _selected(result: CommandResult, select: Sequence[str]) -> CommandResult:
@@ -324,8 +342,9 @@ def execute_batch(
     calls = record.setdefault("calls", {})
     results: list[CommandResult] = []
     for command in commands:
-        name = plat.cmdlet_name(command.cmdlet) or command.cmdlet
-        calls[name] = int(calls.get(name, 0)) + 1
+        for cmdlet in command.all_cmdlets:  # a piped command's source runs too
+            name = plat.cmdlet_name(cmdlet) or cmdlet
+            calls[name] = int(calls.get(name, 0)) + 1
         result = _selected(run_command(state, host, command, context), command.select)
         results.append(result)
         if stop_on_error and not result.ok:

@@ -10,6 +10,19 @@ SharePointDsc reads from the real cmdlets, written the way the PowerShell transp
   X509Certificate2: its `[Subject] ... [Thumbprint]` text).
 - AuthenticationRealm (singleton, Identity "Farm"): Realm. Get-SPAuthenticationRealm writes the realm as a bare
   string, as the real cmdlet does.
+- AppPrincipalPermission (a list): what Set-SPAppPrincipalPermission granted, one per app principal, site and
+  scope (Identity `<NameIdentifier>|<Scope>|<Site>`): Right and AppOnlyPolicy. No cmdlet reads it back; `reconcile
+  lab show` and the tests do.
+
+App principals: SharePoint makes one for each trusted security token issuer; the lab's Get-SPAppPrincipal finds
+the issuer whose RegisteredIssuerName equals -NameIdentifier (case-insensitively) and writes an object with
+NameIdentifier and DisplayName (the issuer's name), which only Set-/Remove-SPAppPrincipalPermission -AppPrincipal
+take (a string there fails binding, as an SPAppPrincipal parameter does). That an issuer's app principal is named by
+its RegisteredIssuerName is the lab's reading (Microsoft's scripts pass the issuer's NameId, whose value is not
+documented). -Site must be an http(s) URL. Right and Scope are bound against the documented enumerations; an
+omitted -EnableAppOnlyPolicy leaves the app-only policy as it was (unconfirmed: the page says only that the
+switch's default is False). The errors for an unknown name identifier and a site that is not a URL are the lab's
+wording.
 
 New-SPTrustedSecurityTokenIssuer -MetadataEndPoint downloads the document as the real cmdlet does: the issuer's
 RegisteredIssuerName (`<serviceName>@<realm>`) and signing certificate come from it, and a document that cannot
@@ -28,11 +41,21 @@ from typing import Any
 from reconciler.errors import CmdletError, CommandSyntaxError, MetadataError
 from reconciler.kinds import sharepoint as documented
 from reconciler.lab import certs
-from reconciler.lab.emulator import CmdletContext, Platform, as_string, as_switch, find, require, with_defaults
+from reconciler.lab.emulator import (
+    CmdletContext,
+    Platform,
+    as_enum,
+    as_string,
+    as_switch,
+    find,
+    require,
+    with_defaults,
+)
 from reconciler.metadata import MetadataDocument
 
 ISSUER = "TrustedSecurityTokenIssuer"
 REALM = "AuthenticationRealm"
+GRANT = "AppPrincipalPermission"
 
 ISSUER_DEFAULTS: dict[str, Any] = {
     "Identity": None,
@@ -43,12 +66,14 @@ ISSUER_DEFAULTS: dict[str, Any] = {
     "SigningCertificate": None,
 }
 REALM_DEFAULTS: dict[str, Any] = {"Identity": documented.FARM, "Realm": ""}
-DEFAULTS = {ISSUER: ISSUER_DEFAULTS, REALM: REALM_DEFAULTS}
+GRANT_DEFAULTS: dict[str, Any] = {"Identity": None, "NameIdentifier": None, "Site": None, "Scope": None,
+                                  "Right": None, "AppOnlyPolicy": False}
+DEFAULTS = {ISSUER: ISSUER_DEFAULTS, REALM: REALM_DEFAULTS, GRANT: GRANT_DEFAULTS}
 
 
 def empty_objects() -> dict[str, Any]:
-    """A freshly created farm: no issuers, no realm set yet."""
-    return {REALM: dict(REALM_DEFAULTS), ISSUER: []}
+    """A freshly created farm: no issuers, no realm set yet, no app principal permissions."""
+    return {REALM: dict(REALM_DEFAULTS), ISSUER: [], GRANT: []}
 
 
 def normalize(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,6 +229,87 @@ def remove_issuer(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any
     return []
 
 
+# --- app principals and their permissions -------------------------------------------------------------
+
+
+def _site(cmdlet: str, bound: Mapping[str, Any]) -> str:
+    site = as_string(cmdlet, "Site", bound.get("Site")) or ""
+    if not site.lower().startswith(("http://", "https://")):
+        raise CmdletError(cmdlet, f"Cannot find an SPWeb object with Id or Url: {site}.")  # lab wording
+    return site
+
+
+def _principal_issuer(cmdlet: str, name_identifier: str, objects: dict[str, Any]) -> dict[str, Any]:
+    wanted = name_identifier.casefold()
+    issuer = next((i for i in _issuers(objects) if str(i.get("RegisteredIssuerName") or "").casefold() == wanted),
+                  None)
+    if issuer is None:
+        # Lab wording: Microsoft does not document Get-SPAppPrincipal's error for an unknown name identifier.
+        raise CmdletError(cmdlet, f"The app principal with name identifier '{name_identifier}' was not found.")
+    return issuer
+
+
+def get_app_principal(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
+                      context: CmdletContext) -> list[dict[str, Any]]:
+    bound = _bind(cmdlet, params)
+    require(cmdlet, bound, "NameIdentifier", "Site")
+    _site(cmdlet, bound)
+    name_identifier = as_string(cmdlet, "NameIdentifier", bound["NameIdentifier"]) or ""
+    issuer = _principal_issuer(cmdlet, name_identifier, objects)
+    return [{"NameIdentifier": issuer["RegisteredIssuerName"], "DisplayName": issuer["Identity"]}]
+
+
+def _principal(cmdlet: str, bound: Mapping[str, Any], objects: dict[str, Any]) -> str:
+    """The name identifier of the SPAppPrincipal object bound to -AppPrincipal (it must still exist)."""
+    require(cmdlet, bound, "AppPrincipal")
+    principal = bound["AppPrincipal"]
+    if not isinstance(principal, Mapping) or not principal.get("NameIdentifier"):
+        raise CmdletError(cmdlet, "Cannot bind parameter 'AppPrincipal': not an SPAppPrincipal object.")
+    return str(_principal_issuer(cmdlet, str(principal["NameIdentifier"]), objects)["RegisteredIssuerName"])
+
+
+def _grants(objects: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = objects.setdefault(GRANT, [])
+    return items
+
+
+def set_app_principal_permission(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
+                                 context: CmdletContext) -> list[dict[str, Any]]:
+    """Record the grant; a grant for the same principal, site and scope is replaced (the cmdlet sets, not adds)."""
+    bound = _bind(cmdlet, params)
+    require(cmdlet, bound, "Right", "Scope", "Site")
+    name_identifier = _principal(cmdlet, bound, objects)
+    site = _site(cmdlet, bound)
+    right = as_enum(cmdlet, "Right", bound["Right"], _RIGHTS)
+    scope = as_enum(cmdlet, "Scope", bound["Scope"], _SCOPES)
+    identity = f"{name_identifier}|{scope}|{site}"
+    items = _grants(objects)
+    index = find(items, identity)
+    grant = items[index] if index is not None else normalize(GRANT, {
+        "Identity": identity, "NameIdentifier": name_identifier, "Site": site, "Scope": scope})
+    grant["Right"] = right
+    if "EnableAppOnlyPolicy" in bound and as_switch(cmdlet, "EnableAppOnlyPolicy", bound["EnableAppOnlyPolicy"]):
+        grant["AppOnlyPolicy"] = True
+    if index is None:
+        items.append(grant)
+    return []
+
+
+def remove_app_principal_permission(cmdlet: str, params: Mapping[str, Any], objects: dict[str, Any],
+                                    context: CmdletContext) -> list[dict[str, Any]]:
+    bound = _bind(cmdlet, params)
+    require(cmdlet, bound, "Scope", "Site")
+    name_identifier = _principal(cmdlet, bound, objects)
+    identity = f"{name_identifier}|{as_enum(cmdlet, 'Scope', bound['Scope'], _SCOPES)}|{_site(cmdlet, bound)}"
+    items = _grants(objects)
+    index = find(items, identity)
+    if index is not None:
+        if "DisableAppOnlyPolicy" in bound and as_switch(cmdlet, "DisableAppOnlyPolicy", bound["DisableAppOnlyPolicy"]):
+            items[index]["AppOnlyPolicy"] = False
+        del items[index]
+    return []
+
+
 # --- SPAuthenticationRealm ----------------------------------------------------------------------------
 
 
@@ -242,7 +348,10 @@ def _bind(cmdlet: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(bound)
 
 
-SYNTAX = {c.name: c for k in documented.KINDS for c in k.cmdlets}
+SYNTAX = {c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.APP_PRINCIPAL_CMDLETS,
+                               documented.REMOVE_SP_APP_PRINCIPAL_PERMISSION)}
+_RIGHTS = documented.SET_SP_APP_PRINCIPAL_PERMISSION.parameters["Right"].values
+_SCOPES = documented.SET_SP_APP_PRINCIPAL_PERMISSION.parameters["Scope"].values
 
 PLATFORM = Platform(
     name="sharepoint",
@@ -253,8 +362,11 @@ PLATFORM = Platform(
         "Remove-SPTrustedSecurityTokenIssuer": remove_issuer,
         "Get-SPAuthenticationRealm": get_realm,
         "Set-SPAuthenticationRealm": set_realm,
+        "Get-SPAppPrincipal": get_app_principal,
+        "Set-SPAppPrincipalPermission": set_app_principal_permission,
+        "Remove-SPAppPrincipalPermission": remove_app_principal_permission,
     },
-    kinds={REALM: True, ISSUER: False},
+    kinds={REALM: True, ISSUER: False, GRANT: False},
     empty_objects=empty_objects,
     normalize=normalize,
     certificate_fields=frozenset({"SigningCertificate"}),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.changes import Action, ActionReason, Change, HandlerRun
-from reconciler.commands import Command
+from reconciler.commands import Command, Pipe
 from reconciler.errors import NotAPlanError, ReconcilerError
 from reconciler.model import Mode, ResourceKey, Severity
 from reconciler.plan import FORMAT_VERSION, Diagnostic, Plan, TimelineEntry
@@ -50,8 +50,13 @@ def read_plan_document(path: Path) -> dict[str, Any]:
 
 
 def command_from_json(data: Mapping[str, Any]) -> Command:
+    """A saved command (Command.to_json); a piped one (format 1.1) with its source. Plans of format 1.0 have none."""
     if "executable" in data:
         return Command(str(data["executable"]), native=True, arguments=tuple(str(a) for a in data.get("arguments", ())))
+    pipe = data.get("pipe")
+    if isinstance(pipe, Mapping) and isinstance(pipe.get("source"), Mapping):
+        return Command(str(data.get("cmdlet", "?")), dict(data.get("parameters") or {}),
+                       pipe=Pipe(command_from_json(pipe["source"]), str(pipe.get("parameter", "?"))))
     return Command(str(data.get("cmdlet", "?")), dict(data.get("parameters") or {}))
 
 

@@ -125,7 +125,8 @@ def _leaves(value: Any) -> Iterable[str]:
 def secrets_of(commands: Iterable[Command]) -> list[str]:
     """Every text under which a sensitive value could show up: as is, JSON-escaped, PowerShell-quoted."""
     found: set[str] = set()
-    for command in commands:
+    every = [c for command in commands for c in ((command.pipe.source, command) if command.pipe else (command,))]
+    for command in every:
         for name in command.sensitive:
             for text in _leaves(command.parameters.get(name)):
                 found.add(text)
@@ -149,7 +150,7 @@ def render_command(command: Command) -> str:
     """
     if command.native:
         return " ".join([command.cmdlet, *(json.dumps(a, ensure_ascii=False) for a in command.arguments)])
-    parts = [command.cmdlet]
+    parts = [render_command(command.pipe.source), "|", command.cmdlet] if command.pipe else [command.cmdlet]
     for name, value in command.masked_parameters().items():
         parts.append(f"-{name}" if value is True else f"-{name} {json.dumps(value, default=str, ensure_ascii=False)}")
     return " ".join(parts)
@@ -167,13 +168,17 @@ def protocol_command(command: Command) -> dict[str, Any]:
     """One command as the runner's request carries it (see runner.ps1).
 
     A cmdlet: `{"cmdlet": name, "parameters": {...}, "select": [...]}` (parameter names without a
-    leading dash). A native command: `{"native": true, "executable": name, "arguments": [...]}`,
-    which the runner array-splats, so each argument stays one argument.
+    leading dash), with `"pipe": {"source": <a cmdlet as above>, "parameter": name}` when one of its
+    parameters takes the one object another cmdlet writes. A native command: `{"native": true,
+    "executable": name, "arguments": [...]}`, which the runner array-splats, so each argument stays one argument.
     """
     if command.native:
         return {"native": True, "executable": command.cmdlet, "arguments": list(command.arguments)}
-    return {
+    document: dict[str, Any] = {
         "cmdlet": command.cmdlet,
         "parameters": {name.lstrip("-"): value for name, value in command.parameters.items()},
         "select": list(command.select),
     }
+    if command.pipe is not None:
+        document["pipe"] = {"source": protocol_command(command.pipe.source), "parameter": command.pipe.parameter}
+    return document

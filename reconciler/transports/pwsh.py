@@ -220,6 +220,12 @@ class PwshTransport:
             return self._native_problem(command)
         if command.cmdlet.lower() not in self._allowed_lower or not CMDLET_NAME.match(command.cmdlet):
             return "the cmdlet is not on its allow-list (add it to connection.allowCmdlets if it is safe to run)"
+        if command.pipe is not None:
+            if not PARAMETER_NAME.match(command.pipe.parameter):
+                return f"{command.pipe.parameter[:60]!r} is not a parameter name"
+            problem = self._problem(command.pipe.source)
+            if problem is not None:
+                return f"its pipe's source {command.pipe.source.cmdlet}: {problem}"
         seen: set[str] = set()
         for name in command.parameters:
             if not isinstance(name, str) or not PARAMETER_NAME.match(name):

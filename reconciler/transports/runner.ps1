@@ -14,6 +14,8 @@
                 {"ready": false, "error": "..."} and exit code 1 when one cannot be imported.
       request:  {"id": n, "allow": ["Get-CsOAuthServer", "iisreset", ...], "stopOnError": true,
                  "commands": [{"cmdlet": "...", "parameters": {...}, "select": ["Prop", ...]},
+                              {"cmdlet": "...", "parameters": {...}, "select": [],
+                               "pipe": {"source": {"cmdlet": "...", "parameters": {...}}, "parameter": "..."}},
                               {"native": true, "executable": "iisreset", "arguments": ["...", ...]}]}
       response: {"id": n, "results": [{"ok": true, "output": [{...}, ...]},
                                       {"ok": false, "error": "<cmdlet> : <message>"}]}
@@ -21,6 +23,10 @@
       A native command's output is one {"Stream": "Output"|"Error", "Line": "..."} object per line
       it wrote (standard output or standard error, in order); a non-zero exit code fails it with
       "<executable> : exited with code <n>: <its last lines>".
+      A command with a "pipe" first runs the pipe's source cmdlet (same allow-list, parameters splatted the same
+      way) and binds its one output object to the named parameter; a failing source fails the command, and a
+      source that writes other than one object fails it unrun with "<cmdlet> : not run: <source> wrote <n>
+      objects for -<parameter>, exactly one is needed".
       The runner exits when standard input closes.
 
     Why it is safe to feed it manifest values: a command is a cmdlet name (checked against the
@@ -281,6 +287,54 @@ function Invoke-NativeCommand {
     return [ordered]@{ ok = $true; output = $lines.ToArray() }
 }
 
+function ConvertTo-Parameters {
+    <# A request's parameter object as a hashtable to splat (names as sent, values as parsed JSON). #>
+    param($Given)
+    $params = @{}
+    if ($null -ne $Given) {
+        foreach ($property in $Given.PSObject.Properties) {
+            $params[$property.Name] = ConvertFrom-JsonValue -Value $property.Value
+        }
+    }
+    return $params
+}
+
+function Invoke-CmdletObjects {
+    <# One cmdlet with its parameters SPLATTED; its output objects as they are (not yet made plain), or its
+       failure. Other streams go to standard error. #>
+    param([string]$Name, [hashtable]$params)
+    $captured = $null
+    try {
+        $target = Get-Command -Name $Name -CommandType @('Cmdlet', 'Function') -ErrorAction Stop |
+            Select-Object -First 1
+        $captured = & $target @params -ErrorAction Stop *>&1
+    } catch {
+        return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $Name -Failure $_) }
+    }
+
+    $objects = New-Object System.Collections.Generic.List[object]
+    foreach ($record in @($captured)) {
+        if ($null -eq $record) { continue }
+        if ($record -is [System.Management.Automation.ErrorRecord]) {
+            # An error that did not stop the cmdlet still means it did not do what was asked.
+            return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $Name -Failure $record) }
+        }
+        if ($record -is [System.Management.Automation.InformationalRecord]) {
+            # Warning, verbose and debug records.
+            Write-Diagnostic -Text ('{0}: {1}' -f $Name, $record.Message)
+            continue
+        }
+        if ($record -is [System.Management.Automation.InformationRecord]) {
+            Write-Diagnostic -Text ('{0}: {1}' -f $Name, $record.MessageData)
+            continue
+        }
+        $objects.Add($record)
+    }
+    return [ordered]@{ ok = $true; objects = $objects.ToArray() }
+}
+
+$parameterNamePattern = '^[A-Za-z_][A-Za-z0-9_]*$'
+
 function Invoke-OneCommand {
     param($Command, [string[]]$Allow)
     if ([bool](Get-Field -Object $Command -Name 'native' -Default $false)) {
@@ -291,48 +345,45 @@ function Invoke-OneCommand {
         return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: not on the allow-list' -f $name) }
     }
 
-    $params = @{}
-    $given = Get-Field -Object $Command -Name 'parameters'
-    if ($null -ne $given) {
-        foreach ($property in $given.PSObject.Properties) {
-            $params[$property.Name] = ConvertFrom-JsonValue -Value $property.Value
-        }
-    }
+    $params = ConvertTo-Parameters -Given (Get-Field -Object $Command -Name 'parameters')
     $select = New-Object System.Collections.Generic.List[string]
     $wanted = Get-Field -Object $Command -Name 'select'
     foreach ($property in $wanted) {
         if ($null -ne $property) { $select.Add([string]$property) }
     }
 
-    $captured = $null
-    try {
-        $target = Get-Command -Name $name -CommandType @('Cmdlet', 'Function') -ErrorAction Stop |
-            Select-Object -First 1
-        $captured = & $target @params -ErrorAction Stop *>&1
-    } catch {
-        return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $name -Failure $_) }
+    # A pipe: the one object its source cmdlet writes is bound to the named parameter (an object such as an
+    # SPAppPrincipal, which no JSON value can stand for). The source is a cmdlet of the same allow-list, its
+    # parameters splatted the same way; other than exactly one object and the command is not run.
+    $pipe = Get-Field -Object $Command -Name 'pipe'
+    if ($null -ne $pipe) {
+        $source = Get-Field -Object $pipe -Name 'source'
+        $sourceName = [string](Get-Field -Object $source -Name 'cmdlet' -Default '')
+        $parameter = [string](Get-Field -Object $pipe -Name 'parameter' -Default '')
+        if (-not ($parameter -cmatch $parameterNamePattern) -or $params.ContainsKey($parameter)) {
+            return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: the pipe names no free parameter' -f $name) }
+        }
+        if ([bool](Get-Field -Object $source -Name 'native' -Default $false) -or
+            $null -ne (Get-Field -Object $source -Name 'pipe') -or -not ($Allow -contains $sourceName)) {
+            return [ordered]@{ ok = $false; error = ('{0} : refused by the runner: not on the allow-list' -f $sourceName) }
+        }
+        $sourceParams = ConvertTo-Parameters -Given (Get-Field -Object $source -Name 'parameters')
+        $sourceRun = Invoke-CmdletObjects -Name $sourceName -Params $sourceParams
+        if (-not $sourceRun.ok) {
+            return [ordered]@{ ok = $false; error = $sourceRun.error }
+        }
+        $piped = @($sourceRun.objects)
+        if ($piped.Length -ne 1) {
+            return [ordered]@{ ok = $false; error = ('{0} : not run: {1} wrote {2} objects for -{3}, exactly one is needed' -f
+                                                     $name, $sourceName, $piped.Length, $parameter) }
+        }
+        $params[$parameter] = $piped[0]
     }
 
-    $objects = New-Object System.Collections.Generic.List[object]
-    foreach ($record in @($captured)) {
-        if ($null -eq $record) { continue }
-        if ($record -is [System.Management.Automation.ErrorRecord]) {
-            # An error that did not stop the cmdlet still means it did not do what was asked.
-            return [ordered]@{ ok = $false; error = (Format-Failure -Cmdlet $name -Failure $record) }
-        }
-        if ($record -is [System.Management.Automation.InformationalRecord]) {
-            # Warning, verbose and debug records.
-            Write-Diagnostic -Text ('{0}: {1}' -f $name, $record.Message)
-            continue
-        }
-        if ($record -is [System.Management.Automation.InformationRecord]) {
-            Write-Diagnostic -Text ('{0}: {1}' -f $name, $record.MessageData)
-            continue
-        }
-        $objects.Add($record)
-    }
+    $run = Invoke-CmdletObjects -Name $name -Params $params
+    if (-not $run.ok) { return $run }
 
-    $selected = $objects.ToArray()
+    $selected = @($run.objects)
     if ($select.Count -gt 0 -and $selected.Length -gt 0) {
         $selected = @($selected | Select-Object -Property $select.ToArray())
     }

@@ -140,7 +140,7 @@ class SnapshotTransport:
         verb = command.cmdlet.split("-", 1)[0].lower()
         if verb == "test":
             return f"{read_only}; {command.cmdlet} runs a check on the server and needs a real transport"
-        if verb != "get":
+        if verb != "get" or command.pipe is not None:
             return f"{read_only}; apply needs a real transport ({command.cmdlet} is not run)"
         for name, value in command.parameters.items():
             if str(name).lstrip("-").lower() != FILTER_PARAMETER:

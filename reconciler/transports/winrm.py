@@ -56,6 +56,13 @@ pwsh transport's default list or in `allowCmdlets`.
 Parameter values: `None` travels as PSRP null (the server cannot tell it from a switch given
 without a value), tuples as lists, `True`/`False` as booleans (switches are sent as `True`).
 
+A piped command (`Command.pipe`: Set-SPAppPrincipalPermission taking the SPAppPrincipal that
+Get-SPAppPrincipal writes) is run in two pipelines: its source alone first, whose output objects are
+counted (a failure, or other than exactly one object, fails the command and nothing more is sent), then
+`<source> ... | Select-Object -First 1 | <cmdlet> ...` as one structured pipeline, so the object is bound
+on the server by PowerShell's pipeline binding (by value) and never crosses the wire. The source runs
+twice; an object that vanished in between would leave the cmdlet unrun without an error (not guarded).
+
 Results: each output object becomes a plain dict of its properties (adapted and extended, i.e.
 note properties added by `Select-Object`); enums become their name, date-times ISO 8601 text, GUIDs
 and nested objects their text. With a selection, exactly the selected properties are kept (a
@@ -85,6 +92,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Protocol
 
+from reconciler.commands import pipe_count_error
 from reconciler.errors import TransportError
 from reconciler.model import TargetSpec
 from reconciler.transports.base import MASK, Command, CommandResult, Sensitive, check_private, send_unrefused
@@ -463,6 +471,9 @@ def check_names(command: Command) -> None:
     if not _CMDLET.match(command.cmdlet):
         raise ValueError(f"not a cmdlet name: {command.cmdlet!r}")
     bad = [name for name in (*command.parameters, *command.select) if not _PARAMETER.match(name)]
+    if command.pipe is not None:
+        bad += [name for name in (command.pipe.parameter,) if not _PARAMETER.match(name)]
+        check_names(command.pipe.source)
     if bad:
         raise ValueError(f"{command.cmdlet}: not parameter or property names: {bad!r}")
 
@@ -477,13 +488,23 @@ def build_pipeline(powershell_class: Any, pool: Any, command: Command) -> Any:
     if command.native:
         raise ValueError(f"{command.cmdlet}: a native command is built by build_native_pipeline")
     ps = powershell_class(pool)
+    if command.pipe is not None:
+        # `<source> ... -ErrorAction Stop | Select-Object -First 1 | <cmdlet> ...`: the source's object is bound to
+        # the pipe's parameter by PowerShell's pipeline binding (it accepts pipeline input by value), on the server.
+        # The transport has counted the source's objects just before (exactly one, or this is never sent).
+        _add_cmdlet(ps, command.pipe.source)
+        ps.add_cmdlet("Select-Object").add_parameter("First", 1)
+    _add_cmdlet(ps, command)
+    if command.select:
+        ps.add_cmdlet("Select-Object").add_parameter("Property", list(command.select))
+    return ps
+
+
+def _add_cmdlet(ps: Any, command: Command) -> None:
     ps.add_cmdlet(command.cmdlet)
     ps.add_parameters({name: _parameter_value(value) for name, value in command.parameters.items()})
     if not any(name.lower() == "erroraction" for name in command.parameters):
         ps.add_parameter("ErrorAction", "Stop")
-    if command.select:
-        ps.add_cmdlet("Select-Object").add_parameter("Property", list(command.select))
-    return ps
 
 
 def build_native_pipeline(powershell_class: Any, pool: Any, command: Command) -> Any:
@@ -510,7 +531,7 @@ def build_native_pipeline(powershell_class: Any, pool: Any, command: Command) ->
 
 
 def is_read(command: Command) -> bool:
-    return not command.native and command.cmdlet.lower().startswith("get-")
+    return not command.native and command.pipe is None and command.cmdlet.lower().startswith("get-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,10 +859,11 @@ class WinRMTransport:
         allowed = self._restricted
         if allowed is None and command.native:
             allowed = frozenset(name.lower() for name in self.settings.allow_cmdlets)
-        if allowed is not None and command.cmdlet.lower() not in allowed:
-            kind = "executable" if command.native else "cmdlet"
-            return (f"the {kind} {command.cmdlet} is not on the winrm transport's allow-list for "
-                    f"{self.settings.server} (add it to connection.allowCmdlets if it is safe to run)")
+        for name in command.all_cmdlets:  # a piped command's source is run too
+            if allowed is not None and name.lower() not in allowed:
+                kind = "executable" if command.native else "cmdlet"
+                return (f"the {kind} {name} is not on the winrm transport's allow-list for "
+                        f"{self.settings.server} (add it to connection.allowCmdlets if it is safe to run)")
         return None
 
     def _natives_disabled(self, command: Command) -> str:
@@ -927,6 +949,13 @@ class WinRMTransport:
         for command in commands:
             pool = self._open(native=command.native)
             settings = self._native_settings if command.native else self.settings
+            if command.pipe is not None:
+                refused = self._count_source(command, pool, powershell_class)
+                if refused is not None:
+                    results.append(refused)
+                    if stop_on_error:
+                        break
+                    continue
             builder = build_native_pipeline if command.native else build_pipeline
             ps = builder(powershell_class, pool, command)
             try:
@@ -945,6 +974,27 @@ class WinRMTransport:
             if stop_on_error and not result.ok:
                 break
         return results
+
+    def _count_source(self, command: Command, pool: RunspacePoolLike, powershell_class: Any) -> CommandResult | None:
+        """Run a piped command's source alone first: its failure, or other than one object, fails the command
+        unsent (`pipe_count_error`); None when it wrote exactly one. A remote session cannot hold the object for a
+        second pipeline without a variable in script text, so the source runs again in the piped pipeline."""
+        assert command.pipe is not None
+        source = command.pipe.source
+        ps = build_pipeline(powershell_class, pool, source)
+        try:
+            self._call(ps.begin_invoke)
+            result = self._result(source, ps, self._call(ps.end_invoke))
+        except TransportError:
+            self._discard(pool)
+            raise
+        finally:
+            _release(ps)
+        if not result.ok:
+            return CommandResult(command, False, error=result.error)
+        if len(result.output) != 1:
+            return CommandResult(command, False, error=pipe_count_error(command, len(result.output)))
+        return None
 
     def _native_result(self, command: Command, ps: Any, output: Iterable[Any]) -> CommandResult:
         """Output lines (`{"Stream": ..., "Line": ...}`) and the exit code, the pipeline's last object."""
