@@ -635,6 +635,46 @@ def test_one_round_trip_per_invoke(lab_state: Path) -> None:
     assert host["calls"] == {"Get-CsOAuthConfiguration": 1, "Get-CsOAuthServer": 1, "Get-CsPartnerApplication": 2}
 
 
+def test_read_only_round_trips_are_folded_not_lost(lab_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read-only loop appends a line per round trip; past a size the lines fold into one per host, with every
+    # round trip and call still counted, and the state file itself never rewritten.
+    monkeypatch.setattr("reconciler.lab.state.TRIPS_FOLD_BYTES", 300)
+    store = LabStore(lab_state)
+    written = lab_state.stat().st_mtime_ns
+    transport = LabTransport.from_target(target(lab_state))
+    for _ in range(40):
+        assert all(r.ok for r in transport.invoke([Command("Get-CsOAuthServer"), Command("Get-CsPartnerApplication")]))
+    transport.close()
+    lines = store.trips_path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 10 and any('"trips":' in line for line in lines)
+    host = store.read()["hosts"][LITWARE]
+    assert host["roundTrips"] == 40
+    assert host["calls"] == {"Get-CsOAuthServer": 40, "Get-CsPartnerApplication": 40}
+    assert lab_state.stat().st_mtime_ns == written
+    with store.edit() as state:  # a write folds the counts into the state and starts the lines afresh
+        state["hosts"][LITWARE]["objects"]["OAuthConfiguration"]["Realm"] = "folded.example"
+    assert not store.trips_path.exists() and store.read()["hosts"][LITWARE]["roundTrips"] == 40
+
+
+def test_threads_take_turns_on_one_state(lab_state: Path) -> None:
+    # Many threads writing one state at once: every change lands (the OS lock excludes threads of one process too).
+    from concurrent.futures import ThreadPoolExecutor
+
+    def add(index: int) -> bool:
+        transport = LabTransport.from_target(target(lab_state))
+        try:
+            return transport.invoke([Command("New-CsPartnerApplication", {
+                "Identity": f"app-{index}.example", "ApplicationIdentifier": f"app-{index}",
+                "ApplicationTrustLevel": "Full", "UseOAuthServer": True})])[0].ok
+        finally:
+            transport.close()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(add, range(32)))
+    names = {a["Identity"] for a in objects(LabStore(lab_state).read(), LITWARE, "PartnerApplication")}
+    assert {f"app-{i}.example" for i in range(32)} <= names
+
+
 def test_partial_batch_is_persisted(lab_state: Path) -> None:
     transport = LabTransport.from_target(target(lab_state))
     results = transport.invoke([

@@ -12,6 +12,7 @@ Parameters are data: values are stored or compared, never evaluated.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -97,18 +98,20 @@ class Platform:
         return next((known for known in self.kinds if known.lower() == lowered), None)
 
 
+_PLATFORMS = {"skype": "reconciler.lab.skype", "exchange": "reconciler.lab.exchange_certificates",
+              "sharepoint": "reconciler.lab.sharepoint"}
+"""Each platform's module (its `PLATFORM`): imported when a host of it is first used, as they import this module's
+toolkit, and a lab of Skype pools need not load Exchange's and SharePoint's emulation."""
+
+
 def platform(name: str) -> Platform:
     """The platform for a host's `platform` value; raises TransportError for an unknown one."""
-    # Imported here because platform modules import this module's toolkit.
-    from reconciler.lab import exchange_certificates, sharepoint, skype
-
-    platforms = {"skype": skype.PLATFORM, "exchange": exchange_certificates.PLATFORM,
-                 "sharepoint": sharepoint.PLATFORM}
-    try:
-        return platforms[name.lower()]
-    except KeyError:
-        known = ", ".join(sorted(platforms))
+    module = _PLATFORMS.get(name.lower())
+    if module is None:
+        known = ", ".join(sorted(_PLATFORMS))
         raise TransportError(f"unknown lab platform {name!r} (known: {known})") from None
+    found: Platform = importlib.import_module(module).PLATFORM
+    return found
 
 
 def with_defaults(kind: str, data: Mapping[str, Any], defaults_by_kind: Mapping[str, Mapping[str, Any]]
@@ -267,8 +270,20 @@ def take_failure(state: dict[str, Any], host: str, cmdlet: str, identity: Any) -
     return None
 
 
-def run_command(state: dict[str, Any], host: str, command: Command, context: CmdletContext) -> CommandResult:
+def reads_only(commands: Sequence[Command]) -> bool:
+    """Whether every command of a batch (and every source piped into one) is a Get-: no later command of it can
+    change what an earlier one returned."""
+    return all(not command.native and all(cmdlet[:4].lower() == "get-" for cmdlet in command.all_cmdlets)
+               for command in commands)
+
+
+def run_command(state: dict[str, Any], host: str, command: Command, context: CmdletContext, *,
+                copy_output: bool = True) -> CommandResult:
     """Run one command on one host of the state (which it may change); never raises for cmdlet errors.
+
+    The output is a copy, so that a later command of the batch changing the state leaves what this one returned as
+    it was; `copy_output=False` when there is no such later change (the batch `reads_only`, its state read for it
+    alone).
 
     A piped command (`command.pipe`) runs its source first, on the same host: a failed source fails the
     command, a source that wrote other than one object fails it unrun (`pipe_count_error`), and the one
@@ -300,7 +315,7 @@ def run_command(state: dict[str, Any], host: str, command: Command, context: Cmd
                          replace(context, state=state, host=host, arguments=tuple(command.arguments)))
     except CmdletError as exc:
         return CommandResult(command=command, ok=False, error=exc.message)
-    return CommandResult(command=command, ok=True, output=tuple(copy_data(output)))
+    return CommandResult(command=command, ok=True, output=tuple(copy_data(output) if copy_output else output))
 
 
 def _run_piped(state: dict[str, Any], host: str, command: Command, context: CmdletContext) -> CommandResult:
@@ -331,8 +346,11 @@ def execute_batch(
     *,
     stop_on_error: bool,
     context: CmdletContext,
+    copy_output: bool = True,
 ) -> list[CommandResult]:
     """One round trip to one host: count it, run the commands in order, stop at a failure if asked.
+
+    `copy_output`: see run_command.
 
     `host` must be the state's spelling (see find_host). Results cover the commands that ran.
     """
@@ -345,7 +363,7 @@ def execute_batch(
         for cmdlet in command.all_cmdlets:  # a piped command's source runs too
             name = plat.cmdlet_name(cmdlet) or cmdlet
             calls[name] = int(calls.get(name, 0)) + 1
-        result = _selected(run_command(state, host, command, context), command.select)
+        result = _selected(run_command(state, host, command, context, copy_output=copy_output), command.select)
         results.append(result)
         if stop_on_error and not result.ok:
             break

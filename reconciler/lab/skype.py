@@ -36,7 +36,6 @@ from reconciler.lab.emulator import (
     as_string,
     as_switch,
     bind,
-    copy_data,
     find,
     find_host,
     require,
@@ -179,16 +178,16 @@ def _partner_identity_from(cmdlet: str, document: MetadataDocument) -> tuple[str
 
 
 def _get_list(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored objects a Get names (not copies: its callers build what the cmdlet returns from them)."""
     bound = bind(cmdlet, params, ("Identity", "Filter", "LocalStore", "Tenant"))
     items: list[dict[str, Any]] = objects.setdefault(kind, [])
     identity = as_string(cmdlet, "Identity", bound.get("Identity"))
     if not identity:
-        every: list[dict[str, Any]] = copy_data(items)
-        return every
+        return items
     index = find(items, identity)
     if index is None:
         raise _not_found(cmdlet, kind, identity)
-    return [copy_data(items[index])]
+    return [items[index]]
 
 
 def _remove(cmdlet: str, kind: str, params: Mapping[str, Any], objects: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 One file keeps the lab inspectable (`reconcile lab show`, or just `cat`) and lets the CLI, the
 transport and the HTTP server run as separate processes.
 
-Concurrency: writers take an exclusive OS file lock (the `filelock` package: flock on POSIX,
+Concurrency: writers take an exclusive OS file lock (`reconciler.portable.exclusive_lock`: flock on POSIX,
 msvcrt on Windows) on `<state>.lock`, released by the OS if the writer dies, and replace the file
 atomically (temp file in the same directory, then `os.replace`). Readers never take the lock: an
 atomic replace means they always see a whole file. This matters because the lab transport holds the
@@ -45,10 +45,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from reconciler.errors import LabStateError
-from reconciler.portable import replace
+from reconciler.portable import exclusive_lock, replace
 
 FORMAT = 1
 DEFAULT_STATE_PATH = Path(".lab/state.json")
@@ -56,6 +54,7 @@ DEFAULT_PORT = 8470  # the lab server's (here so `reconcile lab --help` need not
 STATUSES = ("ok", "invalid", "notfound", "unreachable")  # what a metadata document can be made to answer
 INIT_HINT = "run `reconcile lab init` to create the lab"
 LOCK_POLL = 0.002
+TRIPS_FOLD_BYTES = 4096
 
 
 class LabStore:
@@ -107,15 +106,43 @@ class LabStore:
                 continue  # a line being appended right now, or a host removed since
             if not isinstance(record, dict) or not isinstance(trip.get("calls"), dict):
                 continue
-            record["roundTrips"] = int(record.get("roundTrips", 0)) + 1
+            record["roundTrips"] = int(record.get("roundTrips", 0)) + int(trip.get("trips", 1))
             calls = record.setdefault("calls", {})
             for name, count in trip["calls"].items():
                 calls[name] = int(calls.get(name, 0)) + int(count)
 
     def count_trip(self, host: str, calls: dict[str, int]) -> None:
-        """Count one round trip that changed nothing (hold `locked()`): one appended line, no state write."""
+        """Count one round trip that changed nothing (hold `locked()`): one appended line, no state write.
+
+        Once the file passes TRIPS_FOLD_BYTES (a read-only loop adds a line a round trip, and every read parses them
+        all), its lines are folded into one per host (`"trips": n`) first."""
+        line = json.dumps({"host": host, "calls": calls}, separators=(",", ":")) + "\n"
         with open(self.trips_path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"host": host, "calls": calls}, separators=(",", ":")) + "\n")
+            if out.tell() < TRIPS_FOLD_BYTES:
+                out.write(line)
+                return
+        self._fold_trips(line)
+
+    def _fold_trips(self, line: str) -> None:
+        folded: dict[str, dict[str, Any]] = {}
+        for text in [*self.trips_path.read_text(encoding="utf-8").splitlines(), line]:
+            try:
+                trip = json.loads(text)
+                host, calls, trips = str(trip["host"]), dict(trip["calls"]), int(trip.get("trips", 1))
+            except (ValueError, KeyError, TypeError):
+                continue
+            entry = folded.setdefault(host, {"host": host, "trips": 0, "calls": {}})
+            entry["trips"] += trips
+            for name, count in calls.items():
+                entry["calls"][name] = int(entry["calls"].get(name, 0)) + int(count)
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=self.trips_path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.writelines(json.dumps(entry, separators=(",", ":")) + "\n" for entry in folded.values())
+            replace(temp, self.trips_path)  # readers see the lines before or after, never half
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
 
     def _missing(self) -> LabStateError:
         return LabStateError(f"lab state {self.path} does not exist: {INIT_HINT}")
@@ -123,9 +150,9 @@ class LabStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the writers' lock. Not re-entrant: never nest edit() or locked() in one thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A short poll: filelock waits by retrying, and lab writers hold the lock for milliseconds.
-        with FileLock(str(self.lock_path), thread_local=False, poll_interval=LOCK_POLL):
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.lock_path, poll=LOCK_POLL):  # writers hold it for milliseconds: a short poll
             yield
 
     @contextmanager
