@@ -335,7 +335,9 @@ def _selected(result: CommandResult, select: Sequence[str]) -> CommandResult:
     if not select or not result.ok:
         return result
     wanted = {name.lower() for name in select}
-    output = tuple({k: v for k, v in obj.items() if k.lower() in wanted} for obj in result.output)
+    # The objects of one Get share their property names: each name is matched once, not once per object.
+    names = {name for name in set().union(*result.output) if name.lower() in wanted}
+    output = tuple({k: v for k, v in obj.items() if k in names} for obj in result.output)
     return CommandResult(result.command, result.ok, output, result.error)
 
 
