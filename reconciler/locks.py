@@ -46,8 +46,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from filelock import FileLock, Timeout
-
 from reconciler.errors import LockError
 from reconciler.lab.state import DEFAULT_STATE_PATH
 from reconciler.model import TargetSpec
@@ -262,6 +260,8 @@ def hold(lock_dir: Path, key: LockKey, *, timeout: float = 30.0, deadline: float
          poll: float = POLL, on_wait: Notify | None = None) -> Iterator[None]:
     """Hold `key`'s file lock for the block: wait until `deadline` (monotonic; else now + timeout),
     then fail naming the holder. `on_wait` is told once, when the lock is found busy."""
+    from filelock import FileLock, Timeout  # imported by what locks (apply), not by every command
+
     _ensure_directory(lock_dir)
     path = lock_dir / f"{key.stem}.lock"
     holder_path = lock_dir / f"{key.stem}.holder"

@@ -25,7 +25,6 @@ from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.guards import DeletionLimits, guard
 from reconciler.journal import Journal, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
-from reconciler.locks import default_lock_dir, hold, holder_details, lock_keys
 from reconciler.metadata import Documents
 from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, VerifyCheck
 from reconciler.plan import Diagnostic, Plan, fingerprint_live
@@ -58,6 +57,8 @@ class Settings:
 
     @property
     def lock_dir(self) -> Path:
+        from reconciler.locks import default_lock_dir
+
         return self.lock_directory if self.lock_directory is not None else default_lock_dir()
 
     @property
@@ -135,6 +136,8 @@ def locked(desired: DesiredState, settings: Settings, *,
     they exclude runners on other machines sharing that store. A run on a SQLite store does not see
     PostgreSQL locks (use one store for every runner of an estate).
     """
+    from reconciler.locks import hold, holder_details, lock_keys  # what applies imports; a plan does not lock
+
     keys = lock_keys(desired.targets.values())
     deadline = time.monotonic() + settings.lock_timeout
     with contextlib.ExitStack() as stack:

@@ -102,3 +102,36 @@ def test_a_run_leaves_nothing_frozen_for_the_next_cycle(estate: Estate) -> None:
     planned = estate.reconcile("plan", ON_PREMISES)
     assert planned.code == 0, planned.out + planned.err
     assert gc.get_freeze_count() == 0
+
+
+IMPORTED = r"""
+import sys
+from reconciler.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    print("\n" + " ".join(sorted(sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _imported(estate: Estate, *argv: str) -> set[str]:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RECONCILE_LOCK_DIR": str(estate.root / "locks")}
+    run = subprocess.run([sys.executable, "-c", IMPORTED, *argv], capture_output=True, text=True, cwd=estate.root,
+                         env=env, timeout=120, check=False)
+    assert run.returncode in (0, 2), run.stdout + run.stderr
+    return set(run.stderr.strip().splitlines()[-1].split())
+
+
+def test_each_command_imports_what_it_uses(estate: Estate) -> None:
+    # --help loads no manifest, schema, HTTP or X.509 machinery; a plan takes no lock, so it loads no lock
+    # machinery, and of the lab's platforms only those of the hosts it reads.
+    helped = _imported(estate, "--help")
+    assert not {"yaml", "jsonschema", "jsonschema_rs", "httpx", "cryptography", "filelock"} & helped
+    planned = _imported(estate, "plan", "--var", f"lab={estate.url}", str(ON_PREMISES))
+    assert {"yaml", "httpx", "reconciler.lab.skype"} <= planned  # it did load, read the lab and download
+    assert not {"filelock", "reconciler.locks"} & planned
