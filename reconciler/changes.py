@@ -76,6 +76,14 @@ class HandlerRun:
     due_since: str | None = None
     """Set when an earlier apply made this handler due and it has not run successfully since (a failed
     iisreset, or a run killed before it): it runs whatever this plan's changes do."""
+    unapplied: bool = False
+    """Some of its commands have never run successfully on this target (a handler `until_applied`, by the
+    journal): it runs whatever this plan's changes do."""
+
+    @property
+    def due(self) -> bool:
+        """It runs whatever the changes do (due since an earlier apply, or never applied as declared)."""
+        return bool(self.due_since) or self.unapplied
 
     @property
     def address(self) -> str:

@@ -58,6 +58,15 @@ class Unfinished:
     """handler address -> since when it is due: it was due in an apply and has not run successfully since."""
 
 
+def applied_commands(events: list[dict[str, Any]], address: str) -> frozenset[str]:
+    """The commands (canonical JSON of Command.to_json) a handler at `address` ran in a run that succeeded."""
+    from reconciler.plan import canonical_json
+
+    return frozenset(canonical_json(command) for event in events
+                     if event.get("event") == "handler" and event.get("address") == address and not event.get("error")
+                     and event.get("ran") is not False for command in event.get("commands") or [])
+
+
 RESOLVED = frozenset({"applied", "failed", "failed, restored", "not run"})
 """Outcomes after which a replaced object exists again (or was never removed)."""
 

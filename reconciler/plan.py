@@ -67,8 +67,9 @@ class Plan:
 
     @property
     def handlers_due(self) -> tuple[HandlerRun, ...]:
-        """Handlers an earlier apply made due that have not run successfully since: apply runs them."""
-        return tuple(h for h in self.handlers if h.due_since)
+        """Handlers an earlier apply made due that have not run successfully since, or never applied as declared:
+        apply runs them."""
+        return tuple(h for h in self.handlers if h.due)
 
     @property
     def enforced(self) -> tuple[Change, ...]:

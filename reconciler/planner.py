@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from reconciler.changes import Action, ActionReason, Change, HandlerRun
 from reconciler.kinds.spec import FieldSpec, KindSpec
@@ -180,9 +181,16 @@ def plan_handlers(desired: DesiredState, changes: tuple[Change, ...], registry: 
             settings = target.handlers.get(handler)
             if settings is None or settings.get("enabled") is False:
                 continue
-            triggers = tuple(c.key.address for c in changes if c.key.target == name and c.mode is Mode.ENFORCE
-                             and c.key.kind in spec.triggered_by)
+            triggering = tuple(c for c in changes if c.key.target == name and c.mode is Mode.ENFORCE
+                               and c.key.kind in spec.triggered_by)
+            config: Mapping[str, Any] = {k: v for k, v in settings.items() if k != "enabled"}
+            narrow = spec.narrow
+            if narrow is not None:  # the changes that make some of its settings run, and those settings
+                triggering = tuple(c for c in triggering if spec.commands(narrow(config, (c,))))
+                config = narrow(config, triggering)
+            triggers = tuple(c.key.address for c in triggering)
             if triggers:
-                config = {k: v for k, v in settings.items() if k != "enabled"}
-                runs.append(HandlerRun(name, handler, triggers, spec.commands(config)))
+                commands = spec.commands(config)
+                if commands:
+                    runs.append(HandlerRun(name, handler, triggers, commands))
     return tuple(runs)

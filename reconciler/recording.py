@@ -157,6 +157,8 @@ def _handler_record(outcome: HandlerOutcome) -> ChangeRecord:
         reason += " (after " + ", ".join(run.triggered_by) + ")"
     elif run.due_since:
         reason += f" (due since {run.due_since})"
+    elif run.unapplied:
+        reason += " (not applied as declared before)"
     return ChangeRecord(run.address, ("run",), reason, "enforce", status)
 
 

@@ -23,11 +23,11 @@ from reconciler.commands import Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.guards import DeletionLimits, guard
-from reconciler.journal import Journal, read_events, unfinished
+from reconciler.journal import Journal, applied_commands, read_events, unfinished
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.metadata import Documents
-from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, VerifyCheck
-from reconciler.plan import Diagnostic, Plan, fingerprint_live
+from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, TargetSpec, VerifyCheck
+from reconciler.plan import Diagnostic, Plan, canonical_json, fingerprint_live
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
 from reconciler.references import Resolved, resolve
@@ -267,14 +267,17 @@ def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[Handl
     A replace killed between its Remove and its New (or whose New and restore both failed) left the object
     absent: the plan creates it again, and that create carries the removed object's values for the fields
     the manifest leaves out, as the replace would have. A handler that was due and has not run successfully
-    since (a failed iisreset, or a run killed before it) is planned again, whatever this plan's changes are.
+    since (a failed iisreset, or a run killed before it) is planned again, whatever this plan's changes are; so is
+    a handler `until_applied` whose commands have not all run successfully (`_unapplied`).
     """
-    if not events:
-        return changes, handlers
     desired = session.desired
     out_changes = list(changes)
     out_handlers = list(handlers)
     for name in active_targets(desired):
+        if not events:  # nothing to finish; a handler never applied as declared is still due
+            target = desired.targets[name]
+            out_handlers = _unapplied(name, target, session.registry.provider(target.provider), events, out_handlers)
+            continue
         left = unfinished(events, name)
         for i, change in enumerate(out_changes):
             removed = left.removed.get(change.key.address)
@@ -302,7 +305,32 @@ def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[Handl
             else:
                 config = {k: v for k, v in settings.items() if k != "enabled"}
                 out_handlers.append(HandlerRun(name, handler, (), spec_.commands(config), due_since=since))
+        out_handlers = _unapplied(name, target, provider, events, out_handlers)
     return tuple(out_changes), tuple(out_handlers)
+
+
+def _unapplied(name: str, target: TargetSpec, provider: object, events: list[dict[str, Any]],
+               handlers: list[HandlerRun]) -> list[HandlerRun]:
+    """A handler `until_applied` whose commands the journal has not all seen run successfully on this target: planned
+    with those commands (and any a change triggers), marked `unapplied`."""
+    for handler, spec in handlers_of(provider).items():
+        settings = target.handlers.get(handler)
+        if not spec.until_applied or settings is None or settings.get("enabled") is False:
+            continue
+        address = f"{name}.handler.{handler}"
+        done = applied_commands(events, address)
+        wanted = spec.commands({k: v for k, v in settings.items() if k != "enabled"})
+        missing = [c for c in wanted if canonical_json(c.to_json()) not in done]
+        if not missing:
+            continue
+        planned = next((i for i, h in enumerate(handlers) if h.address == address), None)
+        if planned is None:
+            handlers.append(HandlerRun(name, handler, (), tuple(missing), unapplied=True))
+        else:
+            have = handlers[planned].commands
+            commands = tuple(c for c in wanted if c in have or c in missing)  # the declared order
+            handlers[planned] = dataclasses.replace(handlers[planned], commands=commands, unapplied=True)
+    return handlers
 
 
 @dataclass(frozen=True)
@@ -339,7 +367,7 @@ def execute(session: Session, plan: Plan, settings: Settings) -> ApplyResult:
     per_target: dict[str, list[Change]] = {}
     for change in plan.enforced:
         per_target.setdefault(change.key.target, []).append(change)
-    due = {h.target for h in plan.handlers if h.due_since}
+    due = {h.target for h in plan.handlers if h.due}
     applied_targets = [name for name in plan.targets if name in per_target or name in due]
     read_only = [name for name in applied_targets if getattr(session.transport(name), "read_only", False)]
     if read_only:
@@ -454,8 +482,8 @@ _CHANGED_SOMETHING = frozenset({Status.APPLIED, Status.RESTORED, Status.RESTORE_
 
 def run_handler(session: Session, run: HandlerRun, done: tuple[ChangeOutcome, ...], journal: Journal) -> HandlerOutcome:
     """Run a handler once, if a change that triggers it really changed the target; report its failure."""
-    if not run.due_since and not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING
-                                     for o in done):
+    if not run.due and not any(o.change.key.address in run.triggered_by and o.status in _CHANGED_SOMETHING
+                               for o in done):
         # no triggering change was made: the journal must not keep it due (the batch recorded it as due)
         journal.record("handler", address=run.address, commands=[], error=None, ran=False)
         return HandlerOutcome(run, ran=False)

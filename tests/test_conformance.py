@@ -116,8 +116,14 @@ def check(command: Command, syntax: Mapping[str, CmdletSyntax]) -> None:
     if command.native:
         assert documented.native and not command.parameters
         return
+    parameters = dict(command.parameters)
+    if command.pipe is not None:  # its source must fit too; the parameter it binds takes the source's object
+        check(command.pipe.source, syntax)
+        param = documented.parameter(command.pipe.parameter)
+        assert param is not None and param.type is ParamType.OBJECT, f"{command.pipe.parameter} takes no object"
+        parameters[command.pipe.parameter] = {"piped": True}
     try:
-        documented.bind(command.parameters)
+        documented.bind(parameters)
     except CommandSyntaxError as exc:
         pytest.fail(f"{command.display()}: {exc} (documented: {documented.source})")
     for name in command.switches:
@@ -184,3 +190,30 @@ def test_every_provider_declares_what_it_runs() -> None:
     for provider in DECLARING.values():
         for documented in provider.syntax:  # type: ignore[attr-defined]
             assert documented.source, f"{documented.name} has no source"
+
+
+@pytest.mark.parametrize("right", ["Read", "Write", "Manage", "FullControl"])
+@pytest.mark.parametrize("scope", ["Site", "SiteCollection", "SiteSubscription"])
+@pytest.mark.parametrize("app_only", [True, False])
+def test_every_app_principal_grant_fits_the_documented_sets(right: str, scope: str, app_only: bool) -> None:
+    from reconciler.providers.sharepoint import APP_PRINCIPAL_PERMISSION
+
+    settings = {"grants": [{"issuer": "Exchange", "nameIdentifier": "00000002-0000-0ff1-ce00-000000000000@o'x",
+                            "site": "https://sp.litwareinc.com", "right": right, "scope": scope,
+                            "enableAppOnlyPolicy": app_only}]}
+    assert jsonschema.Draft202012Validator(APP_PRINCIPAL_PERMISSION.schema).is_valid(settings)
+    (command,) = APP_PRINCIPAL_PERMISSION.commands(settings)
+    check(command, syntax_of(DECLARING["sharepoint"]))
+    assert ("EnableAppOnlyPolicy" in command.parameters) is app_only
+
+
+def test_the_check_refuses_a_piped_command_whose_parameter_takes_no_object() -> None:
+    from reconciler.commands import Pipe
+
+    syntax = syntax_of(DECLARING["sharepoint"])
+    source = Command("Get-SPAppPrincipal", {"NameIdentifier": "a@b", "Site": "https://sp"})
+    with pytest.raises(AssertionError, match="Site takes no object"):
+        check(Command("Set-SPAppPrincipalPermission", {"AppPrincipal": {}, "Right": "Read", "Scope": "Site"},
+                      pipe=Pipe(source, "Site")), syntax)
+    with pytest.raises(pytest.fail.Exception, match="missing mandatory parameters: Site"):
+        check(Command("Get-SPAppPrincipal", {"NameIdentifier": "a@b"}), syntax)

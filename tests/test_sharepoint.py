@@ -111,10 +111,12 @@ def test_the_provider_reads_the_realm_only_when_declared_and_as_a_bare_string() 
                      ("Get-SPTrustedSecurityTokenIssuer", "Get-SPAuthenticationRealm")]
 
 
-def test_app_principal_permission_is_documented_but_not_run() -> None:
+def test_the_provider_runs_the_grant_cmdlets_and_never_removes_a_grant() -> None:
     names = {c.name for c in SharePointProvider.syntax}
-    assert "Set-SPAppPrincipalPermission" not in names
+    assert {"Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"} <= names
+    assert "Remove-SPAppPrincipalPermission" not in names  # declared from the reference, never run
     assert declared.SET_SP_APP_PRINCIPAL_PERMISSION.resolve({"AppPrincipal", "Right", "Scope", "Site"})
+    assert declared.REMOVE_SP_APP_PRINCIPAL_PERMISSION.resolve({"AppPrincipal", "Scope", "Site"})
 
 
 # --- the lab ----------------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ SHAREPOINT = "atl-sharepoint-001"
 REALM = "litwareinc.com"
 
 
+def without_grants(text: str) -> str:
+    """The manifest without SharePoint's appPrincipalPermission handler."""
+    start = text.index("    handlers:\n      appPrincipalPermission:\n")
+    end = text.index("enableAppOnlyPolicy: true\n", start) + len("enableAppOnlyPolicy: true\n")
+    return text[:start] + text[end:]
+
+
 def thumbprint_of(estate: Estate, service: str) -> str:
     return certs.thumbprint(certs.from_b64(estate.snapshot()["services"][service]["certificate"]))
 
@@ -85,7 +92,14 @@ def test_removing_an_issuer(estate: Estate) -> None:
     text = MANIFEST.read_text(encoding="utf-8").replace(
         "    identity: Exchange\n    metadataEndPoint: ${exchangeHost}/autodiscover/metadata/json/1\n",
         "    identity: Exchange\n    ensure: absent\n")
-    manifest: Path = estate.write("without-exchange.yaml", text)
+    contradiction: Path = estate.write("absent-but-granted.yaml", text)
+    refused = estate.reconcile("plan", contradiction)
+    assert refused.code == 1, refused.out + refused.err
+    (line,) = [x for x in refused.out.splitlines() if x.startswith("error: ")]
+    assert line.endswith(": litware-sharepoint.TrustedSecurityTokenIssuer.Exchange: handlers.appPrincipalPermission."
+                         "grants[0] grants to this issuer's app principal, but the issuer is declared absent: remove "
+                         "the grant (a removed issuer has no app principal; the grant is not revoked by this tool)")
+    manifest: Path = estate.write("without-exchange.yaml", without_grants(text))
     run = estate.reconcile("apply", manifest, "--auto-approve")
     assert run.code == 0, run.out
     assert "Remove-SPTrustedSecurityTokenIssuer -Identity 'Exchange'" in run.out

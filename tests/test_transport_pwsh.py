@@ -708,13 +708,15 @@ def test_the_registry_allows_exactly_what_the_providers_kinds_declare() -> None:
     from reconciler.providers.base import Registry, command_names
 
     registry = Registry.from_entry_points()
-    for provider in ("skype", "exchange"):
+    for provider in ("skype", "exchange", "sharepoint"):
         transport = registry.open_transport(TargetSpec("t", provider, {"transport": "pwsh"}))
         declared = command_names(registry.provider(provider))
         assert declared and set(transport.allowed) == set(declared)  # type: ignore[attr-defined]
         for name in declared:
             assert transport.unsupported(Command(name, native=name == "iisreset")) is None  # type: ignore[attr-defined]
         assert transport.unsupported(Command("Remove-Mailbox")) is not None  # type: ignore[attr-defined]
+    sharepoint = registry.open_transport(TargetSpec("t", "sharepoint", {"transport": "pwsh"}))
+    assert sharepoint.unsupported(piped_grant()) is None  # type: ignore[attr-defined]
 
 
 # --- a piped command (Get-SPAppPrincipal | Set-SPAppPrincipalPermission) -------------------------------------------
@@ -722,7 +724,6 @@ def test_the_registry_allows_exactly_what_the_providers_kinds_declare() -> None:
 SP_HOST = "atl-sharepoint-001"
 SP_SITE = "https://atl-sharepoint-001.litwareinc.com"
 EXCHANGE_NAME_ID = "00000002-0000-0ff1-ce00-000000000000@litwareinc.com"
-SP_CMDLETS = ["Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"]
 
 
 def sharepoint_farm(standin: Standin, issuers: int = 1) -> None:
@@ -748,7 +749,7 @@ def piped_grant(source: Command | None = None) -> Command:
 
 def test_a_piped_command_travels_as_data_and_the_runner_binds_the_source_s_one_object(standin: Standin) -> None:
     sharepoint_farm(standin)
-    (result,) = standin.transport(allowCmdlets=SP_CMDLETS).invoke([piped_grant()])
+    (result,) = standin.transport().invoke([piped_grant()])
     assert result.ok, result.error
     (request,) = standin.requests()
     assert request["commands"] == [{
@@ -759,7 +760,7 @@ def test_a_piped_command_travels_as_data_and_the_runner_binds_the_source_s_one_o
         "pipe": {"source": {"cmdlet": "Get-SPAppPrincipal",
                             "parameters": {"NameIdentifier": EXCHANGE_NAME_ID, "Site": SP_SITE}, "select": []},
                  "parameter": "AppPrincipal"}}]
-    assert {"Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"} <= set(request["allow"])
+    assert {"Get-SPAppPrincipal", "Set-SPAppPrincipalPermission"} <= set(request["allow"])  # the provider declares both
     farm = LabStore(standin.state).read()["hosts"][SP_HOST]
     (granted,) = farm["objects"]["AppPrincipalPermission"]
     assert (granted["NameIdentifier"], granted["Right"], granted["Scope"], granted["AppOnlyPolicy"]) == (
@@ -769,7 +770,7 @@ def test_a_piped_command_travels_as_data_and_the_runner_binds_the_source_s_one_o
 @pytest.mark.parametrize("issuers", [0, 2])
 def test_a_source_writing_other_than_one_object_fails_the_command_unrun(standin: Standin, issuers: int) -> None:
     sharepoint_farm(standin, issuers)
-    transport = standin.transport(allowCmdlets=SP_CMDLETS)
+    transport = standin.transport()
     (result,) = transport.invoke([piped_grant(Command("Get-SPTrustedSecurityTokenIssuer"))])
     assert not result.ok
     assert result.error == (f"Set-SPAppPrincipalPermission : not run: Get-SPTrustedSecurityTokenIssuer wrote "
@@ -779,7 +780,7 @@ def test_a_source_writing_other_than_one_object_fails_the_command_unrun(standin:
 
 def test_a_pipe_whose_source_is_off_the_allow_list_is_refused_before_anything_is_sent(standin: Standin) -> None:
     sharepoint_farm(standin)
-    transport = standin.transport(allowCmdlets=SP_CMDLETS)
+    transport = standin.transport()
     (result,) = transport.invoke([piped_grant(Command("Get-Process"))])
     assert not result.ok and result.error is not None
     assert result.error.startswith("Set-SPAppPrincipalPermission : refused by the pwsh transport: its pipe's source "

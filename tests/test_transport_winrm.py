@@ -1349,7 +1349,6 @@ def test_the_core_loads_without_pypsrp() -> None:
 
 SP_SITE = "https://atl-sharepoint-001.litwareinc.com"
 EXCHANGE_NAME_ID = "00000002-0000-0ff1-ce00-000000000000@litwareinc.com"
-SP_CMDLETS = ("Get-SPAppPrincipal", "Set-SPAppPrincipalPermission")
 # A deserialized SPAppPrincipal (hand-written; its properties are not documented and are not read).
 APP_PRINCIPAL = f"""<Obj RefId="0"><TN RefId="0"><T>Deserialized.Microsoft.SharePoint.SPAppPrincipal</T>
 <T>Deserialized.System.Object</T></TN><ToString>{EXCHANGE_NAME_ID}</ToString>
@@ -1378,7 +1377,7 @@ def principals(count: int) -> Callable[[Invocation], Reply]:
 def test_a_piped_command_counts_its_source_then_runs_one_structured_pipeline(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PowerShell, "add_script", lambda *a, **k: pytest.fail("add_script must never be used"))
-    r = rig(principals(1), allow_cmdlets=SP_CMDLETS)
+    r = rig(principals(1))
     (result,) = r.transport.invoke([piped_grant()])
     assert result.ok, result.error
     count, piped = r.endpoint.invocations
@@ -1395,7 +1394,7 @@ def test_a_piped_command_counts_its_source_then_runs_one_structured_pipeline(
 
 @pytest.mark.parametrize("count", [0, 2])
 def test_a_source_writing_other_than_one_object_leaves_the_command_unsent(count: int) -> None:
-    r = rig(principals(count), allow_cmdlets=SP_CMDLETS)
+    r = rig(principals(count))
     first, after = r.transport.invoke([piped_grant(), Command("Get-CsOAuthServer")], stop_on_error=False)
     assert not first.ok
     assert first.error == (f"Set-SPAppPrincipalPermission : not run: Get-SPAppPrincipal wrote {count} objects for "
@@ -1404,7 +1403,7 @@ def test_a_source_writing_other_than_one_object_leaves_the_command_unsent(count:
     sent = [[c.cmdlet for c in i.commands] for i in r.endpoint.invocations]
     assert sent == [["Get-SPAppPrincipal"], ["Get-CsOAuthServer"]]  # the Set never travelled
 
-    r = rig(principals(count), allow_cmdlets=SP_CMDLETS)
+    r = rig(principals(count))
     results = r.transport.invoke([piped_grant(), Command("Get-CsOAuthServer")])
     assert [x.ok for x in results] == [False]  # stop_on_error: nothing after it
 
@@ -1412,7 +1411,7 @@ def test_a_source_writing_other_than_one_object_leaves_the_command_unsent(count:
 def test_a_failing_source_fails_the_piped_command_with_its_error() -> None:
     def handler(invocation: Invocation) -> Reply:
         return Reply(errors=[error_record("The app principal was not found.")])
-    r = rig(handler, allow_cmdlets=SP_CMDLETS)
+    r = rig(handler)
     (result,) = r.transport.invoke([piped_grant()])
     assert not result.ok and result.error == "Get-SPAppPrincipal : The app principal was not found."
     assert len(r.endpoint.invocations) == 1

@@ -31,6 +31,13 @@ class HandlerSpec:
     triggered_by: tuple[str, ...]
     schema: Mapping[str, Any]
     commands: Callable[[Mapping[str, Any]], tuple[Command, ...]]
+    narrow: Callable[[Mapping[str, Any], tuple[Change, ...]], Mapping[str, Any]] | None = None
+    """The settings for these triggering changes only, e.g. the grants that name an issuer that was made or
+    changed (not removed); None: all the settings, whatever triggered it. Settings that yield no command: no run."""
+    until_applied: bool = False
+    """Also due, whatever the changes, while one of its commands has not run successfully on its target since the
+    journal began (a grant that was never made, or whose declaration changed): what cannot be read back is applied
+    once per declaration, as Terraform applies a resource it has no state of."""
 
 
 @dataclass(frozen=True)

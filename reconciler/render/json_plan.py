@@ -84,7 +84,7 @@ def plan_to_json(plan: Plan, kind_of: KindLookup) -> dict[str, Any]:
         "timeline": [{"when": e.when, "source": e.source, "what": e.what} for e in plan.timeline],
         "handlers": [
             {"address": h.address, "target": h.target, "name": h.name, "triggered_by": list(h.triggered_by),
-             "due_since": h.due_since,
+             "due_since": h.due_since, "unapplied": h.unapplied,
              "commands": [command_to_json(c) for c in h.commands]}
             for h in plan.handlers
         ],

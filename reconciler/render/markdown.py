@@ -117,6 +117,9 @@ def _handler_lines(handler: Mapping[str, Any]) -> list[str]:
     if handler.get("due_since"):
         lines += [f"Due since {_text(handler['due_since'])}: an earlier apply needed it and it has not run "
                   "successfully since.", ""]
+    if handler.get("unapplied"):
+        lines += ["Not applied as declared yet: the journal has no successful run of these commands on this target "
+                  "(they cannot be read back).", ""]
     if handler.get("triggered_by"):
         lines += ["Triggered by: " + ", ".join(_code(a) for a in handler["triggered_by"]) + ".", ""]
     commands = [command_from_json(c).display() for c in handler.get("commands") or ()]

@@ -92,7 +92,8 @@ def plan_from_document(document: Mapping[str, Any], source: str = "the plan") ->
             format_version=str(document["format_version"]),
             checked=int(document.get("checked", 0)),
             handlers=tuple(HandlerRun(str(h["target"]), str(h["name"]), tuple(h.get("triggered_by") or ()),
-                                      tuple(command_from_json(c) for c in h.get("commands") or ()), h.get("due_since"))
+                                      tuple(command_from_json(c) for c in h.get("commands") or ()), h.get("due_since"),
+                                      bool(h.get("unapplied")))
                            for h in document.get("handlers") or ()),
             timeline=tuple(TimelineEntry(str(e["when"]), str(e["source"]), str(e["what"]))
                            for e in document.get("timeline") or ()),

@@ -30,6 +30,9 @@ def render_plan(plan: Plan, kind_of: KindLookup) -> str:
         if run.due_since:
             lines.append(f"  # due since {run.due_since}: an earlier apply needed it and it has not run "
                          "successfully since (journal)")
+        if run.unapplied:
+            lines.append("  # not applied as declared yet: the journal has no successful run of these commands on "
+                         "this target (they cannot be read back)")
         if run.triggered_by:
             lines.append(f"  # triggered by: {', '.join(run.triggered_by)}")
         lines.extend(f"    > {command.display()}" for command in run.commands)
