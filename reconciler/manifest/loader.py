@@ -57,6 +57,8 @@ _MODES = frozenset(Mode)
 _ENSURES = frozenset(e.value for e in Ensure)
 _UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Either of the above: one search answers the common case (nothing wrong)."""
+_NOTABLE = re.compile("[$\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|://")
+"""`$` (a variable may be used), or what `_UNSAFE` finds, or a URL: text `_notable` lists (as does a long one)."""
 _ATOMS = (str, int, float, bool, type(None))
 """What YAML scalars build: a value no walk of the document descends into."""
 
@@ -120,7 +122,7 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
         raise ManifestError([ManifestProblem(file, line, "", f"the manifest is {message}")]) from None
     text = raw.decode("utf-8-sig")
 
-    doc = parse(text)
+    doc = parse(text, _notable)
     run = _Run(file, doc)
     for problem in doc.problems:
         # Not marked: a duplicate key must not hide problems in the first occurrence's value.
@@ -136,11 +138,17 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
     data: dict[str, Any] = doc.data
     variables = _variables(run, data.get("variables"), overrides)
     expanded = {**data}
-    for section in ("targets", "resources", "verify"):
-        if section in data:
-            expanded[section] = _expand(run, variables, data[section], (section,))
+    if doc.notable is None:
+        for section in ("targets", "resources", "verify"):
+            if section in data:
+                expanded[section] = _expand(run, variables, data[section], (section,))
+    else:
+        _expand_notable(run, variables, expanded, doc.notable)
     _check_secret_names(run, expanded.get("targets"))
-    _check_text(run, expanded, ())
+    if doc.notable is None:
+        _check_text(run, expanded, ())
+    else:
+        _check_notable(run, expanded, doc.notable)
 
     checker = SchemaChecker(registry)
     run.add_issues((), checker.check_document(expanded))
@@ -274,6 +282,55 @@ def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any
                 copied.append(new)
         return value if copied is None else copied
     return value
+
+
+def _notable(text: str) -> bool:
+    """Text `_expand` or `_check_text` would act on (a `$`, or what `_plain` does not pass): the parser lists it."""
+    return len(text) > MAX_VALUE or _NOTABLE.search(text) is not None
+
+
+def _at(value: Any, path: FieldPath) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+def _expand_notable(run: _Run, variables: Variables, expanded: dict[str, Any],
+                    notable: tuple[tuple[FieldPath, bool], ...]) -> None:
+    """`_expand` of each section, visiting only the text the parser listed (every value with a `$` is listed).
+
+    Substitutes in place: a document read by the direct path is built for this load alone and shares nothing
+    (no alias), so this gives what `_expand`'s copies give; the top level is `expanded`, already a copy.
+    """
+    for section in ("targets", "resources", "verify"):
+        for path, is_key in notable:
+            if is_key or path[0] != section:
+                continue
+            parent = _at(expanded, path[:-1])
+            value = parent[path[-1]]
+            if type(value) is str and "$" in value:
+                new = _expand(run, variables, value, path)
+                if new is not value:
+                    parent[path[-1]] = new
+
+
+def _check_notable(run: _Run, expanded: dict[str, Any], notable: tuple[tuple[FieldPath, bool], ...]) -> None:
+    """`_check_text(run, expanded, ())` for a document whose keys and text outside `notable` `_plain` passes:
+    the same checks of the listed ones, in the same order (a key before its value), each silenced as there."""
+    for path, is_key in notable:
+        if is_key:
+            key = path[-1]
+            if (isinstance(key, str) and (len(key) > MAX_VALUE or _UNSAFE.search(key) is not None)
+                    and not run.silent(path[:-1])):
+                problem = text_problem(key, url=False)
+                if problem is not None:
+                    run.add(path, f"the key {problem}")
+            continue
+        value = _at(expanded, path)
+        if type(value) is str and not _plain(value) and not run.silent(path):
+            problem = text_problem(value, url=path[0] != "variables")
+            if problem is not None:
+                run.add(path, problem)
 
 
 def _names_a_variable(path: FieldPath) -> bool:

@@ -58,6 +58,10 @@ class Document:
     lines: Mapping[FieldPath, int]
     problems: tuple[YamlProblem, ...]
     opaque: frozenset[FieldPath] = frozenset()
+    notable: tuple[tuple[FieldPath, bool], ...] | None = None
+    """From `parse(text, notable=...)` when the document was read by the direct path: every key (True, at its
+    own path) and text value (False) the predicate picked, in document order; its `data` is then freshly built,
+    shared with no one (no alias). None: not recorded, every value has to be visited."""
 
     def line(self, path: FieldPath) -> int:
         """The line of `path`, or of its nearest ancestor that exists (a missing field's object)."""
@@ -84,9 +88,17 @@ def format_path(path: FieldPath) -> str:
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse(text: str) -> Document:
-    """Compose `text` as one YAML document and build plain data with line numbers. Never raises."""
+def parse(text: str, notable: Callable[[str], bool] | None = None) -> Document:
+    """Compose `text` as one YAML document and build plain data with line numbers. Never raises.
+
+    With `notable`, a document that has nothing unusual (see `_direct`) is built straight from the parser's
+    events, and `Document.notable` lists the keys and text values the predicate picked.
+    """
     with collector_paused():
+        if notable is not None:
+            direct = _direct(text, notable)
+            if direct is not None:
+                return direct
         return _parse(text)
 
 
@@ -316,3 +328,154 @@ class _Builder:
             if isinstance(value, dict):
                 out.update(value)
         return out
+
+
+# --- the direct path ----------------------------------------------------------------------------
+
+
+class _Unusual(Exception):
+    """The direct path does not take this document: the composing path reads it (and reports what is wrong)."""
+
+
+_SCALAR_EVENT = yaml.ScalarEvent
+_MAPPING_START = yaml.MappingStartEvent
+_SEQUENCE_START = yaml.SequenceStartEvent
+_COLLECTION_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_MISSING = object()
+_scalar_node: Callable[..., ScalarNode] = ScalarNode
+
+
+def _direct(text: str, notable: Callable[[str], bool]) -> Document | None:
+    """`text` built from the parser's events without composing nodes, or None for the composing path.
+
+    Taken only by a document with nothing that path would treat specially or report: one document, no anchor,
+    alias or explicit tag, no merge key, no duplicate key, no value it cannot read, at most MAX_DEPTH deep.
+    For such a document the data and lines are what the composing path builds (the same parser, resolver and
+    scalar rules), with no problem; anything else (and any YAML error) returns None, so every message comes
+    from the composing path as before.
+    """
+    loader = _LOADER(text)
+    try:
+        return _from_events(loader, notable)
+    except (_Unusual, yaml.YAMLError, ValueError, TypeError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool]) -> Document:
+    get: Callable[[], Any] = loader.get_event
+    if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(get(), yaml.DocumentStartEvent):
+        raise _Unusual  # an empty stream: the composing path says so
+    scalars = _Scalars(loader)
+    plain: dict[str, tuple[Any, bool]] = {}  # a plain scalar's text -> its value, notable (by text alone)
+    notable_keys: dict[str, bool] = {}
+    lines: dict[FieldPath, int] = {}
+    picked: list[tuple[FieldPath, bool]] = []
+    stack: list[tuple[Any, FieldPath, bool, FieldPath | None]] = []  # the collections that enclose `current`
+    current: Any = None  # the open collection (None: the root value comes next)
+    cpath: FieldPath = ()
+    is_map = False
+    key_path: FieldPath | None = None  # in a mapping: the path of the key just read (its value comes next)
+    root: Any = _MISSING
+    while True:
+        event = get()
+        cls = type(event)
+        if is_map and key_path is None:  # a key, or the mapping's end
+            if cls is _SCALAR_EVENT:
+                key = event.value
+                if event.anchor is not None or event.tag is not None or key in current or (
+                        key == "<<" and event.implicit[0]):
+                    raise _Unusual
+                key_path = (*cpath, key)
+                lines[key_path] = event.start_mark.line + 1
+                pick = notable_keys.get(key)
+                if pick is None:
+                    pick = notable_keys[key] = notable(key)
+                if pick:
+                    picked.append((key_path, True))
+                continue
+            if cls not in _COLLECTION_END:
+                raise _Unusual  # a key that is a collection
+        elif cls in _COLLECTION_END:
+            pass
+        else:
+            # A value: at the key's path in a mapping (its line is the key's), else a list item's or the root's.
+            if is_map:
+                assert key_path is not None
+                path = key_path
+            else:
+                path = (*cpath, len(current)) if current is not None else ()
+                lines[path] = event.start_mark.line + 1
+            if event.anchor is not None or event.tag is not None or len(stack) > MAX_DEPTH:
+                raise _Unusual
+            if cls is _SCALAR_EVENT:
+                text_ = event.value
+                if event.implicit[0]:
+                    found = plain.get(text_)
+                    if found is None:
+                        value = scalars.plain(text_, event.style)
+                        found = plain[text_] = (value, type(value) is str and notable(value))
+                    value, pick = found
+                else:
+                    value, pick = text_, notable(text_)  # quoted or a block scalar: text
+                if pick:
+                    picked.append((path, False))
+                if current is None:
+                    root = value
+                    break
+                if is_map:
+                    current[path[-1]] = value
+                    key_path = None
+                else:
+                    current.append(value)
+                continue
+            if cls is _MAPPING_START:
+                child: Any = {}
+            elif cls is _SEQUENCE_START:
+                child = []
+            else:
+                raise _Unusual
+            if current is None:
+                root = child
+            elif is_map:
+                current[path[-1]] = child
+            else:
+                current.append(child)
+            stack.append((current, cpath, is_map, key_path))
+            current, cpath, is_map, key_path = child, path, cls is _MAPPING_START, None
+            continue
+        # the end of the open collection
+        current, cpath, is_map, key_path = stack.pop()
+        key_path = None
+        if current is None:
+            break
+    if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
+        raise _Unusual  # more than one document
+    return Document(root, lines, (), frozenset(), tuple(picked))
+
+
+class _Scalars:
+    """A plain scalar's value, as `_Builder._scalar` builds it from the node the composer would make."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self._resolve: Callable[[type[Node], str, tuple[bool, bool]], str] = loader.resolve
+        constructor = SafeConstructor()
+        self._construct: dict[str, Callable[[ScalarNode], Any]] = {
+            _TAG + "null": constructor.construct_yaml_null,
+            _TAG + "bool": constructor.construct_yaml_bool,
+            _TAG + "int": constructor.construct_yaml_int,
+            _TAG + "float": constructor.construct_yaml_float,
+        }
+
+    def plain(self, text: str, style: str | None) -> Any:
+        tag = self._resolve(ScalarNode, text, (True, False))
+        if tag in (_STR, _TIMESTAMP) or (style is None and _GUID.match(text)):
+            return text
+        construct = self._construct.get(tag)
+        if construct is None:
+            raise _Unusual  # a tag the builder refuses (merge as a value)
+        try:
+            return construct(_scalar_node(tag, text, None, None, style))
+        except yaml.YAMLError:
+            raise _Unusual from None
