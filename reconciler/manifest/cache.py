@@ -246,7 +246,7 @@ def _write(entry: Path, key: str, desired: DesiredState, files: list[str]) -> No
     try:  # the encoding carries every value exactly (tuples, sets, enums, the model's classes) or refuses it
         encoded = _encode(desired)
         text = json.dumps({"format": FORMAT, "key": key, "files": hashes, "desired": encoded},
-                          ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+                          ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False)
     except (TypeError, ValueError):
         return
     try:
@@ -292,11 +292,14 @@ _MODE = {m.value: m for m in Mode}
 
 def _encode_resource(r: DesiredResource) -> Any:
     """A resource as one list (there are thousands: the compact form is what makes a cache hit cheap)."""
+    # The fields and their lines as they are when they are dicts (the loader's): only serialised, never kept.
+    fields = r.fields if type(r.fields) is dict else dict(r.fields)
+    lines = r.field_lines if type(r.field_lines) is dict else dict(r.field_lines)
     if (not _COMPACT or type(r) is not DesiredResource or type(r.key) is not ResourceKey
-            or type(r.location) is not SourceLocation or not _plain(dict(r.fields)) or not _plain(dict(r.field_lines))):
+            or type(r.location) is not SourceLocation or not _plain(fields) or not _plain(lines)):
         return _encode(r)
-    return [r.key.target, r.key.kind, r.key.identity, r.ensure.value, dict(r.fields), r.location.file,
-            r.location.line, r.location.path, dict(r.field_lines), None if r.mode is None else r.mode.value]
+    return [r.key.target, r.key.kind, r.key.identity, r.ensure.value, fields, r.location.file,
+            r.location.line, r.location.path, lines, None if r.mode is None else r.mode.value]
 
 
 def _rebuilt(cls: type[T], values: dict[str, Any]) -> T:

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MODES = frozenset(Mode)
 _ENSURES = frozenset(e.value for e in Ensure)
+_ENSURE_OF = {e.value: e for e in Ensure}
 _UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Either of the above: one search answers the common case (nothing wrong)."""
 _NOTABLE = re.compile("[$\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|://")
@@ -317,6 +318,7 @@ def _expand_notable(run: _Run, variables: Variables, expanded: dict[str, Any],
 def _check_notable(run: _Run, expanded: dict[str, Any], notable: tuple[tuple[FieldPath, bool], ...]) -> None:
     """`_check_text(run, expanded, ())` for a document whose keys and text outside `notable` `_plain` passes:
     the same checks of the listed ones, in the same order (a key before its value), each silenced as there."""
+    found: dict[tuple[str, bool], str | None] = {}  # text_problem of text met again (a URL used by many resources)
     for path, is_key in notable:
         if is_key:
             key = path[-1]
@@ -328,7 +330,10 @@ def _check_notable(run: _Run, expanded: dict[str, Any], notable: tuple[tuple[Fie
             continue
         value = _at(expanded, path)
         if type(value) is str and not _plain(value) and not run.silent(path):
-            problem = text_problem(value, url=path[0] != "variables")
+            url = path[0] != "variables"
+            problem = found.get((value, url), "")
+            if problem == "":
+                problem = found[(value, url)] = text_problem(value, url=url)
             if problem is not None:
                 run.add(path, problem)
 
@@ -504,13 +509,19 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
     out: list[DesiredResource] = []
     first_seen: dict[tuple[str, str, str], int] = {}
     lines = run.doc.lines
+    checks: dict[tuple[str | None, str], Callable[[Any], list[SchemaIssue]]] = {}
     for index, item in enumerate(items):
         base: FieldPath = ("resources", index)
         if not isinstance(item, dict):
             continue  # the document check already said it must be a mapping
         provider, spec = _kind_spec(run, registry, targets, item, base)
         if spec is not None:
-            run.add_issues(base, checker.check_resource(item, provider, spec.kind))
+            check = checks.get((provider, spec.kind))
+            if check is None:
+                check = checks[(provider, spec.kind)] = checker.resource_check(provider, spec.kind)
+            issues = check(item)
+            if issues:
+                run.add_issues(base, issues)
         elif not run.silent((*base, "kind")):
             run.add_issues(base, checker.check_resource(item, None, None))
 
@@ -542,12 +553,12 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
         fields = _prepare(run, spec, item, base, manifest_dir)
         if fields is None:
             continue
-        line = run.doc.line(base)
+        line = lines.get(base) or run.doc.line(base)
         out.append(DesiredResource(
             key=ResourceKey(target, spec.kind, identity),
-            ensure=Ensure(ensure),
+            ensure=_ENSURE_OF[ensure],
             fields=fields,
-            location=SourceLocation(run.file, line, format_path(base)),
+            location=SourceLocation(run.file, line, f"resources[{index}]"),  # format_path(base)
             field_lines={k: (lines.get((*base, k)) or run.doc.line((*base, k))) if k in item else line
                          for k in fields},
             mode=Mode(item["mode"]) if item.get("mode") in _MODES else None,

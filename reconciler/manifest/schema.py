@@ -290,6 +290,22 @@ class SchemaChecker:
         ref = f"#/$defs/{kind_def(provider, kind)}" if provider and kind else "#/$defs/resource"
         return self._check(ref, item)
 
+    def resource_check(self, provider: str | None, kind: str) -> Callable[[Any], list[SchemaIssue]]:
+        """`check_resource` of `provider`'s `kind`, with its schema looked up once (a load checks thousands)."""
+        ref = f"#/$defs/{kind_def(provider, kind)}" if provider and kind else "#/$defs/resource"
+        fast = self._fast_check(ref)
+
+        def check(item: Any) -> list[SchemaIssue]:
+            if fast is not None:
+                try:
+                    if fast(item):
+                        return []
+                except Exception:  # as in _check: jsonschema decides
+                    pass
+            return explain(self._validator(ref), item)
+
+        return check
+
     def _check(self, ref: str, instance: Any) -> list[SchemaIssue]:
         fast = self._fast_check(ref)
         if fast is not None:
