@@ -270,14 +270,20 @@ def _write(entry: Path, key: str, desired: DesiredState, files: list[str]) -> No
 _RESOURCE = ("key", "ensure", "fields", "location", "field_lines", "mode")
 
 
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> bool:
     """JSON as it is: what json.loads gives back equal, with nothing to tag."""
-    if value is None or type(value) in (str, int, float, bool):
+    if type(value) in _ATOMS:
         return True
     if type(value) is list:
-        return all(_plain(v) for v in value)
+        return all(type(v) in _ATOMS or _plain(v) for v in value)
     if type(value) is dict:
-        return all(type(k) is str and k != _TAG and _plain(v) for k, v in value.items())
+        for k, v in value.items():  # a resource's fields: mostly text, numbers and booleans, answered here
+            if type(k) is not str or k == _TAG or (type(v) not in _ATOMS and not _plain(v)):
+                return False
+        return True
     return False
 
 

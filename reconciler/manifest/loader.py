@@ -56,6 +56,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MODES = frozenset(Mode)
 _ENSURES = frozenset(e.value for e in Ensure)
 _ENSURE_OF = {e.value: e for e in Ensure}
+_PRESENT, _ABSENT = Ensure.PRESENT.value, Ensure.ABSENT.value
 _UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Either of the above: one search answers the common case (nothing wrong)."""
 _NOTABLE = re.compile("[$\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|://")
@@ -532,8 +533,8 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
                 identity = SINGLETON_IDENTITY
             elif "identity" not in spec.schema.get("required", ()):
                 run.add(base, "missing required field 'identity'")  # else the kind schema said so
-        ensure = item.get("ensure", Ensure.PRESENT.value)
-        if spec is not None and spec.singleton and ensure == Ensure.ABSENT.value and not run.troubled(base):
+        ensure = item.get("ensure", _PRESENT)
+        if spec is not None and spec.singleton and ensure == _ABSENT and not run.troubled(base):
             run.add((*base, "ensure"), f"{spec.kind} always exists (one per target), so it cannot be absent")
         if isinstance(target, str) and spec is not None and isinstance(identity, str):
             dedupe = (target, spec.kind, identity.casefold())
@@ -554,14 +555,18 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
         if fields is None:
             continue
         line = lines.get(base) or run.doc.line(base)
+        field_lines: dict[str, int] = {}
+        for k in fields:
+            found = lines.get((*base, k)) if k in item else line  # a field prepare added: the resource's line
+            field_lines[k] = found or run.doc.line((*base, k))
+        mode = item.get("mode")
         out.append(DesiredResource(
             key=ResourceKey(target, spec.kind, identity),
             ensure=_ENSURE_OF[ensure],
             fields=fields,
             location=SourceLocation(run.file, line, f"resources[{index}]"),  # format_path(base)
-            field_lines={k: (lines.get((*base, k)) or run.doc.line((*base, k))) if k in item else line
-                         for k in fields},
-            mode=Mode(item["mode"]) if item.get("mode") in _MODES else None,
+            field_lines=field_lines,
+            mode=None if mode is None else Mode(mode) if mode in _MODES else None,
         ))
     return out
 
