@@ -101,7 +101,11 @@ def check_targets(desired: DesiredState, registry: Registry) -> tuple[Diagnostic
         resources = [r for r in desired.for_target(name) if (r.mode or target.mode) is not Mode.SUSPEND]
         for severity, resource, field, message in target_findings(registry.provider(target.provider), target,
                                                                   resources):
+            text = f"{field}: {message}" if field else message
+            if resource is None:  # about the target's own declaration (its handlers, its settings)
+                where = target.location
+                found.append(Diagnostic(severity, text, name, f"{where.file}:{where.line}" if where else None))
+                continue
             line = resource.field_lines.get(field, resource.location.line)
-            found.append(Diagnostic(severity, f"{field}: {message}" if field else message, resource.key.address,
-                                    f"{resource.location.file}:{line}"))
+            found.append(Diagnostic(severity, text, resource.key.address, f"{resource.location.file}:{line}"))
     return tuple(found)

@@ -104,3 +104,18 @@ def test_removing_an_issuer(estate: Estate) -> None:
     assert run.code == 0, run.out
     assert "Remove-SPTrustedSecurityTokenIssuer -Identity 'Exchange'" in run.out
     assert [i["Identity"] for i in estate.objects(SHAREPOINT, "TrustedSecurityTokenIssuer")] == ["Skype"]
+
+
+def test_a_grant_naming_an_issuer_the_target_does_not_declare_is_a_warning(estate: Estate) -> None:
+    # The farm may have an issuer this manifest does not manage: the grant may still run (once), so a warning at the
+    # target's line, naming what the target does declare, and the nearest name.
+    text = MANIFEST.read_text(encoding="utf-8").replace("- issuer: Exchange ", "- issuer: Exchnage ")
+    manifest: Path = estate.write("misspelt-issuer.yaml", text)
+    plan = estate.reconcile("plan", manifest)
+    assert plan.code == 0, plan.out + plan.err
+    target_line = text.splitlines().index("  litware-sharepoint:") + 1
+    (line,) = [x for x in plan.out.splitlines() if x.startswith("warning: ") and "Exchnage" in x]
+    assert line == (f"warning: {manifest}:{target_line}: litware-sharepoint: handlers.appPrincipalPermission.grants[0] "
+                    "names issuer 'Exchnage', which this target does not declare (declared: Exchange, Skype): the "
+                    "grant runs once, and fails at apply unless the farm already has that issuer; did you mean "
+                    "'Exchange'?")

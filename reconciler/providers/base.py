@@ -80,9 +80,9 @@ def handlers_of(provider: object) -> Mapping[str, HandlerSpec]:
     return found if isinstance(found, Mapping) else {}
 
 
-TargetFinding = tuple[Severity, DesiredResource, str, str]
-"""(severity, the resource it is about, its field or "", message) from a provider's checks of
-a target's declared resources taken together (`diagnose_target`)."""
+TargetFinding = tuple[Severity, DesiredResource | None, str, str]
+"""(severity, the resource it is about (None: the target itself), its field or "", message) from a provider's checks
+of a target's declared resources taken together (`diagnose_target`)."""
 
 
 def target_findings(provider: object, target: TargetSpec,

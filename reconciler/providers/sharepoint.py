@@ -41,6 +41,7 @@ from reconciler.model import (
     TargetSpec,
 )
 from reconciler.providers.base import HandlerSpec, ServiceIdentity, TargetFinding, TrustEdge
+from reconciler.suggest import did_you_mean
 
 DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in declared.KINDS}
 ISSUERS = declared.TRUSTED_SECURITY_TOKEN_ISSUER
@@ -148,14 +149,21 @@ class SharePointProvider:
         settings = target.handlers.get(APP_PRINCIPAL_PERMISSION.name)
         if not settings or settings.get("enabled") is False:
             return []
-        absent = {r.key.identity.casefold(): r for r in resources
-                  if r.key.kind == ISSUERS.kind and r.ensure is Ensure.ABSENT}
+        issuers = {r.key.identity.casefold(): r for r in resources if r.key.kind == ISSUERS.kind}
         found: list[TargetFinding] = []
         for index, grant in enumerate(settings.get("grants") or []):
-            resource = absent.get(str(grant.get("issuer", "")).casefold())
-            if resource is not None:
+            named = str(grant.get("issuer", ""))
+            where = f"handlers.{APP_PRINCIPAL_PERMISSION.name}.grants[{index}]"
+            resource = issuers.get(named.casefold())
+            if resource is None:
+                declared = sorted(r.key.identity for r in issuers.values())
+                found.append((Severity.WARNING, None, "", (
+                    f"{where} names issuer {named!r}, which this target does not declare (declared: "
+                    f"{', '.join(declared) or 'none'}): the grant runs once, and fails at apply unless the farm "
+                    f"already has that issuer{did_you_mean(named, declared)}")))
+            elif resource.ensure is Ensure.ABSENT:
                 found.append((Severity.ERROR, resource, "", (
-                    f"handlers.{APP_PRINCIPAL_PERMISSION.name}.grants[{index}] grants to this issuer's app principal, "
+                    f"{where} grants to this issuer's app principal, "
                     "but the issuer is declared absent: remove the grant (a removed issuer has no app principal; "
                     "the grant is not revoked by this tool)")))
         return found
