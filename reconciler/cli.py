@@ -521,13 +521,15 @@ def _plan(args: argparse.Namespace, registry: Registry, record: Recorder) -> int
     saved: list[dict[str, Any]] = []
 
     def show(plan: Plan, session: Session) -> None:
-        document = plan_to_json(plan, session.kind_of)
-        document["variables"] = _variables(args)
-        saved.append(document)
-        if _plan_format(args) == "markdown":
+        shown = _plan_format(args)
+        if args.out or shown in ("markdown", "json"):  # the plan document (not built for the text alone)
+            document = plan_to_json(plan, session.kind_of)
+            document["variables"] = _variables(args)
+            saved.append(document)
+        if shown == "markdown":
             from reconciler.render.markdown import render_markdown
             sys.stdout.write(render_markdown(document))
-        elif _plan_format(args) == "json":
+        elif shown == "json":
             print(json.dumps(document, indent=2))
         else:
             _write(args, render_plan(plan, session.kind_of))
