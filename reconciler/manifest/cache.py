@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import reconciler
 from reconciler.manifest.collector import collector_paused
@@ -62,7 +62,6 @@ _CLASSES: dict[str, type[Any]] = {c.__name__: c for c in (
     Mode)}
 _TAG = "\0t"  # marks an encoded object; a manifest's text cannot hold a NUL (the loader refuses control characters)
 _CODE = (".py", ".pyc", ".pyd", ".so", ".pth")
-T = TypeVar("T")
 
 
 def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | None, state_dir: Path,
@@ -290,7 +289,7 @@ def _plain(value: Any) -> bool:
 _COMPACT = (tuple(f.name for f in dataclasses.fields(DesiredResource)) == _RESOURCE
             and all(not hasattr(c, "__post_init__") and not hasattr(c, "__slots__")
                     for c in (DesiredResource, ResourceKey, SourceLocation)))
-"""Resources are written as lists and rebuilt without their generated __init__ (see `_rebuilt`): only while
+"""Resources are written as lists and rebuilt without their generated __init__ (see `_decode_resources`): only while
 the model classes are what this code knows (their fields, nothing done at construction, a __dict__ each)."""
 _ENSURE = {e.value: e for e in Ensure}
 _MODE = {m.value: m for m in Mode}
@@ -308,29 +307,33 @@ def _encode_resource(r: DesiredResource) -> Any:
             r.location.line, r.location.path, lines, None if r.mode is None else r.mode.value]
 
 
-def _rebuilt(cls: type[T], values: dict[str, Any]) -> T:
-    """An instance of a frozen model class from all its field values, as its __init__ would make it, without the
-    __init__'s object.__setattr__ per field (a third of a cache hit's time at 50,000 resources)."""
-    instance = object.__new__(cls)
-    instance.__dict__.update(values)
-    return instance
-
-
-def _decode_resource(v: Any, strings: dict[str, str]) -> DesiredResource:
-    if isinstance(v, dict) or not _COMPACT:
-        decoded = _decode(v)
-        if not isinstance(decoded, DesiredResource):
+def _decode_resources(values: Any) -> tuple[DesiredResource, ...]:
+    """The resources of an entry. A compact one's frozen model classes are made from all their field values as their
+    __init__ would make them, without the __init__'s object.__setattr__ per field (a third of a cache hit's time at
+    50,000 resources), and without a call per object (thousands of them)."""
+    strings: dict[str, str] = {}
+    intern = strings.setdefault  # the target, kind and file repeat: one string each, not one per resource
+    new = object.__new__
+    out: list[DesiredResource] = []
+    for v in values:
+        if isinstance(v, dict) or not _COMPACT:
+            decoded = _decode(v)
+            if not isinstance(decoded, DesiredResource):
+                raise ValueError("not a resource")
+            out.append(decoded)
+            continue
+        target, kind, identity, ensure, fields, file, line, path, field_lines, mode = v
+        if not (type(target) is str and type(kind) is str and type(file) is str):
             raise ValueError("not a resource")
-        return decoded
-    target, kind, identity, ensure, fields, file, line, path, field_lines, mode = v
-    if not (isinstance(target, str) and isinstance(kind, str) and isinstance(file, str)):
-        raise ValueError("not a resource")
-    # The target, kind and file repeat for thousands of resources: one string each, not one per resource.
-    key = _rebuilt(ResourceKey, {"target": strings.setdefault(target, target), "kind": strings.setdefault(kind, kind),
-                                 "identity": identity})
-    location = _rebuilt(SourceLocation, {"file": strings.setdefault(file, file), "line": line, "path": path})
-    return _rebuilt(DesiredResource, {"key": key, "ensure": _ENSURE[ensure], "fields": fields, "location": location,
-                                      "field_lines": field_lines, "mode": None if mode is None else _MODE[mode]})
+        key = new(ResourceKey)
+        key.__dict__.update(target=intern(target, target), kind=intern(kind, kind), identity=identity)
+        location = new(SourceLocation)
+        location.__dict__.update(file=intern(file, file), line=line, path=path)
+        resource = new(DesiredResource)
+        resource.__dict__.update(key=key, ensure=_ENSURE[ensure], fields=fields, location=location,
+                                 field_lines=field_lines, mode=None if mode is None else _MODE[mode])
+        out.append(resource)
+    return tuple(out)
 
 
 def _encode(value: Any) -> Any:
@@ -369,9 +372,7 @@ def _decode(value: Any) -> Any:
         return {k: _decode(v) for k, v in value.items()}
     body = value["v"]
     if tag == "DesiredState":
-        strings: dict[str, str] = {}
-        return DesiredState(**{k: _decode(v) for k, v in body.items()},
-                            resources=tuple(_decode_resource(r, strings) for r in value["resources"]))
+        return DesiredState(**{k: _decode(v) for k, v in body.items()}, resources=_decode_resources(value["resources"]))
     if tag == "tuple":
         return tuple(_decode(v) for v in body)
     if tag == "frozenset":
