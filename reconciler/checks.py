@@ -74,11 +74,15 @@ def check_kinds(desired: DesiredState, live: Mapping[str, LiveState], registry: 
     """Each declared resource's own plan-time checks (its kind's `diagnose`), e.g. certificate dates."""
     found: list[Diagnostic] = []
     by_name: dict[str, dict[tuple[str, str], LiveResource]] = {}  # per target, built once: (kind, identity folded)
+    kinds: dict[str, Mapping[str, KindSpec]] = {}  # per target: its provider's, looked up once
     for resource in desired.resources:
         target = desired.targets[resource.key.target]
         if resource.ensure is not Ensure.PRESENT or resource.key.target not in live:
             continue
-        spec = registry.provider(target.provider).kinds[resource.key.kind]
+        of_target = kinds.get(resource.key.target)
+        if of_target is None:
+            of_target = kinds[resource.key.target] = registry.provider(target.provider).kinds
+        spec = of_target[resource.key.kind]
         if spec.diagnose is None or (resource.mode or target.mode) is Mode.SUSPEND:
             continue
         index = by_name.get(resource.key.target)

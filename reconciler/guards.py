@@ -33,7 +33,7 @@ class DeletionLimits:
 def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str, LiveState],
           limits: DeletionLimits) -> tuple[tuple[Change, ...], tuple[Diagnostic, ...]]:
     """The changes that pass the guards, and what the guards stopped, as diagnostics."""
-    declared = {(r.key.target, r.key.kind) for r in desired.resources}
+    declared: set[tuple[str, str]] | None = None  # (target, kind) declared: built at the first pruning removal
     kept: list[Change] = []
     stopped: dict[tuple[str, str], int] = {}
     protected: list[Change] = []
@@ -44,9 +44,12 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
                 and spec.protects(change.key.kind, change.key.identity):
             protected.append(change)
             continue
-        if change.action_reason is ActionReason.PRUNE and key not in declared:
-            stopped[key] = stopped.get(key, 0) + 1
-            continue
+        if change.action_reason is ActionReason.PRUNE:
+            if declared is None:
+                declared = {(r.key.target, r.key.kind) for r in desired.resources}
+            if key not in declared:
+                stopped[key] = stopped.get(key, 0) + 1
+                continue
         kept.append(change)
     found = [Diagnostic(Severity.WARNING, f"prune is on for {kind} on target {target!r}, but the manifest declares no "
                                           f"{kind} there: {count} pruning removal(s) not planned (an empty list is "
@@ -64,9 +67,11 @@ def guard(changes: tuple[Change, ...], desired: DesiredState, live: Mapping[str,
     for change in deletions:
         by_kind[(change.key.target, change.key.kind)] = by_kind.get((change.key.target, change.key.kind), 0) + 1
     for (target, kind), count in sorted(by_kind.items()):
+        if count < SHARE_FROM:
+            continue  # the share rule starts at SHARE_FROM deletions: no need to count the live objects
         state = live.get(target)
         total = sum(1 for k in state.resources if k.kind == kind) if state is not None else 0
-        if count >= SHARE_FROM and total and count > limits.max_deletion_share * total + limits.allowed:
+        if total and count > limits.max_deletion_share * total + limits.allowed:
             found.append(Diagnostic(Severity.ERROR, f"deletion guard: this plan removes {count} of the {total} live "
                                                      f"{kind} objects on target {target!r} (more than "
                                                      f"{limits.max_deletion_share:.0%}); review it and allow them with "

@@ -81,9 +81,14 @@ def reference(value: Any) -> Reference | None:
     return Reference(parts[0], parts[1], parts[2], name)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None), list})
+"""Types of value that are never a reference (no mapping): most fields' values, passed over without a call."""
+
+
 def references(resource: DesiredResource) -> list[tuple[str, Reference]]:
     """(field, reference) of each field of a resource whose value is a reference."""
-    return [(name, ref) for name, value in resource.fields.items() if (ref := reference(value)) is not None]
+    return [(name, ref) for name, value in resource.fields.items()
+            if type(value) not in _PLAIN and (ref := reference(value)) is not None]
 
 
 def problems(desired: DesiredState) -> list[tuple[DesiredResource, str, str]]:
@@ -132,18 +137,23 @@ def value_of(ref: Reference, live: Mapping[str, LiveState]) -> str | None:
 
 def resolve(desired: DesiredState, live: Mapping[str, LiveState]) -> DesiredState:
     """`desired` with each reference replaced by the value read in `live`, or by its placeholder."""
-    if not any(references(r) for r in desired.resources):
-        return desired
-    resources = []
-    for resource in desired.resources:
+    plain = _PLAIN
+    resources: list[DesiredResource] | None = None  # a copy, made at the first resource that refers
+    for index, resource in enumerate(desired.resources):
+        for value in resource.fields.values():
+            if type(value) not in plain:
+                break
+        else:
+            continue  # no field can hold a reference (the common case, seen without a call)
         found = references(resource)
         if found:
             fields: dict[str, JSONValue] = dict(resource.fields)
             for name, ref in found:
                 fields[name] = value_of(ref, live) or ref.placeholder
-            resource = dataclasses.replace(resource, fields=fields)
-        resources.append(resource)
-    return dataclasses.replace(desired, resources=tuple(resources))
+            if resources is None:
+                resources = list(desired.resources)
+            resources[index] = dataclasses.replace(resource, fields=fields)
+    return desired if resources is None else dataclasses.replace(desired, resources=tuple(resources))
 
 
 def placeholders(commands: Iterable[Command]) -> list[Reference]:

@@ -33,7 +33,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -373,6 +373,8 @@ class Documents:
         self._client = client
         self._own = client is None
         self._results: dict[str, MetadataDocument | MetadataError] = {}
+        self._pending: dict[str, Future[MetadataDocument | MetadataError]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _http(self) -> httpx.Client:
@@ -388,19 +390,38 @@ class Documents:
         except MetadataError as exc:
             return exc
 
+    def start(self, urls: Iterable[str]) -> None:
+        """Start downloading these documents in the background (up to `concurrency` at once), so a later `fetch`
+        finds them read or under way while the caller does other work. Each URL is still downloaded once."""
+        missing = [url for url in dict.fromkeys(urls) if url not in self._results and url not in self._pending]
+        if not missing:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing)),
+                                            thread_name_prefix="metadata")
+        self._pending.update((url, self._pool.submit(self._one, url)) for url in missing)
+
     def fetch(self, urls: Iterable[str]) -> dict[str, MetadataDocument | MetadataError]:
-        """The answer for each URL (downloading those not seen yet, up to `concurrency` at once)."""
+        """The answer for each URL (downloading those not seen yet, up to `concurrency` at once; waiting for those
+        `start` set going)."""
         wanted = list(dict.fromkeys(urls))
-        missing = [url for url in wanted if url not in self._results]
+        missing = [url for url in wanted if url not in self._results and url not in self._pending]
         if len(missing) == 1 or (missing and self.concurrency == 1):
             self._results.update((url, self._one(url)) for url in missing)
         elif missing:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing)),
                                     thread_name_prefix="metadata") as pool:
                 self._results.update(zip(missing, pool.map(self._one, missing), strict=True))
+        for url in wanted:
+            if url in self._pending:
+                self._results[url] = self._pending.pop(url).result()
         return {url: self._results[url] for url in wanted}
 
     def close(self) -> None:
+        if self._pool is not None:  # downloads not begun are dropped; those under way finish before the client closes
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pending.clear()
         if self._own and self._client is not None:
             self._client.close()
         self._client = None if self._own else self._client

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from reconciler.errors import ReferenceProblem
 from reconciler.kinds.certificates import CertificateRole, PublishedCertificate
+from reconciler.kinds.spec import KindSpec
 from reconciler.model import DesiredResource, DesiredState, LiveState, ResourceKey, Severity
 from reconciler.plan import Diagnostic, TimelineEntry
 from reconciler.providers.base import Registry
@@ -96,9 +97,9 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
     depends: dict[str, set[str]] = {}
     diagnostics: list[Diagnostic] = []
     changed = False
+    spec_of = _spec_lookup(desired, registry)
     for resource in desired.resources:
-        target = desired.targets.get(resource.key.target)
-        spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
+        spec = spec_of(resource)
         sources = spec.references(resource.fields) if spec is not None and spec.references is not None else ()
         if spec is None or spec.resolve is None or not sources:
             resources.append(resource)
@@ -123,13 +124,28 @@ def resolve(desired: DesiredState, live: Mapping[str, LiveState], registry: Regi
                     {source: frozenset(key for key, _ in found) for source, found in notes.items()})
 
 
+def _spec_lookup(desired: DesiredState, registry: Registry) -> Callable[[DesiredResource], KindSpec | None]:
+    """A resource's kind (None: its target or kind is unknown), its target's provider looked up once per target."""
+    kinds: dict[str, Mapping[str, KindSpec] | None] = {}
+
+    def spec_of(resource: DesiredResource) -> KindSpec | None:
+        name = resource.key.target
+        if name not in kinds:
+            target = desired.targets.get(name)
+            kinds[name] = registry.provider(target.provider).kinds if target is not None else None
+        of_target = kinds[name]
+        return of_target.get(resource.key.kind) if of_target is not None else None
+
+    return spec_of
+
+
 def _notes(resources: Iterable[DesiredResource], desired: DesiredState, registry: Registry
            ) -> dict[str, list[tuple[ResourceKey, str]]]:
     """source target -> (key, how it refreshes on its own, or "") of the resources that take its certificates."""
     found: dict[str, list[tuple[ResourceKey, str]]] = {}
+    spec_of = _spec_lookup(desired, registry)
     for resource in resources:
-        target = desired.targets.get(resource.key.target)
-        spec = registry.provider(target.provider).kinds.get(resource.key.kind) if target is not None else None
+        spec = spec_of(resource)
         if spec is None or spec.references is None:
             continue
         for source in spec.references(resource.fields):

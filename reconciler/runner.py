@@ -32,7 +32,7 @@ from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
 from reconciler.references import Resolved, resolve
 from reconciler.store.base import is_postgres
-from reconciler.trustgraph import trust_graph
+from reconciler.trustgraph import declared, trust_diagnostics
 
 KindLookup = Callable[[Change], KindSpec | None]
 T = TypeVar("T")
@@ -211,30 +211,34 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     references = resolved(session)
     # then a value another target's apply makes known (reconciler.known_after_apply): as read, or a placeholder
     desired = known_after_apply.resolve(references.desired, session.live)
-    changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
-    guarded = references.diagnostics + guarded
-    handlers = plan_handlers(desired, changes, session.registry)
-    changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
-    context = DiagnoseContext(clock.utc_now(), settings.expiry_warning_days)
     # One set of downloads for the whole plan: the metadata checks and the trust graph read the same documents.
     with Documents(settings.metadata_timeout) as documents:
+        trust = declared(desired, session.registry) if settings.check_metadata else None
+        if trust is not None:
+            documents.start(trust.urls)  # the manifest names them: downloaded while the changes are planned
+        changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
+        guarded = references.diagnostics + guarded
+        handlers = plan_handlers(desired, changes, session.registry)
+        changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
+        context = DiagnoseContext(clock.utc_now(), settings.expiry_warning_days)
+        fingerprints = {name: fingerprint_live(state) for name, state in live.items()}
         diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout,
                                                 documents=documents) if settings.check_metadata else ())
         diagnostics += check_kinds(desired, live, session.registry, context)
         diagnostics += check_targets(desired, session.registry)
         diagnostics += check_runnable(session, changes, handlers)
-        if settings.check_metadata:
-            diagnostics += trust_graph(desired, session.registry, timeout=settings.metadata_timeout,
-                                       documents=documents).diagnostics
+        if trust is not None:
+            diagnostics += trust_diagnostics(desired, session.registry, timeout=settings.metadata_timeout,
+                                             documents=documents, parts=trust)
     return Plan(
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,
         targets=tuple(active_targets(desired)),
-        fingerprints={name: fingerprint_live(state) for name, state in live.items()},
+        fingerprints=fingerprints,
         changes=changes,
         diagnostics=diagnostics,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        checked=sum(1 for r in desired.resources),
+        checked=len(desired.resources),
         handlers=handlers,
         timeline=references.timeline,
     )

@@ -14,7 +14,7 @@ Checks (each names the resource and its manifest line):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -72,13 +72,21 @@ def _same(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.casefold() == b.casefold()
 
 
-def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 10.0,
-                client: httpx.Client | None = None, documents: Documents | None = None) -> TrustGraph:
-    """The graph and its diagnostics, in time linear in targets + resources + links.
+@dataclass(frozen=True)
+class Declared:
+    """What the manifest declares for the graph: each target's identity and the trusts (edges), in manifest order."""
 
-    `documents`: the run's shared downloads (the plan-time checks read the same ones); without it, this
-    call's own. Each document is downloaded once, concurrently.
-    """
+    identities: dict[str, ServiceIdentity]
+    edges: tuple[TrustEdge, ...]
+
+    @property
+    def urls(self) -> list[str]:
+        """The metadata documents the graph reads (each once, sorted)."""
+        return sorted({e.url for e in self.edges if e.url})
+
+
+def declared(desired: DesiredState, registry: Registry) -> Declared:
+    """Each target's identity and declared trusts, from its provider (`identity`, `trust_edges`)."""
     identities: dict[str, ServiceIdentity] = {}
     edges: list[TrustEdge] = []
     for name, target in desired.targets.items():
@@ -90,37 +98,48 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
             identities[name] = identity(target, resources)
         if callable(trust_edges):
             edges.extend(trust_edges(target, resources))
-    with contextlib.ExitStack() as stack:
-        if documents is None:
-            documents = stack.enter_context(Documents(timeout, client))
-        fetched = documents.fetch(sorted({e.url for e in edges if e.url}))
-    by_service: dict[str, list[str]] = {}  # identities by folded service name, in manifest order
-    for name, ident in identities.items():
-        if ident.service_name is not None:
-            by_service.setdefault(ident.service_name.casefold(), []).append(name)
+    return Declared(identities, tuple(edges))
 
-    nodes: dict[str, Node] = {
-        name: Node(name, i.label, i.service_name, i.realm, True) for name, i in identities.items()}
-    links: list[Link] = []
-    found: list[Diagnostic] = []
 
-    def problem(edge: TrustEdge, severity: Severity, message: str) -> None:
-        found.append(Diagnostic(severity, f"trust: {message}", edge.address, edge.location))
+class _Judge:
+    """Where each link leads and whether it can work, from the manifest's identities and the documents read. A
+    link's verdict depends only on its URL and expected identifier (many links share a URL): each pair with a URL
+    is judged once."""
 
-    for edge in edges:
-        doc = fetched.get(edge.url) if edge.url else None
+    def __init__(self, identities: dict[str, ServiceIdentity],
+                 fetched: Mapping[str, MetadataDocument | MetadataError]) -> None:
+        self.identities = identities
+        self.fetched = fetched
+        self.by_service: dict[str, list[str]] = {}  # identities by folded service name, in manifest order
+        for name, ident in identities.items():
+            if ident.service_name is not None:
+                self.by_service.setdefault(ident.service_name.casefold(), []).append(name)
+        self._verdicts: dict[tuple[str | None, str | None], tuple[str, Node | None, str, str]] = {}
+
+    def verdict(self, edge: TrustEdge) -> tuple[str, Node | None, str, str]:
+        """(destination, its node when the manifest does not declare it, status, message) of a link."""
+        if not edge.url:
+            return self._judge(edge)  # named by its identifier alone: most such links name one of their own
+        key = (edge.url, edge.application_identifier)
+        found = self._verdicts.get(key)
+        if found is None:
+            found = self._verdicts[key] = self._judge(edge)
+        return found
+
+    def _judge(self, edge: TrustEdge) -> tuple[str, Node | None, str, str]:
+        doc = self.fetched.get(edge.url) if edge.url else None
         service = doc.service_name if isinstance(doc, MetadataDocument) else edge.application_identifier
         realm = doc.realm if isinstance(doc, MetadataDocument) else None
-        dest = _match(identities, by_service, service, realm)
+        dest = _match(self.identities, self.by_service, service, realm)
+        node = None
         if dest is None:
             dest = f"{service or edge.url or '?'}@{realm}" if realm else (service or edge.url or "?")
-            nodes.setdefault(dest, Node(dest, "not in this manifest", service, realm, False))
+            node = Node(dest, "not in this manifest", service, realm, False)
         status, message = "ok", "ok"
         if isinstance(doc, MetadataError):
             status, message = "unchecked", f"cannot check: {doc.detail}"
-            problem(edge, Severity.WARNING, f"{edge.via}: cannot check the link to {edge.url}: {doc.detail}")
         elif isinstance(doc, MetadataDocument):
-            trusted = identities.get(dest)
+            trusted = self.identities.get(dest)
             # A federation document (Entra ID, AD FS) names its issuer, not the application an AuthServer's
             # ApplicationIdentifier names (the 2025 EvoSts setup): nothing to compare there.
             if edge.application_identifier and doc.kind != "federation" \
@@ -133,39 +152,100 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
                 status = "error"
                 message = (f"the metadata document at {edge.url} carries realm {doc.realm!r} but {dest} declares "
                            f"realm {trusted.realm!r}: tokens from {dest} will not be accepted")
-            if status == "error":
-                problem(edge, Severity.ERROR, message)
-        links.append(Link(edge.target, dest, edge, status, message))
+        return dest, node, status, message
+
+    def problem(self, edge: TrustEdge, status: str, message: str) -> Diagnostic | None:
+        """What the plan says of a link in this state (None: nothing)."""
+        if status == "unchecked":
+            doc = self.fetched.get(edge.url) if edge.url else None
+            detail = doc.detail if isinstance(doc, MetadataError) else ""
+            return Diagnostic(Severity.WARNING, f"trust: {edge.via}: cannot check the link to {edge.url}: {detail}",
+                              edge.address, edge.location)
+        if status == "error":
+            return Diagnostic(Severity.ERROR, f"trust: {message}", edge.address, edge.location)
+        return None
+
+    def realm_problems(self) -> list[Diagnostic]:
+        """A target declaring a realm that no downloaded document of its own service carries."""
+        found = []
+        documents_of: dict[str, list[MetadataDocument]] = {}  # downloaded documents by folded service name
+        for doc in self.fetched.values():
+            if isinstance(doc, MetadataDocument) and doc.service_name is not None:
+                documents_of.setdefault(doc.service_name.casefold(), []).append(doc)
+        for name, identity in self.identities.items():
+            if not identity.realm or not identity.service_name:
+                continue
+            own = documents_of.get(identity.service_name.casefold(), [])
+            if own and not any(_same(d.realm, identity.realm) for d in own):
+                carried = ", ".join(sorted({repr(d.realm) for d in own}))
+                found.append(Diagnostic(
+                    Severity.ERROR, f"trust: {name} declares realm {identity.realm!r}, but no metadata document of "
+                             f"{identity.service_name} carries it (they carry {carried}); partners will reject its "
+                             "tokens", None, None))
+        return found
+
+
+def _fetched(urls: list[str], timeout: float, client: httpx.Client | None,
+             documents: Documents | None) -> dict[str, MetadataDocument | MetadataError]:
+    with contextlib.ExitStack() as stack:
+        if documents is None:
+            documents = stack.enter_context(Documents(timeout, client))
+        return documents.fetch(urls)
+
+
+def trust_diagnostics(desired: DesiredState, registry: Registry, *, timeout: float = 10.0,
+                      client: httpx.Client | None = None, documents: Documents | None = None,
+                      parts: Declared | None = None) -> tuple[Diagnostic, ...]:
+    """`trust_graph(...).diagnostics`, without building the graph (what a plan reports). `parts`: the manifest's
+    identities and edges when already worked out (`declared`)."""
+    parts = parts if parts is not None else declared(desired, registry)
+    judge = _Judge(parts.identities, _fetched(parts.urls, timeout, client, documents))
+    found = []
+    for edge in parts.edges:
+        if not edge.url:
+            continue  # no document: a link that is not checked is "ok", whatever it leads to
+        _, _, status, message = judge.verdict(edge)
+        if status != "ok" and (problem := judge.problem(edge, status, message)) is not None:
+            found.append(problem)
+    return tuple(found + judge.realm_problems())
+
+
+def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 10.0,
+                client: httpx.Client | None = None, documents: Documents | None = None) -> TrustGraph:
+    """The graph and its diagnostics, in time linear in targets + resources + links.
+
+    `documents`: the run's shared downloads (the plan-time checks read the same ones); without it, this
+    call's own. Each document is downloaded once, concurrently.
+    """
+    parts = declared(desired, registry)
+    fetched = _fetched(parts.urls, timeout, client, documents)
+    judge = _Judge(parts.identities, fetched)
+    nodes: dict[str, Node] = {
+        name: Node(name, i.label, i.service_name, i.realm, True) for name, i in parts.identities.items()}
+    found: list[Diagnostic] = []
+    judged: list[tuple[TrustEdge, str, str, str]] = []
+    for edge in parts.edges:
+        dest, node, status, message = judge.verdict(edge)
+        if node is not None:
+            nodes.setdefault(dest, node)
+        if status != "ok" and (problem := judge.problem(edge, status, message)) is not None:
+            found.append(problem)
+        judged.append((edge, dest, status, message))
 
     trusted_by: dict[str, list[str]] = {}  # thumbprint -> the trusting targets whose documents publish it
-    for link in links:
-        doc = fetched.get(link.edge.url) if link.edge.url else None
+    for edge, _, _, _ in judged:
+        doc = fetched.get(edge.url) if edge.url else None
         for key in doc.keys if isinstance(doc, MetadataDocument) else ():
             sides = trusted_by.setdefault(key.thumbprint, [])
-            if link.source not in sides:
-                sides.append(link.source)
+            if edge.target not in sides:
+                sides.append(edge.target)
     shown: dict[str, tuple[LinkCertificate, ...]] = {}  # by URL: many links lead to one document
-    for link in links:
-        if link.edge.url and link.edge.url not in shown:
-            shown[link.edge.url] = _certificates(fetched.get(link.edge.url), trusted_by)
-    links = [dataclasses.replace(link, certificates=shown[link.edge.url]) if link.edge.url else link
-             for link in links]
-
-    documents_of: dict[str, list[MetadataDocument]] = {}  # downloaded documents by folded service name
-    for doc in fetched.values():
-        if isinstance(doc, MetadataDocument) and doc.service_name is not None:
-            documents_of.setdefault(doc.service_name.casefold(), []).append(doc)
-    for name, identity in identities.items():
-        if not identity.realm or not identity.service_name:
-            continue
-        own = documents_of.get(identity.service_name.casefold(), [])
-        if own and not any(_same(d.realm, identity.realm) for d in own):
-            carried = ", ".join(sorted({repr(d.realm) for d in own}))
-            found.append(Diagnostic(
-                Severity.ERROR, f"trust: {name} declares realm {identity.realm!r}, but no metadata document of "
-                         f"{identity.service_name} carries it (they carry {carried}); partners will reject its tokens",
-                None, None))
-    return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found))
+    for edge, _, _, _ in judged:
+        if edge.url and edge.url not in shown:
+            shown[edge.url] = _certificates(fetched.get(edge.url), trusted_by)
+    links = [Link(edge.target, dest, edge, status, message, shown[edge.url] if edge.url else ())
+             for edge, dest, status, message in judged]
+    return TrustGraph(tuple(nodes.values()), tuple(links), tuple(found + judge.realm_problems()))
 
 
 def _certificates(doc: MetadataDocument | MetadataError | None, trusted_by: dict[str, list[str]]

@@ -244,22 +244,37 @@ class CmdletKind:
             return p.write(value, fields)
         return list(value) if isinstance(value, list | tuple) else value
 
+    def _written_by(self, syntax: CmdletSyntax) -> tuple[tuple[Prop, Parameter], ...]:
+        """The props a cmdlet's parameters write, each with its parameter, in declaration order (worked out once
+        per kind and cmdlet)."""
+        cache: dict[str, tuple[tuple[Prop, Parameter], ...]] | None = self.__dict__.get("_writers_of")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_writers_of", cache)  # a cache, not a field: equality and hash ignore it
+        found = cache.get(syntax.name)
+        if found is None:
+            found = cache[syntax.name] = tuple((p, param) for p in self.props if p.writes is not None
+                                               and (param := syntax.parameter(p.writes)) is not None)
+        return found
+
     def _new_writes(self, fields: Mapping[str, JSONValue]) -> dict[str, Any]:
         """The New parameters the fields give values for (a switch only when true)."""
         assert self.new is not None, f"{self.kind} has no New cmdlet"
         available: dict[str, Any] = {}
-        for p in self.props:
-            param = self.new.parameter(p.writes) if p.writes is not None else None
+        for p, param in self._written_by(self.new):
             value = fields.get(p.field)
-            if param is None or not _is_set(value) or (param.type is ParamType.SWITCH and value is not True):
+            if not _is_set(value) or (param.type is ParamType.SWITCH and value is not True):
                 continue
             available[param.name] = self._value(p, value, fields)
         return available
 
     def new_set(self, fields: Mapping[str, JSONValue]) -> ParameterSet | None:
         """The New parameter set these fields satisfy, the one that writes the most of them (first on a tie)."""
+        return self._new_set(self._new_writes(fields))
+
+    def _new_set(self, writes: Mapping[str, Any]) -> ParameterSet | None:
         assert self.new is not None, f"{self.kind} has no New cmdlet"
-        available = self._new_writes(fields).keys() | ({self.new_identity} if self.new_identity else set())
+        available = writes.keys() | ({self.new_identity} if self.new_identity else set())
         best: tuple[int, int, ParameterSet] | None = None
         for rank, candidate in enumerate(self.new.sets):
             if candidate.mandatory <= available:
@@ -271,11 +286,13 @@ class CmdletKind:
     def new_command(self, identity: str, fields: Mapping[str, JSONValue]) -> Command:
         """New with the parameter set the fields satisfy (the one that writes the most of them)."""
         assert self.new is not None, f"{self.kind} has no New cmdlet"
-        chosen = self.new_set(fields)
+        writes = self._new_writes(fields)
+        chosen = self._new_set(writes)
         if chosen is None:
             raise ValueError(f"{self.kind} {identity!r}: the declared fields fit no parameter set of {self.new.name}")
         params: dict[str, Any] = {self.new_identity: identity} if self.new_identity else {}
-        params.update({n: v for n, v in self._new_writes(fields).items() if n in chosen.names})
+        names = chosen.names
+        params.update({n: v for n, v in writes.items() if n in names})
         return self._command(self.new, params)
 
     def exported(self, live: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
@@ -328,12 +345,15 @@ class CmdletKind:
             if names & set(group):
                 names |= {f for f in group if _is_set(after.get(f)) or _is_set(desired.get(f))}
         writes: dict[str, Any] = {}
-        for p in self.props:
-            if p.field in names and p.writes is not None and self.set.parameter(p.writes) is not None:
+        merged: dict[str, Any] | None = None  # what a prop's `write` reads: the desired fields, then the after ones
+        for p, _ in self._written_by(self.set):
+            if p.field in names and p.writes is not None:
                 value = after.get(p.field, desired.get(p.field)) if p.readable else desired.get(p.field)
                 if not p.readable and not _is_set(value):
                     continue
-                writes[p.writes] = self._value(p, value, {**desired, **after})
+                if p.write is not None and merged is None:
+                    merged = {**desired, **after}
+                writes[p.writes] = self._value(p, value, merged if merged is not None else {})
         commands = []
         remaining = dict(writes)
         while remaining:
@@ -372,17 +392,32 @@ class CmdletKind:
         return Command(self.remove.name, {self.identity_parameter or "Identity": identity})
 
     def _command(self, syntax: CmdletSyntax, params: dict[str, Any]) -> Command:
-        switches = frozenset(n for n in params
-                             if (param := syntax.parameter(n)) is not None and param.type is ParamType.SWITCH)
+        names = self._parameter_facts(syntax)
+        switches = []
         shown: dict[str, str] = {}
         sensitive = set()
         for name, value in params.items():
-            p = self.prop_for(name)
+            facts = names.get(name)
+            if facts is None:
+                param = syntax.parameter(name)
+                facts = names[name] = (param is not None and param.type is ParamType.SWITCH, self.prop_for(name))
+            switch, p = facts
+            if switch:
+                switches.append(name)
             if p is not None and p.display is not None and _is_set(value):
                 shown[name] = str(p.display(value))
             if p is not None and p.sensitive:
                 sensitive.add(name)
-        return Command(syntax.name, params, switches=switches, shown=shown, sensitive=frozenset(sensitive))
+        return Command(syntax.name, params, switches=frozenset(switches), shown=shown, sensitive=frozenset(sensitive))
+
+    def _parameter_facts(self, syntax: CmdletSyntax) -> dict[str, tuple[bool, Prop | None]]:
+        """Per parameter name as given to a command of this cmdlet: whether it is a switch, and the prop it writes
+        (filled as names are met, once per kind and cmdlet)."""
+        cache: dict[str, dict[str, tuple[bool, Prop | None]]] | None = self.__dict__.get("_facts_of")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_facts_of", cache)  # a cache, not a field: equality and hash ignore it
+        return cache.setdefault(syntax.name, {})
 
     def prop_for(self, parameter: str) -> Prop | None:
         """The field a parameter writes (the first declared, when several do)."""

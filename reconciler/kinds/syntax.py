@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,7 +121,7 @@ class ParameterSet:
     mandatory: frozenset[str]
     optional: frozenset[str]
 
-    @property
+    @functools.cached_property
     def names(self) -> frozenset[str]:
         return self.mandatory | self.optional
 

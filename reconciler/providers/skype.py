@@ -63,6 +63,8 @@ _EX_STORAGE = CheckSpec(
 
 
 SKYPE_SERVICE = "00000004-0000-0ff1-ce00-000000000000"
+_TRUSTING = frozenset({"PartnerApplication", "OAuthServer"})
+"""The kinds that trust another system (the trust graph's edges)."""
 
 
 class SkypeProvider:
@@ -83,14 +85,16 @@ class SkypeProvider:
     def trust_edges(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TrustEdge]:
         edges = []
         for r in resources:
-            if r.ensure is not Ensure.PRESENT or r.key.kind not in ("PartnerApplication", "OAuthServer"):
+            key = r.key
+            if key.kind not in _TRUSTING or r.ensure is not Ensure.PRESENT:
                 continue
-            url = _text(r.fields.get("metadataUrl"))
-            line = r.field_lines.get("metadataUrl" if url else "applicationIdentifier", r.location.line)
-            where = f"{r.location.file}:{line}"
-            via = f"{r.key.kind} {r.key.identity}" + (" (metadataUrl)" if url else " (applicationIdentifier)")
-            edges.append(TrustEdge(target.name, r.key.address, via, url,
-                                   _text(r.fields.get("applicationIdentifier")), where))
+            fields, location = r.fields, r.location
+            url = _text(fields.get("metadataUrl"))
+            line = r.field_lines.get("metadataUrl" if url else "applicationIdentifier", location.line)
+            via = f"{key.kind} {key.identity} (metadataUrl)" if url else \
+                f"{key.kind} {key.identity} (applicationIdentifier)"
+            edges.append(TrustEdge(target.name, key.address, via, url, _text(fields.get("applicationIdentifier")),
+                                   f"{location.file}:{line}"))
         return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:

@@ -1,0 +1,231 @@
+"""The plan's shortcuts give what the straightforward computations give (the plan, its fingerprints, its checks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pytest_httpx import HTTPXMock
+
+from reconciler import known_after_apply, planner
+from reconciler.errors import MetadataError
+from reconciler.kinds.spec import FieldSpec
+from reconciler.metadata import Documents, MetadataDocument
+from reconciler.model import (
+    DesiredResource,
+    DesiredState,
+    Ensure,
+    LiveResource,
+    LiveState,
+    Mode,
+    ResourceKey,
+    SourceLocation,
+    TargetSpec,
+)
+from reconciler.plan import fingerprint_live
+from reconciler.providers.skype import SkypeProvider
+from reconciler.trustgraph import declared, trust_diagnostics, trust_graph
+from tests.test_planner import registry
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
+                    st.text(max_size=6), st.sampled_from(["Full", "Partial", "ÿ\u2603", "a\x00b"]))
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=8)
+
+
+def straightforward_fingerprint(live: LiveState) -> dict[str, str]:
+    """What the live fingerprint means: the sha256 of each record's canonical JSON, then of them all."""
+    def digest(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    records = {key.address: digest(dict(res.fields)) for key, res in sorted(live.resources.items())}
+    records["*"] = digest(records)
+    return records
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["PartnerApplication", "OAuthServer"]), st.text(min_size=1, max_size=5),
+                          st.dictionaries(st.text(max_size=5), json_values, max_size=5), st.booleans()),
+                max_size=8))
+def test_fingerprints_are_the_canonical_json_hashes(records: list[tuple[str, str, dict[str, Any], bool]]) -> None:
+    resources: dict[ResourceKey, LiveResource] = {}
+    for kind, identity, fields, proxy in records:
+        key = ResourceKey("t", kind, identity)
+        resources[key] = LiveResource(key, types.MappingProxyType(fields) if proxy else fields)
+    live = LiveState("t", resources)
+    found = fingerprint_live(live)
+    assert found == straightforward_fingerprint(live)
+    assert list(found) == list(straightforward_fingerprint(live))  # the same order, as saved plans write it
+
+
+# --- the planner: an unchanged object is passed over without being planned ------------------------
+
+values = st.sampled_from([None, "", "Full", "full", "Partial", True, False, [], ["a"],
+                          "00000002-0000-0ff1-ce00-000000000000", "https://h/metadata/json/1"])
+PARTNER_FIELDS = ["applicationIdentifier", "metadataUrl", "applicationTrustLevel", "useOAuthServer", "enabled",
+                  "realm", "acceptSecurityIdentifierInformation"]
+SERVER_FIELDS = ["metadataUrl", "type"]
+
+
+def _never_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
+    return False
+
+
+_SERVER = SkypeProvider.kinds["OAuthServer"]
+KINDS = {**SkypeProvider.kinds, "OAuthServer": dataclasses.replace(_SERVER, fields={
+    **_SERVER.fields, "type": FieldSpec("type", equal=_never_equal)})}
+"""Skype's kinds, one field of which compares with a function of its own that finds equal values different."""
+
+
+@st.composite
+def estates(draw: st.DrawFn) -> tuple[list[DesiredResource], list[LiveResource], Mode]:
+    desired, live = [], []
+    for index in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["PartnerApplication", "OAuthServer"]))
+        names = PARTNER_FIELDS if kind == "PartnerApplication" else SERVER_FIELDS
+        wanted = draw(st.dictionaries(st.sampled_from(names), values, max_size=4))
+        identity = f"app{index}"
+        mode = draw(st.sampled_from([None, Mode.ENFORCE, Mode.WARN]))
+        ensure = draw(st.sampled_from([Ensure.PRESENT, Ensure.PRESENT, Ensure.ABSENT]))
+        desired.append(DesiredResource(ResourceKey("pool", kind, identity), ensure, wanted,
+                                       SourceLocation("m.yaml", index + 1, f"resources[{index}]"), mode=mode))
+        if draw(st.booleans()):
+            same = draw(st.booleans())
+            fields = {**draw(st.dictionaries(st.sampled_from(names), values, max_size=4)), **(wanted if same else {})}
+            live.append(LiveResource(ResourceKey("pool", kind, identity.upper() if draw(st.booleans()) else identity),
+                                     fields))
+    return desired, live, draw(st.sampled_from([Mode.ENFORCE, Mode.WARN]))
+
+
+@SETTINGS
+@given(estates())
+def test_the_planner_plans_each_resource_as_plan_resource_does(
+        estate: tuple[list[DesiredResource], list[LiveResource], Mode]) -> None:
+    desired, live, mode = estate
+    target = TargetSpec("pool", "skype", {"transport": "lab", "host": "h"}, mode=mode)
+    kinds = KINDS
+    by_id = {(r.key.kind, r.key.identity.casefold()): r for r in live}
+    expected = []
+    for want in desired:
+        change = planner._plan_resource(want, by_id.get((want.key.kind, want.key.identity.casefold())),
+                                        kinds[want.key.kind], want.mode or mode)
+        if change is not None:
+            expected.append(change)
+    found = planner._plan_target(desired, LiveState("pool", {r.key: r for r in live}), target, kinds)
+    assert found == expected
+    assert [c.kind for c in found] == [kinds[c.key.kind] for c in expected]
+
+
+# --- known after apply: a resource with no mapping value refers to nothing --------------------------
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["applicationIdentifier", "realm", "x"]), st.one_of(
+    json_values, st.fixed_dictionaries({"from": st.sampled_from(["other.Application.app", "bad", "a.B.c.d"]),
+                                        "field": st.sampled_from(["appId", "x", 1])}))))
+def test_references_are_found_as_reference_finds_them(fields: dict[str, Any]) -> None:
+    resource = DesiredResource(ResourceKey("pool", "PartnerApplication", "app"), Ensure.PRESENT, fields,
+                               SourceLocation("m.yaml", 1, "resources[0]"))
+    assert known_after_apply.references(resource) == [
+        (name, ref) for name, value in fields.items() if (ref := known_after_apply.reference(value)) is not None]
+    state = DesiredState("m.yaml", "x", {}, (resource,))
+    resolved = known_after_apply.resolve(state, {})
+    if known_after_apply.references(resource):
+        assert resolved.resources[0].fields == {
+            **fields, **{name: ref.placeholder for name, ref in known_after_apply.references(resource)}}
+    else:
+        assert resolved is state
+
+
+# --- the trust checks of a plan are the trust graph's ---------------------------------------------
+
+class Fetched:
+    """Documents already read (what a run's shared downloads answer)."""
+
+    def __init__(self, answers: Mapping[str, MetadataDocument | MetadataError]) -> None:
+        self.answers = answers
+
+    def fetch(self, urls: Iterable[str]) -> dict[str, MetadataDocument | MetadataError]:
+        return {url: self.answers[url] for url in urls}
+
+
+SERVICES = ["00000002-0000-0ff1-ce00-000000000000", "00000004-0000-0ff1-ce00-000000000000",
+            "00000003-0000-0ff1-ce00-000000000000"]
+
+
+@st.composite
+def trust_estates(draw: st.DrawFn) -> tuple[DesiredState, dict[str, MetadataDocument | MetadataError]]:
+    urls = [f"https://h{i}/metadata/json/1" for i in range(3)]
+    answers: dict[str, MetadataDocument | MetadataError] = {}
+    for url in urls:
+        if draw(st.booleans()):
+            answers[url] = MetadataError(url, "connection failed: refused")
+        else:
+            answers[url] = MetadataDocument(url, draw(st.sampled_from([*SERVICES, None])),
+                                            draw(st.sampled_from(["contoso.com", "fabrikam.com", None])), None, None,
+                                            (), draw(st.sampled_from(["json", "federation"])))
+    targets, resources = {}, []
+    for t in range(draw(st.integers(1, 3))):
+        name = f"pool{t}"
+        targets[name] = TargetSpec(name, "skype", {"transport": "lab", "host": name})
+        config = draw(st.dictionaries(st.sampled_from(["realm", "serviceName"]),
+                                      st.sampled_from(["contoso.com", "fabrikam.com", *SERVICES]), max_size=2))
+        if config or draw(st.booleans()):
+            resources.append(DesiredResource(ResourceKey(name, "OAuthConfiguration", "Global"), Ensure.PRESENT,
+                                             config, SourceLocation("m.yaml", 1, "r")))
+        for a in range(draw(st.integers(0, 5))):
+            fields: dict[str, Any] = {}
+            if draw(st.booleans()):
+                fields["metadataUrl"] = draw(st.sampled_from(urls))
+            if draw(st.booleans()) or not fields:
+                fields["applicationIdentifier"] = draw(st.sampled_from(SERVICES))
+            resources.append(DesiredResource(
+                ResourceKey(name, draw(st.sampled_from(["PartnerApplication", "OAuthServer"])), f"app{a}"),
+                draw(st.sampled_from([Ensure.PRESENT, Ensure.ABSENT])), fields, SourceLocation("m.yaml", 10 + a, "r")))
+    return DesiredState("m.yaml", "x", targets, tuple(resources)), answers
+
+
+@SETTINGS
+@given(trust_estates())
+def test_a_plans_trust_checks_are_the_trust_graphs_diagnostics(
+        estate: tuple[DesiredState, dict[str, MetadataDocument | MetadataError]]) -> None:
+    desired, answers = estate
+    documents = cast(Documents, Fetched(answers))
+    graph = trust_graph(desired, registry(), documents=documents)
+    assert trust_diagnostics(desired, registry(), documents=documents) == graph.diagnostics
+    assert trust_diagnostics(desired, registry(), documents=documents,
+                             parts=declared(desired, registry())) == graph.diagnostics
+
+
+# --- documents downloaded in the background are the ones fetched -----------------------------------
+
+def test_documents_started_early_are_downloaded_once_and_answered_by_fetch(httpx_mock: HTTPXMock) -> None:
+    urls = [f"https://h{i}.example/metadata/json/1" for i in range(4)]
+    for url in urls[:3]:
+        httpx_mock.add_response(url=url, status_code=404)
+    httpx_mock.add_exception(httpx.ConnectError("refused"), url=urls[3])
+    with Documents(5.0) as documents:
+        documents.start(urls[:3])
+        documents.start(urls[:2])  # already under way: not again
+        found = documents.fetch(urls)
+    assert list(found) == urls
+    assert [str(found[url]) for url in urls[:3]] == [str(MetadataError(url, "HTTP 404")) for url in urls[:3]]
+    assert isinstance(found[urls[3]], MetadataError) and "refused" in str(found[urls[3]])
+    assert sorted(str(r.url) for r in httpx_mock.get_requests()) == sorted(urls)
+
+
+def test_documents_closed_with_downloads_under_way_close(httpx_mock: HTTPXMock) -> None:
+    urls = [f"https://h{i}.example/metadata/json/1" for i in range(3)]
+    httpx_mock.add_response(status_code=500, is_reusable=True, is_optional=True)
+    with Documents(5.0) as documents:
+        documents.start(urls)
+    assert documents._pool is None and not documents._pending
