@@ -32,7 +32,7 @@ from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
 from reconciler.references import Resolved, resolve
 from reconciler.store.base import is_postgres
-from reconciler.trustgraph import declared, trust_diagnostics
+from reconciler.trustgraph import Declared, declared, trust_diagnostics
 
 KindLookup = Callable[[Change], KindSpec | None]
 T = TypeVar("T")
@@ -83,6 +83,8 @@ class Session:
     """target -> the resources that take its certificates (reconciler.references)."""
     progress: Callable[[str], None] | None = None
     """Told a line as each target's discovery and apply finish (people at a terminal; called from worker threads)."""
+    downloads: Downloads | None = None
+    """The plan's metadata documents, downloading since `start_downloads` (closed with the session)."""
 
     def tell(self, message: str) -> None:
         if self.progress is not None:
@@ -100,6 +102,9 @@ class Session:
         for transport in self.transports.values():
             transport.close()
         self.transports.clear()
+        if self.downloads is not None:
+            self.downloads.documents.close()
+            self.downloads = None
 
     def kind_of(self, change: Change) -> KindSpec | None:
         if change.kind is not None:  # the planner attached it
@@ -109,6 +114,27 @@ class Session:
             return None
         kinds = self.registry.provider(target.provider).kinds
         return kinds.get(change.key.kind)
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """The metadata documents a plan's checks and trust graph read, set downloading before discovery: the manifest
+    names them (the trust graph's edges), and the downloads then wait on the network alongside the targets'."""
+
+    desired: DesiredState
+    """The desired state the edges were worked out from (a plan whose references change it works them out again)."""
+    trust: Declared
+    documents: Documents
+
+
+def start_downloads(session: Session, settings: Settings) -> None:
+    """Start downloading the documents the plan's metadata checks will read (nothing when they are off)."""
+    if not settings.check_metadata or session.downloads is not None:
+        return
+    trust = declared(session.desired, session.registry)
+    documents = Documents(settings.metadata_timeout)
+    session.downloads = Downloads(session.desired, trust, documents)
+    documents.start(trust.urls)
 
 
 @contextlib.contextmanager
@@ -211,11 +237,16 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
     references = resolved(session)
     # then a value another target's apply makes known (reconciler.known_after_apply): as read, or a placeholder
     desired = known_after_apply.resolve(references.desired, session.live)
-    # One set of downloads for the whole plan: the metadata checks and the trust graph read the same documents.
-    with Documents(settings.metadata_timeout) as documents:
-        trust = declared(desired, session.registry) if settings.check_metadata else None
-        if trust is not None:
-            documents.start(trust.urls)  # the manifest names them: downloaded while the changes are planned
+    # One set of downloads for the whole plan: the metadata checks and the trust graph read the same documents,
+    # set going before discovery (start_downloads) or else now, while the changes are planned.
+    early = session.downloads
+    with contextlib.ExitStack() as stack:
+        documents = early.documents if early is not None else stack.enter_context(Documents(settings.metadata_timeout))
+        trust = None
+        if settings.check_metadata:
+            trust = early.trust if early is not None and early.desired is desired else \
+                declared(desired, session.registry)
+            documents.start(trust.urls)  # those not under way yet
         changes, guarded = guard(plan_changes(desired, live, session.registry), desired, live, settings.deletions)
         guarded = references.diagnostics + guarded
         handlers = plan_handlers(desired, changes, session.registry)

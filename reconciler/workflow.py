@@ -36,6 +36,7 @@ from reconciler.runner import (
     locked,
     make_plan,
     open_session,
+    start_downloads,
     verify,
 )
 
@@ -207,6 +208,7 @@ def _reconcile_once(request: Request, registry: Registry, settings: Settings, re
                              "since the plan was made; run `reconcile plan` again")
     lock = locked(desired, settings) if request.apply else contextlib.nullcontext()
     with lock, open_session(desired, registry, settings.parallel, request.progress) as session:
+        start_downloads(session, settings)  # the plan's metadata documents download while the targets are read
         live = discover(session)
         gc.freeze()
         plan = _select(make_plan(session, live, settings), request.selection)

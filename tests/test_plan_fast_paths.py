@@ -7,6 +7,7 @@ import hashlib
 import json
 import types
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -32,7 +33,9 @@ from reconciler.model import (
 from reconciler.plan import fingerprint_live
 from reconciler.providers.skype import SkypeProvider
 from reconciler.trustgraph import declared, trust_diagnostics, trust_graph
+from tests.e2e import ON_PREMISES, Estate
 from tests.test_planner import registry
+from tests.test_trustgraph import WRONG
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -229,3 +232,32 @@ def test_documents_closed_with_downloads_under_way_close(httpx_mock: HTTPXMock) 
     with Documents(5.0) as documents:
         documents.start(urls)
     assert documents._pool is None and not documents._pending
+
+
+# --- a plan whose documents started downloading before discovery is the same plan -------------------
+
+def _plan_document(estate: Estate, manifest: Path, early: bool) -> dict[str, Any]:
+    from reconciler.manifest import load_manifest
+    from reconciler.providers.base import Registry
+    from reconciler.render.json_plan import plan_to_json
+    from reconciler.runner import Settings, discover, make_plan, open_session, start_downloads
+
+    registry = Registry.from_entry_points()
+    desired = load_manifest(manifest, registry, {"lab": estate.url})
+    settings = Settings(state_dir=estate.root / "state")
+    with open_session(desired, registry) as session:
+        if early:
+            start_downloads(session, settings)
+            assert session.downloads is not None and session.downloads.trust.urls
+        plan = make_plan(session, discover(session), settings)
+        document = plan_to_json(plan, session.kind_of)
+    assert session.downloads is None  # closed with the session
+    return {**document, "created_at": ""}
+
+
+def test_documents_downloaded_from_before_discovery_give_the_same_plan(estate: Estate) -> None:
+    wrong = estate.write("wrong.yaml", WRONG)  # a link to a host that serves another service: a trust error
+    for manifest in (ON_PREMISES, wrong):
+        early = _plan_document(estate, manifest, early=True)
+        assert early == _plan_document(estate, manifest, early=False)
+    assert any("trust:" in d["message"] for d in early["diagnostics"])
