@@ -308,16 +308,24 @@ def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[Handl
     desired = session.desired
     out_changes = list(changes)
     out_handlers = list(handlers)
-    for name in active_targets(desired):
+    names = active_targets(desired)
+    journal = _events_by_target(events, names)
+    planned_at: dict[str, list[int]] | None = None  # the changes by address, indexed when a removal is left
+    for name in names:
         if not events:  # nothing to finish; a handler never applied as declared is still due
             target = desired.targets[name]
             out_handlers = _unapplied(name, target, session.registry.provider(target.provider), events, out_handlers)
             continue
-        left = unfinished(events, name)
-        for i, change in enumerate(out_changes):
-            removed = left.removed.get(change.key.address)
+        left = unfinished(journal.get(name, []), name)
+        if left.removed and planned_at is None:
+            planned_at = {}
+            for i, change in enumerate(out_changes):
+                planned_at.setdefault(change.key.address, []).append(i)
+        for i in sorted(i for address in left.removed for i in (planned_at or {}).get(address, ())):
+            change = out_changes[i]
+            removed = left.removed[change.key.address]
             spec = session.kind_of(change)
-            if removed is None or change.actions != (Action.CREATE,) or change.desired is None or spec is None:
+            if change.actions != (Action.CREATE,) or change.desired is None or spec is None:
                 continue
             when, fields = removed
             after = spec.replacement(change.desired.fields, fields) if spec.replacement else dict(change.after or {})
@@ -342,6 +350,20 @@ def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[Handl
                 out_handlers.append(HandlerRun(name, handler, (), spec_.commands(config), due_since=since))
         out_handlers = _unapplied(name, target, provider, events, out_handlers)
     return tuple(out_changes), tuple(out_handlers)
+
+
+def _events_by_target(events: list[dict[str, Any]], names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per target, in order, the journal's events `unfinished` reads for it (naming it, or an address under it):
+    the journal is read once, not once per target."""
+    wanted = set(names)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        target = event.get("target")
+        address = str(event.get("address", ""))
+        under = {address[:i] for i, c in enumerate(address) if c == "."} if "." in address else set()
+        for name in ({target} | under if isinstance(target, str) else under) & wanted:
+            found.setdefault(name, []).append(event)
+    return found
 
 
 def _unapplied(name: str, target: TargetSpec, provider: object, events: list[dict[str, Any]],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
@@ -261,3 +261,38 @@ def test_documents_downloaded_from_before_discovery_give_the_same_plan(estate: E
         early = _plan_document(estate, manifest, early=True)
         assert early == _plan_document(estate, manifest, early=False)
     assert any("trust:" in d["message"] for d in early["diagnostics"])
+
+
+# --- the journal, read once for every target --------------------------------------------------------
+
+names = st.sampled_from(["pool", "pool.a", "a", "b.c", "b"])
+journal_events = st.fixed_dictionaries({
+    "event": st.sampled_from(["batch_start", "batch_end", "batch_undelivered", "handler", "other"]),
+    "time": st.sampled_from(["t1", "t2"]),
+}, optional={
+    "target": st.one_of(names, st.integers(0, 2), st.lists(names, max_size=1)),
+    "address": st.one_of(st.builds("{}.{}".format, names, st.sampled_from(["PartnerApplication.x", "handler.h",
+                                                                            "x"])), names, st.integers(0, 1)),
+    "changes": st.lists(st.fixed_dictionaries({"address": st.builds("{}.K.x".format, names),
+                                               "replaced": st.one_of(st.none(), st.just({"f": 1}))}), max_size=2),
+    "handlers_due": st.lists(st.builds("{}.handler.h".format, names), max_size=1),
+    "outcomes": st.lists(st.fixed_dictionaries({"address": st.builds("{}.K.x".format, names),
+                                                "status": st.sampled_from(["ok", "failed", "skipped"])}), max_size=2),
+    "error": st.one_of(st.none(), st.just("boom")),
+})
+
+
+@SETTINGS
+@given(st.lists(journal_events, max_size=8), st.lists(names, unique=True, max_size=4))
+@example([{"event": "batch_start", "time": "t1", "target": "pool", "handlers_due": ["pool.handler.h"]},
+          {"event": "handler", "time": "t2", "address": "pool.handler.h"},
+          {"event": "batch_start", "time": "t2", "address": "b.c.K.x", "changes": [
+              {"address": "b.c.K.x", "replaced": {"f": 1}}]}], ["pool", "b", "b.c"])
+def test_each_targets_journal_replays_as_the_whole_journal_does(events: list[dict[str, Any]],
+                                                                targets: list[str]) -> None:
+    from reconciler.journal import unfinished
+    from reconciler.runner import _events_by_target
+
+    journal = _events_by_target(events, targets)
+    for name in targets:
+        assert unfinished(journal.get(name, []), name) == unfinished(events, name)
