@@ -356,14 +356,15 @@ def _direct(text: str, notable: Callable[[str], bool]) -> Document | None:
     """
     loader = _LOADER(text)
     try:
-        return _from_events(loader, notable)
+        return _from_events(loader, notable, "&" in text or "!" in text)
     except (_Unusual, yaml.YAMLError, ValueError, TypeError):
         return None
     finally:
         loader.dispose()
 
 
-def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool]) -> Document:
+def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], special: bool) -> Document:
+    """The document from `loader`'s events; `special`: the text may hold an anchor or a tag ('&' or '!' in it)."""
     get: Callable[[], Any] = loader.get_event
     if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(get(), yaml.DocumentStartEvent):
         raise _Unusual  # an empty stream: the composing path says so
@@ -372,84 +373,79 @@ def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool]) -> Doc
     notable_keys: dict[str, bool] = {}
     lines: dict[FieldPath, int] = {}
     picked: list[tuple[FieldPath, bool]] = []
-    stack: list[tuple[Any, FieldPath, bool, FieldPath | None]] = []  # the collections that enclose `current`
+    stack: list[tuple[Any, FieldPath, bool]] = []  # the collections that enclose `current`
     current: Any = None  # the open collection (None: the root value comes next)
     cpath: FieldPath = ()
     is_map = False
-    key_path: FieldPath | None = None  # in a mapping: the path of the key just read (its value comes next)
     root: Any = _MISSING
     while True:
         event = get()
         cls = type(event)
-        if is_map and key_path is None:  # a key, or the mapping's end
-            if cls is _SCALAR_EVENT:
-                key = event.value
-                if event.anchor is not None or event.tag is not None or key in current or (
-                        key == "<<" and event.implicit[0]):
-                    raise _Unusual
-                key_path = (*cpath, key)
-                lines[key_path] = event.start_mark.line + 1
-                pick = notable_keys.get(key)
-                if pick is None:
-                    pick = notable_keys[key] = notable(key)
-                if pick:
-                    picked.append((key_path, True))
-                continue
-            if cls not in _COLLECTION_END:
-                raise _Unusual  # a key that is a collection
-        elif cls in _COLLECTION_END:
-            pass
-        else:
-            # A value: at the key's path in a mapping (its line is the key's), else a list item's or the root's.
-            if is_map:
-                assert key_path is not None
-                path = key_path
-            else:
-                path = (*cpath, len(current)) if current is not None else ()
-                lines[path] = event.start_mark.line + 1
-            if event.anchor is not None or event.tag is not None or len(stack) > MAX_DEPTH:
-                raise _Unusual
-            if cls is _SCALAR_EVENT:
-                text_ = event.value
-                if event.implicit[0]:
-                    found = plain.get(text_)
-                    if found is None:
-                        value = scalars.plain(text_, event.style)
-                        found = plain[text_] = (value, type(value) is str and notable(value))
-                    value, pick = found
-                else:
-                    value, pick = text_, notable(text_)  # quoted or a block scalar: text
-                if pick:
-                    picked.append((path, False))
-                if current is None:
-                    root = value
-                    break
-                if is_map:
-                    current[path[-1]] = value
-                    key_path = None
-                else:
-                    current.append(value)
-                continue
-            if cls is _MAPPING_START:
-                child: Any = {}
-            elif cls is _SEQUENCE_START:
-                child = []
-            else:
-                raise _Unusual
+        if cls in _COLLECTION_END:
+            current, cpath, is_map = stack.pop()
             if current is None:
-                root = child
-            elif is_map:
-                current[path[-1]] = child
-            else:
-                current.append(child)
-            stack.append((current, cpath, is_map, key_path))
-            current, cpath, is_map, key_path = child, path, cls is _MAPPING_START, None
+                break
             continue
-        # the end of the open collection
-        current, cpath, is_map, key_path = stack.pop()
-        key_path = None
-        if current is None:
-            break
+        if is_map:  # a key, then its value (at the key's path; its line is the key's)
+            if cls is not _SCALAR_EVENT:
+                raise _Unusual  # a key that is a collection or an alias
+            key = event.value
+            if (special and (event.anchor is not None or event.tag is not None)) or key in current or (
+                    key == "<<" and event.implicit[0]):
+                raise _Unusual  # a merge, a duplicate
+            path = (*cpath, key)
+            lines[path] = event.start_mark.line + 1
+            pick = notable_keys.get(key)
+            if pick is None:
+                pick = notable_keys[key] = notable(key)
+            if pick:
+                picked.append((path, True))
+            event = get()
+            cls = type(event)
+        elif current is not None:  # a list item
+            path = (*cpath, len(current))
+            lines[path] = event.start_mark.line + 1
+        else:
+            path = ()
+            lines[path] = event.start_mark.line + 1
+        if special and (event.anchor is not None or event.tag is not None):
+            raise _Unusual
+        if cls is _SCALAR_EVENT:
+            text_ = event.value
+            if event.implicit[0]:
+                found = plain.get(text_)
+                if found is None:
+                    value = scalars.plain(text_, event.style)
+                    found = plain[text_] = (value, type(value) is str and notable(value))
+                value, pick = found
+            else:
+                value, pick = text_, notable(text_)  # quoted or a block scalar: text
+            if pick:
+                picked.append((path, False))
+            if is_map:
+                current[path[-1]] = value
+            elif current is not None:
+                current.append(value)
+            else:
+                root = value
+                break
+            continue
+        if cls is _MAPPING_START:
+            child: Any = {}
+        elif cls is _SEQUENCE_START:
+            child = []
+        else:
+            raise _Unusual  # an alias
+        if len(stack) >= MAX_DEPTH:
+            raise _Unusual  # its items might be nested too deep: the composing path decides
+        if is_map:
+            current[path[-1]] = child
+        elif current is not None:
+            current.append(child)
+        else:
+            root = child
+        stack.append((current, cpath, is_map))
+        current, cpath, is_map = child, path, cls is _MAPPING_START
     if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
         raise _Unusual  # more than one document
     return Document(root, lines, (), frozenset(), tuple(picked))
@@ -460,6 +456,12 @@ class _Scalars:
 
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self._resolve: Callable[[type[Node], str, tuple[bool, bool]], str] = loader.resolve
+        # Resolver.resolve tries the implicit resolvers listed under the text's first character (and under None,
+        # for any): text starting with another character is text. Only while no path resolver is set.
+        resolvers = loader.yaml_implicit_resolvers
+        self._firsts: frozenset[str] | None = (
+            None if None in resolvers or "" not in resolvers or loader.yaml_path_resolvers
+            else frozenset(k for k in resolvers if k))
         constructor = SafeConstructor()
         self._construct: dict[str, Callable[[ScalarNode], Any]] = {
             _TAG + "null": constructor.construct_yaml_null,
@@ -469,6 +471,8 @@ class _Scalars:
         }
 
     def plain(self, text: str, style: str | None) -> Any:
+        if self._firsts is not None and text and text[0] not in self._firsts:
+            return text
         tag = self._resolve(ScalarNode, text, (True, False))
         if tag in (_STR, _TIMESTAMP) or (style is None and _GUID.match(text)):
             return text
