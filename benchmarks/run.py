@@ -395,7 +395,7 @@ def phases_worker(manifest: Path, lab_url: str, state_dir: Path, started: float)
     from reconciler.render.text import render_plan
     from reconciler.runner import Settings, discover, make_plan, open_session
     from reconciler.store import open_store
-    from reconciler.trustgraph import trust_graph
+    from reconciler.trustgraph import trust_diagnostics
 
     timings[PHASES[0]] += time.perf_counter() - t0
 
@@ -414,10 +414,10 @@ def phases_worker(manifest: Path, lab_url: str, state_dir: Path, started: float)
         gc.freeze()
         plan = timed(PHASES[3], lambda: make_plan(session, live, settings))
 
-        def checks() -> None:
+        def checks() -> None:  # what make_plan runs with the checks on (there its downloads overlap discovery)
             with Documents() as documents:  # one set of downloads, as make_plan shares it
                 check_metadata(plan.changes, session.kind_of, documents=documents)
-                trust_graph(desired, registry, documents=documents)
+                trust_diagnostics(desired, registry, documents=documents)
 
         timed(PHASES[4], checks)
         timed(PHASES[5], lambda: render_plan(plan, session.kind_of))
