@@ -296,3 +296,14 @@ def test_each_targets_journal_replays_as_the_whole_journal_does(events: list[dic
     journal = _events_by_target(events, targets)
     for name in targets:
         assert unfinished(journal.get(name, []), name) == unfinished(events, name)
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(json_values)
+def test_a_value_is_shown_as_json_dumps_shows_it(value: Any) -> None:
+    from reconciler.render.text import _fmt
+
+    expected = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else json.dumps(value)
+    assert _fmt(value) == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring
 
 from reconciler.changes import Action, Change
 from reconciler.kinds.spec import KindSpec
@@ -69,7 +70,8 @@ def summary_line(plan: Plan) -> str:
 
 
 def _fmt(value: object) -> str:
-    return json.dumps(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # json.dumps(value, ensure_ascii=False) of text is encode_basestring(value), without an encoder built per call
+    return json.dumps(value) if not isinstance(value, str) else encode_basestring(value)
 
 
 def _list_change(spec: KindSpec | None, name: str, old: list[object], new: list[object]) -> str:

@@ -13,9 +13,11 @@ from reconciler.model import JSONValue
 def shown_value(spec: KindSpec | None, name: str, value: JSONValue) -> JSONValue:
     if spec is None:
         return value
-    field = spec.field(name)
     if value is None:
         return None
+    field = spec.fields.get(name)
+    if field is None:  # a field the kind does not declare: neither sensitive nor shown another way
+        return value
     if field.sensitive:
         return MASK
     if field.display is not None:
@@ -32,4 +34,5 @@ def shown_record(spec: KindSpec | None, record: Mapping[str, Any] | None) -> dic
 def sensitive_map(spec: KindSpec | None, record: Mapping[str, Any] | None) -> dict[str, bool]:
     if spec is None or record is None:
         return {}
-    return {name: True for name in record if spec.field(name).sensitive}
+    fields = spec.fields
+    return {name: True for name in record if (field := fields.get(name)) is not None and field.sensitive}
