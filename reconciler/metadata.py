@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import collections
 import functools
 import json
 import re
@@ -374,8 +375,11 @@ class Documents:
         self._own = client is None
         self._results: dict[str, MetadataDocument | MetadataError] = {}
         self._pending: dict[str, Future[MetadataDocument | MetadataError]] = {}
-        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._queue: collections.deque[tuple[str, Future[MetadataDocument | MetadataError]]] = collections.deque()
+        self._workers = 0  # background downloaders running (guarded by _queued)
+        self._closed = False
+        self._queued = threading.Lock()
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -392,14 +396,41 @@ class Documents:
 
     def start(self, urls: Iterable[str]) -> None:
         """Start downloading these documents in the background (up to `concurrency` at once), so a later `fetch`
-        finds them read or under way while the caller does other work. Each URL is still downloaded once."""
+        finds them read or under way while the caller does other work. Each URL is still downloaded once.
+
+        The downloaders are daemon threads: closing (an error, an interrupt) drops the downloads not begun and
+        does not wait for those under way, so neither a run nor the process waits on a slow server for nothing."""
         missing = [url for url in dict.fromkeys(urls) if url not in self._results and url not in self._pending]
         if not missing:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing)),
-                                            thread_name_prefix="metadata")
-        self._pending.update((url, self._pool.submit(self._one, url)) for url in missing)
+        with self._queued:
+            if self._closed:
+                return
+            for url in missing:
+                future: Future[MetadataDocument | MetadataError] = Future()
+                self._pending[url] = future
+                self._queue.append((url, future))
+            spawn = min(self.concurrency - self._workers, len(self._queue))
+            self._workers += max(0, spawn)
+        for _ in range(spawn):
+            threading.Thread(target=self._download, name="metadata", daemon=True).start()
+
+    def _download(self) -> None:
+        while True:
+            with self._queued:
+                if self._closed or not self._queue:
+                    self._workers -= 1
+                    last = self._closed and self._workers == 0
+                    break
+                url, future = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._one(url))
+            except BaseException as exc:  # kept for fetch to raise, as a pool would
+                future.set_exception(exc)
+        if last:
+            self._close_client()  # closed while this one was under way: the last downloader closes the client
 
     def fetch(self, urls: Iterable[str]) -> dict[str, MetadataDocument | MetadataError]:
         """The answer for each URL (downloading those not seen yet, up to `concurrency` at once; waiting for those
@@ -418,13 +449,23 @@ class Documents:
         return {url: self._results[url] for url in wanted}
 
     def close(self) -> None:
-        if self._pool is not None:  # downloads not begun are dropped; those under way finish before the client closes
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            self._pending.clear()
-        if self._own and self._client is not None:
-            self._client.close()
-        self._client = None if self._own else self._client
+        """Drop the downloads not begun; the client is closed now, or by the last download under way when it ends."""
+        with self._queued:
+            self._closed = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            busy = self._workers > 0
+        for _, future in dropped:
+            future.cancel()
+        self._pending.clear()
+        if not busy:
+            self._close_client()
+
+    def _close_client(self) -> None:
+        with self._lock:
+            if self._own and self._client is not None:
+                self._client.close()
+            self._client = None if self._own else self._client
 
     def __enter__(self) -> Documents:
         return self

@@ -226,12 +226,31 @@ def test_documents_started_early_are_downloaded_once_and_answered_by_fetch(httpx
     assert sorted(str(r.url) for r in httpx_mock.get_requests()) == sorted(urls)
 
 
-def test_documents_closed_with_downloads_under_way_close(httpx_mock: HTTPXMock) -> None:
+def test_closing_drops_downloads_not_begun_and_does_not_wait_for_one_under_way(httpx_mock: HTTPXMock) -> None:
+    import threading
+    import time
+
     urls = [f"https://h{i}.example/metadata/json/1" for i in range(3)]
-    httpx_mock.add_response(status_code=500, is_reusable=True, is_optional=True)
-    with Documents(5.0) as documents:
-        documents.start(urls)
-    assert documents._pool is None and not documents._pending
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        release.wait(30)
+        return httpx.Response(404)
+
+    httpx_mock.add_callback(slow, url=urls[0])
+    documents = Documents(5.0, concurrency=1)
+    documents.start(urls)
+    assert entered.wait(30)
+    documents.close()  # returns with the first download still under way
+    assert documents._client is not None  # left to it
+    release.set()
+    for _ in range(3000):  # the downloader ends once its download does, and closes the client as the last one
+        if documents._workers == 0:
+            break
+        time.sleep(0.01)
+    assert documents._workers == 0 and documents._client is None
+    assert [str(r.url) for r in httpx_mock.get_requests()] == urls[:1]  # the others were dropped
 
 
 # --- a plan whose documents started downloading before discovery is the same plan -------------------
