@@ -656,6 +656,16 @@ def test_read_only_round_trips_are_folded_not_lost(lab_state: Path, monkeypatch:
     assert not store.trips_path.exists() and store.read()["hosts"][LITWARE]["roundTrips"] == 40
 
 
+def test_a_round_trip_line_being_appended_is_not_counted_yet(lab_state: Path) -> None:
+    store = LabStore(lab_state)
+    transport = LabTransport.from_target(target(lab_state))
+    transport.invoke([Command("Get-CsOAuthServer")])
+    transport.close()
+    with open(store.trips_path, "a", encoding="utf-8") as out:
+        out.write('{"host": "' + LITWARE + '", "calls": {"Get-CsOAuth')  # a reader sees the line half written
+    assert store.read()["hosts"][LITWARE]["roundTrips"] == 1
+
+
 def test_threads_take_turns_on_one_state(lab_state: Path) -> None:
     # Many threads writing one state at once: every change lands (the OS lock excludes threads of one process too).
     from concurrent.futures import ThreadPoolExecutor

@@ -98,12 +98,20 @@ class LabStore:
         except OSError:
             return  # none since the last write
         hosts = state.get("hosts")
-        for line in lines:
+        try:  # every line in one parse; one by one when some line is not whole (being appended right now)
+            trips: list[Any] = json.loads("[" + ",".join(lines) + "]")
+        except ValueError:
+            trips = []
+            for line in lines:
+                try:
+                    trips.append(json.loads(line))
+                except ValueError:
+                    continue
+        for trip in trips:
             try:
-                trip = json.loads(line)
                 record = hosts[trip["host"]] if isinstance(hosts, dict) else None
-            except (ValueError, KeyError, TypeError):
-                continue  # a line being appended right now, or a host removed since
+            except (KeyError, TypeError):
+                continue  # a host removed since
             if not isinstance(record, dict) or not isinstance(trip.get("calls"), dict):
                 continue
             record["roundTrips"] = int(record.get("roundTrips", 0)) + int(trip.get("trips", 1))
