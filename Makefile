@@ -41,6 +41,11 @@ demo: setup
 	$(RECONCILE) verify $(LAB_VAR) manifests/on-premises.yaml; \
 	echo; echo "== reconcile plan manifests/on-premises.yaml (again: expect no changes)"; \
 	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises.yaml; \
+	echo; echo "== SharePoint's side (Skype <-> Exchange <-> SharePoint <-> Skype, Exchange's app-only grant): plan, apply, verify, plan again"; \
+	$(RECONCILE) plan $(LAB_VAR) manifests/on-premises-sharepoint.yaml; \
+	$(RECONCILE) apply --auto-approve $(LAB_VAR) manifests/on-premises-sharepoint.yaml; \
+	$(RECONCILE) verify $(LAB_VAR) manifests/on-premises-sharepoint.yaml; \
+	$(RECONCILE) plan --detailed-exitcode $(LAB_VAR) manifests/on-premises-sharepoint.yaml; \
 	export RECONCILE_GRAPH_CLIENT_SECRET=lab-only-client-secret-not-for-production; \
 	echo; echo "== seed 004, cross-premises (Skype + Office 365 over Graph): plan, apply, plan again"; \
 	$(RECONCILE) plan $(LAB_VAR) manifests/cross-premises.yaml; \
