@@ -791,7 +791,9 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
             return EXIT_OK
         manifest = str(Path(args.manifest).resolve()) if args.manifest else None
         from reconciler.history import parse_since
-        records = store.list(limit=args.limit, manifest_path=manifest, target=args.target, result=args.result,
+        from reconciler.store import RunResult
+        records = store.list(limit=args.limit, manifest_path=manifest, target=args.target,
+                             result=RunResult(args.result) if args.result else None,
                              since=parse_since(args.since) if args.since else None)
         print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
     return EXIT_OK
@@ -920,11 +922,9 @@ def _wait_for_run(store: RunStore, manifest: str, requested: float, deadline: fl
         done = [r for r in runs if r.finished]
         if done:
             run = done[-1]  # the oldest: the one the request started
-            print(f"Run {run.id}: {run.result}" + "".join(f"\n  error: {e}" for e in run.errors))
-            try:
-                return Verdict(run.result or "error").exit_code()
-            except ValueError:  # interrupted
-                return EXIT_ERROR
+            print(f"Run {run.id}: {run.result_word}" + "".join(f"\n  error: {e}" for e in run.errors))
+            verdict = None if run.result is None else Verdict.of(run.result)
+            return EXIT_ERROR if verdict is None else verdict.exit_code()  # interrupted, or a word not known
         if time.monotonic() >= deadline:
             raise ReconcilerError(f"no `reconcile run` cycle of {manifest} finished within {timeout}")
         time.sleep(0.2)

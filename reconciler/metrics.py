@@ -8,7 +8,7 @@ for node_exporter's textfile collector after a one-shot run from a scheduler.
 One `Metrics` object per process, passed to whoever observes; there is no module-level registry, so
 tests and embedded uses never share counters by accident.
 
-Label values are checked against the documented sets (the run store's `COMMANDS` and `RESULTS`, `ERROR_KINDS`): a typo
+Label values are checked against the documented sets (the run store's `COMMANDS` and `RunResult`, `ERROR_KINDS`): a typo
 fails loudly in the tests instead of quietly starting a new time series, and the series count stays
 bounded. Target names are the one open-ended label; they come from the manifest.
 """
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from reconciler.background import BackgroundHTTPServer
 from reconciler.errors import MetricsFileError, ReconcilerError
 from reconciler.portable import replace
-from reconciler.store.base import COMMANDS, RESULTS
+from reconciler.store.base import COMMANDS, RunResult, check_result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -120,11 +120,11 @@ class Metrics:
         # Every kind starts at 0: increase()/rate() miss the first error of a counter that appears at 1.
         self._errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
 
-    def observe_run(self, *, command: str, result: str, duration_seconds: float, finished_at: float,
+    def observe_run(self, *, command: str, result: RunResult, duration_seconds: float, finished_at: float,
                     drifted: Mapping[str, int], success: bool) -> None:
         """Record one finished run. `drifted` replaces the gauge of each target it names; others keep theirs."""
         _check(command, COMMANDS, "command")
-        _check(result, RESULTS, "result")
+        label = check_result(result).value  # the label is the word; a caller without types may pass it
         if not math.isfinite(duration_seconds) or duration_seconds < 0:
             raise ValueError(f"duration_seconds must be a finite number >= 0, got {duration_seconds!r}")
         counts = {str(target): int(n) for target, n in drifted.items()}
@@ -135,7 +135,7 @@ class Metrics:
             if histogram is None:
                 histogram = self._durations[command] = _Histogram(self._bounds)
             histogram.observe(duration_seconds)
-            self._runs[(command, result)] = self._runs.get((command, result), 0) + 1
+            self._runs[(command, label)] = self._runs.get((command, label), 0) + 1
             self._drifted.update(counts)
             self._last_run[command] = finished_at
             if success:

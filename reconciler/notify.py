@@ -39,6 +39,7 @@ from reconciler import __version__
 from reconciler.errors import DeliveryError
 from reconciler.events import EventLog
 from reconciler.model import NotifyDestination, Severity
+from reconciler.store.base import RunResult, check_result
 
 if TYPE_CHECKING:
     import httpx
@@ -54,7 +55,8 @@ MAX_DELAY = 30.0
 TIMEOUT = 10.0
 MAX_LINES = 20
 """Lines shown per notice; the rest is counted ("... and 12 more")."""
-FAILED_RESULTS = frozenset({"failed", "partial", "error"})
+FAILED_RESULTS = frozenset({RunResult.FAILED, RunResult.PARTIAL, RunResult.ERROR})
+"""Results of an apply or run whose failures are told (`apply_failed`)."""
 _EXPIRY = re.compile(r"\b(expires in \d+ days?|expired \()")
 _SYMBOLS = {("create",): "+", ("update",): "~", ("delete",): "-", ("delete", "create"): "-/+"}
 TITLES = {"drift": "Drift", "apply_failed": "Apply failed", "handler": "Handler",
@@ -77,9 +79,12 @@ class Run:
     """What a notification says about the run it comes from."""
 
     command: str
-    result: str
+    result: RunResult
     manifest: str
     run_id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result", check_result(self.result))  # a caller without types may pass the word
 
 
 def duration(text: str) -> float:
@@ -91,7 +96,7 @@ def duration(text: str) -> float:
     return parse_duration(text)
 
 
-def notices(command: str, result: str, plan: Plan | None, applied: ApplyResult | None,
+def notices(command: str, result: RunResult, plan: Plan | None, applied: ApplyResult | None,
             errors: Sequence[str]) -> list[Notice]:
     """What a run has to tell, in a stable order: drift, certificates, handlers, failures."""
     found: list[Notice] = []
@@ -157,7 +162,7 @@ def _shown(details: Sequence[str]) -> list[str]:
 
 def _headline(run: Run, items: Sequence[Notice]) -> str:
     kinds = ", ".join(dict.fromkeys(TITLES[n.event].lower() for n in items))
-    return f"reconcile {run.command}: {kinds} ({Path(run.manifest).name}, result {run.result})"
+    return f"reconcile {run.command}: {kinds} ({Path(run.manifest).name}, result {run.result.value})"
 
 
 def webhook_payload(run: Run, items: Sequence[Notice], now: float) -> dict[str, Any]:
@@ -166,7 +171,7 @@ def webhook_payload(run: Run, items: Sequence[Notice], now: float) -> dict[str, 
         "version": __version__,
         "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "command": run.command,
-        "result": run.result,
+        "result": run.result.value,
         "manifest": run.manifest,
         "run_id": run.run_id,
         "summary": _headline(run, items),
@@ -184,7 +189,7 @@ def teams_payload(run: Run, items: Sequence[Notice], now: float) -> dict[str, An
         {"type": "TextBlock", "text": _headline(run, items), "weight": "Bolder", "size": "Medium", "wrap": True},
         {"type": "FactSet", "facts": [{"title": "Manifest", "value": run.manifest},
                                       {"title": "Command", "value": run.command},
-                                      {"title": "Result", "value": run.result},
+                                      {"title": "Result", "value": run.result.value},
                                       {"title": "Run", "value": str(run.run_id) if run.run_id is not None else "-"}]},
     ]
     for n in items:
@@ -210,7 +215,7 @@ def slack_payload(run: Run, items: Sequence[Notice], now: float) -> dict[str, An
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_escape(
-            f"{run.manifest} · {run.command} · result {run.result}"
+            f"{run.manifest} · {run.command} · result {run.result.value}"
             + (f" · run {run.run_id}" if run.run_id is not None else ""))}]},
     ]
     for n in items[:47]:
@@ -318,9 +323,9 @@ class Notifier:
 
     def on_finish(self, record: Recorder) -> None:
         try:
-            items = notices(record.command, record.result or "error", record.plan, record.apply_result,
-                            record.errors)
-            self.deliver(Run(record.command, record.result or "error", str(record.manifest), record.run_id), items)
+            result = record.result or RunResult.ERROR
+            items = notices(record.command, result, record.plan, record.apply_result, record.errors)
+            self.deliver(Run(record.command, result, str(record.manifest), record.run_id), items)
         except Exception as exc:  # a bug here must not cost the run its result
             self._say("error", destination="-", status="crashed", error=f"{type(exc).__name__}: {exc}")
 

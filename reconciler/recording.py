@@ -27,12 +27,17 @@ from reconciler.metrics import Metrics
 from reconciler.model import DesiredState, NotifyDestination
 from reconciler.plan import Plan
 from reconciler.runner import ApplyResult, HandlerOutcome
-from reconciler.store import ChangeRecord, RunRecord, RunStore, git_info
+from reconciler.store import ChangeRecord, RunRecord, RunResult, RunStore, git_info
+from reconciler.store.base import check_result
 
 ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (ManifestError, "manifest"), (LockError, "lock"), (StalePlanError, "stale_plan"),
     (DiscoveryError, "discovery"), (TransportError, "transport"), (ReconcilerError, "other"),
 )
+SUCCEEDED = frozenset({RunResult.NO_CHANGES, RunResult.CHANGES, RunResult.APPLIED})
+"""Results that count as a success (metrics' last success); the rest do not."""
+LOGGED_AS_ERRORS = frozenset({RunResult.FAILED, RunResult.ERROR, RunResult.REFUSED})
+"""Results whose `run_end` event is logged at level error."""
 
 
 def error_kind(exc: BaseException) -> str:
@@ -51,7 +56,7 @@ class Recorder:
         self.clock = clock
         self.run_id: int | None = None
         self.started = 0.0
-        self.result: str | None = None
+        self.result: RunResult | None = None
         self.plan: Plan | None = None
         self.changes: list[ChangeRecord] = []
         self.handlers: list[ChangeRecord] = []
@@ -92,10 +97,12 @@ class Recorder:
         self.changes = [_record(o) for o in result.outcomes]
         self.handlers = [_handler_record(h) for h in result.handlers]
 
-    def finish(self, result: str, errors: tuple[str, ...] = ()) -> None:
-        """The run's verdict: no-changes | changes | applied | failed | error | refused | interrupted."""
+    def finish(self, result: RunResult, errors: tuple[str, ...] = ()) -> None:
+        """How the run ended, recorded once (a later call is ignored). A word that is not a RunResult's is refused
+        (ValueError) before anything is recorded."""
         if self.result is not None:
             return
+        result = check_result(result)  # a caller without types may pass the word
         self.result = result
         self.errors = errors
         ended = self.clock()
@@ -115,9 +122,9 @@ class Recorder:
         if self.metrics is not None:
             self.metrics.observe_run(command=self.command, result=result, duration_seconds=ended - self.started,
                                      finished_at=ended, drifted=drifted,
-                                     success=result in ("no-changes", "changes", "applied"))
-        level = "error" if result in ("failed", "error", "refused") else "info"
-        self._emit("run_end", level=level, command=self.command, result=result,
+                                     success=result in SUCCEEDED)
+        level = "error" if result in LOGGED_AS_ERRORS else "info"
+        self._emit("run_end", level=level, command=self.command, result=result.value,
                    duration_seconds=round(ended - self.started, 3), drifted=sum(drifted.values()),
                    errors=list(errors), run_id=self.run_id)
         if self.on_finish is not None:
@@ -126,16 +133,16 @@ class Recorder:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc is None:
-            self.finish(self.result or "no-changes")
+            self.finish(self.result or RunResult.NO_CHANGES)
             return
         if isinstance(exc, KeyboardInterrupt):
-            self.finish("interrupted", ("interrupted",))
+            self.finish(RunResult.INTERRUPTED, ("interrupted",))
             return
         kind = error_kind(exc)
         if self.metrics is not None:
             self.metrics.observe_error(kind)
         messages = tuple(str(p) for p in exc.problems) if isinstance(exc, ManifestError) else (str(exc),)
-        self.finish("refused" if kind in ("lock", "stale_plan") else "error", messages)
+        self.finish(RunResult.REFUSED if kind in ("lock", "stale_plan") else RunResult.ERROR, messages)
 
     def _drifted(self) -> dict[str, int]:
         if self.plan is None:

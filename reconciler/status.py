@@ -5,7 +5,8 @@ Per target, from the manifest (its mode) and the run store (what plan, apply, dr
 - Drifted: the last run found changes it did not make (drift, plan, or warn mode);
 - Failing: the last run that touched it failed (an apply error, a plan error, not converged);
 - Suspended: `mode: suspend` on the target in the manifest, or `reconcile suspend` recorded in the run store;
-- Unknown: no run recorded it yet.
+- Unknown: no run recorded it yet, or its last run ended with a result this version does not know (a newer
+  version recorded it).
 With the reason, a message, since when the condition holds (the oldest run of the current streak), the last
 run, the git revision of the last apply that succeeded, the resources suspended on their own, and when a
 running `reconcile run` loop starts its next cycle.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.model import Mode, TargetSpec
-from reconciler.store.base import NextRun, NextRunReason, RunRecord, Suspension
+from reconciler.store.base import NextRun, NextRunReason, RunRecord, RunResult, Suspension, UnknownResult
 
 
 class Condition(enum.StrEnum):
@@ -45,7 +46,7 @@ class TargetStatus:
     """The loop's next cycle; None for a suspended target, or when no loop runs this manifest."""
 
 
-_FAILED = frozenset({"failed", "error", "partial", "refused", "interrupted"})
+_FAILED = frozenset({RunResult.FAILED, RunResult.ERROR, RunResult.PARTIAL, RunResult.REFUSED, RunResult.INTERRUPTED})
 
 
 def _mine(run: RunRecord, target: str) -> bool:
@@ -55,12 +56,15 @@ def _mine(run: RunRecord, target: str) -> bool:
 def _condition(run: RunRecord, target: str) -> tuple[Condition, str, str]:
     changes = [c for c in run.changes if c.address.startswith(f"{target}.") and "run" not in c.actions]
     errors = [e for e in run.errors if e.startswith(f"{target}") or f"{target}." in e or f"'{target}'" in e]
-    if run.result in _FAILED and (errors or run.result != "partial"):
-        detail = (errors or list(run.errors) or [run.result or "failed"])[0]
-        return Condition.FAILING, f"{run.command.capitalize()}{(run.result or '').capitalize()}", detail
-    if run.result == "changes" or any(c.status in ("planned", "warned") for c in changes):
+    if isinstance(run.result, UnknownResult):
+        return (Condition.UNKNOWN, "UnknownResult",
+                f"the run ended {run.result.word!r}, a result this version does not know")
+    if run.result in _FAILED and (errors or run.result is not RunResult.PARTIAL):
+        detail = (errors or list(run.errors) or [run.result_word or "failed"])[0]
+        return Condition.FAILING, f"{run.command.capitalize()}{(run.result_word or '').capitalize()}", detail
+    if run.result is RunResult.CHANGES or any(c.status in ("planned", "warned") for c in changes):
         return Condition.DRIFTED, "DriftDetected", f"{len(changes)} change(s) pending"
-    if run.result == "applied":
+    if run.result is RunResult.APPLIED:
         return Condition.READY, "ReconciliationSucceeded", f"applied {len(changes)} change(s); converged"
     return Condition.READY, "InSync", "the live state matches the manifest"
 
@@ -71,7 +75,7 @@ def target_status(target: TargetSpec, runs: Sequence[RunRecord], suspensions: Se
     holds for this manifest."""
     mine = [r for r in runs if r.finished and _mine(r, target.name)]
     last = mine[0] if mine else None
-    applied = next((r for r in mine if r.result == "applied" and r.git is not None and r.git.commit), None)
+    applied = next((r for r in mine if r.result is RunResult.APPLIED and r.git is not None and r.git.commit), None)
     revision = applied.git.commit if applied is not None and applied.git is not None else None
     if target.mode is Mode.SUSPEND:
         return TargetStatus(target.name, Condition.SUSPENDED, "Suspended", "mode: suspend in the manifest",

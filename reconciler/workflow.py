@@ -39,10 +39,11 @@ from reconciler.runner import (
     start_downloads,
     verify,
 )
+from reconciler.store.base import RunResult, UnknownResult
 
 
 class Verdict(enum.StrEnum):
-    """How a run ended. The values are what the run store, the event log and metrics record."""
+    """How a run ended. Its `result` is what the run store, the event log and metrics record."""
 
     NO_CHANGES = "no-changes"
     CHANGES = "changes"
@@ -62,6 +63,24 @@ class Verdict(enum.StrEnum):
         if self.failed:
             return 1
         return 2 if detailed and self is Verdict.CHANGES else 0
+
+    @property
+    def result(self) -> RunResult:
+        """The run's result as it is recorded."""
+        return _RESULTS[self]
+
+    @classmethod
+    def of(cls, result: RunResult | UnknownResult) -> Verdict | None:
+        """The verdict a recorded result came from; None for one no verdict gives (interrupted, or a word this
+        version does not know)."""
+        return next((v for v in cls if v.result is result), None)
+
+
+_RESULTS = {
+    Verdict.NO_CHANGES: RunResult.NO_CHANGES, Verdict.CHANGES: RunResult.CHANGES, Verdict.APPLIED: RunResult.APPLIED,
+    Verdict.PARTIAL: RunResult.PARTIAL, Verdict.FAILED: RunResult.FAILED, Verdict.ERROR: RunResult.ERROR,
+    Verdict.REFUSED: RunResult.REFUSED,
+}
 
 
 @dataclass(frozen=True)
@@ -222,14 +241,14 @@ def _reconcile_once(request: Request, registry: Registry, settings: Settings, re
         actionable = [t for t in plan.targets if t not in blocked and t in busy]
         if not request.apply or (blocked and not actionable):
             verdict = Verdict.ERROR if plan.has_errors else Verdict.CHANGES if plan.has_changes else Verdict.NO_CHANGES
-            record.finish(verdict.value, _errors(plan))
+            record.finish(verdict.result, _errors(plan))
             return Outcome(verdict, plan, blocked=blocked)
         if not actionable:
             verdict = Verdict.CHANGES if plan.has_changes else Verdict.NO_CHANGES
-            record.finish(verdict.value)
+            record.finish(verdict.result)
             return Outcome(verdict, plan)
         if request.confirm is not None and not request.confirm(plan):
-            record.finish(Verdict.REFUSED.value, ("not confirmed",))
+            record.finish(Verdict.REFUSED.result, ("not confirmed",))
             return Outcome(Verdict.REFUSED, plan)
         if blocked and request.blocked is not None:
             request.blocked(blocked)
@@ -246,7 +265,7 @@ def _reconcile_once(request: Request, registry: Registry, settings: Settings, re
         verdict = Verdict.APPLIED if result.ok else Verdict.FAILED
         if verdict is Verdict.APPLIED and blocked:
             verdict = Verdict.PARTIAL
-        record.finish(verdict.value, errors)
+        record.finish(verdict.result, errors)
         if request.report is not None:
             request.report(result, plan, session)
         checks: tuple[CheckOutcome, ...] = ()

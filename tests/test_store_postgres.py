@@ -27,7 +27,7 @@ from reconciler.lab.state import LabStore
 from reconciler.locks import LOCK_DIR_ENV, lock_keys
 from reconciler.manifest import load_manifest
 from reconciler.providers.base import Registry
-from reconciler.store import ChangeRecord, GitInfo, RunRecord, open_store
+from reconciler.store import ChangeRecord, GitInfo, RunRecord, RunResult, UnknownResult, open_store
 from reconciler.store.base import is_postgres, mask_secrets
 from reconciler.store.postgres import MIGRATIONS
 from tests.e2e import ON_PREMISES, REPO, Estate
@@ -163,6 +163,28 @@ def test_list_is_newest_first_limited_and_filtered(pg: str) -> None:
         assert [r.id for r in store.list(command="plan", limit=2)] == [ids[4], ids[3]]
         assert [r.id for r in store.list(manifest_path="/b.yaml", command="apply")] == [early]
         assert store.list(manifest_path="/a.yaml'; --") == []
+
+
+def test_every_result_round_trips_and_an_unknown_stored_word_is_kept(pg: str) -> None:
+    import psycopg
+
+    with open_store(pg) as store:
+        ids: dict[RunResult, int] = {}
+        for i, result in enumerate(RunResult):
+            ids[result] = store.start(RunRecord(None, "apply", T0 + i, "/m.yaml"))
+            store.finish(ids[result], result=result, ended_at=T0 + i + 1)
+        for result, run_id in ids.items():
+            got = store.get(run_id)
+            assert got is not None and got.result is result
+            assert [r.id for r in store.list(result=result)] == [run_id]
+    with psycopg.connect(pg, autocommit=True) as db:
+        assert {row[0] for row in db.execute("SELECT result FROM reconcile_runs")} == {r.value for r in RunResult}
+        db.execute("UPDATE reconcile_runs SET result = 'skipped' WHERE id = %s", (ids[RunResult.APPLIED],))
+    with open_store(pg) as store:
+        got = store.get(ids[RunResult.APPLIED])
+        assert got is not None and got.result == UnknownResult("skipped") and got.result_word == "skipped"
+        assert store.list(limit=1)[0].result is RunResult.INTERRUPTED
+        assert store.list(result=RunResult.APPLIED) == []
 
 
 def test_several_writers_at_once_lose_nothing(pg: str) -> None:

@@ -59,7 +59,7 @@ def _drift(statuses: Sequence[TargetStatus]) -> list[str]:
         mine = [c for c in run.changes if c.address.startswith(f"{s.target}.")]
         if not mine:
             continue
-        out += [f"<h3>{_e(s.target)}: run #{run.id} ({_e(run.command)}, {_e(run.result)})</h3>", "<table>",
+        out += [f"<h3>{_e(s.target)}: run #{run.id} ({_e(run.command)}, {_e(run.result_word)})</h3>", "<table>",
                 "<tr><th>Address</th><th>Action</th><th>Status</th><th>Reason</th></tr>"]
         out += [f"<tr><td><code>{_e(c.address)}</code></td><td>{_e('/'.join(c.actions))}</td><td>{_e(c.status)}</td>"
                 f"<td>{_e(c.reason)}</td></tr>" for c in mine]
@@ -77,7 +77,7 @@ def _history(runs: Sequence[RunRecord]) -> list[str]:
         errors = "<br>".join(_e(e) for e in r.errors[:5]) + (f"<br>… and {len(r.errors) - 5} more" if len(r.errors) > 5
                                                              else "")
         rows.append(f"<tr><td>#{_e(r.id)}</td><td>{_e(_when(r.started_at))}</td><td>{_e(r.command)}</td>"
-                    f"<td>{_e(r.result or 'unfinished')}</td><td>{_e(', '.join(r.targets))}</td>"
+                    f"<td>{_e(r.result_word or 'unfinished')}</td><td>{_e(', '.join(r.targets))}</td>"
                     f"<td>{len(r.changes)}</td><td><code>{_e(git)}</code></td><td>{errors}</td></tr>")
     rows.append("</table>")
     return rows

@@ -3,7 +3,17 @@
 Depends on nothing above it (only reconciler.errors), so any command can record runs.
 """
 
-from reconciler.store.base import COMMANDS, DEFAULT_STORE, RESULTS, ChangeRecord, RunRecord, RunStore, open_store
+from reconciler.store.base import (
+    COMMANDS,
+    DEFAULT_STORE,
+    RESULTS,
+    ChangeRecord,
+    RunRecord,
+    RunResult,
+    RunStore,
+    UnknownResult,
+    open_store,
+)
 from reconciler.store.gitinfo import GitInfo, git_info
 from reconciler.store.render import format_run, format_runs, run_to_json, runs_to_json
 from reconciler.store.sqlite import MIGRATIONS, Migration, SQLiteRunStore
@@ -17,8 +27,10 @@ __all__ = [
     "GitInfo",
     "Migration",
     "RunRecord",
+    "RunResult",
     "RunStore",
     "SQLiteRunStore",
+    "UnknownResult",
     "format_run",
     "format_runs",
     "git_info",

@@ -31,7 +31,35 @@ from reconciler.store.gitinfo import GitInfo
 DEFAULT_STORE = ".reconciler/runs.sqlite3"
 
 COMMANDS = frozenset({"plan", "apply", "drift", "run"})
-RESULTS = frozenset({"no-changes", "changes", "applied", "partial", "failed", "error", "refused", "interrupted"})
+
+
+class RunResult(enum.StrEnum):
+    """How a recorded run ended. The values are the words the store keeps and `history`, `status`, the JSON
+    outputs, metrics labels, events and notifications show: schedulers and dashboards switch on them."""
+
+    NO_CHANGES = "no-changes"
+    CHANGES = "changes"
+    APPLIED = "applied"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    ERROR = "error"
+    REFUSED = "refused"
+    INTERRUPTED = "interrupted"
+
+
+RESULTS = frozenset(r.value for r in RunResult)
+"""The words of RunResult (for a command line's choices and label checks)."""
+
+
+@dataclass(frozen=True)
+class UnknownResult:
+    """A result word this version does not know, read back from a row (a newer version wrote it). Shown as the
+    store holds it, never counted as a success or a failure, and never written."""
+
+    word: str
+
+    def __str__(self) -> str:
+        return self.word
 
 
 @dataclass(frozen=True)
@@ -63,7 +91,7 @@ class RunRecord:
     git: GitInfo | None = None
     targets: tuple[str, ...] = ()
     ended_at: float | None = None
-    result: str | None = None  # no-changes | changes | applied | failed | error | refused | interrupted
+    result: RunResult | UnknownResult | None = None
     changes: tuple[ChangeRecord, ...] = ()
     errors: tuple[str, ...] = ()
 
@@ -75,6 +103,11 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.result is not None
+
+    @property
+    def result_word(self) -> str | None:
+        """The result as the store holds it (a word this version does not know too); None while unfinished."""
+        return None if self.result is None else str(self.result)
 
 
 @dataclass(frozen=True)
@@ -135,7 +168,7 @@ class RunStore(Protocol):
         """Record a run that begins now; returns its new id (record.id is ignored)."""
         ...
 
-    def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
+    def finish(self, run_id: int, *, result: RunResult, changes: Sequence[ChangeRecord] = (),
                errors: Sequence[str] = (), ended_at: float | None = None,
                manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
         """Record how a run ended. None for manifest_sha256/targets keeps what start recorded
@@ -143,7 +176,8 @@ class RunStore(Protocol):
         ...
 
     def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
-             result: str | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
+             result: RunResult | None = None, since: float | None = None,
+             target: str | None = None) -> list[RunRecord]:
         """The most recent runs, newest first, optionally for one manifest path, command or result, started at
         or after `since` (epoch seconds), or that included `target` (by name, ASCII case-insensitively)."""
         ...
@@ -200,10 +234,25 @@ def check_command(command: str) -> None:
         raise ValueError(f"unknown run command {command!r} (expected one of: {', '.join(sorted(COMMANDS))})")
 
 
-def check_result(result: str) -> None:
-    """Refuse an unknown result: history and schedulers switch on these exact words."""
-    if result not in RESULTS:
-        raise ValueError(f"unknown run result {result!r} (expected one of: {', '.join(sorted(RESULTS))})")
+def check_result(result: str | UnknownResult) -> RunResult:
+    """The result to write, refusing any other word (one from an untyped caller, or an UnknownResult read back):
+    history and schedulers switch on these exact words."""
+    word = str(result)
+    try:
+        return RunResult(word)
+    except ValueError:
+        raise ValueError(f"unknown run result {word!r} (expected one of: {', '.join(sorted(RESULTS))})") from None
+
+
+def read_result(word: str | None) -> RunResult | UnknownResult | None:
+    """A stored result column as the record's result: None (unfinished), a RunResult, or an UnknownResult keeping
+    a word this version does not know, so `history` still lists that run as the store holds it."""
+    if word is None:
+        return None
+    try:
+        return RunResult(word)
+    except ValueError:
+        return UnknownResult(word)
 
 
 SUPPORTED_LOCATIONS = ("a file path, sqlite:///absolute/path (sqlite:///C:/path on Windows), sqlite:relative/path or "

@@ -32,7 +32,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import unquote, urlsplit
 
 from reconciler.errors import LockError, StoreError
-from reconciler.store.base import MASK, ChangeRecord, NextRun, RunRecord, RunRequest, Suspension, mask_secrets
+from reconciler.store.base import (
+    MASK,
+    ChangeRecord,
+    NextRun,
+    RunRecord,
+    RunRequest,
+    RunResult,
+    Suspension,
+    mask_secrets,
+)
 from reconciler.store.sql import (
     Dialect,
     check_finishable,
@@ -222,7 +231,7 @@ class PostgresRunStore(_Client):
         assert row is not None
         return int(row[0])
 
-    def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
+    def finish(self, run_id: int, *, result: RunResult, changes: Sequence[ChangeRecord] = (),
                errors: Sequence[str] = (), ended_at: float | None = None,
                manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
         """Record the end of a run; refuses an unknown run and one already finished."""
@@ -239,7 +248,7 @@ class PostgresRunStore(_Client):
     # -- reads -----------------------------------------------------------------------------------
 
     def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
-             result: str | None = None, since: float | None = None,
+             result: RunResult | None = None, since: float | None = None,
              target: str | None = None) -> builtins.list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
         sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,

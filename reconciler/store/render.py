@@ -1,7 +1,7 @@
 """Run history for people (`reconcile history`) and for machines (`--json`).
 
-Values are shown as the store holds them; control characters are escaped so an error message or a
-path cannot move the cursor or recolour a terminal.
+Values are shown as the store holds them, a result word this version does not know too (UnknownResult);
+control characters are escaped so an error message or a path cannot move the cursor or recolour a terminal.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def format_runs(records: Sequence[RunRecord]) -> str:
     if not records:
         return "No runs recorded.\n"
     rows: list[tuple[str, ...]] = [_HEADERS]
-    rows += [(str(r.id), local_time(r.started_at), r.command, r.result or UNFINISHED, str(len(r.changes)),
+    rows += [(str(r.id), local_time(r.started_at), r.command, r.result_word or UNFINISHED, str(len(r.changes)),
               format_duration(r.duration), format_git(r.git), r.manifest_path) for r in records]
     rows = [tuple(_printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS) - 1)]
@@ -37,7 +37,7 @@ def format_run(record: RunRecord) -> str:
     """Everything recorded about one run: times, manifest, git, targets, each change and each error."""
     git = record.git
     lines = [
-        f"Run {record.id}: {record.command} {record.result or UNFINISHED}",
+        f"Run {record.id}: {record.command} {record.result_word or UNFINISHED}",
         f"  started:  {local_time(record.started_at)}",
         f"  ended:    {local_time(record.ended_at) if record.ended_at is not None else '-'}",
         f"  duration: {format_duration(record.duration)}",
@@ -83,7 +83,7 @@ def run_to_json(record: RunRecord) -> dict[str, Any]:
         "ended_at": record.ended_at,
         "ended": utc_time(record.ended_at) if record.ended_at is not None else None,
         "duration": record.duration,
-        "result": record.result,
+        "result": record.result_word,
         "manifest_path": record.manifest_path,
         "manifest_sha256": record.manifest_sha256,
         "git": None if git is None else {"commit": git.commit, "branch": git.branch, "dirty": git.dirty},

@@ -21,9 +21,11 @@ from reconciler.store.base import (
     NextRunReason,
     RunRecord,
     RunRequest,
+    RunResult,
     Suspension,
     check_command,
     check_result,
+    read_result,
     target_pattern,
 )
 from reconciler.store.gitinfo import GitInfo
@@ -56,38 +58,39 @@ class Dialect:
     def insert_run(self, record: RunRecord) -> tuple[str, tuple[Any, ...]]:
         """The INSERT of a run that begins (its command, and its result if it has one, checked first)."""
         check_command(record.command)
-        if record.result is not None:
-            check_result(record.result)
+        result = None if record.result is None else check_result(record.result).value
         columns = RUN_COLUMNS[1:]
         git = record.git
         sql = f"INSERT INTO {self.runs} ({', '.join(columns)}) VALUES ({', '.join([self.mark] * len(columns))})"
         return sql, (record.command, record.started_at, record.ended_at, self.text(record.manifest_path),
                      self.text(record.manifest_sha256), git is not None, self.text(git.commit if git else None),
                      self.text(git.branch if git else None), git.dirty if git else None,
-                     self.dump(list(record.targets)), record.result, self.dump(change_dicts(record.changes)),
+                     self.dump(list(record.targets)), result, self.dump(change_dicts(record.changes)),
                      self.dump(list(record.errors)))
 
-    def finish_run(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord], errors: Sequence[str],
+    def finish_run(self, run_id: int, *, result: RunResult, changes: Sequence[ChangeRecord], errors: Sequence[str],
                    ended_at: float | None, manifest_sha256: str | None,
                    targets: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
         """The UPDATE that records how a run ended (`result` checked first); None keeps what start recorded."""
-        check_result(result)
+        word = check_result(result).value
         m = self.mark
         sql = (f"UPDATE {self.runs} SET result = {m}, ended_at = {m}, changes = {m}, errors = {m}, "
                f"manifest_sha256 = COALESCE({m}, manifest_sha256), targets = COALESCE({m}, targets) WHERE id = {m}")
-        return sql, (result, time.time() if ended_at is None else ended_at, self.dump(change_dicts(changes)),
+        return sql, (word, time.time() if ended_at is None else ended_at, self.dump(change_dicts(changes)),
                      self.dump(list(errors)), self.text(manifest_sha256),
                      None if targets is None else self.dump(list(targets)), run_id)
 
-    def list_runs(self, *, limit: int, manifest_path: str | None, command: str | None, result: str | None,
-                  since: float | None, target: str | None) -> tuple[str, list[Any]]:
-        """The SELECT of RunStore.list: newest first, each filter given."""
+    def list_runs(self, *, limit: int, manifest_path: str | None, command: str | None,
+                  result: RunResult | None, since: float | None, target: str | None) -> tuple[str, list[Any]]:
+        """The SELECT of RunStore.list: newest first, each filter given (`result` refused if not a RunResult's word,
+        as finish refuses it)."""
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         m = self.mark
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("manifest_path", manifest_path), ("command", command), ("result", result)):
+        word = None if result is None else check_result(result).value
+        for column, value in (("manifest_path", manifest_path), ("command", command), ("result", word)):
             if value is not None:
                 where.append(f"{column} = {m}")
                 params.append(self.text(value))
@@ -187,8 +190,8 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         if in_git else None
     return RunRecord(id=int(run_id), command=command, started_at=started_at, manifest_path=manifest_path,
                      manifest_sha256=manifest_sha256, git=git, targets=tuple(json.loads(targets)),
-                     ended_at=ended_at, result=result, changes=tuple(_change(c) for c in json.loads(changes)),
-                     errors=tuple(json.loads(errors)))
+                     ended_at=ended_at, result=read_result(result),
+                     changes=tuple(_change(c) for c in json.loads(changes)), errors=tuple(json.loads(errors)))
 
 
 def next_run_from_row(row: Sequence[Any]) -> NextRun:

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from reconciler.errors import StoreError
-from reconciler.store.base import ChangeRecord, NextRun, RunRecord, RunRequest, Suspension
+from reconciler.store.base import ChangeRecord, NextRun, RunRecord, RunRequest, RunResult, Suspension
 from reconciler.store.sql import (
     Dialect,
     check_finishable,
@@ -157,7 +157,7 @@ class SQLiteRunStore:
         assert run_id is not None
         return run_id
 
-    def finish(self, run_id: int, *, result: str, changes: Sequence[ChangeRecord] = (),
+    def finish(self, run_id: int, *, result: RunResult, changes: Sequence[ChangeRecord] = (),
                errors: Sequence[str] = (), ended_at: float | None = None,
                manifest_sha256: str | None = None, targets: Sequence[str] | None = None) -> None:
         """Record the end of a run. Refuses an unknown run and one already finished."""
@@ -171,7 +171,7 @@ class SQLiteRunStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
-             result: str | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
+             result: RunResult | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
         """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
         sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,
                                      since=since, target=target)
