@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from reconciler.runner import ApplyResult, CheckOutcome, Session, Settings
     from reconciler.scheduler import Cycle, Schedule
     from reconciler.store import RunStore
-    from reconciler.workflow import Request
+    from reconciler.workflow import Request, Verdict
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -704,7 +704,6 @@ def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:
 
 def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
     from reconciler.metrics import Metrics
-    from reconciler.workflow import Verdict
 
     metrics = Metrics()
     with contextlib.closing(_store(args)) as store:
@@ -713,7 +712,7 @@ def cmd_drift(args: argparse.Namespace, registry: Registry) -> int:
             verdict = cycle()
         finally:
             _write_metrics(args, metrics)
-    return Verdict(verdict).exit_code(detailed=True)
+    return verdict.exit_code(detailed=True)
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
@@ -767,7 +766,7 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
 
         stack.enter_context(console_stop(on_console_event, finished))
 
-        def cycle_and_export() -> str:
+        def cycle_and_export() -> Verdict:
             try:
                 return cycle()
             finally:

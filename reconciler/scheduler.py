@@ -38,9 +38,6 @@ from reconciler.store import RunStore
 from reconciler.store.base import NextRun, NextRunReason
 from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
-FAILED_VERDICTS = frozenset(v.value for v in Verdict if v.failed)
-EXIT_CODES = {v.value: v.exit_code(detailed=True) for v in Verdict}
-
 
 @dataclass(frozen=True)
 class Cycle:
@@ -59,7 +56,7 @@ class Cycle:
     notify: tuple[NotifyDestination, ...] = ()
     """Destinations from a notifications file, told as well as the manifest's `notify:`."""
 
-    def __call__(self) -> str:
+    def __call__(self) -> Verdict:
         """Run one cycle; returns its verdict. Errors are recorded, then raised."""
         with Recorder(self.command, self.manifest, store=self.store, events=self.events,
                       metrics=self.metrics, notify=self.notify) as record:
@@ -71,7 +68,7 @@ class Cycle:
                 self.metrics.observe_error("metadata")
             if self.metrics is not None and outcome.verdict is Verdict.FAILED:
                 self.metrics.observe_error("apply")
-            return outcome.verdict.value
+            return outcome.verdict
 
     def suspended(self) -> frozenset[str]:
         """The addresses `reconcile suspend` recorded for this manifest (read afresh every cycle)."""
@@ -186,7 +183,7 @@ class Schedule:
         return max(0.0, self.interval + (rand() * 2 - 1) * spread), "interval"
 
 
-def run_loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event, events: EventLog, *,
+def run_loop(cycle: Callable[[], Verdict], schedule: Schedule, stop: threading.Event, events: EventLog, *,
              max_cycles: int | None = None, rand: Callable[[], float] = random.random,
              control: LoopControl | None = None) -> int:
     """Cycle until stopped (or max_cycles, for tests and `--once`). Returns the last cycle's exit code."""
@@ -197,23 +194,23 @@ def run_loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event
             control.stopped()
 
 
-def _loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event, events: EventLog,
+def _loop(cycle: Callable[[], Verdict], schedule: Schedule, stop: threading.Event, events: EventLog,
           max_cycles: int | None, rand: Callable[[], float], control: LoopControl | None) -> int:
     failures = 0
     cycles = 0
-    verdict = "no-changes"
+    verdict = Verdict.NO_CHANGES
     while not stop.is_set():
         if control is not None:
             control.starting()
         try:
             verdict = cycle()
         except ReconcilerError:
-            verdict = "error"  # already recorded and logged by the cycle
+            verdict = Verdict.ERROR  # already recorded and logged by the cycle
         except Exception as exc:  # a controller must outlive a bug in one cycle; say so loudly
-            verdict = "error"
+            verdict = Verdict.ERROR
             events.emit("cycle_crashed", level="error", error=f"{type(exc).__name__}: {exc}")
         cycles += 1
-        failures = failures + 1 if verdict in FAILED_VERDICTS else 0
+        failures = failures + 1 if verdict.failed else 0
         if (max_cycles is not None and cycles >= max_cycles) or stop.is_set():
             break
         delay, reason = schedule.delay(failures, rand)
@@ -222,7 +219,7 @@ def _loop(cycle: Callable[[], str], schedule: Schedule, stop: threading.Event, e
             stop.wait(delay)
         else:
             control.sleep(delay, reason)
-    return EXIT_CODES.get(verdict, 1)
+    return verdict.exit_code(detailed=True)
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -11,6 +11,7 @@ import pytest
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventLog
 from reconciler.scheduler import Schedule, parse_duration, run_loop
+from reconciler.workflow import Verdict
 
 
 @pytest.mark.parametrize("text,seconds", [("90", 90), ("30s", 30), ("15m", 900), ("1h30m", 5400), ("2d", 172800),
@@ -44,14 +45,15 @@ def events_of(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_loop_backs_off_after_errors_resets_after_success_and_survives_a_crash() -> None:
-    verdicts = iter(["error", "failed", "applied", "crash", "no-changes"])
+    verdicts = iter(["error", Verdict.FAILED, Verdict.APPLIED, "crash", Verdict.NO_CHANGES])
 
-    def cycle() -> str:
+    def cycle() -> Verdict:
         verdict = next(verdicts)
         if verdict == "crash":
             raise RuntimeError("bug")
         if verdict == "error":
             raise ReconcilerError("recorded elsewhere")
+        assert isinstance(verdict, Verdict)
         return verdict
 
     stream = io.StringIO()
@@ -67,17 +69,17 @@ def test_a_stop_request_ends_the_loop_during_its_sleep_without_another_cycle() -
     stop = threading.Event()
     calls: list[int] = []
 
-    def cycle() -> str:
+    def cycle() -> Verdict:
         calls.append(1)
         threading.Timer(0.05, stop.set).start()
-        return "no-changes"
+        return Verdict.NO_CHANGES
 
     code = run_loop(cycle, Schedule(interval=3600), stop, EventLog(io.StringIO()))
     assert code == 0 and calls == [1]
 
 
-@pytest.mark.parametrize("verdict,code", [("no-changes", 0), ("applied", 0), ("changes", 2), ("failed", 1),
-                                          ("refused", 1)])
-def test_once_exit_codes(verdict: str, code: int) -> None:
+@pytest.mark.parametrize("verdict,code", [(Verdict.NO_CHANGES, 0), (Verdict.APPLIED, 0), (Verdict.CHANGES, 2),
+                                          (Verdict.FAILED, 1), (Verdict.REFUSED, 1), (Verdict.PARTIAL, 1)])
+def test_once_exit_codes(verdict: Verdict, code: int) -> None:
     assert run_loop(lambda: verdict, Schedule(interval=1), threading.Event(), EventLog(io.StringIO()),
                     max_cycles=1) == code

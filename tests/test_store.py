@@ -641,3 +641,16 @@ def test_a_version_1_file_gains_the_operator_tables_and_keeps_its_runs(tmp_path:
         assert store.schema_version() == len(MIGRATIONS) >= 2
         assert store.get(run_id) is not None
         check_operator_records(store)
+
+
+def test_a_next_run_with_a_reason_this_version_does_not_know_reads_as_none(tmp_path: Path) -> None:
+    # A newer loop may record a reason this version lacks: status shows no next run rather than failing.
+    path, mine = tmp_path / "runs.sqlite3", "/srv/manifests/on-premises.yaml"
+    with SQLiteRunStore(path) as store:
+        store.set_next_run(NextRun(mine, T0 + 900, NextRunReason.INTERVAL, T0, "pid 1 on a"))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE next_runs SET reason = 'paused-by-a-newer-version'")
+    db.close()
+    with SQLiteRunStore(path) as store:
+        assert store.next_run(mine) is None

@@ -194,9 +194,15 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
                      changes=tuple(_change(c) for c in json.loads(changes)), errors=tuple(json.loads(errors)))
 
 
-def next_run_from_row(row: Sequence[Any]) -> NextRun:
+def next_run_from_row(row: Sequence[Any]) -> NextRun | None:
+    """None for a reason this version does not know (a newer loop wrote it): `status` shows no next run rather than
+    a wrong one, and does not fail."""
     path, at, reason, recorded_at, by = row
-    return NextRun(path, at, NextRunReason(reason), recorded_at, by)
+    try:
+        known = NextRunReason(reason)
+    except ValueError:
+        return None
+    return NextRun(path, at, known, recorded_at, by)
 
 
 def run_request_from_row(row: Sequence[Any]) -> RunRequest:
