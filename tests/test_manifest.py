@@ -554,6 +554,29 @@ def test_unknown_target_still_checks_the_kind(write: Any) -> None:
     ]
 
 
+def test_unknown_target_of_a_kind_two_providers_have_reports_the_target_alone(write: Any) -> None:
+    # Skype's and Exchange's PartnerApplication differ: checked against either, the fields right for the other would
+    # read as wrong (metadataUrl "unknown", from Exchange's). The target's name is what to fix; its fields are checked
+    # once it names a target.
+    path = write(HEADER + """\
+  - target: pol
+    kind: PartnerApplication
+    identity: b
+    metadataUrl: http://x
+    colour: blue
+  - target: pol
+    kind: OAuthConfiguration
+    realm: x
+    colour: blue
+""")
+    assert problems(path) == [
+        "manifests/x.yaml:7: resources[0].target: no target named 'pol' (defined: pool); did you mean 'pool'?",
+        "manifests/x.yaml:12: resources[1].target: no target named 'pol' (defined: pool); did you mean 'pool'?",
+        "manifests/x.yaml:15: resources[1].colour: unknown field 'colour' (expected one of: ensure, identity, kind, "
+        "realm, target)",
+    ]
+
+
 def test_duplicate_identity_is_case_insensitive(write: Any) -> None:
     path = write(HEADER + """\
   - target: pool

@@ -524,7 +524,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             if issues:
                 run.add_issues(base, issues)
         elif not run.silent((*base, "kind")):
-            run.add_issues(base, checker.check_resource(item, None, None))
+            run.add_issues(base, _without_target(registry, checker, targets, item))
 
         target = item.get("target")
         identity = item.get("identity")
@@ -579,6 +579,25 @@ def _references(run: _Run, resources: list[DesiredResource]) -> None:
     for resource, name, message in known_after_apply.problems(provisional):
         index = int(resource.location.path.removeprefix("resources[").split("]", 1)[0])
         run.add(("resources", index, name), message, resource.field_lines.get(name, resource.location.line))
+
+
+def _without_target(registry: Registry, checker: SchemaChecker, targets: dict[str, TargetSpec | None] | None,
+                    item: dict[str, Any]) -> list[SchemaIssue]:
+    """The schema's word on a resource whose kind could not be taken from its target's provider.
+
+    When the target is not defined (already reported) and the kind belongs to several providers (PartnerApplication:
+    Skype's and Exchange's), its fields are not checked: against one provider's kind they would read as wrong when they
+    are right for the other (`metadataUrl` on a Skype partner application). A kind of one provider is checked against
+    it; an unknown kind, as before.
+    """
+    target, kind = item.get("target"), item.get("kind")
+    if targets is not None and isinstance(target, str) and target not in targets and isinstance(kind, str):
+        owners = [name for name, provider in sorted(registry.providers.items()) if kind in provider.kinds]
+        if len(owners) > 1:
+            return []
+        if owners:
+            return checker.check_resource(item, owners[0], kind)
+    return checker.check_resource(item, None, None)
 
 
 def _kind_spec(run: _Run, registry: Registry, targets: dict[str, TargetSpec | None] | None,
