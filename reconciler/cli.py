@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from reconciler.runner import ApplyResult, CheckOutcome, Session, Settings
     from reconciler.scheduler import Cycle, Schedule
     from reconciler.store import RunStore
+    from reconciler.store.gitinfo import ManifestKey
     from reconciler.workflow import Request, Verdict
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -236,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
     p.add_argument("--limit", type=_non_negative_int, default=20, metavar="N",
                    help="show at most N runs, newest first (default 20)")
-    p.add_argument("--manifest", help="only runs of this manifest path")
+    p.add_argument("--manifest", help="only runs of this manifest (by its identity: from any clone of its repository)")
     p.add_argument("--target", metavar="NAME", help="only runs that included this target")
     p.add_argument("--result", choices=sorted(RESULTS), metavar="RESULT",
                    help="only runs that ended so: " + ", ".join(sorted(RESULTS)))
@@ -496,6 +497,14 @@ def _store(args: argparse.Namespace) -> RunStore:
     return open_store(args.store or args.state_dir / "runs.sqlite3")
 
 
+def _manifest_key(manifest: str | Path) -> ManifestKey:
+    """What the run store knows the manifest by (its identity across clones of one repository, and its local path),
+    worked out once per command."""
+    from reconciler.store.gitinfo import manifest_key
+
+    return manifest_key(Path(manifest))
+
+
 @contextlib.contextmanager
 def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None = None,
               metrics: Metrics | None = None) -> Iterator[Recorder]:
@@ -503,7 +512,8 @@ def _recorded(command: str, args: argparse.Namespace, *, events: EventLog | None
 
     notify = _notify(args)
     with contextlib.closing(_store(args)) as store, \
-            Recorder(command, args.manifest, store=store, events=events, metrics=metrics, notify=notify) as record:
+            Recorder(command, args.manifest, store=store, events=events, metrics=metrics, notify=notify,
+                     key=_manifest_key(args.manifest)) as record:
         yield record
 
 
@@ -694,7 +704,8 @@ def _unattended(args: argparse.Namespace, registry: Registry, store: RunStore, m
     events = EventLog(sys.stdout, fmt=args.log_format)
     return Cycle(args.manifest, registry, settings, _variables(args), apply=apply, command=command,
                  store=store, events=events, metrics=metrics,
-                 selection=Selection(tuple(args.target), tuple(args.exclude)), notify=_notify(args))
+                 selection=Selection(tuple(args.target), tuple(args.exclude)), notify=_notify(args),
+                 key=_manifest_key(args.manifest))
 
 
 def _write_metrics(args: argparse.Namespace, metrics: Metrics) -> None:
@@ -773,7 +784,8 @@ def _run(args: argparse.Namespace, registry: Registry, schedule: Schedule, metri
                 _write_metrics(args, metrics)
 
         from reconciler.scheduler import StoreControl
-        control = StoreControl(store, args.manifest, stop, poll=parse_duration(args.wake_poll), events=events)
+        assert cycle.key is not None  # a cycle with a store has its manifest's key
+        control = StoreControl(store, cycle.key, stop, poll=parse_duration(args.wake_poll), events=events)
         return run_loop(cycle_and_export, schedule, stop, events, control=None if args.once else control,
                         max_cycles=1 if args.once else args.max_cycles)
 
@@ -788,13 +800,14 @@ def cmd_history(args: argparse.Namespace, registry: Registry) -> int:
                 raise ReconcilerError(f"no run with id {args.run_id}")
             print(json.dumps(run_to_json(record), indent=2) if args.json else format_run(record))
             return EXIT_OK
-        manifest = str(Path(args.manifest).resolve()) if args.manifest else None
+        key = _manifest_key(args.manifest) if args.manifest else None
         from reconciler.history import parse_since
         from reconciler.store import RunResult
-        records = store.list(limit=args.limit, manifest_path=manifest, target=args.target,
+        records = store.list(limit=args.limit, manifest_path=key.keys if key else None, target=args.target,
                              result=RunResult(args.result) if args.result else None,
                              since=parse_since(args.since) if args.since else None)
-        print(json.dumps(runs_to_json(records), indent=2) if args.json else format_runs(records))
+        print(json.dumps(runs_to_json(records), indent=2) if args.json
+              else format_runs(records, shown=key.shown if key else None))
     return EXIT_OK
 
 
@@ -834,11 +847,11 @@ def cmd_status(args: argparse.Namespace, registry: Registry) -> int:
     from reconciler.status import format_status, status_to_json, target_status
 
     desired = _load(args, registry)
-    manifest = str(Path(args.manifest).resolve())
+    keys = _manifest_key(args.manifest).keys
     with contextlib.closing(_store(args)) as store:
-        runs = store.list(limit=200, manifest_path=manifest)
-        suspensions = store.suspensions(manifest)
-        next_run = store.next_run(manifest)
+        runs = store.list(limit=200, manifest_path=keys)
+        suspensions = store.suspensions(keys)
+        next_run = store.next_run(keys)
     statuses = [target_status(target, runs, suspensions, next_run) for target in desired.targets.values()]
     if args.json:
         print(json.dumps(status_to_json(statuses), indent=2))
@@ -865,22 +878,22 @@ def cmd_suspend(args: argparse.Namespace, registry: Registry) -> int:
     desired = _load(args, registry)
     address = _address(desired, args.address)
     with contextlib.closing(_store(args)) as store:
-        store.suspend(Suspension(str(Path(args.manifest).resolve()), address, args.reason, time.time(), who()))
+        store.suspend(Suspension(_manifest_key(args.manifest).identity, address, args.reason, time.time(), who()))
     print(f"Suspended {address}: `reconcile run` and `drift` leave it alone until `reconcile resume "
           f"{args.manifest} {address}` (a `reconcile apply` you run yourself still acts on it).")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace, registry: Registry) -> int:
-    manifest = str(Path(args.manifest).resolve())
+    keys = _manifest_key(args.manifest).keys
     with contextlib.closing(_store(args)) as store:
-        held = next((s.address for s in store.suspensions(manifest)
+        held = next((s.address for s in store.suspensions(keys)
                      if s.address.casefold() == args.address.casefold()), None)
         if held is None:
             _address(_load(args, registry), args.address)  # a misspelt address is an error, with a suggestion
             print(f"{args.address} is not suspended; nothing to resume.")
             return EXIT_OK
-        store.resume(manifest, held)
+        store.resume(keys, held)  # a suspension recorded under the local path by an older version too
     print(f"Resumed {held}: the next cycle of `reconcile run` acts on it again (`reconcile trigger "
           f"{args.manifest}` to have it now).")
     return EXIT_OK
@@ -896,11 +909,11 @@ def cmd_trigger(args: argparse.Namespace, registry: Registry) -> int:
         raise ReconcilerError(f"--timeout: {exc}") from None
     if not args.manifest.is_file():
         raise ReconcilerError(f"{args.manifest}: no such manifest file")
-    manifest = str(args.manifest.resolve())
+    key = _manifest_key(args.manifest)
     requested = time.time()
     with contextlib.closing(_store(args)) as store:
-        request_id = store.request_run(RunRequest(None, manifest, requested, who()))
-        loop = store.next_run(manifest)
+        request_id = store.request_run(RunRequest(None, key.identity, requested, who()))
+        loop = store.next_run(key.keys)
         if loop is None:
             print(f"Requested a run of {args.manifest} (request {request_id}); no `reconcile run` loop has recorded a "
                   "schedule for it in this run store: the request is served when one runs.", file=sys.stderr)
@@ -909,15 +922,15 @@ def cmd_trigger(args: argparse.Namespace, registry: Registry) -> int:
                   file=sys.stderr)
         if not args.wait:
             return EXIT_OK
-        return _wait_for_run(store, manifest, requested, time.monotonic() + timeout, args.timeout)
+        return _wait_for_run(store, key, requested, time.monotonic() + timeout, args.timeout)
 
 
-def _wait_for_run(store: RunStore, manifest: str, requested: float, deadline: float, timeout: str) -> int:
+def _wait_for_run(store: RunStore, key: ManifestKey, requested: float, deadline: float, timeout: str) -> int:
     """The exit code of the first `run` cycle that started after `requested` and finished, once it has."""
     from reconciler.workflow import Verdict
 
     while True:
-        runs = store.list(limit=5, manifest_path=manifest, command="run", since=requested)
+        runs = store.list(limit=5, manifest_path=key.keys, command="run", since=requested)
         done = [r for r in runs if r.finished]
         if done:
             run = done[-1]  # the oldest: the one the request started
@@ -925,7 +938,7 @@ def _wait_for_run(store: RunStore, manifest: str, requested: float, deadline: fl
             verdict = None if run.result is None else Verdict.of(run.result)
             return EXIT_ERROR if verdict is None else verdict.exit_code()  # interrupted, or a word not known
         if time.monotonic() >= deadline:
-            raise ReconcilerError(f"no `reconcile run` cycle of {manifest} finished within {timeout}")
+            raise ReconcilerError(f"no `reconcile run` cycle of {key.local} finished within {timeout}")
         time.sleep(0.2)
 
 
@@ -938,11 +951,11 @@ def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
     from reconciler.trustgraph import graph_dot, trust_graph
 
     desired = _load(args, registry)
-    manifest = str(Path(args.manifest).resolve())
+    keys = _manifest_key(args.manifest).keys
     with contextlib.closing(_store(args)) as store:
-        runs = store.list(limit=max(200, args.limit), manifest_path=manifest)
-        suspensions = store.suspensions(manifest)
-        next_run = store.next_run(manifest)
+        runs = store.list(limit=max(200, args.limit), manifest_path=keys)
+        suspensions = store.suspensions(keys)
+        next_run = store.next_run(keys)
     statuses = [target_status(target, runs, suspensions, next_run) for target in desired.targets.values()]
     dot = graph_dot(trust_graph(desired, registry, timeout=_settings(args).metadata_timeout))
     svg = None

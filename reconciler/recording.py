@@ -29,6 +29,7 @@ from reconciler.plan import Plan
 from reconciler.runner import ApplyResult, HandlerOutcome
 from reconciler.store import ChangeRecord, RunRecord, RunResult, RunStore, git_info
 from reconciler.store.base import check_result
+from reconciler.store.gitinfo import ManifestKey, manifest_key
 
 ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (ManifestError, "manifest"), (LockError, "lock"), (StalePlanError, "stale_plan"),
@@ -47,9 +48,12 @@ def error_kind(exc: BaseException) -> str:
 class Recorder:
     def __init__(self, command: str, manifest: Path, *, store: RunStore | None = None,
                  events: EventLog | None = None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, notify: tuple[NotifyDestination, ...] = ()) -> None:
+                 clock: Callable[[], float] = time.time, notify: tuple[NotifyDestination, ...] = (),
+                 key: ManifestKey | None = None) -> None:
         self.command = command
         self.manifest = manifest
+        self.key = key
+        """What the run is recorded under (worked out on entering when not given: a loop works it out once)."""
         self.store = store
         self.events = events
         self.metrics = metrics
@@ -72,9 +76,9 @@ class Recorder:
         self.started = self.clock()
         git = git_info(self.manifest)
         if self.store is not None:
-            # Resolved, so one manifest reached by relative and absolute paths has one history.
-            self.run_id = self.store.start(RunRecord(None, self.command, self.started, str(self.manifest.resolve()),
-                                                     git=git))
+            # The manifest's identity: one history for one manifest, however it is reached and from whichever clone.
+            key = self.key if self.key is not None else manifest_key(self.manifest)
+            self.run_id = self.store.start(RunRecord(None, self.command, self.started, key.identity, git=git))
         self._emit("run_start", command=self.command, manifest=str(self.manifest),
                    git_commit=git.commit if git else None, run_id=self.run_id)
         return self

@@ -36,6 +36,7 @@ from reconciler.recording import Recorder
 from reconciler.runner import Settings
 from reconciler.store import RunStore
 from reconciler.store.base import NextRun, NextRunReason
+from reconciler.store.gitinfo import ManifestKey, manifest_key
 from reconciler.workflow import Request, Selection, Verdict, reconcile_once
 
 
@@ -55,11 +56,17 @@ class Cycle:
     selection: Selection = field(default_factory=Selection)
     notify: tuple[NotifyDestination, ...] = ()
     """Destinations from a notifications file, told as well as the manifest's `notify:`."""
+    key: ManifestKey | None = None
+    """What the store knows the manifest by (worked out once, here, when not given)."""
+
+    def __post_init__(self) -> None:
+        if self.key is None and self.store is not None:
+            object.__setattr__(self, "key", manifest_key(self.manifest))
 
     def __call__(self) -> Verdict:
         """Run one cycle; returns its verdict. Errors are recorded, then raised."""
         with Recorder(self.command, self.manifest, store=self.store, events=self.events,
-                      metrics=self.metrics, notify=self.notify) as record:
+                      metrics=self.metrics, notify=self.notify, key=self.key) as record:
             suspended = self.suspended()
             outcome = reconcile_once(Request(self.manifest, self.overrides, apply=self.apply, selection=self.selection,
                                              suspended=suspended),
@@ -72,9 +79,9 @@ class Cycle:
 
     def suspended(self) -> frozenset[str]:
         """The addresses `reconcile suspend` recorded for this manifest (read afresh every cycle)."""
-        if self.store is None:
+        if self.store is None or self.key is None:
             return frozenset()
-        found = self.store.suspensions(str(self.manifest.resolve()))
+        found = self.store.suspensions(self.key.keys)
         if found and self.events is not None:
             self.events.emit("suspended", addresses=[s.address for s in found],
                              note="skipped until `reconcile resume`")
@@ -110,10 +117,12 @@ class StoreControl:
     the cycle ran wakes the sleep that follows at once (the manifest may have changed since the cycle read it).
     """
 
-    def __init__(self, store: RunStore, manifest: Path, stop: threading.Event, *, poll: float = 5.0,
+    def __init__(self, store: RunStore, manifest: Path | ManifestKey, stop: threading.Event, *, poll: float = 5.0,
                  events: EventLog | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.manifest = str(manifest.resolve())
+        self.key = manifest if isinstance(manifest, ManifestKey) else manifest_key(manifest)
+        """Requests are read under its identity and local path (a request of an older version); the next run is
+        recorded under its identity."""
         self.stop = stop
         self.poll = poll
         self.events = events
@@ -136,20 +145,20 @@ class StoreControl:
                 return Wake.STOPPED
             newest = self._newest_request()
             if newest > self.served:
-                request = self.store.last_request(self.manifest)
+                request = self.store.last_request(self.key.keys)
                 if self.events is not None and request is not None:
                     self.events.emit("run_requested", by=request.by, request_id=request.id)
                 return Wake.REQUESTED
 
     def stopped(self) -> None:
         try:
-            self.store.clear_next_run(self.manifest)
+            self.store.clear_next_run(self.key.keys)
         except StoreError as exc:
             self._warn(exc)
 
     def _newest_request(self) -> int:
         try:
-            request = self.store.last_request(self.manifest)
+            request = self.store.last_request(self.key.keys)
         except StoreError as exc:  # a store out of reach for a moment: keep to the schedule
             self._warn(exc)
             return self.served
@@ -158,7 +167,7 @@ class StoreControl:
     def _record(self, reason: NextRunReason, seconds: float) -> None:
         now = self.clock()
         try:
-            self.store.set_next_run(NextRun(self.manifest, now + seconds, reason, now, self.by))
+            self.store.set_next_run(NextRun(self.key.identity, now + seconds, reason, now, self.by))
         except StoreError as exc:
             self._warn(exc)
 

@@ -628,9 +628,55 @@ def check_operator_records(store: RunStore) -> None:
     assert store.next_run(mine) is None
 
 
+def check_identity_and_legacy_keys(store: RunStore) -> None:
+    """A manifest read by its keys (its identity, then the absolute path older versions recorded it under) finds
+    what was recorded under either, one suspension per address (the identity's preferred), and not another
+    clone's legacy records; resuming and a stopping loop clear what is under both."""
+    identity = "git+https://git.example.com/org/repo#manifests/x.yaml"
+    legacy, elsewhere = "/srv/a/repo/manifests/x.yaml", "/opt/b/repo/manifests/x.yaml"
+    keys = (identity, legacy)
+    old = Suspension(legacy, "litware-pool", "before the upgrade", T0, "ops@a")
+    store.suspend(old)
+    store.suspend(Suspension(elsewhere, "litware-exchange", "", T0, "ops@b"))
+    assert store.suspensions(keys) == [old]
+    new = Suspension(identity, "litware-pool", "after the upgrade", T0 + 3, "ops@b")
+    store.suspend(new)
+    assert store.suspensions(keys) == [new]
+    assert store.suspensions((identity, elsewhere)) == [
+        Suspension(elsewhere, "litware-exchange", "", T0, "ops@b"), new]
+    assert store.resume(keys, "litware-pool") is True
+    assert store.suspensions(legacy) == [] and store.suspensions(identity) == []
+    with pytest.raises(ValueError):
+        store.suspensions(())
+
+    ids = [store.start(RunRecord(None, "run", T0 + i, key)) for i, key in enumerate((legacy, identity, elsewhere))]
+    assert [r.id for r in store.list(manifest_path=keys)] == [ids[1], ids[0]]
+    assert [r.id for r in store.list(manifest_path=identity)] == [ids[1]]
+
+    first = store.request_run(RunRequest(None, identity, T0, "ops@a"))
+    assert store.last_request(keys) == RunRequest(first, identity, T0, "ops@a")
+    second = store.request_run(RunRequest(None, legacy, T0 + 1, "an older version"))
+    assert store.last_request(keys) == RunRequest(second, legacy, T0 + 1, "an older version")
+    assert store.last_request((identity, elsewhere)) == RunRequest(first, identity, T0, "ops@a")
+
+    stale = NextRun(legacy, T0 + 60, NextRunReason.INTERVAL, T0, "pid 1 on a")
+    store.set_next_run(stale)
+    assert store.next_run(keys) == stale
+    fresh = NextRun(identity, T0 + 90, NextRunReason.INTERVAL, T0 + 30, "pid 2 on b")
+    store.set_next_run(fresh)
+    assert store.next_run(keys) == fresh
+    store.clear_next_run(keys)
+    assert store.next_run(legacy) is None and store.next_run(identity) is None
+
+
 def test_operator_records_round_trip(tmp_path: Path) -> None:
     with SQLiteRunStore(tmp_path / "runs.sqlite3") as store:
         check_operator_records(store)
+
+
+def test_a_manifest_is_read_by_its_identity_and_its_legacy_path(tmp_path: Path) -> None:
+    with SQLiteRunStore(tmp_path / "runs.sqlite3") as store:
+        check_identity_and_legacy_keys(store)
 
 
 def test_a_version_1_file_gains_the_operator_tables_and_keeps_its_runs(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ exports it). Each test works in a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from reconciler.store import ChangeRecord, GitInfo, RunRecord, RunResult, Unknow
 from reconciler.store.base import is_postgres, mask_secrets
 from reconciler.store.postgres import MIGRATIONS
 from tests.e2e import ON_PREMISES, REPO, Estate
-from tests.test_store import check_operator_records
+from tests.test_store import check_identity_and_legacy_keys, check_operator_records
 
 URL = os.environ.get("RECONCILE_TEST_POSTGRES", "")
 pytestmark = pytest.mark.skipif(not URL, reason="RECONCILE_TEST_POSTGRES is not set (.ci/run sets up PostgreSQL "
@@ -367,3 +368,25 @@ def test_locks_in_process_exclude_and_name_the_holder(pg: str) -> None:
 def test_operator_records_round_trip(pg: str) -> None:
     with open_store(pg) as store:
         check_operator_records(store)
+
+
+def test_a_manifest_is_read_by_its_identity_and_its_legacy_path(pg: str) -> None:
+    with open_store(pg) as store:
+        check_identity_and_legacy_keys(store)
+
+
+def test_clones_of_one_repository_on_two_machines_share_suspensions_and_runs(estate: Estate, pg: str) -> None:
+    # The setup the PostgreSQL store exists for: runners on two machines, each from its own checkout.
+    from tests.test_manifest_identity_e2e import clones
+
+    _, a, b = clones(estate.root)
+    assert estate.run("suspend", a, "litware-pool", "--store", pg).code == 0
+    assert estate.reconcile("run", b, "--once", "--store", pg).code == 0
+    assert estate.app("atl-cs-001", "app") is not None  # B honoured the suspension made through A
+    run = estate.reconcile("status", a, "--json", "--store", pg)
+    assert run.code == 0, run.err
+    with open_store(pg) as store:
+        [run_b] = store.list()
+    pool = next(s for s in json.loads(run.out) if s["target"] == "litware-pool")
+    exchange = next(s for s in json.loads(run.out) if s["target"] == "litware-exchange")
+    assert pool["condition"] == "Suspended" and exchange["lastRun"] == run_b.id

@@ -161,6 +161,15 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+Keys = str | tuple[str, ...]
+"""A manifest as reads match it: one key, or several (its identity and the local path older records are keyed by,
+see reconciler.store.gitinfo.ManifestKey), the first preferred where one record is wanted."""
+
+
+def key_tuple(keys: Keys) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else keys
+
+
 class RunStore(Protocol):
     """A place runs are recorded. Implementations must be safe with several processes writing."""
 
@@ -175,11 +184,12 @@ class RunStore(Protocol):
         (the manifest may only be hashed, and targets known, once it has been loaded)."""
         ...
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+    def list(self, *, limit: int = 20, manifest_path: Keys | None = None, command: str | None = None,
              result: RunResult | None = None, since: float | None = None,
              target: str | None = None) -> list[RunRecord]:
         """The most recent runs, newest first, optionally for one manifest path, command or result, started at
-        or after `since` (epoch seconds), or that included `target` (by name, ASCII case-insensitively)."""
+        or after `since` (epoch seconds), or that included `target` (by name, ASCII case-insensitively). A manifest
+        given as several keys (its identity and its local path) matches runs recorded under any of them."""
         ...
 
     def get(self, run_id: int) -> RunRecord | None: ...
@@ -188,31 +198,34 @@ class RunStore(Protocol):
         """Record a suspension (replacing one of the same manifest and address)."""
         ...
 
-    def resume(self, manifest_path: str, address: str) -> bool:
-        """Lift a suspension; False when there was none."""
+    def resume(self, manifest_path: Keys, address: str) -> bool:
+        """Lift a suspension (under every key given); False when there was none."""
         ...
 
-    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
-        """The manifest's suspensions, oldest first."""
+    def suspensions(self, manifest_path: Keys) -> builtins.list[Suspension]:
+        """The manifest's suspensions, oldest first: one per address, under whichever key given (the first
+        preferred)."""
         ...
 
     def request_run(self, request: RunRequest) -> int:
         """Record a request to reconcile now; returns its id (ids grow: a loop compares them)."""
         ...
 
-    def last_request(self, manifest_path: str) -> RunRequest | None:
-        """The manifest's newest run request."""
+    def last_request(self, manifest_path: Keys) -> RunRequest | None:
+        """The manifest's newest run request (under any key given)."""
         ...
 
     def set_next_run(self, next_run: NextRun) -> None:
         """Record when the manifest's loop runs next (replacing what was recorded)."""
         ...
 
-    def clear_next_run(self, manifest_path: str) -> None:
-        """The loop stopped: no next run is scheduled."""
+    def clear_next_run(self, manifest_path: Keys) -> None:
+        """The loop stopped: no next run is scheduled (under any key given)."""
         ...
 
-    def next_run(self, manifest_path: str) -> NextRun | None: ...
+    def next_run(self, manifest_path: Keys) -> NextRun | None:
+        """The loop's next run as most recently recorded under any key given."""
+        ...
 
     def close(self) -> None: ...
 

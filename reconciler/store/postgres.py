@@ -35,6 +35,7 @@ from reconciler.errors import LockError, StoreError
 from reconciler.store.base import (
     MASK,
     ChangeRecord,
+    Keys,
     NextRun,
     RunRecord,
     RunRequest,
@@ -49,6 +50,7 @@ from reconciler.store.sql import (
     next_run_from_row,
     run_from_row,
     run_request_from_row,
+    suspensions_from_rows,
 )
 
 if TYPE_CHECKING:
@@ -247,10 +249,10 @@ class PostgresRunStore(_Client):
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+    def list(self, *, limit: int = 20, manifest_path: Keys | None = None, command: str | None = None,
              result: RunResult | None = None, since: float | None = None,
              target: str | None = None) -> builtins.list[RunRecord]:
-        """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
+        """Newest first. `manifest_path` matches exactly: callers record and filter by a manifest's keys."""
         sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,
                                      since=since, target=target)
         return [run_from_row(row) for row in self._all(sql, params)]
@@ -266,12 +268,12 @@ class PostgresRunStore(_Client):
     def suspend(self, suspension: Suspension) -> None:
         self._execute(*_SQL.upsert_suspension(suspension))
 
-    def resume(self, manifest_path: str, address: str) -> bool:
+    def resume(self, manifest_path: Keys, address: str) -> bool:
         sql, params = _SQL.delete_suspension(manifest_path, address)
         return bool(self._all(sql + " RETURNING address", params))
 
-    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
-        return [Suspension(*row) for row in self._all(*_SQL.select_suspensions(manifest_path))]
+    def suspensions(self, manifest_path: Keys) -> builtins.list[Suspension]:
+        return suspensions_from_rows(self._all(*_SQL.select_suspensions(manifest_path)), manifest_path)
 
     def request_run(self, request: RunRequest) -> int:
         sql, params = _SQL.insert_run_request(request)
@@ -279,17 +281,17 @@ class PostgresRunStore(_Client):
         assert row is not None
         return int(row[0])
 
-    def last_request(self, manifest_path: str) -> RunRequest | None:
+    def last_request(self, manifest_path: Keys) -> RunRequest | None:
         rows = self._all(*_SQL.select_last_request(manifest_path))
         return run_request_from_row(rows[0]) if rows else None
 
     def set_next_run(self, next_run: NextRun) -> None:
         self._execute(*_SQL.upsert_next_run(next_run))
 
-    def clear_next_run(self, manifest_path: str) -> None:
+    def clear_next_run(self, manifest_path: Keys) -> None:
         self._execute(*_SQL.delete_next_run(manifest_path))
 
-    def next_run(self, manifest_path: str) -> NextRun | None:
+    def next_run(self, manifest_path: Keys) -> NextRun | None:
         rows = self._all(*_SQL.select_next_run(manifest_path))
         return next_run_from_row(rows[0]) if rows else None
 

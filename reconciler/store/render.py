@@ -6,7 +6,7 @@ control characters are escaped so an error message or a path cannot move the cur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +19,16 @@ _SYMBOLS = {("create",): "+", ("update",): "~", ("delete",): "-", ("delete", "cr
 """`>`: a handler that apply ran (or tried to) after the changes, e.g. iisreset, as the plan shows its commands."""
 
 
-def format_runs(records: Sequence[RunRecord]) -> str:
-    """A fixed-width table, one run per line, columns as wide as their widest value."""
+def format_runs(records: Sequence[RunRecord], *, shown: Callable[[str], str] | None = None) -> str:
+    """A fixed-width table, one run per line, columns as wide as their widest value. `shown`: the manifest as a
+    person reads it from the key a run was recorded under (`history <manifest>`: its local path); without it, the
+    key (a git identity, or the absolute path)."""
     if not records:
         return "No runs recorded.\n"
     rows: list[tuple[str, ...]] = [_HEADERS]
     rows += [(str(r.id), local_time(r.started_at), r.command, r.result_word or UNFINISHED, str(len(r.changes)),
-              format_duration(r.duration), format_git(r.git), r.manifest_path) for r in records]
+              format_duration(r.duration), format_git(r.git),
+              shown(r.manifest_path) if shown else r.manifest_path) for r in records]
     rows = [tuple(_printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()

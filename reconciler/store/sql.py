@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.errors import StoreError
 from reconciler.store.base import (
     ChangeRecord,
+    Keys,
     NextRun,
     NextRunReason,
     RunRecord,
@@ -25,6 +26,7 @@ from reconciler.store.base import (
     Suspension,
     check_command,
     check_result,
+    key_tuple,
     read_result,
     target_pattern,
 )
@@ -80,7 +82,14 @@ class Dialect:
                      self.dump(list(errors)), self.text(manifest_sha256),
                      None if targets is None else self.dump(list(targets)), run_id)
 
-    def list_runs(self, *, limit: int, manifest_path: str | None, command: str | None,
+    def _in(self, column: str, keys: Keys) -> tuple[str, list[Any]]:
+        """`column` is one of `keys`: an IN list of parameters (at least one key)."""
+        found = key_tuple(keys)
+        if not found:
+            raise ValueError("no manifest key to match")
+        return f"{column} IN ({', '.join([self.mark] * len(found))})", [self.text(k) for k in found]
+
+    def list_runs(self, *, limit: int, manifest_path: Keys | None, command: str | None,
                   result: RunResult | None, since: float | None, target: str | None) -> tuple[str, list[Any]]:
         """The SELECT of RunStore.list: newest first, each filter given (`result` refused if not a RunResult's word,
         as finish refuses it)."""
@@ -90,7 +99,11 @@ class Dialect:
         where: list[str] = []
         params: list[Any] = []
         word = None if result is None else check_result(result).value
-        for column, value in (("manifest_path", manifest_path), ("command", command), ("result", word)):
+        if manifest_path is not None:
+            clause, keys = self._in("manifest_path", manifest_path)
+            where.append(clause)
+            params.extend(keys)
+        for column, value in (("command", command), ("result", word)):
             if value is not None:
                 where.append(f"{column} = {m}")
                 params.append(self.text(value))
@@ -120,22 +133,29 @@ class Dialect:
                 (self.text(suspension.manifest_path), self.text(suspension.address), self.text(suspension.reason),
                  suspension.since, self.text(suspension.by)))
 
-    def delete_suspension(self, manifest_path: str, address: str) -> tuple[str, tuple[Any, ...]]:
-        return (f"DELETE FROM {self.prefix}suspensions WHERE manifest_path = {self.mark} AND address = {self.mark}",
-                (self.text(manifest_path), self.text(address)))
+    def delete_suspension(self, manifest_path: Keys, address: str) -> tuple[str, tuple[Any, ...]]:
+        """Under every key: a suspension recorded under the local path before manifests had an identity is lifted
+        too."""
+        clause, keys = self._in("manifest_path", manifest_path)
+        return (f"DELETE FROM {self.prefix}suspensions WHERE {clause} AND address = {self.mark}",
+                (*keys, self.text(address)))
 
-    def select_suspensions(self, manifest_path: str) -> tuple[str, list[Any]]:
+    def select_suspensions(self, manifest_path: Keys) -> tuple[str, list[Any]]:
+        """Rows under any key: `suspensions_from_rows` keeps one per address."""
+        clause, keys = self._in("manifest_path", manifest_path)
         return (f"SELECT manifest_path, address, reason, since, by_whom FROM {self.prefix}suspensions "
-                f"WHERE manifest_path = {self.mark} ORDER BY since, address", [self.text(manifest_path)])
+                f"WHERE {clause} ORDER BY since, address", keys)
 
     def insert_run_request(self, request: RunRequest) -> tuple[str, tuple[Any, ...]]:
         m = self.mark
         return (f"INSERT INTO {self.prefix}run_requests (manifest_path, requested_at, by_whom) VALUES ({m}, {m}, {m})",
                 (self.text(request.manifest_path), request.requested_at, self.text(request.by)))
 
-    def select_last_request(self, manifest_path: str) -> tuple[str, list[Any]]:
+    def select_last_request(self, manifest_path: Keys) -> tuple[str, list[Any]]:
+        """The newest request under any key."""
+        clause, keys = self._in("manifest_path", manifest_path)
         return (f"SELECT id, manifest_path, requested_at, by_whom FROM {self.prefix}run_requests "
-                f"WHERE manifest_path = {self.mark} ORDER BY id DESC LIMIT 1", [self.text(manifest_path)])
+                f"WHERE {clause} ORDER BY id DESC LIMIT 1", keys)
 
     def upsert_next_run(self, next_run: NextRun) -> tuple[str, tuple[Any, ...]]:
         m = self.mark
@@ -146,12 +166,16 @@ class Dialect:
                 (self.text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
                  self.text(next_run.by)))
 
-    def delete_next_run(self, manifest_path: str) -> tuple[str, list[Any]]:
-        return f"DELETE FROM {self.prefix}next_runs WHERE manifest_path = {self.mark}", [self.text(manifest_path)]
+    def delete_next_run(self, manifest_path: Keys) -> tuple[str, list[Any]]:
+        """Under every key: a loop of this version that stops clears what an older one left under the local path."""
+        clause, keys = self._in("manifest_path", manifest_path)
+        return f"DELETE FROM {self.prefix}next_runs WHERE {clause}", keys
 
-    def select_next_run(self, manifest_path: str) -> tuple[str, list[Any]]:
+    def select_next_run(self, manifest_path: Keys) -> tuple[str, list[Any]]:
+        """The most recently recorded under any key."""
+        clause, keys = self._in("manifest_path", manifest_path)
         return (f"SELECT manifest_path, next_run_at, reason, recorded_at, by_whom FROM {self.prefix}next_runs "
-                f"WHERE manifest_path = {self.mark}", [self.text(manifest_path)])
+                f"WHERE {clause} ORDER BY recorded_at DESC LIMIT 1", keys)
 
 
 def check_finishable(run_id: int, row: Sequence[Any] | None, where: str) -> None:
@@ -203,6 +227,19 @@ def next_run_from_row(row: Sequence[Any]) -> NextRun | None:
     except ValueError:
         return None
     return NextRun(path, at, known, recorded_at, by)
+
+
+def suspensions_from_rows(rows: Sequence[Sequence[Any]], keys: Keys) -> list[Suspension]:
+    """One suspension per address (rows oldest first): the one under the earliest of `keys` (the identity) when a
+    suspension was recorded under the identity and the local path both."""
+    order = {key: rank for rank, key in enumerate(key_tuple(keys))}
+    chosen: dict[str, Suspension] = {}
+    for row in rows:
+        found = Suspension(*row)
+        held = chosen.get(found.address)
+        if held is None or order.get(found.manifest_path, len(order)) < order.get(held.manifest_path, len(order)):
+            chosen[found.address] = found
+    return sorted(chosen.values(), key=lambda s: (s.since, s.address))
 
 
 def run_request_from_row(row: Sequence[Any]) -> RunRequest:

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from reconciler.errors import StoreError
-from reconciler.store.base import ChangeRecord, NextRun, RunRecord, RunRequest, RunResult, Suspension
+from reconciler.store.base import ChangeRecord, Keys, NextRun, RunRecord, RunRequest, RunResult, Suspension
 from reconciler.store.sql import (
     Dialect,
     check_finishable,
@@ -38,6 +38,7 @@ from reconciler.store.sql import (
     next_run_from_row,
     run_from_row,
     run_request_from_row,
+    suspensions_from_rows,
 )
 
 BUSY_TIMEOUT = 10.0
@@ -170,9 +171,9 @@ class SQLiteRunStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 20, manifest_path: str | None = None, command: str | None = None,
+    def list(self, *, limit: int = 20, manifest_path: Keys | None = None, command: str | None = None,
              result: RunResult | None = None, since: float | None = None, target: str | None = None) -> list[RunRecord]:
-        """Newest first. `manifest_path` matches exactly: callers record and filter by resolved paths."""
+        """Newest first. `manifest_path` matches exactly: callers record and filter by a manifest's keys."""
         sql, params = _SQL.list_runs(limit=limit, manifest_path=manifest_path, command=command, result=result,
                                      since=since, target=target)
         return [run_from_row(row) for row in self._read(sql, params)]
@@ -187,12 +188,12 @@ class SQLiteRunStore:
         with self._write() as db:
             db.execute(*_SQL.upsert_suspension(suspension))
 
-    def resume(self, manifest_path: str, address: str) -> bool:
+    def resume(self, manifest_path: Keys, address: str) -> bool:
         with self._write() as db:
             return db.execute(*_SQL.delete_suspension(manifest_path, address)).rowcount > 0
 
-    def suspensions(self, manifest_path: str) -> builtins.list[Suspension]:
-        return [Suspension(*row) for row in self._read(*_SQL.select_suspensions(manifest_path))]
+    def suspensions(self, manifest_path: Keys) -> builtins.list[Suspension]:
+        return suspensions_from_rows(self._read(*_SQL.select_suspensions(manifest_path)), manifest_path)
 
     def request_run(self, request: RunRequest) -> int:
         with self._write() as db:
@@ -200,7 +201,7 @@ class SQLiteRunStore:
         assert request_id is not None
         return request_id
 
-    def last_request(self, manifest_path: str) -> RunRequest | None:
+    def last_request(self, manifest_path: Keys) -> RunRequest | None:
         rows = self._read(*_SQL.select_last_request(manifest_path))
         return run_request_from_row(rows[0]) if rows else None
 
@@ -208,11 +209,11 @@ class SQLiteRunStore:
         with self._write() as db:
             db.execute(*_SQL.upsert_next_run(next_run))
 
-    def clear_next_run(self, manifest_path: str) -> None:
+    def clear_next_run(self, manifest_path: Keys) -> None:
         with self._write() as db:
             db.execute(*_SQL.delete_next_run(manifest_path))
 
-    def next_run(self, manifest_path: str) -> NextRun | None:
+    def next_run(self, manifest_path: Keys) -> NextRun | None:
         rows = self._read(*_SQL.select_next_run(manifest_path))
         return next_run_from_row(rows[0]) if rows else None
 
