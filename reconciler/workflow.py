@@ -45,14 +45,14 @@ from reconciler.store.base import RunResult, UnknownResult
 class Verdict(enum.StrEnum):
     """How a run ended. Its `result` is what the run store, the event log and metrics record."""
 
-    NO_CHANGES = "no-changes"
-    CHANGES = "changes"
-    APPLIED = "applied"
-    PARTIAL = "partial"
+    NO_CHANGES = RunResult.NO_CHANGES.value
+    CHANGES = RunResult.CHANGES.value
+    APPLIED = RunResult.APPLIED.value
+    PARTIAL = RunResult.PARTIAL.value
     """Applied where it could; a plan error blocked one or more targets (their changes were not made)."""
-    FAILED = "failed"
-    ERROR = "error"
-    REFUSED = "refused"
+    FAILED = RunResult.FAILED.value
+    ERROR = RunResult.ERROR.value
+    REFUSED = RunResult.REFUSED.value
 
     @property
     def failed(self) -> bool:
@@ -76,11 +76,7 @@ class Verdict(enum.StrEnum):
         return next((v for v in cls if v.result is result), None)
 
 
-_RESULTS = {
-    Verdict.NO_CHANGES: RunResult.NO_CHANGES, Verdict.CHANGES: RunResult.CHANGES, Verdict.APPLIED: RunResult.APPLIED,
-    Verdict.PARTIAL: RunResult.PARTIAL, Verdict.FAILED: RunResult.FAILED, Verdict.ERROR: RunResult.ERROR,
-    Verdict.REFUSED: RunResult.REFUSED,
-}
+_RESULTS = {verdict: RunResult(verdict.value) for verdict in Verdict}  # each verdict is recorded as its own word
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +89,29 @@ def make_estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     init_lab(state, estate=copy.deepcopy(default_estate))
     with LabServer(state, host="127.0.0.1", port=0) as server:
         yield Estate(tmp_path, state, server.base_url, capsys)
+
+
+def spawn(estate: Estate, *args: str) -> subprocess.Popen[str]:
+    """`reconcile <args>` as a process of its own in the estate's folder (output captured)."""
+    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=estate.root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@contextlib.contextmanager
+def loop_process(estate: Estate, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`reconcile <args>` (a `run` loop) for the block, which ends it with `stop`; killed if the block fails first."""
+    process = spawn(estate, *args)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def stop(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Ask a loop to stop as a service manager does (SIGTERM) and wait for it: its stdout and stderr."""
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=timeout)
+    return out, err

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from reconciler.store import open_store
-from tests.e2e import ON_PREMISES, REPO, Estate
+from tests.e2e import ON_PREMISES, REPO, Estate, loop_process, spawn, stop
 
 DEADLINE = 30.0
 
@@ -40,11 +39,6 @@ def runs(estate: Estate) -> list[Any]:
     with open_store(estate.root / ".reconciler" / "runs.sqlite3") as store:
         return store.list(limit=100)
 
-
-def spawn(estate: Estate, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=estate.root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def wait_for(predicate: Any, what: str) -> None:
@@ -149,9 +143,8 @@ def test_history_lists_runs_with_the_manifest_git_commit(estate: Estate) -> None
 
 
 def test_the_loop_corrects_drift_serves_metrics_and_stops_cleanly_on_sigterm(estate: Estate) -> None:
-    proc = spawn(estate, "run", "--var", f"lab={estate.url}", "--interval", "0.3", "--jitter", "0",
-                 "--metrics-port", "0", "--log-format", "json", str(ON_PREMISES))
-    try:
+    with loop_process(estate, "run", "--var", f"lab={estate.url}", "--interval", "0.3", "--jitter", "0",
+                      "--metrics-port", "0", "--log-format", "json", str(ON_PREMISES)) as proc:
         wait_for(lambda: any(r.result == "applied" for r in runs(estate)), "the first cycle to apply")
         estate.lab("set", "atl-cs-001", "PartnerApplication", "microsoft.exchange", "ApplicationTrustLevel=User")
         wait_for(lambda: estate.app("atl-cs-001", "microsoft.exchange")["ApplicationTrustLevel"] == "Full",  # type: ignore[index]
@@ -168,12 +161,7 @@ def test_the_loop_corrects_drift_serves_metrics_and_stops_cleanly_on_sigterm(est
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert 'reconcile_runs_total{command="run",result="applied"}' in response.text
         assert "reconcile_last_success_timestamp_seconds" in response.text
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=DEADLINE)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        out, err = stop(proc, DEADLINE)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert any(e["event"] == "stop" and e["signal"] == "SIGTERM" for e in events)

@@ -9,17 +9,14 @@ run a second cycle. Every wait is bounded by a deadline after which the test fai
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 from reconciler.store import open_store
-from tests.e2e import ON_PREMISES, REPO, Estate
+from tests.e2e import ON_PREMISES, Estate, loop_process, stop
 
 DEADLINE = 60.0
 EXCHANGE_APP = "litware-pool.PartnerApplication.microsoft.exchange"
@@ -86,11 +83,6 @@ def test_a_misspelt_address_is_refused_with_a_suggestion_and_usage_errors_exit_1
     assert estate.run("trigger", ON_PREMISES, "--timeout", "soon").code == 1
 
 
-def spawn(estate: Estate, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=estate.root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-
 
 def wait_for(predicate: Any, what: str, process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + DEADLINE
@@ -104,9 +96,8 @@ def wait_for(predicate: Any, what: str, process: subprocess.Popen[str]) -> None:
 
 
 def test_trigger_wakes_a_sleeping_loop_and_status_shows_its_next_run(estate: Estate) -> None:
-    loop = spawn(estate, "run", "--var", f"lab={estate.url}", "--interval", "1h", "--jitter", "0",
-                 "--wake-poll", "0.1", "--log-format", "json", str(ON_PREMISES))
-    try:
+    with loop_process(estate, "run", "--var", f"lab={estate.url}", "--interval", "1h", "--jitter", "0",
+                      "--wake-poll", "0.1", "--log-format", "json", str(ON_PREMISES)) as loop:
         wait_for(lambda: status(estate)["litware-pool"]["nextRun"] is not None
                  and status(estate)["litware-pool"]["nextRun"]["reason"] == "interval", "the first cycle", loop)
         assert [r.result for r in runs(estate)] == ["applied"]
@@ -120,12 +111,7 @@ def test_trigger_wakes_a_sleeping_loop_and_status_shows_its_next_run(estate: Est
         assert f"pid {loop.pid}" in asked.err and "applied" in asked.out
         assert [r.result for r in runs(estate)] == ["applied", "applied"]
         assert estate.app("atl-cs-001", "microsoft.exchange")["ApplicationTrustLevel"] == "Full"  # type: ignore[index]
-        loop.send_signal(signal.SIGTERM)
-        out, err = loop.communicate(timeout=DEADLINE)
-    finally:
-        if loop.poll() is None:
-            loop.kill()
-            loop.communicate()
+        out, err = stop(loop, DEADLINE)
     assert loop.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["event"] for e in events].count("run_requested") == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -23,8 +22,8 @@ import pytest
 from reconciler.store import open_store
 from reconciler.store.base import Suspension
 from reconciler.store.gitinfo import manifest_key, normalise_remote
-from tests.e2e import ON_PREMISES, Estate
-from tests.test_loop_control_e2e import DEADLINE, spawn, wait_for
+from tests.e2e import ON_PREMISES, Estate, loop_process, stop
+from tests.test_loop_control_e2e import DEADLINE, wait_for
 
 INSIDE = "manifests/on-premises.yaml"
 TOKEN = "ghp_n0tAr3alT0kenButSecretAnyway"
@@ -114,9 +113,8 @@ def test_status_and_history_through_one_clone_show_the_runs_made_through_another
 
 def test_a_trigger_from_one_clone_wakes_the_loop_running_from_another(estate: Estate) -> None:
     _, a, b = clones(estate.root)
-    loop = spawn(estate, "run", "--var", f"lab={estate.url}", "--interval", "1h", "--jitter", "0",
-                 "--wake-poll", "0.1", "--log-format", "json", str(b))
-    try:
+    with loop_process(estate, "run", "--var", f"lab={estate.url}", "--interval", "1h", "--jitter", "0",
+                      "--wake-poll", "0.1", "--log-format", "json", str(b)) as loop:
         wait_for(lambda: status(estate, a)["litware-pool"]["nextRun"] is not None, "B's first cycle, seen from A",
                  loop)
         asked = estate.run("trigger", a, "--wait", "--timeout", "1m")
@@ -124,12 +122,7 @@ def test_a_trigger_from_one_clone_wakes_the_loop_running_from_another(estate: Es
         assert f"pid {loop.pid}" in asked.err and asked.out.startswith("Run 2: ")  # the loop's second cycle
         with open_store(store_path(estate)) as store:
             assert [r.command for r in store.list()] == ["run", "run"]
-        loop.send_signal(signal.SIGTERM)
-        out, err = loop.communicate(timeout=DEADLINE)
-    finally:
-        if loop.poll() is None:
-            loop.kill()
-            loop.communicate()
+        out, err = stop(loop, DEADLINE)
     assert loop.returncode == 0, err
     assert [json.loads(line)["event"] for line in out.splitlines()].count("run_requested") == 1
     assert status(estate, a)["litware-pool"]["nextRun"] is None
