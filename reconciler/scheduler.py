@@ -152,7 +152,7 @@ class StoreControl:
 
     def stopped(self) -> None:
         try:
-            self.store.clear_next_run(self.key.keys)
+            self.store.clear_next_run(self.key.keys, by=self.by)  # not another runner's
         except StoreError as exc:
             self._warn(exc)
 

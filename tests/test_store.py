@@ -626,6 +626,12 @@ def check_operator_records(store: RunStore) -> None:
     assert store.next_run(other) is None
     store.clear_next_run(mine)
     assert store.next_run(mine) is None
+    # Runners sharing a store share the row: one that stops leaves the next run another one recorded.
+    store.set_next_run(NextRun(mine, T0 + 900, NextRunReason.INTERVAL, T0 + 2, "pid 2 on b"))
+    store.clear_next_run(mine, by="pid 1 on a")
+    assert store.next_run(mine) == NextRun(mine, T0 + 900, NextRunReason.INTERVAL, T0 + 2, "pid 2 on b")
+    store.clear_next_run(mine, by="pid 2 on b")
+    assert store.next_run(mine) is None
 
 
 def check_identity_and_legacy_keys(store: RunStore) -> None:

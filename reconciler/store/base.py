@@ -219,8 +219,8 @@ class RunStore(Protocol):
         """Record when the manifest's loop runs next (replacing what was recorded)."""
         ...
 
-    def clear_next_run(self, manifest_path: Keys) -> None:
-        """The loop stopped: no next run is scheduled (under any key given)."""
+    def clear_next_run(self, manifest_path: Keys, by: str | None = None) -> None:
+        """The loop stopped: no next run is scheduled (under any key given; with `by`, only one that loop recorded)."""
         ...
 
     def next_run(self, manifest_path: Keys) -> NextRun | None:

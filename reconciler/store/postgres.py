@@ -288,8 +288,8 @@ class PostgresRunStore(_Client):
     def set_next_run(self, next_run: NextRun) -> None:
         self._execute(*_SQL.upsert_next_run(next_run))
 
-    def clear_next_run(self, manifest_path: Keys) -> None:
-        self._execute(*_SQL.delete_next_run(manifest_path))
+    def clear_next_run(self, manifest_path: Keys, by: str | None = None) -> None:
+        self._execute(*_SQL.delete_next_run(manifest_path, by))
 
     def next_run(self, manifest_path: Keys) -> NextRun | None:
         rows = self._all(*_SQL.select_next_run(manifest_path))

@@ -166,10 +166,14 @@ class Dialect:
                 (self.text(next_run.manifest_path), next_run.at, next_run.reason.value, next_run.recorded_at,
                  self.text(next_run.by)))
 
-    def delete_next_run(self, manifest_path: Keys) -> tuple[str, list[Any]]:
-        """Under every key: a loop of this version that stops clears what an older one left under the local path."""
+    def delete_next_run(self, manifest_path: Keys, by: str | None = None) -> tuple[str, list[Any]]:
+        """Under every key: a loop of this version that stops clears what an older one left under the local path.
+        With `by`, only a row that loop recorded: runners sharing a store share the row, and one that stops must not
+        clear the next run another one recorded."""
         clause, keys = self._in("manifest_path", manifest_path)
-        return f"DELETE FROM {self.prefix}next_runs WHERE {clause}", keys
+        if by is None:
+            return f"DELETE FROM {self.prefix}next_runs WHERE {clause}", keys
+        return f"DELETE FROM {self.prefix}next_runs WHERE {clause} AND by_whom = {self.mark}", [*keys, self.text(by)]
 
     def select_next_run(self, manifest_path: Keys) -> tuple[str, list[Any]]:
         """The most recently recorded under any key."""

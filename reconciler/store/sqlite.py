@@ -209,9 +209,9 @@ class SQLiteRunStore:
         with self._write() as db:
             db.execute(*_SQL.upsert_next_run(next_run))
 
-    def clear_next_run(self, manifest_path: Keys) -> None:
+    def clear_next_run(self, manifest_path: Keys, by: str | None = None) -> None:
         with self._write() as db:
-            db.execute(*_SQL.delete_next_run(manifest_path))
+            db.execute(*_SQL.delete_next_run(manifest_path, by))
 
     def next_run(self, manifest_path: Keys) -> NextRun | None:
         rows = self._read(*_SQL.select_next_run(manifest_path))
