@@ -398,6 +398,7 @@ def phases_worker(manifest: Path, lab_url: str, state_dir: Path, started: float)
     from reconciler.render.text import render_plan
     from reconciler.runner import Settings, discover, make_plan, open_session
     from reconciler.store import open_store
+    from reconciler.store.base import RunResult
     from reconciler.trustgraph import trust_diagnostics
 
     timings[PHASES[0]] += time.perf_counter() - t0
@@ -429,7 +430,7 @@ def phases_worker(manifest: Path, lab_url: str, state_dir: Path, started: float)
             state_dir.mkdir(parents=True, exist_ok=True)
             with open_store(state_dir / "runs.sqlite3") as runs, Recorder("plan", manifest, store=runs) as record:
                 record.planned(plan)
-                record.finish("changes")
+                record.finish(RunResult.CHANGES)
 
         timed(PHASES[6], store)
     # What each cycle of a `run` loop costs once its process is up: the same plan again in this process, the

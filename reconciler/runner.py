@@ -348,7 +348,7 @@ def recover(session: Session, changes: tuple[Change, ...], handlers: tuple[Handl
             else:
                 config = {k: v for k, v in settings.items() if k != "enabled"}
                 out_handlers.append(HandlerRun(name, handler, (), spec_.commands(config), due_since=since))
-        out_handlers = _unapplied(name, target, provider, events, out_handlers)
+        out_handlers = _unapplied(name, target, provider, journal.get(name, []), out_handlers)
     return tuple(out_changes), tuple(out_handlers)
 
 
@@ -368,8 +368,8 @@ def _events_by_target(events: list[dict[str, Any]], names: list[str]) -> dict[st
 
 def _unapplied(name: str, target: TargetSpec, provider: object, events: list[dict[str, Any]],
                handlers: list[HandlerRun]) -> list[HandlerRun]:
-    """A handler `until_applied` whose commands the journal has not all seen run successfully on this target: planned
-    with those commands (and any a change triggers), marked `unapplied`."""
+    """A handler `until_applied` whose commands the journal (`events`: this target's) has not all seen run
+    successfully on this target: planned with those commands (and any a change triggers), marked `unapplied`."""
     for handler, spec in handlers_of(provider).items():
         settings = target.handlers.get(handler)
         if not spec.until_applied or settings is None or settings.get("enabled") is False:
