@@ -49,17 +49,19 @@ EXPECTED_TOP = "a mapping with apiVersion, targets and resources"
 MAX_URL = 2048
 """The longest URL a manifest may give (browsers and servers commonly stop near here)."""
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATES = "\ud800-\udfff"
+_CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 """C0 and C1 control characters and DEL; tab and line breaks are text."""
+_SURROGATE = re.compile(f"[{_SURROGATES}]")
+_CONTROL = re.compile(f"[{_CONTROLS}]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MODES = frozenset(Mode)
 _ENSURES = frozenset(e.value for e in Ensure)
 _ENSURE_OF = {e.value: e for e in Ensure}
 _PRESENT, _ABSENT = Ensure.PRESENT.value, Ensure.ABSENT.value
-_UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_UNSAFE = re.compile(f"[{_SURROGATES}{_CONTROLS}]")
 """Either of the above: one search answers the common case (nothing wrong)."""
-_NOTABLE = re.compile("[$\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|://")
+_NOTABLE = re.compile(f"[${_SURROGATES}{_CONTROLS}]|://")
 """`$` (a variable may be used), or what `_UNSAFE` finds, or a URL: text `_notable` lists (as does a long one)."""
 _ATOMS = (str, int, float, bool, type(None))
 """What YAML scalars build: a value no walk of the document descends into."""
