@@ -1,5 +1,5 @@
 """`python -m reconciler` is the same as the `reconcile` console script."""
 
-from reconciler.cli import main
+from reconciler.cli import run
 
-raise SystemExit(main())
+run()

@@ -103,6 +103,29 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         return 130
 
 
+def run() -> NoReturn:
+    """The `reconcile` console script and `python -m reconciler`: `main`, then the process ends without tearing down
+    its heap.
+
+    A plan of 10,000 resources holds a million objects at the end; the interpreter's own shutdown frees them one by
+    one and clears every module (about 0.04-0.08 s of a 0.6 s plan, benchmarks/README.md). Everything a clean
+    shutdown does that matters is done here first, in its order: threads that are not daemons finish, `atexit`
+    handlers run (logging's flush among them), stdout and stderr are flushed; then `os._exit`.
+    """
+    code = main()
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`reconcile plan | head`), a closed stream
+            stream.flush()
+    os._exit(code)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="reconcile", description=(
         "Keep Skype for Business / Lync, Exchange and Office 365 server-to-server OAuth trust "

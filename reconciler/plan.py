@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import itemgetter
@@ -128,6 +128,30 @@ def fingerprint_live(live: LiveState) -> dict[str, str]:
         records[key.address] = sha256(text.encode()).hexdigest()
     records["*"] = hashlib.sha256(canonical_json(records).encode()).hexdigest()
     return records
+
+
+class LiveFingerprints(Mapping[str, Mapping[str, str]]):
+    """`fingerprint_live` of each target's live state, worked out when first asked for.
+
+    Only a saved plan (`--out`, the JSON and Markdown documents) and the check of one against the estate read them;
+    a plan that is shown and recorded hashes no live record (10,000 of them at 200 targets x 50 resources).
+    """
+
+    def __init__(self, live: Mapping[str, LiveState]) -> None:
+        self._live = dict(live)  # as read for this plan, whatever is read later
+        self._done: dict[str, Mapping[str, str]] = {}
+
+    def __getitem__(self, target: str) -> Mapping[str, str]:
+        found = self._done.get(target)
+        if found is None:
+            found = self._done[target] = fingerprint_live(self._live[target])
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
 
 
 def fingerprint_differences(saved: Mapping[str, str], current: Mapping[str, str]) -> list[str]:

@@ -27,7 +27,7 @@ from reconciler.journal import Journal, applied_commands, read_events, unfinishe
 from reconciler.kinds.spec import DiagnoseContext, KindSpec
 from reconciler.metadata import Documents
 from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, TargetSpec, VerifyCheck
-from reconciler.plan import Diagnostic, Plan, canonical_json, fingerprint_live
+from reconciler.plan import Diagnostic, LiveFingerprints, Plan, canonical_json
 from reconciler.planner import plan_changes, plan_handlers
 from reconciler.providers.base import Registry, checks_of, handlers_of
 from reconciler.references import Resolved, resolve
@@ -186,23 +186,31 @@ def active_targets(desired: DesiredState) -> list[str]:
     return [name for name, target in desired.targets.items() if target.mode is not Mode.SUSPEND]
 
 
-def _each_target(names: list[str], work: Callable[[str], T], parallel: int) -> dict[str, T]:
+def _each_target(names: list[str], work: Callable[[str], T], parallel: int,
+                 meanwhile: Callable[[], None] | None = None) -> dict[str, T]:
     """Run `work` for each target, up to `parallel` at once; the first error is raised after all finish.
 
     Targets are independent systems, each with its own transport, so they are read and changed
-    concurrently; within a target, commands stay strictly in order.
+    concurrently; within a target, commands stay strictly in order. `meanwhile` runs once every target's work
+    is under way (before it, when they run one after another).
     """
     if parallel <= 1 or len(names) <= 1:
+        if meanwhile is not None:
+            meanwhile()
         return {name: work(name) for name in names}
     with ThreadPoolExecutor(max_workers=min(parallel, len(names)), thread_name_prefix="target") as pool:
         futures = {name: pool.submit(work, name) for name in names}
+        if meanwhile is not None:
+            meanwhile()
         errors = [f.exception() for f in futures.values() if f.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
         return {name: future.result() for name, future in futures.items()}
 
 
-def discover(session: Session, targets: list[str] | None = None) -> dict[str, LiveState]:
+def discover(session: Session, targets: list[str] | None = None,
+             meanwhile: Callable[[], None] | None = None) -> dict[str, LiveState]:
+    """Every target's live state, read at once; `meanwhile` runs while they are read (see `_each_target`)."""
     names = targets if targets is not None else active_targets(session.desired)
     for name in names:
         session.transport(name)  # opened here, in one thread: opening may prompt or fail early
@@ -219,7 +227,7 @@ def discover(session: Session, targets: list[str] | None = None) -> dict[str, Li
         session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
         return state
 
-    found = _each_target(names, read, session.parallel)
+    found = _each_target(names, read, session.parallel, meanwhile)
     session.live.update(found)
     return found
 
@@ -252,7 +260,6 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         handlers = plan_handlers(desired, changes, session.registry)
         changes, handlers = recover(session, changes, handlers, read_events(settings.journal_path))
         context = DiagnoseContext(clock.utc_now(), settings.expiry_warning_days)
-        fingerprints = {name: fingerprint_live(state) for name, state in live.items()}
         diagnostics = guarded + (check_metadata(changes, session.kind_of, timeout=settings.metadata_timeout,
                                                 documents=documents) if settings.check_metadata else ())
         diagnostics += check_kinds(desired, live, session.registry, context)
@@ -265,7 +272,7 @@ def make_plan(session: Session, live: dict[str, LiveState], settings: Settings) 
         manifest_path=desired.manifest_path,
         manifest_sha256=desired.manifest_sha256,
         targets=tuple(active_targets(desired)),
-        fingerprints=fingerprints,
+        fingerprints=LiveFingerprints(live),
         changes=changes,
         diagnostics=diagnostics,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -223,8 +223,9 @@ def _reconcile_once(request: Request, registry: Registry, settings: Settings, re
                              "since the plan was made; run `reconcile plan` again")
     lock = locked(desired, settings) if request.apply else contextlib.nullcontext()
     with lock, open_session(desired, registry, settings.parallel, request.progress) as session:
-        start_downloads(session, settings)  # the plan's metadata documents download while the targets are read
-        live = discover(session)
+        # The plan's metadata documents download while the targets are read: set going once every target's read is
+        # (its threads started before the downloads' work competes with their start, benchmarks/README.md).
+        live = discover(session, meanwhile=lambda: start_downloads(session, settings))
         gc.freeze()
         plan = _select(make_plan(session, live, settings), request.selection)
         if request.saved is not None:

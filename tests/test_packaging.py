@@ -75,7 +75,7 @@ def test_the_distribution_has_its_own_name_and_its_dependencies_allow_what_the_t
 
     dist = distribution("s2s-trust-reconciler")  # `reconciler` and `reconcile` on PyPI are other projects
     assert dist.version == __version__
-    assert [e.value for e in dist.entry_points if e.group == "console_scripts"] == ["reconciler.cli:main"]
+    assert [e.value for e in dist.entry_points if e.group == "console_scripts"] == ["reconciler.cli:run"]
     runtime = [Requirement(r) for r in dist.requires or [] if "extra ==" not in r]
     assert {r.name for r in runtime} >= {"pyyaml", "jsonschema", "httpx", "cryptography", "filelock"}
     for requirement in runtime:

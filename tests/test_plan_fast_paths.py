@@ -30,7 +30,7 @@ from reconciler.model import (
     SourceLocation,
     TargetSpec,
 )
-from reconciler.plan import fingerprint_live
+from reconciler.plan import LiveFingerprints, fingerprint_live
 from reconciler.providers.skype import SkypeProvider
 from reconciler.trustgraph import declared, trust_diagnostics, trust_graph
 from tests.e2e import ON_PREMISES, Estate
@@ -69,6 +69,20 @@ def test_fingerprints_are_the_canonical_json_hashes(records: list[tuple[str, str
     found = fingerprint_live(live)
     assert found == straightforward_fingerprint(live)
     assert list(found) == list(straightforward_fingerprint(live))  # the same order, as saved plans write it
+
+
+def test_a_plans_fingerprints_are_worked_out_when_read_and_are_those_of_the_live_state_it_was_made_from() -> None:
+    def state(target: str, trust: str) -> LiveState:
+        key = ResourceKey(target, "PartnerApplication", "app")
+        return LiveState(target, {key: LiveResource(key, {"applicationTrustLevel": trust})})
+
+    live = {"a": state("a", "Full"), "b": state("b", "Partial")}
+    lazy = LiveFingerprints(live)
+    live["a"] = state("a", "Partial")  # read again later (an apply's re-read): the plan keeps what it saw
+    assert list(lazy) == ["a", "b"] and len(lazy) == 2
+    assert dict(lazy) == {"a": straightforward_fingerprint(state("a", "Full")),
+                          "b": straightforward_fingerprint(state("b", "Partial"))}
+    assert lazy["a"] is lazy["a"]  # worked out once
 
 
 # --- the planner: an unchanged object is passed over without being planned ------------------------
@@ -265,10 +279,11 @@ def _plan_document(estate: Estate, manifest: Path, early: bool) -> dict[str, Any
     desired = load_manifest(manifest, registry, {"lab": estate.url})
     settings = Settings(state_dir=estate.root / "state")
     with open_session(desired, registry) as session:
-        if early:
+        def meanwhile() -> None:
             start_downloads(session, settings)
             assert session.downloads is not None and session.downloads.trust.urls
-        plan = make_plan(session, discover(session), settings)
+
+        plan = make_plan(session, discover(session, meanwhile=meanwhile if early else None), settings)
         document = plan_to_json(plan, session.kind_of)
     assert session.downloads is None  # closed with the session
     return {**document, "created_at": ""}

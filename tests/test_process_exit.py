@@ -1,0 +1,59 @@
+"""`reconcile` as a process ends without tearing its heap down (reconciler.cli.run), and loses nothing doing so:
+its output is whole, its exit code is main's, atexit handlers run and threads that are not daemons finish."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e import ON_PREMISES, REPO, Estate
+
+PROGRAM = """
+import atexit, sys, threading, time
+from pathlib import Path
+from reconciler.cli import run
+
+out = Path(sys.argv[1])
+def late():  # a thread that is not a daemon, still working when main returns
+    time.sleep(0.2)
+    out.with_suffix('.thread').write_text('finished')
+threading.Thread(target=late).start()
+atexit.register(lambda: out.write_text('atexit ran'))
+sys.argv = ['reconcile', *sys.argv[2:]]
+run()
+"""
+
+
+def _run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", PROGRAM, str(tmp_path / "mark.txt"), *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO),
+                                                                            "PATH": "/usr/bin:/bin"})
+
+
+def test_a_plan_process_prints_everything_and_exits_with_mains_code(estate: Estate, tmp_path: Path) -> None:
+    done = _run(estate.root, "plan", "--detailed-exitcode", "--var", f"lab={estate.url}", str(ON_PREMISES))
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("Plan: 2 to add, 1 to change, 1 to replace, 1 to remove.")
+    assert (estate.root / "mark.txt").read_text() == "atexit ran"
+    assert (estate.root / "mark.thread").read_text() == "finished"
+
+
+def test_an_error_exits_1_with_its_message(tmp_path: Path) -> None:
+    done = _run(tmp_path, "validate", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 1
+    assert "missing.yaml" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "mark.txt").read_text() == "atexit ran"
+
+
+def test_a_closed_pipe_is_not_an_error_of_its_own(estate: Estate) -> None:
+    """`reconcile plan | head -1`: the reader goes away; the process still ends with main's code, quietly."""
+    process = subprocess.Popen([sys.executable, "-m", "reconciler", "plan", "--detailed-exitcode", "--var",
+                                f"lab={estate.url}", str(ON_PREMISES)], cwd=estate.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) in (1, 2)
+    assert "Traceback" not in err
