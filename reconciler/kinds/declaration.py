@@ -201,26 +201,37 @@ class CmdletKind:
 
     def parse(self, obj: Mapping[str, Any]) -> tuple[str, dict[str, JSONValue]]:
         """(identity, fields) of one Get output object, read the way the real server returns it."""
-        lowered = {k.lower() if type(k) is str else str(k).lower(): v for k, v in obj.items()}
+        try:
+            lowered = {k.lower(): v for k, v in obj.items()}
+        except AttributeError:  # a property name that is not text
+            lowered = {str(k).lower(): v for k, v in obj.items()}
         fields: dict[str, JSONValue] = {}
-        for name, read, property_, param in self._reading():
+        normalised = self._normalised
+        reading, identity_property = self._reading()
+        for name, read, property_, param, always in reading:
             value = read(lowered) if read is not None else lowered.get(property_)
             # Only an empty string, an enum and a multi-valued parameter read as something else (_normalised).
-            if value == "" or (param is not None and param.type in _NORMALISED):
-                value = self._normalised(param, value)
+            if always or value == "":
+                value = normalised(param, value)
             fields[name] = value
-        identity = self.singleton or _identity_text(lowered.get(self.identity_property.lower())
-                                                    or lowered.get("identity"))
+        identity = self.singleton or _identity_text(lowered.get(identity_property) or lowered.get("identity"))
         return identity, fields
 
-    def _reading(self) -> tuple[tuple[str, Reader | None, str, Parameter | None], ...]:
-        """Per readable field: its name, reader, lower-cased property and parameter (worked out once per kind)."""
-        plan: tuple[tuple[str, Reader | None, str, Parameter | None], ...] | None = self.__dict__.get("_plan")
-        if plan is None:
-            plan = tuple((p.field, p.read, str(p.property).lower(), self._parameter(p.writes) if p.writes else None)
-                         for p in self.props if p.readable)
-            object.__setattr__(self, "_plan", plan)  # a cache, not a field: equality and hash ignore it
-        return plan
+    def _reading(self) -> tuple[tuple[tuple[str, Reader | None, str, Parameter | None, bool], ...], str]:
+        """Per readable field: its name, reader, lower-cased property, parameter and whether its values are always
+        normalised (an enum or a multi-valued parameter); and the identity property, lower-cased. Worked out once
+        per kind."""
+        facts = self.__dict__.get("_facts")
+        if facts is None:
+            plan = []
+            for p in self.props:
+                if p.readable:
+                    param = self._parameter(p.writes) if p.writes else None
+                    plan.append((p.field, p.read, str(p.property).lower(), param,
+                                 param is not None and param.type in _NORMALISED))
+            facts = (tuple(plan), self.identity_property.lower())
+            object.__setattr__(self, "_facts", facts)  # a cache, not a field: equality and hash ignore it
+        return facts  # type: ignore[no-any-return]
 
     @staticmethod
     def _normalised(param: Parameter | None, value: Any) -> JSONValue:
