@@ -231,7 +231,7 @@ class CmdletKind:
                                  param is not None and param.type in _NORMALISED))
             facts = (tuple(plan), self.identity_property.lower())
             object.__setattr__(self, "_facts", facts)  # a cache, not a field: equality and hash ignore it
-        return facts  # type: ignore[no-any-return]
+        return facts
 
     @staticmethod
     def _normalised(param: Parameter | None, value: Any) -> JSONValue:
