@@ -748,35 +748,3 @@ def test_parameter_values_are_only_data(lab_state: Path) -> None:
     assert objects(saved, LITWARE, "OAuthConfiguration")["Realm"] == sneaky
     assert app(saved, "app") is not None
     json.dumps(saved)  # still plain JSON
-
-
-def test_a_get_changes_nothing_in_the_state_but_its_counts() -> None:
-    """What the lab transport counts on for a batch of Gets (`reads_only`): it keeps no copy of the state to tell
-    whether the batch changed it, only the injected failures a Get may consume. Every Get of every platform, with no
-    parameters and as each provider's discovery sends it, on every host of the default estate."""
-    from reconciler.lab.emulator import platform
-    from reconciler.providers import exchange, sharepoint, skype
-
-    discovery = [*skype._DISCOVERY, *skype.certificate.DISCOVERY, *exchange._DISCOVERY,
-                 *exchange._ENTERPRISE_DISCOVERY, exchange._OVERRIDES, exchange._ORGANIZATION,
-                 sharepoint._ISSUER_DISCOVERY, sharepoint._REALM_DISCOVERY]
-    original = estate.default_estate()
-    for host, record in original["hosts"].items():
-        plat = platform(str(record.get("platform", "skype")))
-        gets = [Command(name) for name in plat.cmdlets if name.lower().startswith("get-")]
-        gets += [c for c in discovery if plat.cmdlet_name(c.cmdlet) is not None]
-        assert gets, host
-        for command in gets:
-            state = copy.deepcopy(original)
-            execute_batch(state, host, [command], stop_on_error=False, context=CmdletContext(fetch=_no_fetch),
-                          copy_output=False)
-            for counted in ("roundTrips", "calls"):
-                state["hosts"][host].pop(counted, None)
-            expected = copy.deepcopy(original)
-            for counted in ("roundTrips", "calls"):
-                expected["hosts"][host].pop(counted, None)
-            assert state == expected, (host, command.cmdlet)
-
-
-def _no_fetch(url: str) -> MetadataDocument:
-    raise MetadataError(f"no download in this test: {url}")

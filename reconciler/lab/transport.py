@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,19 +30,6 @@ _TURN = threading.Lock()
 The emulation is the remote server's work, done here in Python: 200 targets' threads running it at once hand the
 interpreter to each other at every file operation, and cost about three times the CPU of taking turns (discovery
 at 200 targets: 0.43 s -> 0.33 s of CPU, benchmarks/README.md). Across processes the state's file lock orders them."""
-
-
-@dataclass(frozen=True)
-class _Before:
-    """What a round trip's state was before its batch ran: all of it (`state`), or for a batch of Gets (None) the
-    injected failures list; and the host's round-trip and call counts."""
-
-    state: dict[str, Any] | None
-    failures: Any
-    trips: Any
-    calls: Any
-    had_trips: bool
-    had_calls: bool
 
 
 class LabTransport:
@@ -112,9 +98,11 @@ class LabTransport:
         context = CmdletContext(fetch=self._fetch)
         if not self.store.exists():
             self.store.read()  # raises the "does not exist" error (before a lock file appears)
-        read_only = reads_only(commands)
         with _TURN, self.store.locked():
             state = self.store.parse(self.store.read_text())
+            # What the round trip started from, to tell whether it changed anything: a copy of the state just read
+            # (not the file parsed and its round-trip counts read a second time).
+            before = copy_data(state)
             host = find_host(state, self.host)
             if host is None:
                 known = ", ".join(sorted(state.get("hosts", {}))) or "none"
@@ -122,42 +110,31 @@ class LabTransport:
                     f"lab {self.store.path} has no host {self.host!r} (hosts: {known}); "
                     "add it with `reconcile lab seed`"
                 )
-            # What the round trip started from, to tell whether it changed anything: a copy of the state just read;
-            # for a batch of Gets, which change nothing but the injected failures they consume (`take_failure`
-            # replaces the list), the list itself and the host's counts.
-            record = state["hosts"][host]
-            before = _Before(None if read_only else copy_data(state), state.get("failures"),
-                             record.get("roundTrips"), copy_data(record.get("calls")), "roundTrips" in record,
-                             "calls" in record)
             try:
                 # The state was read for this round trip alone: a batch of Gets may return its objects uncopied.
                 return execute_batch(state, host, commands, stop_on_error=stop_on_error, context=context,
-                                     copy_output=not read_only)
+                                     copy_output=not reads_only(commands))
             finally:
                 # Saved even when the batch raises: what its earlier commands did stays, as on a real server.
                 self._save(state, before, host)
 
-    def _save(self, state: dict[str, Any], before: _Before, host: str) -> None:
+    def _save(self, state: dict[str, Any], before: dict[str, Any], host: str) -> None:
         """Write the state when the round trip changed it; else only count the round trip (no rewrite, no fsync)."""
-        record = state["hosts"][host]
+        record, was = state["hosts"][host], before["hosts"][host]
         counted = {k: record.get(k) for k in ("roundTrips", "calls")}
-        if before.state is None:
-            changed = state.get("failures") is not before.failures
-        else:
-            for key, had, value in (("roundTrips", before.had_trips, before.trips),
-                                    ("calls", before.had_calls, before.calls)):
-                if had:
-                    record[key] = value
-                else:
-                    record.pop(key, None)
-            changed = state != before.state
-            record.update(counted)
+        for key in counted:
+            if key in was:
+                record[key] = was[key]
+            else:
+                record.pop(key, None)
+        changed = state != before
+        record.update(counted)
         if changed:
             self.store.write(state)
             return
-        old_calls = before.calls or {}
+        old_calls = was.get("calls", {})
         calls = {name: int(n) - int(old_calls.get(name, 0)) for name, n in (counted["calls"] or {}).items()}
-        if int(counted["roundTrips"] or 0) != int(before.trips or 0):
+        if int(counted["roundTrips"] or 0) != int(was.get("roundTrips", 0)):
             self.store.count_trip(host, {name: n for name, n in calls.items() if n})
 
     def close(self) -> None:
