@@ -32,6 +32,23 @@ def _one_lock_directory_per_test_run(tmp_path_factory: pytest.TempPathFactory) -
         os.environ[LOCK_DIR_ENV] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lab_reads_checked() -> Iterator[None]:
+    """Every lab round trip of the tests (and of the processes they start) that reads only checks that it changed
+    nothing its platform does not declare: the lab keeps no copy of the state for such a batch otherwise."""
+    import os
+
+    from reconciler.lab.transport import CHECK_READS_ENV
+
+    previous = os.environ.get(CHECK_READS_ENV)
+    os.environ[CHECK_READS_ENV] = "1"
+    yield
+    if previous is None:
+        os.environ.pop(CHECK_READS_ENV, None)
+    else:
+        os.environ[CHECK_READS_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def lab_default_estate() -> dict[str, Any]:
     """The default estate, generated once per session (RSA key generation is the slow part)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -748,3 +749,63 @@ def test_parameter_values_are_only_data(lab_state: Path) -> None:
     assert objects(saved, LITWARE, "OAuthConfiguration")["Realm"] == sneaky
     assert app(saved, "app") is not None
     json.dumps(saved)  # still plain JSON
+
+
+def test_a_get_changes_nothing_in_the_state_but_its_counts() -> None:
+    """What the lab transport counts on for a batch of Gets (`reads_only`) its platform does not list as
+    `changed_by_reading`: it keeps no copy of the state to tell whether the batch changed it, only the injected
+    failures a Get may consume. Every such Get of every platform, with no parameters and as each provider's discovery
+    sends it, on every host of the default estate (and every read-only round trip of the test suite is checked the
+    same way: RECONCILE_LAB_CHECK_READS)."""
+    from reconciler.lab.emulator import platform
+    from reconciler.providers import exchange, sharepoint, skype
+
+    discovery = [*skype._DISCOVERY, *skype.certificate.DISCOVERY, *exchange._DISCOVERY,
+                 *exchange._ENTERPRISE_DISCOVERY, exchange._OVERRIDES, exchange._ORGANIZATION,
+                 sharepoint._ISSUER_DISCOVERY, sharepoint._REALM_DISCOVERY]
+    original = estate.default_estate()
+    for host, record in original["hosts"].items():
+        plat = platform(str(record.get("platform", "skype")))
+        gets = [Command(name) for name in plat.cmdlets if name.lower().startswith("get-")]
+        gets += [c for c in discovery if plat.cmdlet_name(c.cmdlet) is not None]
+        gets = [c for c in gets if plat.cmdlet_name(c.cmdlet) not in plat.changed_by_reading]
+        assert gets, host
+        for command in gets:
+            state = copy.deepcopy(original)
+            execute_batch(state, host, [command], stop_on_error=False, context=CmdletContext(fetch=_no_fetch),
+                          copy_output=False)
+            for counted in ("roundTrips", "calls"):
+                state["hosts"][host].pop(counted, None)
+            expected = copy.deepcopy(original)
+            for counted in ("roundTrips", "calls"):
+                expected["hosts"][host].pop(counted, None)
+            assert state == expected, (host, command.cmdlet)
+
+
+def _no_fetch(url: str) -> MetadataDocument:
+    raise MetadataError(f"no download in this test: {url}")
+
+
+def test_a_get_that_changes_the_state_undeclared_is_caught_when_reads_are_checked(
+        lab_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exchange's Get-AuthConfig makes a staged certificate current once its date has passed: declared, it is saved;
+    a platform that did not declare such a Get would lose the change, which the check mode reports."""
+    from reconciler.lab import emulator, skype
+
+    def touching(cmdlet: str, params: Any, objects: dict[str, Any], context: CmdletContext) -> list[dict[str, Any]]:
+        objects["OAuthConfiguration"]["Realm"] = "changed.by.reading"
+        return []
+
+    plat = emulator.platform("skype")
+    monkeypatch.setattr(skype, "PLATFORM", dataclasses.replace(plat, cmdlets={**plat.cmdlets,
+                                                                              "Get-CsOAuthServer": touching}))
+    transport = LabTransport.from_target(target(lab_state))
+    monkeypatch.setenv("RECONCILE_LAB_CHECK_READS", "1")
+    with pytest.raises(TransportError, match="changed the state of atl-cs-001 on its own"):
+        transport.invoke([Command("Get-CsOAuthServer")])
+    monkeypatch.setattr(skype, "PLATFORM", dataclasses.replace(
+        plat, cmdlets={**plat.cmdlets, "Get-CsOAuthServer": touching},
+        changed_by_reading=frozenset({"Get-CsOAuthServer"})))
+    transport.invoke([Command("Get-CsOAuthServer")])
+    assert LabStore(lab_state).read()["hosts"][LITWARE]["objects"]["OAuthConfiguration"]["Realm"] == \
+        "changed.by.reading"

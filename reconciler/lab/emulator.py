@@ -83,6 +83,10 @@ class Platform:
     empty_objects: Callable[[], dict[str, Any]]
     normalize: Callable[[str, Mapping[str, Any]], dict[str, Any]]
     certificate_fields: frozenset[str] = field(default_factory=frozenset)
+    changed_by_reading: frozenset[str] = frozenset()
+    """Gets whose reading can change the host's state (Exchange's Get-AuthConfig makes a staged certificate current
+    once its date has passed): a batch of other Gets changes nothing but the injected failures it consumes, so the
+    lab transport keeps no copy of the state to tell (`RECONCILE_LAB_CHECK_READS=1` checks it, as the tests do)."""
     syntax: Mapping[str, CmdletSyntax] = field(default_factory=dict)
     """Microsoft's documented syntax of the cmdlets (the same declarations the providers build commands from):
     every call is bound against it before its handler runs, so a call outside every documented parameter set

@@ -1002,5 +1002,6 @@ PLATFORM = Platform(
            ROLE_ASSIGNMENT: False, SETTING_OVERRIDE: False, ORGANIZATION_CONFIG: True},
     empty_objects=empty_objects,
     normalize=normalize,
+    changed_by_reading=frozenset({"Get-AuthConfig"}),  # promotes a staged certificate whose date has passed
     syntax=SYNTAX,
 )

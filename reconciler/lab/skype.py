@@ -631,6 +631,7 @@ PLATFORM = Platform(
     empty_objects=empty_objects,
     normalize=normalize,
     certificate_fields=frozenset({"CertificateRawData"}),
+    changed_by_reading=skype_certificates.CHANGED_BY_READING,
     syntax={**{c.name: c for c in (*(c for k in documented.KINDS for c in k.cmdlets), *documented.CHECKS)},
             **skype_certificates.SYNTAX},
 )

@@ -177,3 +177,6 @@ CMDLETS = {
     "Get-ChildItem": get_child_item,
 }
 SYNTAX = {c.name: c for c in documented.CMDLETS}
+CHANGED_BY_READING = frozenset({"Get-CsCertificate", "Get-ChildItem"})
+"""Reading the certificates lets a staged roll whose date has passed take over (`_ensure`: the service's signing
+certificate changes), as the pool does on its own at that date."""

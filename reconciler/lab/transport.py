@@ -8,9 +8,11 @@ a manifest says is ever evaluated.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,18 +20,34 @@ import httpx
 
 from reconciler.commands import Command, CommandResult
 from reconciler.errors import TransportError
-from reconciler.lab.emulator import CmdletContext, copy_data, execute_batch, find_host, reads_only
+from reconciler.lab.emulator import CmdletContext, copy_data, execute_batch, find_host, platform, reads_only
 from reconciler.lab.state import DEFAULT_STATE_PATH, LabStore
 from reconciler.metadata import MetadataDocument, fetch_metadata
 from reconciler.model import TargetSpec
 
 METADATA_TIMEOUT = 10.0
+CHECK_READS_ENV = "RECONCILE_LAB_CHECK_READS"
+"""Set to 1, a batch of Gets is checked to have changed nothing its platform does not declare (the test suite does)."""
 _TURN = threading.Lock()
 """One emulated round trip at a time in a process (after its latency, which all wait out together).
 
 The emulation is the remote server's work, done here in Python: 200 targets' threads running it at once hand the
 interpreter to each other at every file operation, and cost about three times the CPU of taking turns (discovery
 at 200 targets: 0.43 s -> 0.33 s of CPU, benchmarks/README.md). Across processes the state's file lock orders them."""
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What a round trip's state was before its batch ran: all of it (`state`; None for a batch of Gets, `reads`,
+    unless they are checked), the injected failures list, and the host's round-trip and call counts."""
+
+    state: dict[str, Any] | None
+    reads: bool
+    failures: Any
+    trips: Any
+    calls: Any
+    had_trips: bool
+    had_calls: bool
 
 
 class LabTransport:
@@ -98,11 +116,9 @@ class LabTransport:
         context = CmdletContext(fetch=self._fetch)
         if not self.store.exists():
             self.store.read()  # raises the "does not exist" error (before a lock file appears)
+        read_only = reads_only(commands)
         with _TURN, self.store.locked():
             state = self.store.parse(self.store.read_text())
-            # What the round trip started from, to tell whether it changed anything: a copy of the state just read
-            # (not the file parsed and its round-trip counts read a second time).
-            before = copy_data(state)
             host = find_host(state, self.host)
             if host is None:
                 known = ", ".join(sorted(state.get("hosts", {}))) or "none"
@@ -110,31 +126,52 @@ class LabTransport:
                     f"lab {self.store.path} has no host {self.host!r} (hosts: {known}); "
                     "add it with `reconcile lab seed`"
                 )
+            # What the round trip started from, to tell whether it changed anything: a copy of the state just read;
+            # for a batch of Gets that its platform does not list as changing the state when they read, which change
+            # nothing but the injected failures they consume (`take_failure` replaces the list), the list itself and
+            # the host's counts (and the copy too when RECONCILE_LAB_CHECK_READS asks to check that).
+            record = state["hosts"][host]
+            plat = platform(str(record.get("platform", "skype")))
+            reads = read_only and not (plat.changed_by_reading and any(
+                (plat.cmdlet_name(name) or name) in plat.changed_by_reading
+                for command in commands for name in command.all_cmdlets))
+            checked = reads and os.environ.get(CHECK_READS_ENV) == "1"
+            before = _Before(None if reads and not checked else copy_data(state), reads, state.get("failures"),
+                             record.get("roundTrips"), copy_data(record.get("calls")), "roundTrips" in record,
+                             "calls" in record)
             try:
                 # The state was read for this round trip alone: a batch of Gets may return its objects uncopied.
                 return execute_batch(state, host, commands, stop_on_error=stop_on_error, context=context,
-                                     copy_output=not reads_only(commands))
+                                     copy_output=not read_only)
             finally:
                 # Saved even when the batch raises: what its earlier commands did stays, as on a real server.
                 self._save(state, before, host)
 
-    def _save(self, state: dict[str, Any], before: dict[str, Any], host: str) -> None:
+    def _save(self, state: dict[str, Any], before: _Before, host: str) -> None:
         """Write the state when the round trip changed it; else only count the round trip (no rewrite, no fsync)."""
-        record, was = state["hosts"][host], before["hosts"][host]
+        record = state["hosts"][host]
         counted = {k: record.get(k) for k in ("roundTrips", "calls")}
-        for key in counted:
-            if key in was:
-                record[key] = was[key]
-            else:
-                record.pop(key, None)
-        changed = state != before
-        record.update(counted)
+        changed = state.get("failures") is not before.failures
+        if before.state is not None and not (before.reads and changed):
+            for key, had, value in (("roundTrips", before.had_trips, before.trips),
+                                    ("calls", before.had_calls, before.calls)):
+                if had:
+                    record[key] = value
+                else:
+                    record.pop(key, None)
+            differs = state != before.state
+            record.update(counted)
+            if before.reads and differs:
+                raise TransportError(
+                    f"lab: a batch of Gets changed the state of {host} on its own ({CHECK_READS_ENV}); the platform "
+                    "must list the cmdlet in `changed_by_reading`")
+            changed = differs
         if changed:
             self.store.write(state)
             return
-        old_calls = was.get("calls", {})
+        old_calls = before.calls or {}
         calls = {name: int(n) - int(old_calls.get(name, 0)) for name, n in (counted["calls"] or {}).items()}
-        if int(counted["roundTrips"] or 0) != int(was.get("roundTrips", 0)):
+        if int(counted["roundTrips"] or 0) != int(before.trips or 0):
             self.store.count_trip(host, {name: n for name, n in calls.items() if n})
 
     def close(self) -> None:
