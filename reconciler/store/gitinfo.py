@@ -45,13 +45,15 @@ def git_info(path: Path, *, timeout: float = GIT_TIMEOUT) -> GitInfo | None:
     """
     path = Path(path).absolute()
     directory, pathspec = (path, ".") if path.is_dir() else (path.parent, path.name)
-    inside = _git(directory, timeout, "rev-parse", "--is-inside-work-tree")
-    if inside is None or inside.strip() != "true":
+    # One rev-parse answers in order: inside a work tree?, HEAD's commit, HEAD's branch (`HEAD` when detached). In a
+    # repository without commits it prints the first line, then fails on HEAD.
+    out, ok = _git_output(directory, timeout, "rev-parse", "--is-inside-work-tree", "HEAD", "--abbrev-ref", "HEAD")
+    lines = out.splitlines() if out is not None else []
+    if not lines or lines[0].strip() != "true":
         return None
-    head = _git(directory, timeout, "rev-parse", "--verify", "--quiet", "HEAD")
-    commit = (head.strip() or None) if head is not None else None
-    ref = _git(directory, timeout, "rev-parse", "--abbrev-ref", "HEAD") if commit else None
-    branch = ref.strip() if ref is not None and ref.strip() not in ("", "HEAD") else None
+    commit = (lines[1].strip() or None) if ok and len(lines) == 3 else None
+    ref = lines[2].strip() if commit else ""
+    branch = ref if ref not in ("", "HEAD") else None
     status = _git(directory, timeout, "status", "--porcelain", "--", pathspec)
     dirty = bool(status.strip()) if status is not None else None
     return GitInfo(commit=commit, branch=branch, dirty=dirty)
@@ -163,6 +165,13 @@ def _local(path: Path, base: Path) -> str:
 
 def _git(directory: Path, timeout: float, *args: str) -> str | None:
     """stdout of one git command, or None on any failure (missing binary, error exit, timeout)."""
+    out, ok = _git_output(directory, timeout, *args)
+    return out if ok else None
+
+
+def _git_output(directory: Path, timeout: float, *args: str) -> tuple[str | None, bool]:
+    """stdout of one git command (None when it could not run: a missing binary, a timeout) and whether it
+    succeeded."""
     env = {k: v for k, v in os.environ.items() if k not in _REPOSITORY_OVERRIDES}
     env["GIT_OPTIONAL_LOCKS"] = "0"  # status must not take index.lock while a person is committing
     env["GIT_TERMINAL_PROMPT"] = "0"
@@ -171,5 +180,5 @@ def _git(directory: Path, timeout: float, *args: str) -> str | None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
                               stdin=subprocess.DEVNULL, check=False, encoding="utf-8", errors="replace")
     except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return done.stdout if done.returncode == 0 else None
+        return None, False
+    return done.stdout, done.returncode == 0
