@@ -121,7 +121,7 @@ def run() -> NoReturn:
 
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`reconcile plan | head`), a closed stream
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (`reconcile plan | head`), a closed stream
             stream.flush()
     os._exit(code)
 
