@@ -14,6 +14,7 @@ Checks (each names the resource and its manifest line):
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,12 +52,23 @@ class LinkCertificate:
                 f"{', '.join(self.trusted_by)}")
 
 
+class LinkStatus(enum.StrEnum):
+    """The verdict on one trust link."""
+
+    OK = "ok"
+    """Its document names the expected service and realm (or it has no document to check: named by its identifier)."""
+    ERROR = "error"
+    """Its document names another service, or a realm other than the trusted target declares: tokens will fail."""
+    UNCHECKED = "unchecked"
+    """Its document could not be read: a plan warns."""
+
+
 @dataclass(frozen=True)
 class Link:
     source: str
     dest: str
     edge: TrustEdge
-    status: str  # ok | error | warning | unchecked
+    status: LinkStatus
     message: str
     certificates: tuple[LinkCertificate, ...] = ()
 
@@ -114,9 +126,9 @@ class _Judge:
         for name, ident in identities.items():
             if ident.service_name is not None:
                 self.by_service.setdefault(ident.service_name.casefold(), []).append(name)
-        self._verdicts: dict[tuple[str | None, str | None], tuple[str, Node | None, str, str]] = {}
+        self._verdicts: dict[tuple[str | None, str | None], tuple[str, Node | None, LinkStatus, str]] = {}
 
-    def verdict(self, edge: TrustEdge) -> tuple[str, Node | None, str, str]:
+    def verdict(self, edge: TrustEdge) -> tuple[str, Node | None, LinkStatus, str]:
         """(destination, its node when the manifest does not declare it, status, message) of a link."""
         if not edge.url:
             return self._judge(edge)  # named by its identifier alone: most such links name one of their own
@@ -126,7 +138,7 @@ class _Judge:
             found = self._verdicts[key] = self._judge(edge)
         return found
 
-    def _judge(self, edge: TrustEdge) -> tuple[str, Node | None, str, str]:
+    def _judge(self, edge: TrustEdge) -> tuple[str, Node | None, LinkStatus, str]:
         doc = self.fetched.get(edge.url) if edge.url else None
         service = doc.service_name if isinstance(doc, MetadataDocument) else edge.application_identifier
         realm = doc.realm if isinstance(doc, MetadataDocument) else None
@@ -135,33 +147,33 @@ class _Judge:
         if dest is None:
             dest = f"{service or edge.url or '?'}@{realm}" if realm else (service or edge.url or "?")
             node = Node(dest, "not in this manifest", service, realm, False)
-        status, message = "ok", "ok"
+        status, message = LinkStatus.OK, "ok"
         if isinstance(doc, MetadataError):
-            status, message = "unchecked", f"cannot check: {doc.detail}"
+            status, message = LinkStatus.UNCHECKED, f"cannot check: {doc.detail}"
         elif isinstance(doc, MetadataDocument):
             trusted = self.identities.get(dest)
             # A federation document (Entra ID, AD FS) names its issuer, not the application an AuthServer's
             # ApplicationIdentifier names (the 2025 EvoSts setup): nothing to compare there.
             if edge.application_identifier and doc.kind != "federation" \
                     and not _same(doc.service_name, edge.application_identifier):
-                status = "error"
+                status = LinkStatus.ERROR
                 message = (f"{edge.url} serves {doc.service_name or 'no service name'}, not the expected "
                            f"{edge.application_identifier}: the link points at a host that does not serve the "
                            "expected service")
             elif trusted is not None and trusted.realm and doc.realm and not _same(trusted.realm, doc.realm):
-                status = "error"
+                status = LinkStatus.ERROR
                 message = (f"the metadata document at {edge.url} carries realm {doc.realm!r} but {dest} declares "
                            f"realm {trusted.realm!r}: tokens from {dest} will not be accepted")
         return dest, node, status, message
 
-    def problem(self, edge: TrustEdge, status: str, message: str) -> Diagnostic | None:
+    def problem(self, edge: TrustEdge, status: LinkStatus, message: str) -> Diagnostic | None:
         """What the plan says of a link in this state (None: nothing)."""
-        if status == "unchecked":
+        if status is LinkStatus.UNCHECKED:
             doc = self.fetched.get(edge.url) if edge.url else None
             detail = doc.detail if isinstance(doc, MetadataError) else ""
             return Diagnostic(Severity.WARNING, f"trust: {edge.via}: cannot check the link to {edge.url}: {detail}",
                               edge.address, edge.location)
-        if status == "error":
+        if status is LinkStatus.ERROR:
             return Diagnostic(Severity.ERROR, f"trust: {message}", edge.address, edge.location)
         return None
 
@@ -205,7 +217,7 @@ def trust_diagnostics(desired: DesiredState, registry: Registry, *, timeout: flo
         if not edge.url:
             continue  # no document: a link that is not checked is "ok", whatever it leads to
         _, _, status, message = judge.verdict(edge)
-        if status != "ok" and (problem := judge.problem(edge, status, message)) is not None:
+        if status is not LinkStatus.OK and (problem := judge.problem(edge, status, message)) is not None:
             found.append(problem)
     return tuple(found + judge.realm_problems())
 
@@ -223,12 +235,12 @@ def trust_graph(desired: DesiredState, registry: Registry, *, timeout: float = 1
     nodes: dict[str, Node] = {
         name: Node(name, i.label, i.service_name, i.realm, True) for name, i in parts.identities.items()}
     found: list[Diagnostic] = []
-    judged: list[tuple[TrustEdge, str, str, str]] = []
+    judged: list[tuple[TrustEdge, str, LinkStatus, str]] = []
     for edge in parts.edges:
         dest, node, status, message = judge.verdict(edge)
         if node is not None:
             nodes.setdefault(dest, node)
-        if status != "ok" and (problem := judge.problem(edge, status, message)) is not None:
+        if status is not LinkStatus.OK and (problem := judge.problem(edge, status, message)) is not None:
             found.append(problem)
         judged.append((edge, dest, status, message))
 
@@ -292,16 +304,17 @@ def graph_text(graph: TrustGraph) -> str:
             where = f" {link.edge.url}" if link.edge.url else ""
             lines.append(f"    -> {dest.name}{'' if dest.declared else ' (not in this manifest)'}"
                          f"  via {link.edge.via}{where}  [{link.status}]")
-            if link.status != "ok":
+            if link.status is not LinkStatus.OK:
                 lines.append(f"       {link.message}")
             lines.extend(f"       certificate {c.text()}" for c in link.certificates)
     problems = [str(d) for d in graph.diagnostics]
     lines += ["", *problems] if problems else []
-    lines.append(f"\n{len(graph.links)} links, {sum(1 for link in graph.links if link.status == 'error')} broken.")
+    broken = sum(1 for link in graph.links if link.status is LinkStatus.ERROR)
+    lines.append(f"\n{len(graph.links)} links, {broken} broken.")
     return "\n".join(lines) + "\n"
 
 
-_COLOURS = {"ok": "darkgreen", "error": "red", "warning": "orange", "unchecked": "gray"}
+_COLOURS = {LinkStatus.OK: "darkgreen", LinkStatus.ERROR: "red", LinkStatus.UNCHECKED: "gray"}
 
 
 WELL_KNOWN = {
@@ -342,10 +355,10 @@ def graph_dot(graph: TrustGraph) -> str:
         style = "" if node.declared else ', style="rounded,dashed"'
         out.append(f"  {_dot(node.name)} [label={_dot(name + chr(10) + what)}, tooltip={_dot(tooltip)}{style}];")
     for link in graph.links:
-        label = link.edge.via + ("" if link.status == "ok" else f" ({link.status})")
+        label = link.edge.via + ("" if link.status is LinkStatus.OK else f" ({link.status})")
         label += "".join(f"\n{c.thumbprint[:8]}... to {c.not_after[:10]}" for c in link.certificates)
         tooltip = link.edge.url or link.edge.application_identifier or link.edge.via
-        tooltip += "" if link.status == "ok" else f": {link.message}"
+        tooltip += "" if link.status is LinkStatus.OK else f": {link.message}"
         out.append(f"  {_dot(link.source)} -> {_dot(link.dest)} "
                    f"[label={_dot(label)}, tooltip={_dot(tooltip)}, color={_COLOURS[link.status]}];")
     out.append("}")
@@ -364,6 +377,6 @@ def graph_mermaid(graph: TrustGraph) -> str:
         name, what, _ = node_lines(node)
         out.append(f'  {ids[node.name]}["{safe(name)}<br/>{safe(what)}"]')
     for link in graph.links:
-        arrow = "-->" if link.status == "ok" else "-.->"
+        arrow = "-->" if link.status is LinkStatus.OK else "-.->"
         out.append(f'  {ids[link.source]} {arrow}|"{safe(link.edge.via)}: {link.status}"| {ids[link.dest]}')
     return "\n".join(out) + "\n"
