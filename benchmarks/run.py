@@ -708,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
                         help=f"comma-separated TARGETSxRESOURCES (default {DEFAULT_SIZES})")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="simulated latency per round trip (default 50)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of ours per size; the median is shown (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of ours per size; the median is shown (default 5)")
     parser.add_argument("--skip-baseline-above", type=int, default=600, metavar="N",
                         help="above N desired objects, run the per-object baseline on a sample of targets only and "
                              "extrapolate it by cost per call (default 600)")
