@@ -3,10 +3,14 @@ its output is whole, its exit code is main's, atexit handlers run and threads th
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from reconciler.cli import main
 from tests.e2e import ON_PREMISES, REPO, Estate
 
 PROGRAM = """
@@ -57,3 +61,23 @@ def test_a_reader_that_goes_away_ends_the_process_with_mains_verdict_not_a_trace
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) in (1, 2)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_the_collector_is_off_in_a_one_shot_process_and_back_on_in_the_loop_and_the_lab_server(
+        estate: Estate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` (the process entry) turns the cyclic collector off; a command that stays up turns it back on."""
+    from reconciler.lab.server import LabServer
+
+    done = subprocess.run([sys.executable, "-c", "import gc, sys\nfrom reconciler import cli\n"
+                           "cli.main = lambda: print(gc.isenabled()) or 0\ncli.run()"],
+                          capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == "False", done.stderr
+    monkeypatch.setattr(LabServer, "serve_forever", lambda self: None)
+    try:
+        for argv in (["run", "--once", "--var", f"lab={estate.url}", str(ON_PREMISES)],
+                     ["lab", "serve", "--port", "0", "--state", str(estate.state)]):
+            gc.disable()
+            assert main(argv) in (0, 2), argv
+            assert gc.isenabled(), argv
+    finally:
+        gc.enable()

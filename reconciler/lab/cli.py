@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import os
 import sys
@@ -68,6 +69,7 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from reconciler.lab.server import LabServer
 
+    gc.enable()  # the server stays up: it collects cyclic garbage (`reconciler.cli.run` turned the collector off)
     store = LabStore(args.state)
     store.read()  # fail now, with the init hint, rather than on every request
     try:
