@@ -72,7 +72,7 @@ def test_the_collector_is_off_in_a_one_shot_process_and_back_on_in_the_loop_and_
                            "cli.main = lambda: print(gc.isenabled()) or 0\ncli.run()"],
                           capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO)})
     assert done.stdout.strip() == "False", done.stderr
-    monkeypatch.setattr(LabServer, "serve_forever", lambda self: None)
+    monkeypatch.setattr(LabServer, "serve_forever", LabServer.stop)  # started, then stopped at once
     try:
         for argv in (["run", "--once", "--var", f"lab={estate.url}", str(ON_PREMISES)],
                      ["lab", "serve", "--port", "0", "--state", str(estate.state)]):
