@@ -626,7 +626,9 @@ def _read_saved_plan(path: Path) -> dict[str, Any] | None:
     if major != FORMAT_VERSION.split(".")[0]:
         raise ReconcilerError(f"{path}: plan format {document['format_version']} is not supported "
                               f"(this reconcile writes {FORMAT_VERSION})")
-    return document
+    from reconciler.render.saved import checked_for_apply
+
+    return checked_for_apply(document, str(path))
 
 
 def cmd_apply(args: argparse.Namespace, registry: Registry) -> int:

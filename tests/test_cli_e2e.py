@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from reconciler.lab.estate import LAB_TENANT_ID
 from tests.e2e import CROSS_PREMISES, ON_PREMISES, Estate
@@ -177,6 +178,39 @@ def test_saved_plan_applies_when_nothing_changed(estate: Estate) -> None:
     run = estate.run("apply", "--var", f"lab={estate.url}", "plan.json")
     assert run.code == 0, run.out + run.err
     assert "converged" in run.out
+
+
+def test_a_damaged_saved_plan_is_refused_with_the_part_named_and_nothing_changed(estate: Estate) -> None:
+    """A saved plan edited by hand or cut short: apply names the part that is wrong (exit 1), never a traceback."""
+    assert estate.reconcile("plan", ON_PREMISES, "--out", "plan.json").code == 0
+    good = json.loads((estate.root / "plan.json").read_text(encoding="utf-8"))
+    assert good["resource_changes"] and good["fingerprints"]
+    before = estate.snapshot()["hosts"]
+    cases: dict[str, tuple[Any, str]] = {
+        "manifest": (None, "manifest.path must be the manifest's path"),
+        "manifest.sha256": (5, "manifest.sha256 must be the manifest's sha256, as text"),
+        "variables": ({"lab": 1}, "variables must be a mapping of names to text"),
+        "fingerprints": ([], "fingerprints must be a mapping of targets to their records' hashes"),
+        "resource_changes": ("all of them", "resource_changes must be a list"),
+        "resource_changes.0.address": (None, "resource_changes[0].address must be text"),
+        "resource_changes.0.commands": ("Remove-CsPartnerApplication", "resource_changes[0].commands must be a list"),
+        "resource_changes.0.change": (None, "resource_changes[0].change must be the change"),
+        "handlers": ({}, "handlers must be a list"),
+    }
+    for where, (value, message) in cases.items():
+        document = json.loads(json.dumps(good))
+        *parents, last = [int(p) if p.isdigit() else p for p in where.split(".")]
+        holder = document
+        for part in parents:
+            holder = holder[part]
+        if value is None:
+            del holder[last]
+        else:
+            holder[last] = value
+        estate.write("damaged.json", json.dumps(document))
+        run = estate.run("apply", "damaged.json")
+        assert run.code == 1 and f"damaged.json is damaged: {message}" in run.err, (where, run.err)
+    assert estate.snapshot()["hosts"] == before
 
 
 def test_saved_plan_is_refused_when_the_live_state_changed(estate: Estate) -> None:

@@ -103,6 +103,43 @@ def plan_from_document(document: Mapping[str, Any], source: str = "the plan") ->
             from None
 
 
+def checked_for_apply(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A saved plan apply can hold the estate to: every part apply reads has the shape `plan --out` writes, or one
+    line names the part (a hand-edited or truncated plan is refused, never a traceback)."""
+    def damaged(where: str, expected: str) -> NotAPlanError:
+        return NotAPlanError(f"{source} is damaged: {where} must be {expected} (make it again with "
+                             "`reconcile plan --out`)")
+
+    manifest = document.get("manifest")
+    if not isinstance(manifest, Mapping) or not isinstance(manifest.get("path"), str) or not manifest["path"]:
+        raise damaged("manifest.path", "the manifest's path")
+    if not isinstance(manifest.get("sha256"), str):
+        raise damaged("manifest.sha256", "the manifest's sha256, as text")
+    variables = document.get("variables", {})
+    if not isinstance(variables, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in variables.items()):
+        raise damaged("variables", "a mapping of names to text")
+    fingerprints = document.get("fingerprints", {})
+    if not isinstance(fingerprints, Mapping) or not all(
+            isinstance(target, str) and isinstance(records, Mapping)
+            and all(isinstance(a, str) and isinstance(h, str) for a, h in records.items())
+            for target, records in fingerprints.items()):
+        raise damaged("fingerprints", "a mapping of targets to their records' hashes")
+    for part in ("resource_changes", "handlers"):
+        entries = document.get(part, [] if part == "handlers" else None)
+        if not isinstance(entries, list):
+            raise damaged(part, "a list")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
+                raise damaged(f"{part}[{index}].address", "text")
+            if not isinstance(entry.get("commands", []), list):
+                raise damaged(f"{part}[{index}].commands", "a list")
+            if part == "resource_changes" and not isinstance(entry.get("change"), Mapping):
+                raise damaged(f"{part}[{index}].change", "the change (its actions, before and after)")
+    plan_from_document(document, source)  # the rest of its changes, handlers, diagnostics and timeline read back
+    return dict(document)
+
+
 def header(document: Mapping[str, Any]) -> str:
     """Which manifest the plan is of, and when it was made."""
     manifest = document.get("manifest") or {}
