@@ -129,6 +129,10 @@ class NotAPlanError(ReconcilerError):
     """A file `show` was given that is not a saved plan (a manifest, other JSON, not text at all)."""
 
 
+class JournalError(ReconcilerError):
+    """A journal line that is whole JSON but not an event apply wrote (changed by hand or by another tool)."""
+
+
 class StoreError(ReconcilerError):
     """The run store cannot be opened or used as asked (bad location, unknown run, newer schema)."""
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import JournalError
+
 
 class Journal:
     def __init__(self, path: Path | None) -> None:
@@ -32,19 +34,44 @@ class Journal:
 
 
 def read_events(path: Path | None) -> list[dict[str, Any]]:
-    """Every event in the journal, oldest first; a torn last line (a crash mid-write) is skipped."""
+    """Every event in the journal, oldest first; a torn last line (a crash mid-write) is skipped.
+
+    A whole line that is not an event as apply writes it (changed by hand or by another tool) raises JournalError
+    naming the file and line: recovery cannot tell what it records, and skipping it could forget an object a replace
+    removed."""
     if path is None or not path.is_file():
         return []
     events = []
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
             if isinstance(event, dict):
+                problem = _shape_problem(event)
+                if problem is not None:
+                    raise JournalError(f"{path}:{number}: {problem}, not what apply writes (the line was changed by "
+                                       "hand or by another tool); mend the line, or move the journal aside, which "
+                                       "forgets any replace it records as unfinished")
                 events.append(event)
     return events
+
+
+def _shape_problem(event: dict[str, Any]) -> str | None:
+    """What in an event the readers here (`unfinished`, `applied_commands`) could not read, or None."""
+    for key in ("changes", "outcomes"):
+        records = event.get(key)
+        if records is not None and (not isinstance(records, list) or not all(isinstance(r, dict) for r in records)):
+            return f"{key!r} is not a list of records"
+    for index, change in enumerate(event.get("changes") or ()):
+        if change.get("replaced") is not None and (not isinstance(change["replaced"], dict)
+                                                   or not isinstance(change.get("address"), str)):
+            return f"changes[{index}] has a replaced object without its address and fields"
+    for key in ("handlers_due", "commands"):
+        if event.get(key) is not None and not isinstance(event[key], list):
+            return f"{key!r} is not a list"
+    return None
 
 
 @dataclass(frozen=True)

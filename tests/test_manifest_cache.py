@@ -98,6 +98,21 @@ def test_an_entry_others_may_write_or_a_forged_one_is_not_trusted(
     assert load.loads == 3
 
 
+def test_a_damaged_entry_with_the_right_key_is_loaded_again(setup: tuple[Path, Path, Registry, Counting]) -> None:
+    """An entry changed by hand (its key still right) is read as a miss, whatever shape its values take."""
+    manifest, state, registry, load = setup
+    load_cached(manifest, registry, {}, state, load)
+    [entry] = (state / CACHE_DIR).iterdir()
+    good = json.loads(entry.read_text(encoding="utf-8"))
+    damages = [("v", "not the fields"), ("resources", [[1, 2, 3]]), ("resources", "x"), ("v", {"targets": [1]})]
+    for loads, (part, value) in enumerate(damages, start=2):
+        document = json.loads(json.dumps(good))
+        document["desired"][part] = value
+        entry.write_text(json.dumps(document), encoding="utf-8")
+        assert load_cached(manifest, registry, {}, state, load) == load_manifest(manifest, registry, {})
+        assert load.loads == loads, part
+
+
 def test_notify_destinations_come_back_as_records_and_an_older_format_is_not_read(
         setup: tuple[Path, Path, Registry, Counting]) -> None:
     manifest, state, registry, load = setup

@@ -104,3 +104,28 @@ def test_a_handler_whose_changes_all_failed_is_not_left_due(estate: Estate) -> N
     plan = estate.reconcile("plan", ON_PREMISES)
     assert "litware-exchange.handler.iisreset will run once" in plan.out
     assert "# due since" not in plan.out
+
+
+def test_a_journal_line_changed_by_hand_stops_the_plan_with_its_line_named_and_a_torn_last_line_does_not(
+        estate: Estate) -> None:
+    """Recovery cannot tell what a whole line that is not an event records (skipping it could forget a removed
+    object): the plan stops with the file, the line and what is wrong, exit 1. A last line cut short by a crash is
+    skipped, as before."""
+    journal = estate.root / ".reconciler" / "journal.jsonl"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    good = json.dumps({"time": "2026-11-26T03:00:00+0000", "event": "handler", "address": "litware-exchange.iisreset",
+                       "commands": [], "ran": True})
+    for line, problem in ((json.dumps({"event": "batch_start", "target": "litware-pool", "changes": "oops"}),
+                           "'changes' is not a list of records"),
+                          (json.dumps({"event": "batch_end", "target": "litware-pool", "outcomes": [1]}),
+                           "'outcomes' is not a list of records"),
+                          (json.dumps({"event": "batch_start", "target": "litware-pool",
+                                       "changes": [{"replaced": {"Identity": "x"}}]}),
+                           "changes[0] has a replaced object without its address and fields"),
+                          (json.dumps({"event": "batch_start", "target": "litware-pool", "handlers_due": 5}),
+                           "'handlers_due' is not a list")):
+        journal.write_text(good + "\n" + line + "\n", encoding="utf-8")
+        run = estate.reconcile("plan", ON_PREMISES)
+        assert run.code == 1 and f"journal.jsonl:2: {problem}, not what apply writes" in run.err, run.err
+    journal.write_text(good + "\n" + line[: len(line) // 2], encoding="utf-8")  # a crash mid-write
+    assert estate.reconcile("plan", ON_PREMISES, "--detailed-exitcode").code == 2

@@ -232,7 +232,7 @@ def _read(entry: Path, key: str) -> DesiredState | None:
             return None
     try:
         desired = _decode(document["desired"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # damaged: loaded again and rewritten
         return None
     return desired if isinstance(desired, DesiredState) else None
 
