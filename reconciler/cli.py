@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--verify", action="store_true", help="run the manifest's verify checks after applying")
     notify_option(p)
-    p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
+    p.add_argument("--lock-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="seconds to wait for a target's lock (0: do not wait)")
     p.set_defaults(func=cmd_apply)
 
     p = manifest_command("drift", "plan only and record it: exit 0 in sync, 2 drifted, 1 error (for cron and CI)")
@@ -217,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     p = manifest_command("run", "reconcile on an interval like a GitOps controller (enforce/warn/suspend modes)")
     unattended(p)
     p.add_argument("--interval", default="15m", help="time between cycles: 90, 30s, 15m, 1h (default 15m)")
-    p.add_argument("--jitter", type=float, default=0.1, help="fraction of the interval to vary by (default 0.1)")
+    p.add_argument("--jitter", type=_fraction, default=0.1, metavar="FRACTION",
+                   help="fraction of the interval to vary by, 0 to below 1 (default 0.1)")
     p.add_argument("--retry-base", default="10s", help="first backoff after a failed cycle; doubles (default 10s)")
     p.add_argument("--max-backoff", help="cap on the backoff (default: the interval)")
     p.add_argument("--once", action="store_true", help="run one cycle and exit (for schedulers that start us)")
@@ -227,7 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-bind", metavar="ADDRESS", default=None,
                    help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 or :: in a container: the "
                         "metrics name every target, so protect the port)")
-    p.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for a target's lock")
+    p.add_argument("--lock-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="seconds to wait for a target's lock (0: do not wait)")
     p.add_argument("--wake-poll", default="5s", metavar="DURATION",
                    help="while sleeping, look this often for a `reconcile trigger` request (default 5s)")
     p.set_defaults(func=cmd_run)
@@ -368,6 +371,28 @@ def _non_negative_int(text: str) -> int:
     value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (a finite one: `inf` and `nan` are not a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A fraction from 0 to below 1: a jitter of 1 or more could make a loop's wait zero, cycle after cycle."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be 0 or more and below 1, got {text}")
     return value
 
 
