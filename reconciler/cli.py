@@ -374,26 +374,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    """A number of seconds, 0 or more (a finite one: `inf` and `nan` are not a wait)."""
+def _from_zero(text: str, expected: str, below: float, rule: str) -> float:
+    """A number from 0 to below `below` (finite: `nan` is no number of anything)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not 0 <= value < below:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
     return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds to wait, 0 or more (`inf` is not a wait)."""
+    return _from_zero(text, "a number of seconds", float("inf"), "0 or more seconds")
 
 
 def _fraction(text: str) -> float:
     """A fraction from 0 to below 1: a jitter of 1 or more could make a loop's wait zero, cycle after cycle."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be 0 or more and below 1, got {text}")
-    return value
+    return _from_zero(text, "a fraction such as 0.1", 1.0, "0 or more and below 1")
 
 
 def port_number(text: str) -> int:
