@@ -131,3 +131,27 @@ def test_notify_destinations_come_back_as_records_and_an_older_format_is_not_rea
     entry.write_text(json.dumps({**document, "format": FORMAT - 1}), encoding="utf-8")
     assert load_cached(manifest, registry, {}, state, load) == first
     assert load.loads == 2  # an entry of another format is loaded afresh, never decoded
+
+
+def test_a_process_loading_one_manifest_again_keeps_what_it_read_while_nothing_changed(
+        setup: tuple[Path, Path, Registry, Counting], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `run` loop's cycles: the DesiredState read or written last is used again, without reading the entry,
+    while the key, the files the load read and the entry file itself are unchanged."""
+    from reconciler.manifest import cache
+
+    manifest, state, registry, load = setup
+    first = load_cached(manifest, registry, {}, state, load)
+    reads: list[Path] = []
+    real_read = cache._read
+    monkeypatch.setattr(cache, "_read", lambda entry, key: reads.append(entry) or real_read(entry, key))
+    assert load_cached(manifest, registry, {}, state, load) is first
+    assert reads == [] and load.loads == 1
+    certificate = manifest.parent / "certs" / "fabrikam-oauth.cer"
+    certificate.write_bytes(make_certificate("other.example"))  # a file the load read: loaded again
+    second = load_cached(manifest, registry, {}, state, load)
+    assert second is not first and load.loads == 2
+    reads.clear()
+    [entry] = (state / CACHE_DIR).iterdir()
+    entry.write_text(entry.read_text(encoding="utf-8") + " ", encoding="utf-8")  # the entry rewritten: read again
+    third = load_cached(manifest, registry, {}, state, load)
+    assert reads == [entry] and load.loads == 2 and third == second and third is not second
