@@ -67,13 +67,9 @@ def _differs(spec: FieldSpec, value: JSONValue, have: JSONValue, want: DesiredRe
     return not _equal(spec, value, have, want.fields)
 
 
-def _norm(kind: str, identity: str) -> tuple[str, str]:
-    return kind, identity.casefold()
-
-
 def _plan_target(desired: Iterable[DesiredResource], live: LiveState, target: TargetSpec,
                  kinds: Mapping[str, KindSpec]) -> list[Change]:
-    live_by_id = {(k.kind, k.identity.casefold()): r for k, r in live.resources.items()}  # as `_norm` keys
+    live_by_id = {(k.kind, k.identity.casefold()): r for k, r in live.resources.items()}  # identities fold case
     declared: set[tuple[str, str]] = set()
     changes: list[Change] = []
     target_mode = target.mode
