@@ -65,7 +65,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
-def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
+def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *, read_ahead: bool = False) -> int:
+    """The command line; `read_ahead` (a process with no other thread, `run`) lets a manifest's YAML be read by a
+    second process while this one imports the command's modules (`_read_ahead`)."""
     parser = _parser()
     try:
         args = parse(parser, argv)
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
+    if read_ahead:
+        _read_ahead(args)
     try:
         _check_outputs(args)
         if getattr(args, "lab_command", False):
@@ -104,6 +108,30 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         return 130
 
 
+_READS_MANIFEST = ("cmd_validate", "cmd_plan", "cmd_apply", "cmd_drift", "cmd_run")
+
+
+def _read_ahead(args: argparse.Namespace) -> None:
+    """Start reading the manifest's YAML in a second process (reconciler.manifest.ahead) when the command loads it and
+    its cache entry (reconciler.manifest.cache) does not exist: a first plan, or one with a new state directory."""
+    manifest = getattr(args, "manifest", None)
+    if getattr(args.func, "__name__", "") not in _READS_MANIFEST or not isinstance(manifest, Path):
+        return
+    state_dir = getattr(args, "state_dir", None)
+    from reconciler.manifest import ahead
+    from reconciler.manifest.cache import entry_path
+
+    try:
+        if isinstance(state_dir, Path) and args.func is not cmd_validate and entry_path(manifest, state_dir).exists():
+            return
+        with manifest.open("rb") as file:
+            if file.read(64).lstrip().startswith(b"{"):
+                return  # a saved plan for apply (or a JSON manifest, read in-process)
+    except (OSError, ValueError):
+        return  # the command says what is wrong with it
+    ahead.start(manifest)
+
+
 def run() -> NoReturn:
     """The `reconcile` console script and `python -m reconciler`: `main`, then the process ends without tearing down
     its heap.
@@ -118,7 +146,10 @@ def run() -> NoReturn:
     up (the `run` loop, the lab's server) turns it back on.
     """
     gc.disable()
-    code = main()
+    code = main(read_ahead=True)
+    from reconciler.manifest import ahead
+
+    ahead.discard()
     current = threading.current_thread()
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:

@@ -69,7 +69,7 @@ def test_the_collector_is_off_in_a_one_shot_process_and_back_on_in_the_loop_and_
     from reconciler.lab.server import LabServer
 
     done = subprocess.run([sys.executable, "-c", "import gc, sys\nfrom reconciler import cli\n"
-                           "cli.main = lambda: print(gc.isenabled()) or 0\ncli.run()"],
+                           "cli.main = lambda **_: print(gc.isenabled()) or 0\ncli.run()"],
                           capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO)})
     assert done.stdout.strip() == "False", done.stderr
     monkeypatch.setattr(LabServer, "serve_forever", LabServer.stop)  # started, then stopped at once

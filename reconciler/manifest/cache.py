@@ -74,8 +74,7 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     except (OSError, ValueError):
         return load(path, registry, overrides)  # the loader reports it
     key = _key(path, raw, registry, overrides)
-    entry = state_dir / CACHE_DIR / (hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape"))
-                                     .hexdigest()[:32] + ".json")
+    entry = entry_path(path, state_dir)
     kept = _KEPT.get(entry)
     if kept is not None and kept.key == key and kept.entry == _entry_stamp(entry) and \
             all(_sha256(f) == h for f, h in kept.files):
@@ -93,6 +92,12 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     if written is not None:
         _KEPT[entry] = written
     return desired
+
+
+def entry_path(path: Path, state_dir: Path) -> Path:
+    """The cache entry of the manifest at `path` (one per manifest path, whatever its content)."""
+    return state_dir / CACHE_DIR / (hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape"))
+                                    .hexdigest()[:32] + ".json")
 
 
 @dataclasses.dataclass(frozen=True)

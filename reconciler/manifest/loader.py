@@ -24,10 +24,14 @@ import httpx
 from reconciler import known_after_apply
 from reconciler.errors import FieldProblem, ManifestError, ManifestProblem, ReconcilerError
 from reconciler.kinds.spec import KindSpec
+from reconciler.manifest import ahead
 from reconciler.manifest.collector import collector_paused
 from reconciler.manifest.notify import destination
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
+from reconciler.manifest.text import CONTROLS as _CONTROLS
+from reconciler.manifest.text import SURROGATES as _SURROGATES
+from reconciler.manifest.text import notable as _notable
 from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
 from reconciler.model import (
     DesiredResource,
@@ -49,9 +53,6 @@ EXPECTED_TOP = "a mapping with apiVersion, targets and resources"
 MAX_URL = 2048
 """The longest URL a manifest may give (browsers and servers commonly stop near here)."""
 
-_SURROGATES = "\ud800-\udfff"
-_CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
-"""C0 and C1 control characters and DEL; tab and line breaks are text."""
 _SURROGATE = re.compile(f"[{_SURROGATES}]")
 _CONTROL = re.compile(f"[{_CONTROLS}]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -61,8 +62,6 @@ _ENSURE_OF = {e.value: e for e in Ensure}
 _PRESENT, _ABSENT = Ensure.PRESENT.value, Ensure.ABSENT.value
 _UNSAFE = re.compile(f"[{_SURROGATES}{_CONTROLS}]")
 """Either of the above: one search answers the common case (nothing wrong)."""
-_NOTABLE = re.compile(f"[${_SURROGATES}{_CONTROLS}]|://")
-"""`$` (a variable may be used), or what `_UNSAFE` finds, or a URL: text `_notable` lists (as does a long one)."""
 _ATOMS = (str, int, float, bool, type(None))
 """What YAML scalars build: a value no walk of the document descends into."""
 
@@ -126,7 +125,8 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
         raise ManifestError([ManifestProblem(file, line, "", f"the manifest is {message}")]) from None
     text = raw.decode("utf-8-sig")
 
-    doc = parse(text, _notable)
+    taken = ahead.take(path, raw)  # read meanwhile by a second process (reconciler.manifest.ahead), if it was
+    doc = taken if taken is not None else parse(text, _notable)
     run = _Run(file, doc)
     for problem in doc.problems:
         # Not marked: a duplicate key must not hide problems in the first occurrence's value.
@@ -286,11 +286,6 @@ def _expand(run: _Run, variables: Variables, value: Any, path: FieldPath) -> Any
                 copied.append(new)
         return value if copied is None else copied
     return value
-
-
-def _notable(text: str) -> bool:
-    """Text `_expand` or `_check_text` would act on (a `$`, or what `_plain` does not pass): the parser lists it."""
-    return len(text) > MAX_VALUE or _NOTABLE.search(text) is not None
 
 
 def _at(value: Any, path: FieldPath) -> Any:

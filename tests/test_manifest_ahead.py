@@ -1,0 +1,167 @@
+"""A manifest's YAML read ahead by a second process (reconciler.manifest.ahead) loads exactly as one read in-process:
+the same DesiredState, the same problems; a file changed in between, a YAML mistake or a child that is gone fall back
+to the in-process read; and the console script starts the read only when the command loads a manifest the cache does
+not hold."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconciler import cli
+from reconciler.errors import ManifestError
+from reconciler.manifest import ahead, load_manifest, positions
+from reconciler.manifest.cache import entry_path
+from reconciler.manifest.text import notable
+from tests.e2e import ON_PREMISES, REPO, Estate
+from tests.test_manifest import GOOD, registry
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="reading ahead needs fork (not on Windows)")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running() -> object:
+    yield None
+    ahead.discard()
+
+
+def _manifest(tmp_path: Path, text: str = GOOD) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_a_document_read_ahead_is_the_one_read_in_process(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    raw = path.read_bytes()
+    ahead.start(path)
+    taken = ahead.take(path, raw)
+    assert taken == positions.parse(raw.decode("utf-8-sig"), notable)
+    assert taken is not None and taken.notable is not None
+
+
+def test_the_loader_takes_it_and_builds_the_same_desired_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    (tmp_path / "sp.cer").write_text("not read by the fake kinds", encoding="utf-8")
+    expected = load_manifest(path, registry())
+    taken: list[bool] = []
+    take = ahead.take
+    monkeypatch.setattr(ahead, "take", lambda p, raw: taken.append(True) or take(p, raw))
+    ahead.start(path)
+    assert load_manifest(path, registry()) == expected
+    assert taken == [True] and not ahead._STARTED
+
+
+def test_a_file_changed_after_it_was_read_ahead_is_read_again_in_process(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    ahead.start(path)
+    (child,) = ahead._STARTED.values()
+    assert select.select([child.fd], [], [], 60)[0]  # it has answered: it read the file before the change below
+    changed = path.read_text(encoding="utf-8").replace("applicationTrustLevel: Full", "applicationTrustLevel: Partial")
+    path.write_text(changed, encoding="utf-8")
+    assert ahead.take(path, path.read_bytes()) is None
+
+
+def test_a_yaml_mistake_is_reported_by_the_in_process_read(tmp_path: Path) -> None:
+    text = "apiVersion: reconciler/v1\ntargets: {}\nresources:\n  - kind: A\n  - kind: A\n    kind: B\n"
+    path = _manifest(tmp_path, text)
+    ahead.start(path)
+    assert ahead.take(path, path.read_bytes()) is None
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, registry())
+    assert any("duplicate" in str(p) and ":6" in str(p) for p in caught.value.problems)
+
+
+def test_nothing_is_taken_for_another_file_or_twice(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    other = tmp_path / "other.yaml"
+    other.write_bytes(path.read_bytes())
+    ahead.start(path)
+    assert ahead.take(other, other.read_bytes()) is None
+    assert ahead.take(path, path.read_bytes()) is not None
+    assert ahead.take(path, path.read_bytes()) is None
+
+
+def test_a_child_not_taken_is_ended_and_reaped(tmp_path: Path) -> None:
+    ahead.start(_manifest(tmp_path))
+    (child,) = ahead._STARTED.values()
+    ahead.discard()
+    assert not ahead._STARTED
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
+
+
+def test_a_child_killed_before_answering_falls_back(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    ahead.start(path)
+    (child,) = ahead._STARTED.values()
+    os.kill(child.pid, 9)
+    assert ahead.take(path, path.read_bytes()) in (None, positions.parse(path.read_text(encoding="utf-8"), notable))
+
+
+def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    monkeypatch.setattr(ahead.threading, "active_count", lambda: 2)
+    ahead.start(path)
+    assert not ahead._STARTED
+    monkeypatch.undo()
+    monkeypatch.delattr(os, "fork")
+    ahead.start(path)
+    assert not ahead._STARTED and ahead.take(path, path.read_bytes()) is None
+
+
+def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[Path]:
+    started: list[Path] = []
+    monkeypatch.setattr(ahead, "start", started.append)
+    args = cli.parse(cli._parser(), argv)
+    cli._read_ahead(args)
+    return started
+
+
+def test_the_command_line_reads_ahead_only_what_it_will_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    state = tmp_path / "state"
+    for command in ("plan", "apply", "drift", "validate"):
+        extra = [] if command == "validate" else ["--state-dir", str(state)]
+        assert _started(monkeypatch, [command, *extra, str(path)]) == [path], command
+    assert _started(monkeypatch, ["history", "--state-dir", str(state), "--manifest", str(path)]) == []
+    saved = tmp_path / "plan.json"
+    saved.write_text('{"format_version": "1.0"}', encoding="utf-8")
+    assert _started(monkeypatch, ["apply", "--state-dir", str(state), str(saved)]) == []
+    assert _started(monkeypatch, ["plan", "--state-dir", str(state), str(tmp_path / "missing.yaml")]) == []
+    entry = entry_path(path, state)
+    entry.parent.mkdir(parents=True)
+    entry.write_text("{}", encoding="utf-8")  # the cache holds it: the plan will not parse it
+    assert _started(monkeypatch, ["plan", "--state-dir", str(state), str(path)]) == []
+    assert _started(monkeypatch, ["validate", str(path)]) == [path]  # validate does not use the cache
+
+
+def test_main_reads_ahead_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    called: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "_read_ahead", called.append)
+    cli.main(["validate", str(tmp_path / "missing.yaml")])
+    assert called == []
+    cli.main(["validate", str(tmp_path / "missing.yaml")], read_ahead=True)
+    assert len(called) == 1
+
+
+def test_a_plan_process_that_read_ahead_prints_the_plan_main_prints(estate: Estate) -> None:
+    """The console script (which reads ahead, a fresh state directory) prints the plan main in-process (which does
+    not read ahead) prints."""
+    argv = ["plan", "--var", f"lab={estate.url}", "--state-dir", str(estate.root / "fresh"), str(ON_PREMISES)]
+    done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=estate.root, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    argv[4] = str(estate.root / "in-process")
+    in_process = estate.run(*argv)
+    assert in_process.code == 0
+    assert done.stdout == in_process.out
+    assert "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove." in done.stdout
