@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from reconciler.errors import METADATA_ERROR, MetadataError, TransportError
 from reconciler.lab import certs, estate
+from reconciler.lab.admin import add_failure
 from reconciler.lab.emulator import CmdletContext, execute_batch, run_command
 from reconciler.lab.state import LabStore
 from reconciler.lab.transport import LabTransport
@@ -655,6 +656,26 @@ def test_read_only_round_trips_are_folded_not_lost(lab_state: Path, monkeypatch:
     with store.edit() as state:  # a write folds the counts into the state and starts the lines afresh
         state["hosts"][LITWARE]["objects"]["OAuthConfiguration"]["Realm"] = "folded.example"
     assert not store.trips_path.exists() and store.read()["hosts"][LITWARE]["roundTrips"] == 40
+
+
+def test_a_batch_of_gets_that_writes_after_all_keeps_the_counts_of_earlier_reads(lab_state: Path) -> None:
+    """A batch of Gets reads the state without the counts of earlier reads (kept apart, `<state>.trips`); one that
+    consumes an injected failure writes the state, and adds those counts first: none is lost, none counted twice."""
+    store = LabStore(lab_state)
+    add_failure(lab_state, LITWARE, "Get-CsPartnerApplication", times=1)
+    transport = LabTransport.from_target(target(lab_state))
+    for _ in range(3):
+        assert transport.invoke([Command("Get-CsOAuthServer")])[0].ok
+    assert store.trips_path.exists() and store.read()["hosts"][LITWARE]["roundTrips"] == 3
+    results = transport.invoke([Command("Get-CsOAuthServer"), Command("Get-CsPartnerApplication")],
+                               stop_on_error=False)
+    transport.close()
+    assert [r.ok for r in results] == [True, False]
+    state = store.read()
+    assert state["hosts"][LITWARE]["roundTrips"] == 4
+    assert state["hosts"][LITWARE]["calls"] == {"Get-CsOAuthServer": 4, "Get-CsPartnerApplication": 1}
+    assert state.get("failures") == []
+    assert not store.trips_path.exists()  # the batch wrote the state: the counts are in it
 
 
 def test_a_round_trip_line_being_appended_is_not_counted_yet(lab_state: Path) -> None:

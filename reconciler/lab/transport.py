@@ -117,8 +117,10 @@ class LabTransport:
         if not self.store.exists():
             self.store.read()  # raises the "does not exist" error (before a lock file appears)
         read_only = reads_only(commands)
-        with _TURN, self.store.locked():
-            state = self.store.parse(self.store.read_text())
+        with _TURN, self.store.write_lock():
+            # A batch of Gets leaves out the counts of earlier reads (another file): it adds its own, and adds those
+            # only if it writes the state after all (`_save`).
+            state = self.store.parse(self.store.read_text(), trips=not read_only)
             host = find_host(state, self.host)
             if host is None:
                 known = ", ".join(sorted(state.get("hosts", {}))) or "none"
@@ -145,9 +147,9 @@ class LabTransport:
                                      copy_output=not read_only)
             finally:
                 # Saved even when the batch raises: what its earlier commands did stays, as on a real server.
-                self._save(state, before, host)
+                self._save(state, before, host, trips_left_out=read_only)
 
-    def _save(self, state: dict[str, Any], before: _Before, host: str) -> None:
+    def _save(self, state: dict[str, Any], before: _Before, host: str, *, trips_left_out: bool) -> None:
         """Write the state when the round trip changed it; else only count the round trip (no rewrite, no fsync)."""
         record = state["hosts"][host]
         counted = {k: record.get(k) for k in ("roundTrips", "calls")}
@@ -167,6 +169,8 @@ class LabTransport:
                     "must list the cmdlet in `changed_by_reading`")
             changed = differs
         if changed:
+            if trips_left_out:
+                self.store.add_trips(state)
             self.store.write(state)
             return
         old_calls = before.calls or {}
