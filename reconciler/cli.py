@@ -118,8 +118,7 @@ def _read_ahead(args: argparse.Namespace) -> None:
     if getattr(args.func, "__name__", "") not in _READS_MANIFEST or not isinstance(manifest, Path):
         return
     state_dir = getattr(args, "state_dir", None)
-    from reconciler.manifest import ahead
-    from reconciler.manifest.cache import entry_path
+    from reconciler.manifest.cache import entry_path  # what a cached plan imports anyway; the YAML reader is not
 
     try:
         if isinstance(state_dir, Path) and args.func is not cmd_validate and entry_path(manifest, state_dir).exists():
@@ -129,7 +128,17 @@ def _read_ahead(args: argparse.Namespace) -> None:
                 return  # a saved plan for apply (or a JSON manifest, read in-process)
     except (OSError, ValueError):
         return  # the command says what is wrong with it
-    ahead.start(manifest)
+    from reconciler.manifest import ahead
+
+    ahead.start(manifest, None if args.func is cmd_validate else _prepare_downloads)
+
+
+def _prepare_downloads() -> None:
+    """What a plan's metadata downloads need first (the TLS settings, the HTTP machinery), made while the manifest's
+    YAML is still being read: not on the plan's way later (its discovery keeps the interpreter busy)."""
+    from reconciler.metadata import prepare_downloads
+
+    prepare_downloads()
 
 
 def run() -> NoReturn:
@@ -147,9 +156,9 @@ def run() -> NoReturn:
     """
     gc.disable()
     code = main(read_ahead=True)
-    from reconciler.manifest import ahead
-
-    ahead.discard()
+    ahead = sys.modules.get("reconciler.manifest.ahead")  # imported only by a command that read ahead
+    if ahead is not None:
+        ahead.discard()
     current = threading.current_thread()
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:

@@ -32,6 +32,7 @@ import collections
 import functools
 import json
 import re
+import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -325,13 +326,27 @@ def parse_metadata(url: str, content: bytes, content_type: str | None = None) ->
     return _parse_json(url, content)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings of every metadata download: httpx's own default (certifi's roots; SSL_CERT_FILE and
+    SSL_CERT_DIR honoured), made once per process where each client made its own (~15 ms each)."""
+    return httpx.create_ssl_context()
+
+
+def prepare_downloads() -> None:
+    """Make now what a plan's first download would make (the TLS settings, httpx's connection machinery): for a
+    process that has time to spare before it knows what to download (reconciler.manifest.ahead)."""
+    tls_context()
+    import httpcore  # noqa: F401  (what httpx imports for its first client)
+
+
 def fetch_metadata(url: str, client: httpx.Client | None = None, timeout: float = 10.0) -> MetadataDocument:
     """GET the document (following redirects) and parse it, as the cmdlets do when they run.
 
     Any failure (connection, timeout, non-2xx, oversized or invalid body) is a MetadataError.
     """
     if client is None:
-        with httpx.Client(follow_redirects=True, timeout=timeout) as own:
+        with httpx.Client(follow_redirects=True, timeout=timeout, verify=tls_context()) as own:
             return _fetch(url, own, timeout)
     return _fetch(url, client, timeout)
 
@@ -385,7 +400,8 @@ class Documents:
         with self._lock:
             if self._client is None:
                 limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-                self._client = httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits)
+                self._client = httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits,
+                                            verify=tls_context())
             return self._client
 
     def _one(self, url: str) -> MetadataDocument | MetadataError:

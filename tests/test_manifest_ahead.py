@@ -120,7 +120,7 @@ def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_pa
 
 def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[Path]:
     started: list[Path] = []
-    monkeypatch.setattr(ahead, "start", started.append)
+    monkeypatch.setattr(ahead, "start", lambda path, _=None: started.append(path))
     args = cli.parse(cli._parser(), argv)
     cli._read_ahead(args)
     return started
@@ -165,3 +165,26 @@ def test_a_plan_process_that_read_ahead_prints_the_plan_main_prints(estate: Esta
     assert in_process.code == 0
     assert done.stdout == in_process.out
     assert "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove." in done.stdout
+
+
+def test_take_does_the_work_given_for_the_wait_only_while_the_document_is_not_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    done: list[str] = []
+    ahead.start(path, lambda: done.append("meanwhile"))
+    (child,) = ahead._STARTED.values()
+    assert select.select([child.fd], [], [], 60)[0]  # answered already: nothing to wait for
+    assert ahead.take(path, path.read_bytes()) is not None and done == []
+    monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
+    ahead.start(path, lambda: done.append("meanwhile"))
+    assert ahead.take(path, path.read_bytes()) is not None and done == ["meanwhile"]
+
+
+def test_the_command_line_prepares_the_downloads_while_it_waits(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    given: list[object] = []
+    monkeypatch.setattr(ahead, "start", lambda _, meanwhile=None: given.append(meanwhile))
+    cli._read_ahead(cli.parse(cli._parser(), ["plan", "--state-dir", str(tmp_path / "s"), str(path)]))
+    cli._read_ahead(cli.parse(cli._parser(), ["validate", str(path)]))
+    assert given == [cli._prepare_downloads, None]  # validate downloads nothing

@@ -446,3 +446,26 @@ def test_fetch_passes_the_content_type(httpx_mock: HTTPXMock) -> None:
     with pytest.raises(MetadataError) as caught:
         fetch_metadata(FED_URL)
     assert caught.value.detail == "not XML"
+
+
+def test_every_download_client_shares_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TLS settings are made once per process (~15 ms each), and they verify: certificates and host names."""
+    import ssl
+
+    from reconciler import metadata
+
+    seen: list[Any] = []
+    real = httpx.Client
+
+    def client(**settings: Any) -> httpx.Client:
+        seen.append(settings.get("verify"))
+        return real(**settings)
+
+    monkeypatch.setattr(metadata.httpx, "Client", client)
+    for _ in range(2):
+        with metadata.Documents() as documents:
+            documents._http()
+    context = metadata.tls_context()
+    assert seen == [context, context]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname

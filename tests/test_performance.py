@@ -115,13 +115,22 @@ sys.exit(code)
 """
 
 
-def _imported(estate: Estate, *argv: str) -> set[str]:
+IMPORTED_BY_THE_CONSOLE_SCRIPT = r"""
+import atexit, sys
+from reconciler import cli
+atexit.register(lambda: print("\n" + " ".join(sorted(sys.modules)), file=sys.stderr))
+sys.argv = ["reconcile", *sys.argv[1:]]
+cli.run()
+"""
+
+
+def _imported(estate: Estate, *argv: str, program: str = IMPORTED) -> set[str]:
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "RECONCILE_LOCK_DIR": str(estate.root / "locks")}
-    run = subprocess.run([sys.executable, "-c", IMPORTED, *argv], capture_output=True, text=True, cwd=estate.root,
+    run = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, cwd=estate.root,
                          env=env, timeout=120, check=False)
     assert run.returncode in (0, 2), run.stdout + run.stderr
     return set(run.stderr.strip().splitlines()[-1].split())
@@ -135,3 +144,13 @@ def test_each_command_imports_what_it_uses(estate: Estate) -> None:
     planned = _imported(estate, "plan", "--var", f"lab={estate.url}", str(ON_PREMISES))
     assert {"yaml", "httpx", "reconciler.lab.skype"} <= planned  # it did load, read the lab and download
     assert not {"filelock", "reconciler.locks"} & planned
+
+
+def test_a_plan_the_cache_holds_imports_no_yaml_reader(estate: Estate) -> None:
+    """The console script reads a manifest ahead (reconciler.manifest.ahead) only when the cache does not hold it: a
+    repeated plan imports neither the YAML reader nor the loader."""
+    argv = ("plan", "--var", f"lab={estate.url}", "--state-dir", str(estate.root / "state"), str(ON_PREMISES))
+    first = _imported(estate, *argv, program=IMPORTED_BY_THE_CONSOLE_SCRIPT)
+    assert {"yaml", "reconciler.manifest.ahead", "reconciler.manifest.loader"} <= first
+    again = _imported(estate, *argv, program=IMPORTED_BY_THE_CONSOLE_SCRIPT)
+    assert not {"yaml", "reconciler.manifest.ahead", "reconciler.manifest.loader", "jsonschema_rs"} & again

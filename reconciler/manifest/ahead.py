@@ -21,8 +21,10 @@ import contextlib
 import hashlib
 import marshal
 import os
+import select
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +36,19 @@ from reconciler.manifest.text import notable
 class _Child:
     pid: int
     fd: int
+    while_waiting: Callable[[], None] | None
 
 
 _STARTED: dict[str, _Child] = {}
 """By the manifest's absolute path: the process reading it."""
 
 
-def start(path: Path) -> None:
+def start(path: Path, while_waiting: Callable[[], None] | None = None) -> None:
     """Fork a process that parses `path`; nothing where fork does not exist, in a process that runs another thread
-    (a forked child gets only this one: a lock another held would stay held), or when one is already under way."""
+    (a forked child gets only this one: a lock another held would stay held), or when one is already under way.
+
+    `while_waiting` is work of this process's own that `take` does first when the document is not ready yet: what
+    the command does later anyway and needs nothing of the manifest (the time would otherwise be spent waiting)."""
     fork = getattr(os, "fork", None)
     where = os.path.abspath(path)
     if fork is None or threading.active_count() > 1 or where in _STARTED:
@@ -67,7 +73,7 @@ def start(path: Path) -> None:
         finally:
             os._exit(code)
     os.close(write_end)
-    _STARTED[where] = _Child(pid, read_end)
+    _STARTED[where] = _Child(pid, read_end, while_waiting)
 
 
 def _answer(path: Path, fd: int) -> None:
@@ -88,6 +94,8 @@ def take(path: Path, raw: bytes) -> Document | None:
     child = _STARTED.pop(os.path.abspath(path), None)
     if child is None:
         return None
+    if child.while_waiting is not None and not select.select([child.fd], [], [], 0)[0]:
+        child.while_waiting()
     try:
         with os.fdopen(child.fd, "rb") as answer:
             payload = answer.read()
