@@ -108,6 +108,10 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *,
         return 130
 
 
+READ_AHEAD_MAX_BYTES = 4 * 1024 * 1024
+"""A larger manifest is parsed in-process: handing the document over costs more than the imports it overlaps
+(~0.016 s a MB each way; at 1,000 x 50, 10 MB, reading ahead made a first plan 0.1-0.25 s slower, at 200 x 50,
+2 MB, 0.09 s faster: benchmarks/README.md, "Sixth round")."""
 _READS_MANIFEST = ("cmd_validate", "cmd_plan", "cmd_apply", "cmd_drift", "cmd_run")
 
 
@@ -126,6 +130,8 @@ def _read_ahead(args: argparse.Namespace) -> None:
         with manifest.open("rb") as file:
             if file.read(64).lstrip().startswith(b"{"):
                 return  # a saved plan for apply (or a JSON manifest, read in-process)
+            if os.fstat(file.fileno()).st_size > READ_AHEAD_MAX_BYTES:
+                return
     except (OSError, ValueError):
         return  # the command says what is wrong with it
     from reconciler.manifest import ahead

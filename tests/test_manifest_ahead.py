@@ -188,3 +188,12 @@ def test_the_command_line_prepares_the_downloads_while_it_waits(tmp_path: Path,
     cli._read_ahead(cli.parse(cli._parser(), ["plan", "--state-dir", str(tmp_path / "s"), str(path)]))
     cli._read_ahead(cli.parse(cli._parser(), ["validate", str(path)]))
     assert given == [cli._prepare_downloads, None]  # validate downloads nothing
+
+
+def test_a_manifest_larger_than_the_limit_is_parsed_in_process(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    monkeypatch.setattr(cli, "READ_AHEAD_MAX_BYTES", path.stat().st_size - 1)
+    assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == []
+    monkeypatch.setattr(cli, "READ_AHEAD_MAX_BYTES", path.stat().st_size)
+    assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == [path]
