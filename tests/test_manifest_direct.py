@@ -97,6 +97,32 @@ def test_the_direct_path_parses_as_the_composing_path(text: str) -> None:
         assert not direct.problems
         assert direct.notable == tuple((path, is_key) for path, is_key, text in _texts(direct.data, ())
                                        if _notable(text))
+    # One path's line, and one collection's lines, without working out every path's (what a load asks)
+    fresh = positions.parse(text, _notable)
+    for path, line in composed.lines.items():
+        assert fresh.lines.get(path) == line, path
+    assert fresh.lines.get(("no such key",)) is None
+    for path, value in _collections(composed.data, ()):
+        keys = list(value) if isinstance(value, dict) else range(len(value))
+        assert list(fresh.lines_of(path, value)) == [composed.lines.get((*path, k)) for k in keys], path
+    if isinstance(fresh.lines, positions.ContainerLines):
+        assert fresh.lines._flat is None
+
+
+def _collections(value: Any, path: tuple[Any, ...]) -> Any:
+    """(path, value) of every mapping and list, the root first."""
+    if isinstance(value, dict | list):
+        yield path, value
+        for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+            yield from _collections(v, (*path, k))
+
+
+def test_lines_of_a_collection_that_changed_since_the_parse_are_looked_up_one_by_one() -> None:
+    doc = positions.parse("a:\n  b: 1\n  c: 2\n", _notable)
+    assert isinstance(doc.lines, positions.ContainerLines)
+    assert list(doc.lines_of(("a",), doc.data["a"])) == [2, 3]
+    doc.data["a"]["d"] = 4  # a key the document did not have: no line of its own
+    assert list(doc.lines_of(("a",), doc.data["a"])) == [2, 3, None]
 
 
 def _texts(value: Any, path: tuple[Any, ...]) -> Any:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.manifest.positions import Document, parse
+from reconciler.manifest.positions import ContainerLines, Document, parse
 from reconciler.manifest.text import notable
 
 
@@ -81,8 +81,10 @@ def _answer(path: Path, fd: int) -> None:
     try:
         raw = path.read_bytes()
         doc = parse(raw.decode("utf-8-sig"), notable)
-        if doc.data is not None and not doc.problems and doc.notable is not None:
-            payload = marshal.dumps((hashlib.sha256(raw).digest(), doc.data, dict(doc.lines), doc.notable))
+        lines = doc.lines
+        if doc.data is not None and not doc.problems and doc.notable is not None and isinstance(lines, ContainerLines):
+            payload = marshal.dumps((hashlib.sha256(raw).digest(), doc.data, lines.root_line, lines.by_collection,
+                                     doc.notable))
     except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, too deep: the loader says so
         payload = b""
     with os.fdopen(fd, "wb") as out, contextlib.suppress(OSError):  # the parent gone: nobody to tell
@@ -105,12 +107,12 @@ def take(path: Path, raw: bytes) -> Document | None:
     if not payload:
         return None
     try:
-        digest, data, lines, picked = marshal.loads(payload)
+        digest, data, root_line, by_collection, picked = marshal.loads(payload)
     except (ValueError, EOFError, TypeError):
         return None
     if digest != hashlib.sha256(raw).digest():
         return None  # the file changed in between: the loader reads what it read
-    return Document(data, lines, (), frozenset(), picked)
+    return Document(data, ContainerLines(data, root_line, by_collection), (), frozenset(), picked)
 
 
 def discard() -> None:

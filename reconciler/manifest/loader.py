@@ -483,13 +483,14 @@ def _targets(run: _Run, registry: Registry, section: Any) -> dict[str, TargetSpe
     if not isinstance(section, dict):
         return None
     out: dict[str, TargetSpec | None] = {}
-    for name, spec in section.items():
+    lines = run.doc.lines_of(("targets",), section)
+    for (name, spec), line in zip(section.items(), lines, strict=True):
         provider = spec.get("provider") if isinstance(spec, dict) else None
         connection = spec.get("connection") if isinstance(spec, dict) else None
         prune = spec.get("prune", []) if isinstance(spec, dict) else None
         if (isinstance(provider, str) and provider in registry.providers and isinstance(connection, dict)
                 and isinstance(prune, list)):
-            where = SourceLocation(run.file, run.doc.line(("targets", name)), f"targets.{name}")
+            where = SourceLocation(run.file, line or run.doc.line(("targets", name)), f"targets.{name}")
             mode = spec.get("mode", Mode.ENFORCE.value)
             handlers = spec.get("handlers") if isinstance(spec.get("handlers"), dict) else {}
             protect = spec.get("protect") if isinstance(spec.get("protect"), list) else []
@@ -506,7 +507,7 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
                items: list[Any], manifest_dir: Path) -> list[DesiredResource]:
     out: list[DesiredResource] = []
     first_seen: dict[tuple[str, str, str], int] = {}
-    lines = run.doc.lines
+    item_lines = run.doc.lines_of(("resources",), items)
     checks: dict[tuple[str | None, str], Callable[[Any], list[SchemaIssue]]] = {}
     for index, item in enumerate(items):
         base: FieldPath = ("resources", index)
@@ -551,10 +552,11 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
         fields = _prepare(run, spec, item, base, manifest_dir)
         if fields is None:
             continue
-        line = lines.get(base) or run.doc.line(base)
+        line = item_lines[index] or run.doc.line(base)
+        key_lines = dict(zip(item, run.doc.lines_of(base, item), strict=True))
         field_lines: dict[str, int] = {}
         for k in fields:
-            found = lines.get((*base, k)) if k in item else line  # a field prepare added: the resource's line
+            found = key_lines.get(k) if k in item else line  # a field prepare added: the resource's line
             field_lines[k] = found or run.doc.line((*base, k))
         mode = item.get("mode")
         out.append(DesiredResource(

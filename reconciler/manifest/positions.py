@@ -9,7 +9,7 @@ with SafeLoader's scalar rules, recording `path -> line` on the way.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,84 @@ class Document:
             if found is not None:
                 return found
         return 1
+
+    def lines_of(self, path: FieldPath, container: Mapping[str, Any] | list[Any]) -> Sequence[int | None]:
+        """The line of each key (or item) of `container`, the value at `path`, in its order: what a load asks of
+        every resource (at one lookup per container, not one per field, with the direct path's lines)."""
+        if isinstance(self.lines, ContainerLines):
+            found = self.lines.aligned(path, len(container))
+            if found is not None:
+                return found
+        keys = container if isinstance(container, Mapping) else range(len(container))
+        return [self.lines.get((*path, k)) for k in keys]
+
+
+class ContainerLines(Mapping[FieldPath, int]):
+    """The lines of a document read by the direct path, kept per collection: for each mapping the line of each key,
+    for each sequence the line of each item, in order (a path built per collection, not per value: the parse makes
+    ~7 values a line, and the lines cross from the process that read ahead). As a mapping (path -> line, what the
+    composing path builds) it is worked out from the data when first asked, for a message or a test."""
+
+    def __init__(self, data: Any, root_line: int, by_collection: dict[FieldPath, list[int]]) -> None:
+        self.data = data
+        self.root_line = root_line
+        self.by_collection = by_collection
+        self._flat: dict[FieldPath, int] | None = None
+
+    def aligned(self, path: FieldPath, size: int) -> Sequence[int] | None:
+        """The lines of the collection at `path` if it still has `size` keys or items (it was read so), else None."""
+        found = self.by_collection.get(path)
+        return found if found is not None and len(found) == size else None
+
+    def _paths(self) -> dict[FieldPath, int]:
+        if self._flat is None:
+            flat: dict[FieldPath, int] = {(): self.root_line}
+            for path, lines in self.by_collection.items():
+                value = self.data
+                try:
+                    for part in path:
+                        value = value[part]
+                except (KeyError, IndexError, TypeError):
+                    continue  # not there any more: nothing to say of it
+                keys = value if isinstance(value, dict) else range(len(value)) if isinstance(value, list) else ()
+                for key, line in zip(keys, lines, strict=False):  # a collection changed since: its first lines
+                    flat[(*path, key)] = line
+            self._flat = flat
+        return self._flat
+
+    def get(self, path: FieldPath, default: Any = None) -> Any:
+        """The line of one path, found through its collection (nothing worked out for the others)."""
+        if self._flat is not None:
+            return self._flat.get(path, default)
+        if not path:
+            return self.root_line
+        lines = self.by_collection.get(path[:-1])
+        if lines is None:
+            return default
+        value = self.data
+        try:
+            for part in path[:-1]:
+                value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+        last = path[-1]
+        if isinstance(value, dict):
+            index = next((i for i, k in enumerate(value) if k == last), None)
+        else:
+            index = last if isinstance(value, list) and isinstance(last, int) and 0 <= last < len(value) else None
+        return lines[index] if index is not None and index < len(lines) else default
+
+    def __getitem__(self, path: FieldPath) -> int:
+        found = self.get(path)
+        if found is None:
+            raise KeyError(path)
+        return int(found)
+
+    def __iter__(self) -> Iterator[FieldPath]:
+        return iter(self._paths())
+
+    def __len__(self) -> int:
+        return len(self._paths())
 
 
 def format_path(path: FieldPath) -> str:
@@ -364,50 +442,55 @@ def _direct(text: str, notable: Callable[[str], bool]) -> Document | None:
 
 
 def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], special: bool) -> Document:
-    """The document from `loader`'s events; `special`: the text may hold an anchor or a tag ('&' or '!' in it)."""
+    """The document from `loader`'s events; `special`: the text may hold an anchor or a tag ('&' or '!' in it).
+
+    Lines are kept per collection (`ContainerLines`): each key's or item's line appended to its collection's list,
+    a path made only for a collection (and for a value `notable` picks)."""
     get: Callable[[], Any] = loader.get_event
     if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(get(), yaml.DocumentStartEvent):
         raise _Unusual  # an empty stream: the composing path says so
     scalars = _Scalars(loader)
     plain: dict[str, tuple[Any, bool]] = {}  # a plain scalar's text -> its value, notable (by text alone)
     notable_keys: dict[str, bool] = {}
-    lines: dict[FieldPath, int] = {}
+    by_collection: dict[FieldPath, list[int]] = {}
     picked: list[tuple[FieldPath, bool]] = []
-    stack: list[tuple[Any, FieldPath, bool]] = []  # the collections that enclose `current`
+    stack: list[tuple[Any, FieldPath, bool, list[int]]] = []  # the collections that enclose `current`
     current: Any = None  # the open collection (None: the root value comes next)
     cpath: FieldPath = ()
     is_map = False
+    at: list[int] = []  # the lines of the open collection's keys or items
     root: Any = _MISSING
+    root_line = 1
+    key: str | int = 0
     while True:
         event = get()
         cls = type(event)
         if cls in _COLLECTION_END:
-            current, cpath, is_map = stack.pop()
+            current, cpath, is_map, at = stack.pop()
             if current is None:
                 break
             continue
         if is_map:  # a key, then its value (at the key's path; its line is the key's)
             if cls is not _SCALAR_EVENT:
                 raise _Unusual  # a key that is a collection or an alias
-            key = event.value
-            if (special and (event.anchor is not None or event.tag is not None)) or key in current or (
-                    key == "<<" and event.implicit[0]):
+            text_key: str = event.value
+            if (special and (event.anchor is not None or event.tag is not None)) or text_key in current or (
+                    text_key == "<<" and event.implicit[0]):
                 raise _Unusual  # a merge, a duplicate
-            path = (*cpath, key)
-            lines[path] = event.start_mark.line + 1
-            pick = notable_keys.get(key)
+            key = text_key
+            at.append(event.start_mark.line + 1)
+            pick = notable_keys.get(text_key)
             if pick is None:
-                pick = notable_keys[key] = notable(key)
+                pick = notable_keys[text_key] = notable(text_key)
             if pick:
-                picked.append((path, True))
+                picked.append(((*cpath, key), True))
             event = get()
             cls = type(event)
         elif current is not None:  # a list item
-            path = (*cpath, len(current))
-            lines[path] = event.start_mark.line + 1
+            key = len(current)
+            at.append(event.start_mark.line + 1)
         else:
-            path = ()
-            lines[path] = event.start_mark.line + 1
+            root_line = event.start_mark.line + 1
         if special and (event.anchor is not None or event.tag is not None):
             raise _Unusual
         if cls is _SCALAR_EVENT:
@@ -421,9 +504,9 @@ def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], specia
             else:
                 value, pick = text_, notable(text_)  # quoted or a block scalar: text
             if pick:
-                picked.append((path, False))
+                picked.append(((*cpath, key) if current is not None else (), False))
             if is_map:
-                current[path[-1]] = value
+                current[key] = value
             elif current is not None:
                 current.append(value)
             else:
@@ -439,16 +522,20 @@ def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], specia
         if len(stack) >= MAX_DEPTH:
             raise _Unusual  # its items might be nested too deep: the composing path decides
         if is_map:
-            current[path[-1]] = child
+            current[key] = child
+            path: FieldPath = (*cpath, key)
         elif current is not None:
             current.append(child)
+            path = (*cpath, key)
         else:
             root = child
-        stack.append((current, cpath, is_map))
+            path = ()
+        stack.append((current, cpath, is_map, at))
+        at = by_collection[path] = []
         current, cpath, is_map = child, path, cls is _MAPPING_START
     if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
         raise _Unusual  # more than one document
-    return Document(root, lines, (), frozenset(), tuple(picked))
+    return Document(root, ContainerLines(root, root_line, by_collection), (), frozenset(), tuple(picked))
 
 
 class _Scalars:
