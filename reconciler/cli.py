@@ -108,10 +108,10 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *,
         return 130
 
 
-READ_AHEAD_MAX_BYTES = 4 * 1024 * 1024
-"""A larger manifest is parsed in-process: handing the document over costs more than the imports it overlaps
-(~0.016 s a MB each way; at 1,000 x 50, 10 MB, reading ahead made a first plan 0.1-0.25 s slower, at 200 x 50,
-2 MB, 0.09 s faster: benchmarks/README.md, "Sixth round")."""
+READ_AHEAD_MAX_BYTES = 8 * 1024 * 1024
+"""A larger manifest is parsed in-process: handing its document over costs more than the imports it overlaps.
+Measured at 200 x 50 (2 MB) a first plan is 0.05-0.09 s faster read ahead; at 1,000 x 50 (10 MB) about the same
+either way (benchmarks/README.md, "Sixth round")."""
 _READS_MANIFEST = ("cmd_validate", "cmd_plan", "cmd_apply", "cmd_drift", "cmd_run")
 
 
