@@ -509,15 +509,26 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
     first_seen: dict[tuple[str, str, str], int] = {}
     item_lines = run.doc.lines_of(("resources",), items)
     checks: dict[tuple[str | None, str], Callable[[Any], list[SchemaIssue]]] = {}
+    # A target and kind that resolved once, while no problem is reported, resolve the same way: (provider, spec, check)
+    known: dict[tuple[Any, Any], tuple[str, KindSpec, Callable[[Any], list[SchemaIssue]]]] = {}
     for index, item in enumerate(items):
         base: FieldPath = ("resources", index)
         if not isinstance(item, dict):
             continue  # the document check already said it must be a mapping
-        provider, spec = _kind_spec(run, registry, targets, item, base)
+        pair = (item.get("target"), item.get("kind"))
+        resolved = known.get(pair) if not run.reported else None
+        provider: str | None
+        spec: KindSpec | None
+        if resolved is not None:
+            provider, spec, check = resolved
+        else:
+            provider, spec = _kind_spec(run, registry, targets, item, base)
+            if spec is not None:
+                check = checks.get((provider, spec.kind)) or checks.setdefault(
+                    (provider, spec.kind), checker.resource_check(provider, spec.kind))
+                if provider is not None and not run.reported and isinstance(pair[0], str) and isinstance(pair[1], str):
+                    known[pair] = (provider, spec, check)
         if spec is not None:
-            check = checks.get((provider, spec.kind))
-            if check is None:
-                check = checks[(provider, spec.kind)] = checker.resource_check(provider, spec.kind)
             issues = check(item)
             if issues:
                 run.add_issues(base, issues)
