@@ -197,3 +197,14 @@ def test_a_manifest_larger_than_the_limit_is_parsed_in_process(tmp_path: Path,
     assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == []
     monkeypatch.setattr(cli, "READ_AHEAD_MAX_BYTES", path.stat().st_size)
     assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == [path]
+
+
+def test_work_for_the_wait_that_fails_does_not_stop_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+
+    def fails() -> None:
+        raise OSError("no TLS settings here")
+
+    monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
+    ahead.start(path, fails)
+    assert ahead.take(path, path.read_bytes()) is not None

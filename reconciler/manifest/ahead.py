@@ -97,7 +97,8 @@ def take(path: Path, raw: bytes) -> Document | None:
     if child is None:
         return None
     if child.while_waiting is not None and not select.select([child.fd], [], [], 0)[0]:
-        child.while_waiting()
+        with contextlib.suppress(Exception):  # work done early only: what fails here fails again where it belongs
+            child.while_waiting()
     try:
         with os.fdopen(child.fd, "rb") as answer:
             payload = answer.read()

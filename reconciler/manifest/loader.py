@@ -509,14 +509,15 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
     first_seen: dict[tuple[str, str, str], int] = {}
     item_lines = run.doc.lines_of(("resources",), items)
     checks: dict[tuple[str | None, str], Callable[[Any], list[SchemaIssue]]] = {}
-    # A target and kind that resolved once, while no problem is reported, resolve the same way: (provider, spec, check)
+    # A target and kind that resolved once resolve the same way while no problem is reported and no value was dropped
+    # (what `_kind_spec` would be silent about): (provider, spec, check)
     known: dict[tuple[Any, Any], tuple[str, KindSpec, Callable[[Any], list[SchemaIssue]]]] = {}
     for index, item in enumerate(items):
         base: FieldPath = ("resources", index)
         if not isinstance(item, dict):
             continue  # the document check already said it must be a mapping
         pair = (item.get("target"), item.get("kind"))
-        resolved = known.get(pair) if not run.reported else None
+        resolved = known.get(pair) if not run.reported and not run.doc.opaque else None
         provider: str | None
         spec: KindSpec | None
         if resolved is not None:
