@@ -208,3 +208,17 @@ def test_work_for_the_wait_that_fails_does_not_stop_the_load(tmp_path: Path, mon
     monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
     ahead.start(path, fails)
     assert ahead.take(path, path.read_bytes()) is not None
+
+
+def test_a_plan_process_reports_a_yaml_mistake_as_main_does(tmp_path: Path) -> None:
+    """The console script reads ahead; a document with a problem is read again in-process, so the message is the
+    one main gives (file, line, field path), exit 1, no traceback."""
+    path = tmp_path / "m.yaml"
+    twice = "    applicationTrustLevel: Full\n    applicationTrustLevel: Partial\n"
+    path.write_text(textwrap.dedent(GOOD).replace("    applicationTrustLevel: Full\n", twice, 1), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--state-dir", str(tmp_path / "s"), str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{path}:" in done.stderr and "duplicate key 'applicationTrustLevel'" in done.stderr, done.stderr
