@@ -679,15 +679,18 @@ NOTES = [
     "documents), 1-2 strays `ensure: absent` (Remove).",
     "- ours = `python -m reconciler plan` as a whole process: start-up, imports, YAML + JSON Schema, discovery "
     "(one lab round trip per target, all targets at once), the plan, the plan-time metadata checks and the trust "
-    "graph (each document downloaded once), rendering and the run store, with a fresh --state-dir.",
+    "graph (each document downloaded once), rendering and the run store, with a fresh --state-dir (its YAML read "
+    "by a second process while the first imports, as the console script does for a manifest its cache lacks).",
     "- ours, manifest cached = the same command repeated with one --state-dir (after one run that fills it): the "
     "validated manifest comes from STATE_DIR/manifest-cache (what a repeated plan and the `run` loop do).",
     "- per-object = one Get per desired object (Get-CsPartnerApplication -Identity X, Get-CsOAuthConfiguration), "
     "each its own round trip, plus one download per document a New needs; no schema, no trust graph, no store.",
     "- remote calls = lab round trips (each sleeps the latency once) + metadata documents the lab server answered.",
-    "- wall = elapsed; CPU = the process's user + system time; peak RSS = its maximum resident set (wait4). "
+    "- wall = elapsed; CPU = the process's user + system time, with its children's (the read-ahead); peak RSS = the "
+    "largest resident set of the process and its children (wait4). "
     "~ = extrapolated from a sample of targets by cost per call, not measured.",
-    "- the phase breakdown comes from one more process running the same steps in-process with a timer around each; "
+    "- the phase breakdown comes from one more process running the same steps in-process with a timer around each "
+    "(the manifest's YAML read in that process: its load row is the in-process cost); "
     "in that process `reconcile plan` then runs twice more (`reconciler.cli.main`), and the second is timed: what "
     "each cycle of a `run` loop costs once its process is up and the manifest is cached (not in the sum).",
     "- discovery alone (20 targets and more): one more process reads every target with threads as `reconcile` does, "
