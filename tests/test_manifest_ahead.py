@@ -222,3 +222,18 @@ def test_a_plan_process_reports_a_yaml_mistake_as_main_does(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"{path}:" in done.stderr and "duplicate key 'applicationTrustLevel'" in done.stderr, done.stderr
+
+
+def test_a_manifest_with_problems_gets_the_same_messages_read_ahead(tmp_path: Path) -> None:
+    """YAML without a mistake but a manifest with problems: the document read ahead is taken, and every problem
+    names the line the in-process read names."""
+    text = textwrap.dedent(GOOD).replace("applicationTrustLevel: Full", "applicationTrustLevel: Sometimes", 1)
+    path = _manifest(tmp_path, text.replace("    realm: $${not a variable}\n", "    realm: [1, 2]\n"))
+    with pytest.raises(ManifestError) as in_process:
+        load_manifest(path, registry())
+    ahead.start(path)
+    with pytest.raises(ManifestError) as read_ahead:
+        load_manifest(path, registry())
+    assert not ahead._STARTED  # taken
+    assert [str(p) for p in read_ahead.value.problems] == [str(p) for p in in_process.value.problems]
+    assert len(in_process.value.problems) >= 2
