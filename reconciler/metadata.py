@@ -333,6 +333,13 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def download_client(timeout: float, limits: httpx.Limits | None = None) -> httpx.Client:
+    """An HTTP client for metadata documents, as the cmdlets fetch them: redirects followed, the shared TLS settings."""
+    if limits is None:
+        return httpx.Client(follow_redirects=True, timeout=timeout, verify=tls_context())
+    return httpx.Client(follow_redirects=True, timeout=timeout, verify=tls_context(), limits=limits)
+
+
 def prepare_downloads() -> None:
     """Make now what a plan's first download would make (the TLS settings, httpx's connection machinery): for a
     process that has time to spare before it knows what to download (reconciler.manifest.ahead)."""
@@ -346,7 +353,7 @@ def fetch_metadata(url: str, client: httpx.Client | None = None, timeout: float 
     Any failure (connection, timeout, non-2xx, oversized or invalid body) is a MetadataError.
     """
     if client is None:
-        with httpx.Client(follow_redirects=True, timeout=timeout, verify=tls_context()) as own:
+        with download_client(timeout) as own:
             return _fetch(url, own, timeout)
     return _fetch(url, client, timeout)
 
@@ -400,8 +407,7 @@ class Documents:
         with self._lock:
             if self._client is None:
                 limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-                self._client = httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits,
-                                            verify=tls_context())
+                self._client = download_client(self.timeout, limits)
             return self._client
 
     def _one(self, url: str) -> MetadataDocument | MetadataError:

@@ -22,7 +22,7 @@ from reconciler.commands import Command, CommandResult
 from reconciler.errors import TransportError
 from reconciler.lab.emulator import CmdletContext, copy_data, execute_batch, find_host, platform, reads_only
 from reconciler.lab.state import DEFAULT_STATE_PATH, LabStore
-from reconciler.metadata import MetadataDocument, fetch_metadata, tls_context
+from reconciler.metadata import MetadataDocument, download_client, fetch_metadata
 from reconciler.model import TargetSpec
 
 METADATA_TIMEOUT = 10.0
@@ -104,7 +104,7 @@ class LabTransport:
 
     def _fetch(self, url: str) -> MetadataDocument:
         if self._client is None:
-            self._client = httpx.Client(follow_redirects=True, timeout=self.metadata_timeout, verify=tls_context())
+            self._client = download_client(self.metadata_timeout)
         return fetch_metadata(url, self._client, self.metadata_timeout)
 
     def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]:
