@@ -114,9 +114,12 @@ class _Kept:
 def _entry_stamp(entry: Path) -> tuple[int, ...] | None:
     """The entry file as it is: replaced, rewritten or its mode changed, it is read (and judged) again."""
     try:
-        st = os.stat(entry)
+        return _stamp(os.stat(entry))
     except OSError:
         return None
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
@@ -258,7 +261,7 @@ def _read(entry: Path, key: str) -> _Kept | None:
             if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
                 return None  # not ours alone: not trusted
             document = json.loads(stream.read())
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+            stamp = _stamp(st)
     except (OSError, ValueError):
         return None
     if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("key") != key:
