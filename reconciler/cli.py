@@ -119,13 +119,15 @@ def _read_ahead(args: argparse.Namespace) -> None:
     """Start reading the manifest's YAML in a second process (reconciler.manifest.ahead) when the command loads it and
     its cache entry (reconciler.manifest.cache) does not exist: a first plan, or one with a new state directory."""
     manifest = getattr(args, "manifest", None)
-    if getattr(args.func, "__name__", "") not in _READS_MANIFEST or not isinstance(manifest, Path):
+    command = getattr(args.func, "__name__", "")
+    if command not in _READS_MANIFEST or not isinstance(manifest, Path):
         return
+    validate = command == "cmd_validate"  # loads without the cache, and downloads nothing
     state_dir = getattr(args, "state_dir", None)
     from reconciler.manifest.cache import entry_path  # what a cached plan imports anyway; the YAML reader is not
 
     try:
-        if isinstance(state_dir, Path) and args.func is not cmd_validate and entry_path(manifest, state_dir).exists():
+        if isinstance(state_dir, Path) and not validate and entry_path(manifest, state_dir).exists():
             return
         with manifest.open("rb") as file:
             if file.read(64).lstrip().startswith(b"{"):
@@ -136,7 +138,7 @@ def _read_ahead(args: argparse.Namespace) -> None:
         return  # the command says what is wrong with it
     from reconciler.manifest import ahead
 
-    ahead.start(manifest, None if args.func is cmd_validate else _prepare_downloads)
+    ahead.start(manifest, None if validate else _prepare_downloads)
 
 
 def _prepare_downloads() -> None:

@@ -99,18 +99,24 @@ class ContainerLines(Mapping[FieldPath, int]):
         found = self.by_collection.get(path)
         return found if found is not None and len(found) == size else None
 
+    def _keys_at(self, path: FieldPath) -> Sequence[str | int] | None:
+        """The keys (a mapping's) or indexes (a list's) of the collection now at `path`; None where there is none."""
+        value = self.data
+        try:
+            for part in path:
+                value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None  # not there any more: nothing to say of it
+        if isinstance(value, dict):
+            return list(value)
+        return range(len(value)) if isinstance(value, list) else None
+
     def _paths(self) -> dict[FieldPath, int]:
         if self._flat is None:
             flat: dict[FieldPath, int] = {(): self.root_line}
             for path, lines in self.by_collection.items():
-                value = self.data
-                try:
-                    for part in path:
-                        value = value[part]
-                except (KeyError, IndexError, TypeError):
-                    continue  # not there any more: nothing to say of it
-                keys = value if isinstance(value, dict) else range(len(value)) if isinstance(value, list) else ()
-                for key, line in zip(keys, lines, strict=False):  # a collection changed since: its first lines
+                keys = self._keys_at(path)
+                for key, line in zip(keys or (), lines, strict=False):  # a collection changed since: its first lines
                     flat[(*path, key)] = line
             self._flat = flat
         return self._flat
@@ -122,20 +128,11 @@ class ContainerLines(Mapping[FieldPath, int]):
         if not path:
             return self.root_line
         lines = self.by_collection.get(path[:-1])
-        if lines is None:
+        keys = self._keys_at(path[:-1]) if lines is not None else None
+        if lines is None or keys is None or path[-1] not in keys:
             return default
-        value = self.data
-        try:
-            for part in path[:-1]:
-                value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return default
-        last = path[-1]
-        if isinstance(value, dict):
-            index = next((i for i, k in enumerate(value) if k == last), None)
-        else:
-            index = last if isinstance(value, list) and isinstance(last, int) and 0 <= last < len(value) else None
-        return lines[index] if index is not None and index < len(lines) else default
+        index = keys.index(path[-1])
+        return lines[index] if index < len(lines) else default
 
     def __getitem__(self, path: FieldPath) -> int:
         found = self.get(path)
