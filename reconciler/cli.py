@@ -68,7 +68,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *, read_ahead: bool = False) -> int:
     """The command line; `read_ahead` (a process with no other thread, `run`) lets a manifest's YAML be read by a
     second process while this one imports the command's modules (`_read_ahead`)."""
-    parser = _parser()
+    parser = _parser(_named_command(sys.argv[1:] if argv is None else argv))
     try:
         args = parse(parser, argv)
     except UsageError:
@@ -108,37 +108,22 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *,
         return 130
 
 
-READ_AHEAD_MAX_BYTES = 8 * 1024 * 1024
-"""A larger manifest is parsed in-process: handing its document over costs more than the imports it overlaps.
-Measured at 200 x 50 (2 MB) a first plan is 0.05-0.09 s faster read ahead; at 1,000 x 50 (10 MB) about the same
-either way (benchmarks/README.md, "Sixth round")."""
 _READS_MANIFEST = ("cmd_validate", "cmd_plan", "cmd_apply", "cmd_drift", "cmd_run")
 
 
 def _read_ahead(args: argparse.Namespace) -> None:
-    """Start reading the manifest's YAML in a second process (reconciler.manifest.ahead) when the command loads it and
-    its cache entry (reconciler.manifest.cache) does not exist: a first plan, or one with a new state directory."""
+    """Start reading the manifest's YAML in a second process (reconciler.manifest.ahead) when the command loads it; that
+    process reads nothing when the cache (reconciler.manifest.cache) holds it (validate does not use the cache)."""
     manifest = getattr(args, "manifest", None)
     command = getattr(args.func, "__name__", "")
     if command not in _READS_MANIFEST or not isinstance(manifest, Path):
         return
     validate = command == "cmd_validate"  # loads without the cache, and downloads nothing
     state_dir = getattr(args, "state_dir", None)
-    from reconciler.manifest.cache import entry_path  # what a cached plan imports anyway; the YAML reader is not
-
-    try:
-        if isinstance(state_dir, Path) and not validate and entry_path(manifest, state_dir).exists():
-            return
-        with manifest.open("rb") as file:
-            if file.read(64).lstrip().startswith(b"{"):
-                return  # a saved plan for apply (or a JSON manifest, read in-process)
-            if os.fstat(file.fileno()).st_size > READ_AHEAD_MAX_BYTES:
-                return
-    except (OSError, ValueError):
-        return  # the command says what is wrong with it
     from reconciler.manifest import ahead
 
-    ahead.start(manifest, None if validate else _prepare_downloads)
+    ahead.start(manifest, None if validate else _prepare_downloads,
+                state_dir=state_dir if isinstance(state_dir, Path) and not validate else None)
 
 
 def _prepare_downloads() -> None:
@@ -180,15 +165,42 @@ def run() -> NoReturn:
     os._exit(code)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command `argv` starts with (`reconcile plan ...`): the one `_parser` makes arguments for; None (all of them)
+    when it starts with an option (`reconcile --help`, `reconcile -h plan`) or is empty."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
+class _Unmade(argparse.ArgumentParser):
+    """Stands for the parser of a command that was not named (`_parser`): what its arguments would be is not made."""
+
+    def __init__(self) -> None:  # nothing of an ArgumentParser is used
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return argparse.Action((), argparse.SUPPRESS)
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `only`, a command's name, the other commands are listed (by name and help, as
+    `reconcile --help` and a misspelt command show them) but their arguments are not made. Making all of them costs
+    ~0.03 s of every command's start, before a first plan can start reading its manifest (benchmarks/README.md)."""
     parser = Parser(prog="reconcile", description=(
         "Keep Skype for Business / Lync, Exchange and Office 365 server-to-server OAuth trust "
         "exactly as a YAML manifest says."))
     parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    def made(name: str) -> bool:
+        return only is None or only == name
+
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if not made(name):
+            return _Unmade()
         p.set_defaults(usage_parser=p)  # whose usage an unrecognized argument shows
         return p
 
@@ -312,23 +324,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --wait: give up after this long (default 10m; exit 1)")
     p.set_defaults(func=cmd_trigger)
 
-    from reconciler.store.base import RESULTS
     p = command("history", "list recorded runs, or show one")
-    p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
-    p.add_argument("--limit", type=_non_negative_int, default=20, metavar="N",
-                   help="show at most N runs, newest first (default 20)")
-    p.add_argument("--manifest", help="only runs of this manifest (by its identity: from any clone of its repository)")
-    p.add_argument("--target", metavar="NAME", help="only runs that included this target")
-    p.add_argument("--result", choices=sorted(RESULTS), metavar="RESULT",
-                   help="only runs that ended so: " + ", ".join(sorted(RESULTS)))
-    p.add_argument("--since", metavar="WHEN", help="only runs started since WHEN: a duration ago (24h, 7d, 90m) "
-                                                   "or an ISO time (2026-01-31, 2026-01-31T08:00, ...+01:00)")
-    p.add_argument("--json", action="store_true", help="print the runs as JSON")
-    p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
-                   help="where the run store lives (default: .reconciler; the store is STATE_DIR/runs.sqlite3)")
-    p.add_argument("--store", metavar="PATH|URL", help="the run store, if not STATE_DIR/runs.sqlite3 (sqlite:///path, "
-                                                     "postgresql://...)")
-    p.set_defaults(func=cmd_history)
+    if made("history"):  # its choices come from the run store's package, imported only then
+        from reconciler.store.base import RESULTS
+
+        p.add_argument("run_id", nargs="?", type=int, help="show this run in full")
+        p.add_argument("--limit", type=_non_negative_int, default=20, metavar="N",
+                       help="show at most N runs, newest first (default 20)")
+        p.add_argument("--manifest",
+                       help="only runs of this manifest (by its identity: from any clone of its repository)")
+        p.add_argument("--target", metavar="NAME", help="only runs that included this target")
+        p.add_argument("--result", choices=sorted(RESULTS), metavar="RESULT",
+                       help="only runs that ended so: " + ", ".join(sorted(RESULTS)))
+        p.add_argument("--since", metavar="WHEN", help="only runs started since WHEN: a duration ago (24h, 7d, 90m) "
+                                                       "or an ISO time (2026-01-31, 2026-01-31T08:00, ...+01:00)")
+        p.add_argument("--json", action="store_true", help="print the runs as JSON")
+        p.add_argument("--state-dir", type=Path, default=Path(".reconciler"),
+                       help="where the run store lives (default: .reconciler; the store is STATE_DIR/runs.sqlite3)")
+        p.add_argument("--store", metavar="PATH|URL",
+                       help="the run store, if not STATE_DIR/runs.sqlite3 (sqlite:///path, postgresql://...)")
+        p.set_defaults(func=cmd_history)
 
     p = manifest_command("verify", "run the manifest's end-to-end checks (e.g. Test-CsExStorageConnectivity)")
     p.set_defaults(func=cmd_verify)
@@ -383,7 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     from reconciler.lab.cli import add_lab_parser
-    add_lab_parser(sub)
+    add_lab_parser(sub, ops=made("lab"))
     return parser
 
 

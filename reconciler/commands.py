@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 MASK = "(sensitive value)"
 HTTP_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
@@ -148,3 +148,18 @@ class Transport(Protocol):
     def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]: ...
 
     def close(self) -> None: ...
+
+
+class Pending(Protocol):
+    """A round trip under way (`Overlapping.begin`): `result` waits for its answer, as `invoke` would have."""
+
+    def result(self) -> list[CommandResult]: ...
+
+
+@runtime_checkable
+class Overlapping(Protocol):
+    """A transport whose round trips can be in flight together without a thread waiting on each: `begin` sends the
+    batch and returns at once; its answer is read by `Pending.result`. Discovery reads such targets from one thread
+    (reconciler.runner); a transport without `begin` is read by a thread of its own per target."""
+
+    def begin(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> Pending: ...

@@ -6,11 +6,12 @@ beyond the run it is doing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from reconciler import clock, known_after_apply
 from reconciler.changes import Action, Change, HandlerRun
 from reconciler.checks import check_kinds, check_metadata, check_targets
-from reconciler.commands import Transport
+from reconciler.commands import Overlapping, Pending, Transport
 from reconciler.errors import DiscoveryError, ReconcilerError, TransportError
 from reconciler.executor import ChangeOutcome, Status, execute_target
 from reconciler.guards import DeletionLimits, guard
@@ -29,7 +30,7 @@ from reconciler.metadata import Documents
 from reconciler.model import DesiredState, LiveState, Mode, ResourceKey, Severity, TargetSpec, VerifyCheck
 from reconciler.plan import Diagnostic, LiveFingerprints, Plan, canonical_json
 from reconciler.planner import plan_changes, plan_handlers
-from reconciler.providers.base import Registry, checks_of, handlers_of
+from reconciler.providers.base import Discovery, Registry, Stepwise, checks_of, handlers_of
 from reconciler.references import Resolved, resolve
 from reconciler.store.base import is_postgres
 from reconciler.trustgraph import Declared, declared, trust_diagnostics
@@ -210,10 +211,16 @@ def _each_target(names: list[str], work: Callable[[str], T], parallel: int,
 
 def discover(session: Session, targets: list[str] | None = None,
              meanwhile: Callable[[], None] | None = None) -> dict[str, LiveState]:
-    """Every target's live state, read at once; `meanwhile` runs while they are read (see `_each_target`)."""
+    """Every target's live state, read at once; `meanwhile` runs while they are read (see `_each_target`).
+
+    A target whose provider offers its discovery as steps (`Provider.discovery`) over a transport that overlaps
+    round trips (`Overlapping`) is read from this thread (`_Together`); any other by a thread of its own."""
     names = targets if targets is not None else active_targets(session.desired)
     for name in names:
         session.transport(name)  # opened here, in one thread: opening may prompt or fail early
+    together = [name for name in names if isinstance(session.transport(name), Overlapping) and isinstance(
+        session.registry.provider(session.desired.targets[name].provider), Stepwise)]
+    threaded = [name for name in names if name not in set(together)]
 
     def read(name: str) -> LiveState:
         target = session.desired.targets[name]
@@ -227,9 +234,76 @@ def discover(session: Session, targets: list[str] | None = None,
         session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
         return state
 
-    found = _each_target(names, read, session.parallel, meanwhile)
+    reading = _Together(session, together, max(1, session.parallel - len(threaded)))
+    reading.fill()  # their first round trips sent before the threads start
+
+    def then() -> None:
+        if meanwhile is not None:
+            meanwhile()
+        reading.run()
+
+    by_thread = _each_target(threaded, read, session.parallel, then)
+    failed = [reading.errors[name] for name in names if name in reading.errors]
+    if failed:
+        raise failed[0]
+    found = {name: by_thread[name] if name in by_thread else reading.found[name] for name in names}
     session.live.update(found)
     return found
+
+
+class _Together:
+    """Targets read together from one thread: each one's discovery steps (`Provider.discovery`) sent with its
+    transport's `begin`, up to `window` round trips in flight, their answers read in the order they were sent.
+
+    A target that fails is kept in `errors` (what a thread of its own would have raised) and the others are read
+    on; a TransportError is told as the thread's `read` tells it."""
+
+    def __init__(self, session: Session, names: Sequence[str], window: int) -> None:
+        self.session = session
+        self.waiting = collections.deque(names)
+        self.window = window
+        self.in_flight: collections.deque[tuple[str, Discovery, Pending, float]] = collections.deque()
+        self.found: dict[str, LiveState] = {}
+        self.errors: dict[str, Exception] = {}
+
+    def fill(self) -> None:
+        """Send the first round trip of waiting targets while fewer than `window` are in flight."""
+        while self.waiting and len(self.in_flight) < self.window:
+            name = self.waiting.popleft()
+            target = self.session.desired.targets[name]
+            wanted = [r.key for r in self.session.desired.for_target(name)]
+            provider = self.session.registry.provider(target.provider)
+            assert isinstance(provider, Stepwise)
+            self._step(name, provider.discovery(target, wanted), time.monotonic(), None)
+
+    def run(self) -> None:
+        """Read every answer (sending the next round trip of a target whose steps ask for one) until all are read."""
+        self.fill()
+        while self.in_flight:
+            name, steps, pending, started = self.in_flight.popleft()
+            self._step(name, steps, started, pending)
+            self.fill()
+
+    def _step(self, name: str, steps: Discovery, started: float, answered: Pending | None) -> None:
+        """The target's next step: its first (`answered` None), or the one its answer in `answered` leads to."""
+        session = self.session
+        try:
+            batch = next(steps) if answered is None else steps.send(answered.result())
+            self.in_flight.append((name, steps, _overlapping(session.transport(name)).begin(batch), started))
+        except StopIteration as done:
+            state: LiveState = done.value
+            self.found[name] = state
+            session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
+        except TransportError as exc:
+            session.tell(f"read {name}: failed")
+            self.errors[name] = DiscoveryError(f"target {name!r}: cannot read live state: {exc}")
+        except Exception as exc:  # what its provider raised, as a thread of its own would have
+            self.errors[name] = exc
+
+
+def _overlapping(transport: Transport) -> Overlapping:
+    assert isinstance(transport, Overlapping)
+    return transport
 
 
 def resolved(session: Session) -> Resolved:

@@ -67,3 +67,37 @@ def test_the_common_options_the_readme_names_exist_on_every_manifest_command() -
     for name in ("validate", "plan", "apply", "drift", "run", "verify", "graph", "status", "discover", "export"):
         options = {o for a in subcommands(_parser())[name]._actions for o in a.option_strings}
         assert named <= options, (name, named - options)
+
+
+def _described(parser: argparse.ArgumentParser) -> list[tuple[str, str, list[tuple[object, ...]]]]:
+    """Each parser's name, its help text and its arguments, as argparse holds them."""
+    return [(name, p.format_help(), [(a.option_strings, a.dest, a.default, a.choices, a.help, a.nargs, a.metavar)
+                                     for a in p._actions if not isinstance(a, argparse._SubParsersAction)])
+            for name, p in walk(parser, "reconcile")]
+
+
+def test_a_named_command_gets_the_parser_the_whole_command_line_has() -> None:
+    """`reconcile plan ...` makes only plan's arguments (the others' are not made): what plan parses and shows is
+    the same, and the command list (a misspelt command, `reconcile --help`) still names every command."""
+    whole = dict((name, described) for name, *described in _described(_parser()))
+    for name in subcommands(_parser()):
+        made = dict((n, d) for n, *d in _described(_parser(name)))
+        own = {n: d for n, d in made.items() if n == f"reconcile {name}" or n.startswith(f"reconcile {name} ")}
+        assert own == {n: d for n, d in whole.items() if n in own}, name
+        assert len(own) == sum(1 for n in whole if n == f"reconcile {name}" or n.startswith(f"reconcile {name} "))
+        assert made["reconcile"][0] == whole["reconcile"][0]  # `reconcile --help` and the command list
+    assert "reconcile plan --var" not in str(made)
+
+
+def test_a_parse_of_a_named_command_equals_the_whole_parse() -> None:
+    from reconciler.cli import _named_command, parse
+
+    def parsed(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, object]:
+        values = vars(parse(parser, argv))
+        func = values["func"]  # the lab's handlers are wrapped anew by each parser
+        return {**values, "usage_parser": values["usage_parser"].prog, "func": getattr(func, "__wrapped__", func)}
+
+    for argv in (["history", "--result", "failed", "--limit", "3"], ["plan", "--var", "a=b", "--allow-deletions", "3",
+                                                                       "m.yaml"], ["lab", "stats", "--json"]):
+        assert parsed(_parser(_named_command(argv)), argv) == parsed(_parser(), argv)
+    assert _named_command(["-h", "plan"]) is None and _named_command([]) is None

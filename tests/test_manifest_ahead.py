@@ -118,30 +118,55 @@ def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_pa
     assert not ahead._STARTED and ahead.take(path, path.read_bytes()) is None
 
 
-def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[Path]:
-    started: list[Path] = []
-    monkeypatch.setattr(ahead, "start", lambda path, _=None: started.append(path))
+def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[tuple[Path, Path | None]]:
+    started: list[tuple[Path, Path | None]] = []
+    monkeypatch.setattr(ahead, "start", lambda path, _=None, state_dir=None: started.append((path, state_dir)))
     args = cli.parse(cli._parser(), argv)
     cli._read_ahead(args)
     return started
 
 
-def test_the_command_line_reads_ahead_only_what_it_will_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_command_line_reads_ahead_for_the_commands_that_load_a_manifest(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
     state = tmp_path / "state"
-    for command in ("plan", "apply", "drift", "validate"):
-        extra = [] if command == "validate" else ["--state-dir", str(state)]
-        assert _started(monkeypatch, [command, *extra, str(path)]) == [path], command
+    for command in ("plan", "apply", "drift"):
+        assert _started(monkeypatch, [command, "--state-dir", str(state), str(path)]) == [(path, state)], command
+    assert _started(monkeypatch, ["validate", str(path)]) == [(path, None)]  # validate does not use the cache
     assert _started(monkeypatch, ["history", "--state-dir", str(state), "--manifest", str(path)]) == []
+    assert _started(monkeypatch, ["graph", "--state-dir", str(state), str(path)]) == []
+
+
+def test_the_child_reads_only_what_the_command_will_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _manifest(tmp_path)
+    state = tmp_path / "state"
+    assert ahead._worth_reading(path, state) == path.read_bytes()
     saved = tmp_path / "plan.json"
-    saved.write_text('{"format_version": "1.0"}', encoding="utf-8")
-    assert _started(monkeypatch, ["apply", "--state-dir", str(state), str(saved)]) == []
-    assert _started(monkeypatch, ["plan", "--state-dir", str(state), str(tmp_path / "missing.yaml")]) == []
+    saved.write_text('  {"format_version": "1.0"}', encoding="utf-8")
+    assert ahead._worth_reading(saved, state) is None  # a saved plan for apply
+    with pytest.raises(OSError):
+        ahead._worth_reading(tmp_path / "missing.yaml", state)
+    monkeypatch.setattr(ahead, "MAX_BYTES", path.stat().st_size - 1)
+    assert ahead._worth_reading(path, state) is None  # larger than the limit: parsed in-process
+    monkeypatch.setattr(ahead, "MAX_BYTES", path.stat().st_size)
+    assert ahead._worth_reading(path, state) == path.read_bytes()
     entry = entry_path(path, state)
     entry.parent.mkdir(parents=True)
     entry.write_text("{}", encoding="utf-8")  # the cache holds it: the plan will not parse it
-    assert _started(monkeypatch, ["plan", "--state-dir", str(state), str(path)]) == []
-    assert _started(monkeypatch, ["validate", str(path)]) == [path]  # validate does not use the cache
+    assert ahead._worth_reading(path, state) is None
+    assert ahead._worth_reading(path, None) == path.read_bytes()  # validate does not use the cache
+
+
+def test_a_child_that_reads_nothing_answers_nothing(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    state = tmp_path / "state"
+    entry = entry_path(path, state)
+    entry.parent.mkdir(parents=True)
+    entry.write_text("{}", encoding="utf-8")
+    ahead.start(path, state_dir=state)
+    assert ahead.take(path, path.read_bytes()) is None
+    ahead.start(tmp_path / "missing.yaml", state_dir=state)
+    assert ahead.take(tmp_path / "missing.yaml", b"") is None
 
 
 def test_main_reads_ahead_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,19 +209,10 @@ def test_the_command_line_prepares_the_downloads_while_it_waits(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
     given: list[object] = []
-    monkeypatch.setattr(ahead, "start", lambda _, meanwhile=None: given.append(meanwhile))
+    monkeypatch.setattr(ahead, "start", lambda _, meanwhile=None, state_dir=None: given.append(meanwhile))
     cli._read_ahead(cli.parse(cli._parser(), ["plan", "--state-dir", str(tmp_path / "s"), str(path)]))
     cli._read_ahead(cli.parse(cli._parser(), ["validate", str(path)]))
     assert given == [cli._prepare_downloads, None]  # validate downloads nothing
-
-
-def test_a_manifest_larger_than_the_limit_is_parsed_in_process(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _manifest(tmp_path)
-    monkeypatch.setattr(cli, "READ_AHEAD_MAX_BYTES", path.stat().st_size - 1)
-    assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == []
-    monkeypatch.setattr(cli, "READ_AHEAD_MAX_BYTES", path.stat().st_size)
-    assert _started(monkeypatch, ["plan", "--state-dir", str(tmp_path / "s"), str(path)]) == [path]
 
 
 def test_work_for_the_wait_that_fails_does_not_stop_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

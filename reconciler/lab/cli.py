@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import gc
 import json
 import os
@@ -44,6 +45,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _guarded(handler: Handler) -> Handler:
     """Turn the errors a user can cause into one line on stderr and exit code 1."""
 
+    @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
@@ -304,8 +306,8 @@ def _port(text: str) -> int:
     return port_number(text)
 
 
-def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Register `lab <op>` on the main CLI.
+def add_lab_parser(subparsers: argparse._SubParsersAction[Any], *, ops: bool = True) -> None:
+    """Register `lab <op>` on the main CLI (without `ops`, `lab` alone: another command was named).
 
     Each op sets `func` to a handler `(args) -> exit code` and `lab_command=True` (the lab needs no
     provider registry).
@@ -315,10 +317,12 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the built-in emulated estate (for demos and tests)",
         description="Manage the lab: emulated Skype for Business and Exchange servers and their metadata documents.",
     )
-    ops = lab.add_subparsers(dest="lab_op", metavar="OP", required=True)
+    if not ops:
+        return
+    commands = lab.add_subparsers(dest="lab_op", metavar="OP", required=True)
 
     def op(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = ops.add_parser(name, help=help_text, description=help_text)
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--state", type=Path, default=DEFAULT_STATE_PATH,
                             help=f"lab state file (default {DEFAULT_STATE_PATH})")
         # `lab_command` tells the main CLI to call func(args) without a provider registry.
@@ -368,7 +372,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--reset", action="store_true", help="set the counters back to zero (after showing them)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
-    _add_graph_parser(ops)
+    _add_graph_parser(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,6 +50,22 @@ class _Before:
     had_calls: bool
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A lab round trip under way: its batch runs once `due` (its latency over) when its answer is asked for."""
+
+    transport: LabTransport
+    commands: tuple[Command, ...]
+    stop_on_error: bool
+    due: float
+
+    def result(self) -> list[CommandResult]:
+        wait = self.due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return self.transport._round_trip(self.commands, self.stop_on_error)
+
+
 class LabTransport:
     """Runs commands on one emulated host of a lab state file."""
 
@@ -109,10 +125,20 @@ class LabTransport:
 
     def invoke(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> list[CommandResult]:
         """One round trip: run the commands in order on the host; persist what succeeded."""
+        return self.begin(commands, stop_on_error=stop_on_error).result()
+
+    def begin(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> _Pending:
+        """A round trip set going (reconciler.commands.Overlapping): its latency counts from now, and its batch runs
+        when its answer is asked for, as a remote server's answer is read when it arrives. Many are in flight at
+        once without a thread waiting on each (discovery of many lab targets)."""
         if self._closed:
             raise TransportError(f"lab transport to {self.host} is closed")
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+        return _Pending(self, tuple(commands), stop_on_error, time.monotonic() + self.latency_ms / 1000)
+
+    def _round_trip(self, commands: Sequence[Command], stop_on_error: bool) -> list[CommandResult]:
+        """The batch run on the host (once its latency is over)."""
+        if self._closed:
+            raise TransportError(f"lab transport to {self.host} is closed")
         context = CmdletContext(fetch=self._fetch)
         if not self.store.exists():
             self.store.read()  # raises the "does not exist" error (before a lock file appears)

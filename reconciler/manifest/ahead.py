@@ -27,9 +27,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.manifest.positions import ContainerLines, Document, parse
-from reconciler.manifest.text import notable
+if TYPE_CHECKING:
+    from reconciler.manifest.positions import Document
+
+MAX_BYTES = 8 * 1024 * 1024
+"""A larger manifest is parsed in-process: handing its document over costs more than the imports it overlaps.
+Measured at 200 x 50 (2 MB) a first plan is 0.05-0.09 s faster read ahead; at 1,000 x 50 (10 MB) about the same
+either way (benchmarks/README.md, "Sixth round")."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +49,16 @@ _STARTED: dict[str, _Child] = {}
 """By the manifest's absolute path: the process reading it."""
 
 
-def start(path: Path, while_waiting: Callable[[], None] | None = None) -> None:
+def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_dir: Path | None = None) -> None:
     """Fork a process that parses `path`; nothing where fork does not exist, in a process that runs another thread
     (a forked child gets only this one: a lock another held would stay held), or when one is already under way.
 
     `while_waiting` is work of this process's own that `take` does first when the document is not ready yet: what
-    the command does later anyway and needs nothing of the manifest (the time would otherwise be spent waiting)."""
+    the command does later anyway and needs nothing of the manifest (the time would otherwise be spent waiting).
+
+    The child decides whether the file is worth reading (`_worth_reading`): the fork comes as early as the command
+    is known, and what deciding imports (the cache's module) and reading it imports (the YAML reader) is the child's
+    work, done on the other core."""
     fork = getattr(os, "fork", None)
     where = os.path.abspath(path)
     if fork is None or threading.active_count() > 1 or where in _STARTED:
@@ -68,7 +78,7 @@ def start(path: Path, while_waiting: Callable[[], None] | None = None) -> None:
         try:
             os.close(read_end)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it quietly, with the parent
-            _answer(Path(where), write_end)
+            _answer(Path(where), state_dir, write_end)
             code = 0
         finally:
             os._exit(code)
@@ -76,15 +86,34 @@ def start(path: Path, while_waiting: Callable[[], None] | None = None) -> None:
     _STARTED[where] = _Child(pid, read_end, while_waiting)
 
 
-def _answer(path: Path, fd: int) -> None:
+def _worth_reading(path: Path, state_dir: Path | None) -> bytes | None:
+    """The manifest's bytes, or None when the command will not parse them: the cache holds the manifest (an entry for
+    it in `state_dir`, given for a command that uses the cache), it is a saved plan (JSON, for apply) or larger than
+    MAX_BYTES. Raises OSError for a file it cannot read."""
+    if state_dir is not None:
+        from reconciler.manifest.cache import entry_path
+
+        if entry_path(path, state_dir).exists():
+            return None
+    with path.open("rb") as file:
+        if os.fstat(file.fileno()).st_size > MAX_BYTES:
+            return None
+        raw = file.read(MAX_BYTES + 1)
+    return None if len(raw) > MAX_BYTES or raw.lstrip().startswith(b"{") else raw
+
+
+def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
+    from reconciler.manifest.positions import ContainerLines, parse
+    from reconciler.manifest.text import notable
+
     payload = b""
     try:
-        raw = path.read_bytes()
-        doc = parse(raw.decode("utf-8-sig"), notable)
-        lines = doc.lines
-        if doc.data is not None and not doc.problems and doc.notable is not None and isinstance(lines, ContainerLines):
-            payload = marshal.dumps((hashlib.sha256(raw).digest(), doc.data, lines.root_line, lines.by_collection,
-                                     doc.notable))
+        raw = _worth_reading(path, state_dir)
+        doc = None if raw is None else parse(raw.decode("utf-8-sig"), notable)
+        if raw is not None and doc is not None and doc.data is not None and not doc.problems and \
+                doc.notable is not None and isinstance(doc.lines, ContainerLines):
+            payload = marshal.dumps((hashlib.sha256(raw).digest(), doc.data, doc.lines.root_line,
+                                     doc.lines.by_collection, doc.notable))
     except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, too deep: the loader says so
         payload = b""
     with os.fdopen(fd, "wb") as out, contextlib.suppress(OSError):  # the parent gone: nobody to tell
@@ -113,6 +142,8 @@ def take(path: Path, raw: bytes) -> Document | None:
         return None
     if digest != hashlib.sha256(raw).digest():
         return None  # the file changed in between: the loader reads what it read
+    from reconciler.manifest.positions import ContainerLines, Document
+
     return Document(data, ContainerLines(data, root_line, by_collection), (), frozenset(), picked)
 
 

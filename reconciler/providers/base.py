@@ -8,13 +8,13 @@ declarative KindSpec below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler.changes import Change
-from reconciler.commands import Command, Transport
+from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.spec import KindSpec
 from reconciler.model import DesiredResource, LiveResource, LiveState, ResourceKey, Severity, TargetSpec
@@ -98,6 +98,31 @@ def checks_of(provider: object) -> Mapping[str, CheckSpec]:
     return found if isinstance(found, Mapping) else {}
 
 
+Discovery = Generator[tuple[Command, ...], list[CommandResult], LiveState]
+"""A provider's discovery as steps, without I/O of its own (`discovery`, optional on a provider): each step yields
+the batch one round trip runs (stopping at the first error) and is sent its results; the last returns the live
+state. The runner sends the batches of many targets at once over transports that can overlap round trips
+(reconciler.commands.Overlapping); `discover_by_steps` runs them over any transport."""
+
+
+def discover_by_steps(steps: Discovery, transport: Transport) -> LiveState:
+    """Run a provider's discovery steps over `transport`, one round trip each."""
+    try:
+        batch = next(steps)
+        while True:
+            batch = steps.send(transport.invoke(batch, stop_on_error=True))
+    except StopIteration as done:
+        state: LiveState = done.value
+        return state
+
+
+@runtime_checkable
+class Stepwise(Protocol):
+    """A provider that offers its discovery as steps (see `Provider.discover`)."""
+
+    def discovery(self, target: TargetSpec, wanted: Sequence[ResourceKey]) -> Discovery: ...
+
+
 class Provider(Protocol):
     """What every provider plugin implements. Instances hold no mutable state."""
 
@@ -110,6 +135,10 @@ class Provider(Protocol):
         `wanted` are the manifest's resources on this target: systems that can list every object
         (Skype, Exchange) read everything and ignore it; a tenant with thousands of service
         principals reads just these.
+
+        A provider whose discovery is a fixed series of batches may also offer `discovery(target, wanted) ->
+        Discovery` (the same reads as steps, `discover` then being `discover_by_steps` of them): its targets are
+        then read together, without a thread each, over transports that can overlap round trips.
         """
         ...
 

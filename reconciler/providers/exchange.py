@@ -99,7 +99,14 @@ from reconciler.model import (
     Severity,
     TargetSpec,
 )
-from reconciler.providers.base import HandlerSpec, ServiceIdentity, TargetFinding, TrustEdge
+from reconciler.providers.base import (
+    Discovery,
+    HandlerSpec,
+    ServiceIdentity,
+    TargetFinding,
+    TrustEdge,
+    discover_by_steps,
+)
 from reconciler.providers.exchange_enterprise import (
     ENTERPRISE_APPLICATIONS,
     EnterpriseApplication,
@@ -332,6 +339,9 @@ class ExchangeProvider:
         return auth_certificate.published(target.name, key.address, found.fields if found is not None else None)
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
+        return discover_by_steps(self.discovery(target, wanted), transport)
+
+    def discovery(self, target: TargetSpec, wanted: Sequence[ResourceKey] = ()) -> Discovery:
         """Everything in one round trip (the kinds' Gets; linked users and role assignments when the manifest
         declares an EnterprisePartnerApplication, setting overrides when it declares one); a failed Get is an
         error, never an absence.
@@ -345,7 +355,7 @@ class ExchangeProvider:
         organization = {k.identity.casefold(): k.identity for k in wanted if k.kind == "OrganizationConfig"}
         commands = (*_DISCOVERY, *(_ENTERPRISE_DISCOVERY if enterprise else ()), *((_OVERRIDES,) if overriding else ()),
                     *((_ORGANIZATION,) if organization else ()))
-        results = transport.invoke(commands, stop_on_error=True)
+        results = yield commands
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(commands):
             detail = (f"{failed[0].command.cmdlet}: {failed[0].error}" if failed
@@ -390,7 +400,7 @@ class ExchangeProvider:
             if partner is not None or user is not None or mine:
                 add("EnterprisePartnerApplication", app_type, _enterprise_record(app, partner, user, mine))
         if any(k.kind == auth_certificate.KIND for k in wanted):
-            _read_auth_certificate(target, transport, config, add)
+            _add_auth_certificate(target, (yield (auth_certificate.DISCOVERY,)), config, add)
         return LiveState(target.name, resources)
 
     def diagnose_target(self, target: TargetSpec, resources: Sequence[DesiredResource]) -> list[TargetFinding]:
@@ -526,11 +536,11 @@ def _objects(result: CommandResult) -> list[Mapping[str, Any]]:
     return [o for o in result.output if isinstance(o, Mapping)]
 
 
-def _read_auth_certificate(target: TargetSpec, transport: Transport, config: Sequence[Mapping[str, Any]],
-                           add: Any) -> None:
+def _add_auth_certificate(target: TargetSpec, results: Sequence[CommandResult], config: Sequence[Mapping[str, Any]],
+                          add: Any) -> None:
     """AuthCertificate, only when declared: the server's certificate store (Get-ExchangeCertificate, one more
-    call) with the thumbprints Get-AuthConfig gave."""
-    (result,) = transport.invoke((auth_certificate.DISCOVERY,), stop_on_error=True) or (None,)
+    round trip) with the thumbprints Get-AuthConfig gave."""
+    (result,) = results or (None,)
     if result is None or not result.ok:
         detail = f"{result.command.cmdlet}: {result.error}" if result is not None else "no result"
         raise DiscoveryError(f"target {target.name!r}: discovery failed: {detail}")

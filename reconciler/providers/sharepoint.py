@@ -40,7 +40,14 @@ from reconciler.model import (
     Severity,
     TargetSpec,
 )
-from reconciler.providers.base import HandlerSpec, ServiceIdentity, TargetFinding, TrustEdge
+from reconciler.providers.base import (
+    Discovery,
+    HandlerSpec,
+    ServiceIdentity,
+    TargetFinding,
+    TrustEdge,
+    discover_by_steps,
+)
 from reconciler.suggest import did_you_mean
 
 DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in declared.KINDS}
@@ -169,11 +176,14 @@ class SharePointProvider:
         return found
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
+        return discover_by_steps(self.discovery(target, wanted), transport)
+
+    def discovery(self, target: TargetSpec, wanted: Sequence[ResourceKey] = ()) -> Discovery:
         """The issuers (and, when declared, the realm) in one round trip; a failed Get is an error, never an absence."""
         realms = [k.identity for k in wanted if k.kind == REALM.kind]  # the manifest's name for it (default Global)
         read_realm = bool(realms)
         batch = (_ISSUER_DISCOVERY, _REALM_DISCOVERY) if read_realm else (_ISSUER_DISCOVERY,)
-        results = transport.invoke(batch, stop_on_error=True)
+        results = yield batch
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(batch):
             detail = failed[0].error if failed else "the batch returned too few results"

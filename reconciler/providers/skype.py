@@ -28,7 +28,7 @@ from reconciler.model import (
     ResourceKey,
     TargetSpec,
 )
-from reconciler.providers.base import CheckSpec, ServiceIdentity, TrustEdge
+from reconciler.providers.base import CheckSpec, Discovery, ServiceIdentity, TrustEdge, discover_by_steps
 
 GLOBAL = "Global"
 DECLARED: Mapping[str, CmdletKind] = {k.kind: k for k in declared.KINDS}
@@ -98,13 +98,16 @@ class SkypeProvider:
         return edges
 
     def discover(self, target: TargetSpec, transport: Transport, wanted: Sequence[ResourceKey] = ()) -> LiveState:
+        return discover_by_steps(self.discovery(target, wanted), transport)
+
+    def discovery(self, target: TargetSpec, wanted: Sequence[ResourceKey] = ()) -> Discovery:
         """Every kind's Get in one round trip; a failed Get is an error, never an absence.
 
         The OAuth signing certificate and the certificate store are read only when the manifest declares an
         OAuthCertificate (reading the store is a generic cmdlet, and a capture need not include it)."""
         certificates = any(k.kind == certificate.KIND for k in wanted)
         commands = (*_DISCOVERY, *certificate.DISCOVERY) if certificates else _DISCOVERY
-        results = transport.invoke(commands, stop_on_error=True)
+        results = yield commands
         failed = [r for r in results if not r.ok]
         if failed or len(results) != len(commands):
             detail = failed[0].error if failed else "the batch returned too few results"
