@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from reconciler.commands import Overlapping
 from reconciler.errors import OutputShapeError, TransportError
 from reconciler.lab.admin import add_failure
 from reconciler.lab.state import LabStore
@@ -787,3 +788,52 @@ def test_a_pipe_whose_source_is_off_the_allow_list_is_refused_before_anything_is
                                    "Get-Process: the cmdlet is not on its allow-list")
     assert standin.requests() == []
     assert transport.unsupported(piped_grant()) is None
+
+
+# --- round trips in flight together (reconciler.commands.Overlapping) ----------------------------
+
+
+def _requests_arrive(standin: Standin, count: int) -> None:
+    waited_until = time.monotonic() + 120
+    while len(standin.requests()) < count and time.monotonic() < waited_until:
+        time.sleep(0.02)
+    assert len(standin.requests()) == count
+
+
+def test_begin_sends_the_request_and_returns_without_waiting_for_the_answer(standin: Standin) -> None:
+    """The request is written to the process started for it; an answer that never comes does not hold begin up
+    (it would wait out the 30s timeout and fail if it read the answer)."""
+    standin.misbehave("hang")
+    transport = standin.transport(timeoutSeconds=30)
+    assert isinstance(transport, Overlapping)
+    transport.begin(DISCOVERY)
+    _requests_arrive(standin, 1)
+    (start,) = standin.starts()
+    transport.close()
+    assert not pid_alive(start["pid"])
+
+
+def test_answers_read_after_both_were_sent_are_what_invoke_reads(standin: Standin) -> None:
+    one, two = standin.transport(), standin.transport()
+    first, second = one.begin(DISCOVERY), two.begin(DISCOVERY)
+    answered = second.result()
+    assert answered == first.result() == one.invoke(DISCOVERY)  # one's process is reused: its request 2
+    assert sorted(r["id"] for r in standin.requests()) == [1, 1, 2] and len(standin.starts()) == 2
+    assert all(r.ok for r in answered) and [r.command for r in answered] == list(DISCOVERY)
+
+
+def test_a_begun_start_that_cannot_import_its_modules_says_so_with_the_answer(standin: Standin) -> None:
+    standin.monkeypatch.setenv("STANDIN_MISSING_MODULES", "SkypeForBusiness")
+    transport = standin.transport(modules=["SkypeForBusiness"])
+    pending = transport.begin(DISCOVERY)
+    with pytest.raises(TransportError, match=r"could not import the modules \['SkypeForBusiness'\]"):
+        pending.result()
+    assert standin.requests() == []
+    standin.monkeypatch.delenv("STANDIN_MISSING_MODULES")
+    assert all(r.ok for r in transport.invoke(DISCOVERY))  # a new process for the next round trip
+
+
+def test_a_begun_batch_with_a_refused_command_is_answered_at_once_with_nothing_sent(standin: Standin) -> None:
+    (result,) = standin.transport().begin([Command("Stop-Computer", {"Force": True})]).result()
+    assert not result.ok and result.error is not None and "refused by the pwsh transport" in result.error
+    assert standin.starts() == [] and standin.requests() == []

@@ -31,10 +31,12 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from reconciler.commands import Pending
 from reconciler.errors import OutputShapeError, TransportError
 from reconciler.model import TargetSpec
 from reconciler.portable import names_snapins
@@ -189,12 +191,20 @@ class PwshTransport:
         with self._lock:
             if self._closed:
                 raise TransportError(f"{self.name}: the transport is closed")
-            refusals: dict[int, CommandResult] = {}
-            for index, command in enumerate(commands):
-                refusal = self._refusal(command)
-                if refusal is not None:
-                    refusals[index] = refusal
-            return send_unrefused(commands, refusals, stop_on_error, self._round_trip)
+            return send_unrefused(commands, self._refusals(commands), stop_on_error, self._round_trip)
+
+    def begin(self, commands: Sequence[Command], *, stop_on_error: bool = True) -> Pending:
+        """The request written to the process now (started now if it is not running), its answer read by `result`
+        (reconciler.commands.Overlapping): the processes of many targets start, import their modules and run
+        their batches at once, read from one thread. Nothing else is sent on this transport until that answer is
+        read. A batch with a refused command is answered as `invoke` answers it, then and there."""
+        with self._lock:
+            if self._closed:
+                raise TransportError(f"{self.name}: the transport is closed")
+            refusals = self._refusals(commands)
+            if refusals:
+                return _Answered(send_unrefused(commands, refusals, stop_on_error, self._round_trip))
+            return self._send(commands, stop_on_error)
 
     def close(self) -> None:
         """End the process: close its input (the runner exits), then kill it if it lingers."""
@@ -251,6 +261,11 @@ class PwshTransport:
             return "every argument of a native command must be a string"
         return None
 
+    def _refusals(self, commands: Sequence[Command]) -> dict[int, CommandResult]:
+        """By position in the batch: the error result of each command that must not be sent."""
+        return {index: refusal for index, command in enumerate(commands)
+                if (refusal := self._refusal(command)) is not None}
+
     def _refusal(self, command: Command) -> CommandResult | None:
         """Why this command must not be sent, as an error result; None if it may be."""
         problem = self._problem(command)
@@ -271,44 +286,66 @@ class PwshTransport:
         return (json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n").encode("ascii")
 
     def _round_trip(self, commands: Sequence[Command], stop_on_error: bool) -> list[CommandResult]:
+        return self._send(commands, stop_on_error).result()
+
+    def _send(self, commands: Sequence[Command], stop_on_error: bool) -> _Sent:
+        """Write the request (starting the process first if none is running: its ready line is read with the
+        answer, so a new process imports its modules while the caller goes on)."""
         deadline = time.monotonic() + self.timeout
-        try:
-            process = self._ensure_started(commands, deadline)
+        with self._broken_on_error(commands):
+            starting = self._process is None
+            process = self._start() if starting else self._process
+            assert process is not None
+            self._process = process
             request_id = self._next_id
             self._next_id += 1
-            process.send(self._request(request_id, commands, stop_on_error), deadline)
-            line = process.receive(deadline)
-            return self._parse(line, request_id, commands, stop_on_error)
+            try:
+                process.send(self._request(request_id, commands, stop_on_error), deadline)
+                unsent = None
+            except TransportError as exc:
+                if not starting:
+                    raise
+                unsent = exc  # a process that ended at start: its ready line says why (read with the answer)
+        return _Sent(self, process, request_id, tuple(commands), stop_on_error, deadline, starting, unsent)
+
+    def _answer(self, sent: _Sent) -> list[CommandResult]:
+        with self._broken_on_error(sent.commands):
+            if sent.starting:
+                self._ready(sent.process, sent.commands, sent.deadline)
+            if sent.unsent is not None:
+                raise sent.unsent
+            line = sent.process.receive(sent.deadline)
+            return self._parse(line, sent.request_id, sent.commands, sent.stop_on_error)
+
+    @contextlib.contextmanager
+    def _broken_on_error(self, commands: Sequence[Command]) -> Iterator[None]:
+        """A TransportError breaks the conversation (or it never began): this process is not used again."""
+        try:
+            yield
         except TransportError as exc:
-            # The conversation is broken (or never began): this process is not used again.
             broken, self._process = self._process, None
             if broken is not None:
                 broken.kill()
             raise TransportError(psjson.mask_text(str(exc), commands)) from None
 
-    def _ensure_started(self, commands: Sequence[Command], deadline: float) -> _Process:
-        if self._process is not None:
-            return self._process
+    def _start(self) -> _Process:
         if not RUNNER.is_file():
             raise TransportError(f"{self.name}: {RUNNER} is missing: reinstall reconciler")
         argv = [*self.argv, *RUNNER_ARGS, str(RUNNER)]
         env = {**os.environ, MODULES_ENV: json.dumps(list(self.modules))}
-        process = _Process.start(argv, env, self.name, self.timeout)
-        try:
-            line = process.receive(deadline, starting=True)
-            ready = _json_line(line, self.name, commands)
-            if not isinstance(ready, Mapping) or "ready" not in ready:
-                raise TransportError(f"{self.name}: the runner did not start with a ready line; got "
-                                     f"{_snippet(line, commands)}")
-            if ready.get("ready") is not True:
-                error = psjson.mask_text(str(ready.get("error") or "no reason given"), commands)
-                raise TransportError(f"{self.name}: PowerShell could not import the modules "
-                                     f"{list(self.modules)}: {error}")
-        except TransportError:
-            process.kill()
-            raise
-        self._process = process
-        return process
+        return _Process.start(argv, env, self.name, self.timeout)
+
+    def _ready(self, process: _Process, commands: Sequence[Command], deadline: float) -> None:
+        """The runner's first line: it imported the modules (else TransportError saying why)."""
+        line = process.receive(deadline, starting=True)
+        ready = _json_line(line, self.name, commands)
+        if not isinstance(ready, Mapping) or "ready" not in ready:
+            raise TransportError(f"{self.name}: the runner did not start with a ready line; got "
+                                 f"{_snippet(line, commands)}")
+        if ready.get("ready") is not True:
+            error = psjson.mask_text(str(ready.get("error") or "no reason given"), commands)
+            raise TransportError(f"{self.name}: PowerShell could not import the modules "
+                                 f"{list(self.modules)}: {error}")
 
     def _parse(self, line: bytes, request_id: int, commands: Sequence[Command],
                stop_on_error: bool) -> list[CommandResult]:
@@ -331,6 +368,34 @@ class PwshTransport:
             raise TransportError(f"{self.name}: request {request_id} stopped after {len(results)} of "
                                  f"{len(commands)} commands without a failure")
         return results
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request written to a process: `result` reads its answer (and first the ready line of a process it
+    started)."""
+
+    transport: PwshTransport
+    process: _Process
+    request_id: int
+    commands: tuple[Command, ...]
+    stop_on_error: bool
+    deadline: float
+    starting: bool
+    unsent: TransportError | None
+
+    def result(self) -> list[CommandResult]:
+        return self.transport._answer(self)
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A round trip answered when it was begun (a batch with a refused command)."""
+
+    results: list[CommandResult]
+
+    def result(self) -> list[CommandResult]:
+        return self.results
 
 
 # --- one process ------------------------------------------------------------------------------------
