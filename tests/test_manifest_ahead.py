@@ -18,7 +18,7 @@ import pytest
 from reconciler import cli
 from reconciler.errors import ManifestError
 from reconciler.manifest import ahead, load_manifest, positions
-from reconciler.manifest.cache import entry_path
+from reconciler.manifest.entries import entry_path
 from reconciler.manifest.text import notable
 from tests.e2e import ON_PREMISES, REPO, Estate
 from tests.test_manifest import GOOD, registry
@@ -53,7 +53,7 @@ def test_the_loader_takes_it_and_builds_the_same_desired_state(tmp_path: Path, m
     expected = load_manifest(path, registry())
     taken: list[bool] = []
     take = ahead.take
-    monkeypatch.setattr(ahead, "take", lambda p, raw: taken.append(True) or take(p, raw))
+    monkeypatch.setattr(ahead, "take", lambda p, raw, meanwhile=None: taken.append(True) or take(p, raw, meanwhile))
     ahead.start(path)
     assert load_manifest(path, registry()) == expected
     assert taken == [True] and not ahead._STARTED
@@ -202,7 +202,8 @@ def test_take_does_the_work_given_for_the_wait_only_while_the_document_is_not_re
     assert ahead.take(path, path.read_bytes()) is not None and done == []
     monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
     ahead.start(path, lambda: done.append("meanwhile"))
-    assert ahead.take(path, path.read_bytes()) is not None and done == ["meanwhile"]
+    assert ahead.take(path, path.read_bytes(), lambda: done.append("the loader's")) is not None
+    assert done == ["meanwhile", "the loader's"]
 
 
 def test_the_command_line_prepares_the_downloads_while_it_waits(tmp_path: Path,

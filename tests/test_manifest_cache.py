@@ -13,7 +13,8 @@ import pytest
 
 from reconciler.errors import ManifestError
 from reconciler.lab.certs import make_certificate
-from reconciler.manifest.cache import CACHE_DIR, FORMAT, load_cached
+from reconciler.manifest.cache import FORMAT, load_cached
+from reconciler.manifest.entries import CACHE_DIR
 from reconciler.manifest.loader import load_manifest
 from reconciler.manifest.notify import DEFAULT_INTERVAL, EVENTS
 from reconciler.model import DesiredState, NotifyDestination

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -130,33 +131,37 @@ def _auth_token(obj: Mapping[str, Any]) -> str:
     return str(obj.get("authtoken") or "").strip()
 
 
-def _token_value(token: str) -> str:
-    return token[len("value="):].strip() if token.casefold().startswith("value=") else token
+@functools.lru_cache(maxsize=1024)
+def _form(token: str) -> tuple[str | None, bool, str | None]:
+    """What an AuthToken says, read once per distinct text (many applications share a metadata URL): the metadata URL
+    (`Value=https://...`), whether it is `UseOAuthServer`, and the certificate's raw data (any other value)."""
+    value = token[len("value="):].strip() if token.casefold().startswith("value=") else token
+    url = value if value.casefold().startswith(("https://", "http://")) else None
+    use_oauth_server = token.casefold().endswith("useoauthserver")
+    certificate = None if not value or url is not None or value.casefold().endswith("useoauthserver") else \
+        "".join(value.split())  # unconfirmed: base64 DER
+    return url, use_oauth_server, certificate
 
 
 @reads("AuthToken", "MetadataUrl")
 def read_metadata_url(obj: Mapping[str, Any]) -> JSONValue:
     if obj.get("metadataurl"):  # a version that exposes the property directly
         return obj["metadataurl"]
-    value = _token_value(_auth_token(obj))
-    return value if value.casefold().startswith(("https://", "http://")) else None
+    return _form(_auth_token(obj))[0]
 
 
 @reads("AuthToken", "UseOAuthServer")
 def read_use_oauth_server(obj: Mapping[str, Any]) -> JSONValue:
     if isinstance(obj.get("useoauthserver"), bool):
         return bool(obj["useoauthserver"])
-    return _auth_token(obj).casefold().endswith("useoauthserver")
+    return _form(_auth_token(obj))[1]
 
 
 @reads("AuthToken", "CertificateRawData")
 def read_certificate(obj: Mapping[str, Any]) -> JSONValue:
     if obj.get("certificaterawdata"):
         return obj["certificaterawdata"]
-    value = _token_value(_auth_token(obj))
-    if not value or value.casefold().startswith(("https://", "http://")) or value.casefold().endswith("useoauthserver"):
-        return None
-    return "".join(value.split())  # unconfirmed: base64 DER
+    return _form(_auth_token(obj))[2]
 
 
 _TYPE_ALIASES = {"acs": "acs", "microsoftacs": "acs"}

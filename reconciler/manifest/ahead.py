@@ -91,7 +91,7 @@ def _worth_reading(path: Path, state_dir: Path | None) -> bytes | None:
     it in `state_dir`, given for a command that uses the cache), it is a saved plan (JSON, for apply) or larger than
     MAX_BYTES. Raises OSError for a file it cannot read."""
     if state_dir is not None:
-        from reconciler.manifest.cache import entry_path
+        from reconciler.manifest.entries import entry_path
 
         if entry_path(path, state_dir).exists():
             return None
@@ -120,14 +120,17 @@ def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
         out.write(payload)
 
 
-def take(path: Path, raw: bytes) -> Document | None:
-    """The document the process started for `path` read, if it read exactly `raw` without a problem; else None."""
+def take(path: Path, raw: bytes, while_waiting: Callable[[], None] | None = None) -> Document | None:
+    """The document the process started for `path` read, if it read exactly `raw` without a problem; else None.
+
+    When it is not ready yet, the work given to `start` and then `while_waiting` (the loader's) is done first."""
     child = _STARTED.pop(os.path.abspath(path), None)
     if child is None:
         return None
-    if child.while_waiting is not None and not select.select([child.fd], [], [], 0)[0]:
-        with contextlib.suppress(Exception):  # work done early only: what fails here fails again where it belongs
-            child.while_waiting()
+    for work in (child.while_waiting, while_waiting):
+        if work is not None and not select.select([child.fd], [], [], 0)[0]:
+            with contextlib.suppress(Exception):  # done early only: what fails here fails again where it belongs
+                work()
     try:
         with os.fdopen(child.fd, "rb") as answer:
             payload = answer.read()

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import reconciler
 from reconciler.manifest.collector import collector_paused
+from reconciler.manifest.entries import entry_path
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from reconciler.providers.base import Registry
 
 FORMAT = 2
-CACHE_DIR = "manifest-cache"
 _CLASSES: dict[str, type[Any]] = {c.__name__: c for c in (
     DesiredState, TargetSpec, DesiredResource, VerifyCheck, NotifyDestination, ResourceKey, SourceLocation, Ensure,
     Mode)}
@@ -92,12 +92,6 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     if written is not None:
         _KEPT[entry] = written
     return desired
-
-
-def entry_path(path: Path, state_dir: Path) -> Path:
-    """The cache entry of the manifest at `path` (one per manifest path, whatever its content)."""
-    return state_dir / CACHE_DIR / (hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape"))
-                                    .hexdigest()[:32] + ".json")
 
 
 @dataclasses.dataclass(frozen=True)

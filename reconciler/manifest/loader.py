@@ -125,7 +125,9 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
         raise ManifestError([ManifestProblem(file, line, "", f"the manifest is {message}")]) from None
     text = raw.decode("utf-8-sig")
 
-    taken = ahead.take(path, raw)  # read meanwhile by a second process (reconciler.manifest.ahead), if it was
+    checker = SchemaChecker(registry)
+    # read meanwhile by a second process (reconciler.manifest.ahead), if it was; the schema's check made while waiting
+    taken = ahead.take(path, raw, checker.prepare)
     doc = taken if taken is not None else parse(text, _notable)
     run = _Run(file, doc)
     for problem in doc.problems:
@@ -154,7 +156,6 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
     else:
         _check_notable(run, expanded, doc.notable)
 
-    checker = SchemaChecker(registry)
     run.add_issues((), checker.check_document(expanded))
     targets = _targets(run, registry, expanded.get("targets"))
     items = expanded.get("resources")

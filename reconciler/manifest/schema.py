@@ -281,6 +281,11 @@ class SchemaChecker:
                 self._schema(ref), format_checker=Draft202012Validator.FORMAT_CHECKER)
         return self._validators[ref]
 
+    def prepare(self) -> None:
+        """Compile the document's check now (what `check_document` does first): for a load with time to spare
+        before it has the document (reconciler.manifest.ahead)."""
+        self._fast_check("#")
+
     def check_document(self, data: Any) -> list[SchemaIssue]:
         """Everything except the inside of each resource entry."""
         return self._check("#", data)
