@@ -220,7 +220,8 @@ def discover(session: Session, targets: list[str] | None = None,
         session.transport(name)  # opened here, in one thread: opening may prompt or fail early
     together = [name for name in names if isinstance(session.transport(name), Overlapping) and isinstance(
         session.registry.provider(session.desired.targets[name].provider), Stepwise)]
-    threaded = [name for name in names if name not in set(together)]
+    read_together = set(together)
+    threaded = [name for name in names if name not in read_together]
 
     def read(name: str) -> LiveState:
         target = session.desired.targets[name]
