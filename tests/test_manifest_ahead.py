@@ -254,3 +254,22 @@ def test_a_manifest_with_problems_gets_the_same_messages_read_ahead(tmp_path: Pa
     assert not ahead._STARTED  # taken
     assert [str(p) for p in read_ahead.value.problems] == [str(p) for p in in_process.value.problems]
     assert len(in_process.value.problems) >= 2
+
+
+def test_a_manifest_the_cache_holds_ends_the_read_ahead_started_for_it(tmp_path: Path) -> None:
+    """The read-ahead starts before the cache is looked at; a cache hit (from the entry, or kept in the process, as a
+    `run` loop's cycles are) ends it, instead of leaving an ended process to the end of the loop."""
+    from reconciler.manifest import cache
+
+    path = _manifest(tmp_path)
+    state = tmp_path / "state"
+    (tmp_path / "sp.cer").write_text("not read by the fake kinds", encoding="utf-8")
+    first = cache.load_cached(path, registry(), {}, state)  # written, and kept by this process
+    for _ in range(2):
+        ahead.start(path, state_dir=state)
+        (child,) = ahead._STARTED.values()
+        assert cache.load_cached(path, registry(), {}, state) == first
+        assert not ahead._STARTED
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
+        cache._KEPT.clear()  # the second time from the entry itself

@@ -56,9 +56,9 @@ def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_
     `while_waiting` is work of this process's own that `take` does first when the document is not ready yet: what
     the command does later anyway and needs nothing of the manifest (the time would otherwise be spent waiting).
 
-    The child decides whether the file is worth reading (`_worth_reading`): the fork comes as early as the command
-    is known, and what deciding imports (the cache's module) and reading it imports (the YAML reader) is the child's
-    work, done on the other core."""
+    The child decides whether the file is worth reading (`_worth_reading`: the cache entry's path, the file's size
+    and first bytes): the fork comes as early as the command is known, and that work and what reading imports (the
+    YAML reader) are the child's, done on the other core."""
     fork = getattr(os, "fork", None)
     where = os.path.abspath(path)
     if fork is None or threading.active_count() > 1 or where in _STARTED:
@@ -150,15 +150,26 @@ def take(path: Path, raw: bytes, while_waiting: Callable[[], None] | None = None
     return Document(data, ContainerLines(data, root_line, by_collection), (), frozenset(), picked)
 
 
+def drop(path: Path) -> None:
+    """End the process started for `path`, if one was and it was not taken: the manifest came from the cache (a `run`
+    loop would otherwise keep it, ended, until the loop ends)."""
+    child = _STARTED.pop(os.path.abspath(path), None)
+    if child is not None:
+        _end(child)
+
+
 def discard() -> None:
     """End every process started and not taken (a command that stopped before loading, or never loaded)."""
     while _STARTED:
-        _, child = _STARTED.popitem()
-        with contextlib.suppress(OSError):
-            os.close(child.fd)
-        with contextlib.suppress(OSError):
-            os.kill(child.pid, signal.SIGKILL)
-        _reap(child.pid)
+        _end(_STARTED.popitem()[1])
+
+
+def _end(child: _Child) -> None:
+    with contextlib.suppress(OSError):
+        os.close(child.fd)
+    with contextlib.suppress(OSError):
+        os.kill(child.pid, signal.SIGKILL)
+    _reap(child.pid)
 
 
 def _reap(pid: int) -> None:

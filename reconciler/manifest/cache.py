@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import reconciler
+from reconciler.manifest import ahead
 from reconciler.manifest.collector import collector_paused
 from reconciler.manifest.entries import entry_path
 from reconciler.model import (
@@ -78,11 +79,13 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     kept = _KEPT.get(entry)
     if kept is not None and kept.key == key and kept.entry == _entry_stamp(entry) and \
             all(_sha256(f) == h for f, h in kept.files):
+        ahead.drop(path)  # a read-ahead of it (reconciler.manifest.ahead) has nothing to give
         return kept.desired
     with collector_paused():
         found = _read(entry, key)
     if found is not None:
         _KEPT[entry] = found
+        ahead.drop(path)
         return found.desired
     manifest = os.path.abspath(path)
     with _recording() as read:
