@@ -151,7 +151,8 @@ class Transport(Protocol):
 
 
 class Pending(Protocol):
-    """A round trip under way (`Overlapping.begin`): `result` waits for its answer, as `invoke` would have."""
+    """A round trip under way (`Overlapping.begin`): `result` waits for its answer, as `invoke` would have (read it
+    once; nothing else is sent over the transport until it is read)."""
 
     def result(self) -> list[CommandResult]: ...
 
