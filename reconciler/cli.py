@@ -65,9 +65,10 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
-def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *, read_ahead: bool = False) -> int:
-    """The command line; `read_ahead` (a process with no other thread, `run`) lets a manifest's YAML be read by a
-    second process while this one imports the command's modules (`_read_ahead`)."""
+def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *, as_process: bool = False) -> int:
+    """The command line; `as_process`: main is the whole process (`run`, with no other thread), so a manifest's YAML
+    may be read by a second process while this one imports the command's modules (`_read_ahead`), and its cache entry
+    written when the command is done (`_write_behind`)."""
     parser = _parser(_named_command(sys.argv[1:] if argv is None else argv))
     try:
         args = parse(parser, argv)
@@ -76,8 +77,9 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *,
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    if read_ahead:
+    if as_process:
         _read_ahead(args)
+        _write_behind(args)
     try:
         _check_outputs(args)
         if getattr(args, "lab_command", False):
@@ -109,6 +111,18 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None, *,
 
 
 _READS_MANIFEST = ("cmd_validate", "cmd_plan", "cmd_apply", "cmd_drift", "cmd_run")
+_LOADS_ONCE = ("cmd_plan", "cmd_apply", "cmd_drift")
+"""The commands that load their manifest through the cache once and end (`run` loads it every cycle, from an entry
+it keeps; `validate` does not use the cache)."""
+
+
+def _write_behind(args: argparse.Namespace) -> None:
+    """A command that loads its manifest once leaves the cache entry to the end of the process (`run`: written after
+    the output, by a process of its own, reconciler.manifest.cache.write_pending)."""
+    if getattr(args.func, "__name__", "") in _LOADS_ONCE:
+        from reconciler.manifest import cache
+
+        cache.write_later()
 
 
 def _read_ahead(args: argparse.Namespace) -> None:
@@ -141,14 +155,15 @@ def run() -> NoReturn:
     A plan of 10,000 resources holds a million objects at the end; the interpreter's own shutdown frees them one by
     one and clears every module (about 0.04-0.08 s of a 0.6 s plan, benchmarks/README.md). Everything a clean
     shutdown does that matters is done here first, in its order: threads that are not daemons finish, `atexit`
-    handlers run (logging's flush among them), stdout and stderr are flushed; then `os._exit`.
+    handlers run (logging's flush among them), stdout and stderr are flushed, the manifest's cache entry a command
+    left for the end is written (by a process of its own where it can be: `_write_behind`); then `os._exit`.
 
     The cyclic garbage collector is off in such a process: a command's objects live until it ends and few of them
     are cyclic, and its collections (of every object imported and read) cost ~0.02 s of a plan. A command that stays
     up (the `run` loop, the lab's server) turns it back on.
     """
     gc.disable()
-    code = main(read_ahead=True)
+    code = main(as_process=True)
     ahead = sys.modules.get("reconciler.manifest.ahead")  # imported only by a command that read ahead
     if ahead is not None:
         ahead.discard()
@@ -162,6 +177,9 @@ def run() -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a reader gone (`reconcile plan | head`), a closed stream
             stream.flush()
+    cache = sys.modules.get("reconciler.manifest.cache")  # imported only by a command that loads through it
+    if cache is not None:
+        cache.write_pending()
     os._exit(code)
 
 

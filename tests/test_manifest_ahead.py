@@ -174,7 +174,7 @@ def test_main_reads_ahead_only_when_asked(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(cli, "_read_ahead", called.append)
     cli.main(["validate", str(tmp_path / "missing.yaml")])
     assert called == []
-    cli.main(["validate", str(tmp_path / "missing.yaml")], read_ahead=True)
+    cli.main(["validate", str(tmp_path / "missing.yaml")], as_process=True)
     assert len(called) == 1
 
 

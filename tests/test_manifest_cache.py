@@ -8,6 +8,7 @@ import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,85 @@ def test_a_process_loading_one_manifest_again_keeps_what_it_read_while_nothing_c
     entry.write_text(entry.read_text(encoding="utf-8") + " ", encoding="utf-8")  # the entry rewritten: read again
     third = load_cached(manifest, registry, {}, state, load)
     assert reads == [entry] and load.loads == 2 and third == second and third is not second
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Loads leave their entries for `write_pending`, as in a `reconcile plan` process (reconciler.cli.run)."""
+    from reconciler.manifest import cache
+
+    monkeypatch.setattr(cache, "_LATER", None)
+    cache.write_later()
+    return cache
+
+
+def test_a_command_that_ends_after_one_load_writes_the_same_entry_when_it_is_done(
+        setup: tuple[Path, Path, Registry, Counting], later: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, state, registry, load = setup
+    first = load_cached(manifest, registry, {}, state, load)
+    assert not (state / CACHE_DIR).exists()  # nothing written while the command works
+    monkeypatch.delattr(os, "fork", raising=False)  # as on Windows: written by this process
+    later.write_pending()
+    [entry] = (state / CACHE_DIR).iterdir()
+    assert "fabrikam-oauth.cer" in entry.read_text(encoding="utf-8")
+    assert load_cached(manifest, registry, {}, state, load) == first
+    assert load.loads == 1  # from the entry
+    later.write_pending()  # nothing left: nothing done
+    assert later._LATER is None
+
+
+def test_an_entry_written_at_the_end_holds_the_files_as_the_load_read_them(
+        setup: tuple[Path, Path, Registry, Counting], later: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A certificate file changed between the load and the write: the entry is not used for the changed file."""
+    manifest, state, registry, load = setup
+    load_cached(manifest, registry, {}, state, load)
+    (manifest.parent / "certs" / "fabrikam-oauth.cer").write_bytes(make_certificate("other.fabrikam.com"))
+    monkeypatch.delattr(os, "fork", raising=False)
+    later.write_pending()
+    assert load_cached(manifest, registry, {}, state, load) == load_manifest(manifest, registry, {})
+    assert load.loads == 2
+
+
+def test_the_entries_left_are_written_by_a_forked_process_only_where_no_other_thread_runs(
+        setup: tuple[Path, Path, Registry, Counting], later: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    manifest, state, registry, load = setup
+    forks: list[int] = []
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or 4242, raising=False)  # this process is the parent
+    load_cached(manifest, registry, {}, state, load)
+    later.write_pending()
+    assert forks == [1] and not (state / CACHE_DIR).exists()  # the writer's to write; this one ends next
+    later.write_later()
+    load_cached(manifest, registry, {}, state, load)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        later.write_pending()  # a fork would give the writer this thread alone: written here
+    finally:
+        stop.set()
+        other.join()
+    assert forks == [1] and len(list((state / CACHE_DIR).iterdir())) == 1
+
+
+def test_the_command_line_leaves_entries_to_the_end_only_for_the_commands_that_load_once_and_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler import cli
+    from reconciler.manifest import cache
+
+    path, state = tmp_path / "m.yaml", tmp_path / "state"
+    for argv, expected in ((["plan", str(path)], True), (["apply", str(path)], True), (["drift", str(path)], True),
+                           (["run", str(path)], False), (["validate", str(path)], False),
+                           (["history", "--state-dir", str(state)], False)):
+        monkeypatch.setattr(cache, "_LATER", None)
+        cli._write_behind(cli.parse(cli._parser(), argv))
+        assert (cache._LATER is not None) is expected, argv
+    monkeypatch.setattr(cache, "_LATER", None)
+    called: list[object] = []
+    monkeypatch.setattr(cli, "_write_behind", called.append)
+    monkeypatch.setattr(cli, "_read_ahead", lambda args: None)
+    cli.main(["validate", str(tmp_path / "missing.yaml")])
+    assert called == []  # main in-process (tests, embedding) writes each entry as its load ends
+    cli.main(["validate", str(tmp_path / "missing.yaml")], as_process=True)
+    assert len(called) == 1

@@ -16,6 +16,11 @@ An entry is used only when its key matches and every such file still has its has
 (another manifest, a changed --var, an edited or replaced certificate, an upgrade) loads afresh and
 replaces it. A manifest with problems is never cached: its errors are reported as before.
 
+A command that loads its manifest once and ends (`reconcile plan`, `apply`, `drift` as a process) leaves its
+entry to the end (`write_later`, `write_pending`): it is written after the command's output, by a detached
+process where fork exists, so the caller has the exit status without waiting for it (~0.04 s of a first plan
+of 10,000 resources). The `run` loop and `main` called in-process write each entry as its load ends.
+
 DesiredState holds no secrets by design (a connection names the environment variables that hold them,
 certificates are public certificates), so neither does the cache. It is decoded only into the model's
 own classes (no pickle), and only from a file this user owns that no one else may write.
@@ -30,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -90,11 +96,87 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     manifest = os.path.abspath(path)
     with _recording() as read:
         desired = load(path, registry, overrides)
+    hashes = _hashes(sorted(f for f in read if f != manifest and _is_input(f)))
+    if hashes is None:
+        return desired  # a file it read is gone already: nothing to hold the entry to
+    if _LATER is not None:
+        _LATER.append((entry, key, desired, hashes))
+        return desired
     with collector_paused():
-        written = _write(entry, key, desired, sorted(f for f in read if f != manifest and _is_input(f)))
+        written = _write(entry, key, desired, hashes)
     if written is not None:
         _KEPT[entry] = written
     return desired
+
+
+_LATER: list[tuple[Path, str, DesiredState, list[list[str]]]] | None = None
+"""Entries left for `write_pending` (after `write_later`), each with the hashes of the files its load read, taken as
+the load ended; None: each entry is written as its load ends."""
+
+
+def write_later() -> None:
+    """Leave the entries of this process's loads to `write_pending`, for a command that loads its manifest once and
+    ends (`reconcile plan`, `apply`, `drift` as a process): writing one is ~0.04 s of a first plan of 10,000 resources
+    that nobody waits for when it is done after the command."""
+    global _LATER
+    if _LATER is None:
+        _LATER = []
+
+
+def write_pending() -> None:
+    """Write the entries left by `write_later`: the last thing a process does, after its output is written.
+
+    Where fork exists and no other thread runs, a detached process writes them (its own session, the standard streams
+    on the null device, no other descriptor of this one's kept open) and this returns at once, so the caller of the
+    command (a shell, a scheduler, `make`) has its exit status without waiting for them; the process that called this
+    ends next and does not wait for the writer either. Elsewhere they are written here. Each is written as `_write`
+    writes any entry (a temporary file replacing the entry): a writer cut short leaves the entry as it was, and a
+    command started before the entry is written loads the manifest again, as it would without the entry."""
+    global _LATER
+    pending, _LATER = _LATER or [], None
+    if not pending or _detached(pending):
+        return
+    with collector_paused():
+        for entry, key, desired, hashes in pending:
+            _write(entry, key, desired, hashes)
+
+
+def _detached(pending: list[tuple[Path, str, DesiredState, list[list[str]]]]) -> bool:
+    """True when a forked process writes `pending`; False where it cannot (no fork, another thread, fork failed)."""
+    fork = getattr(os, "fork", None)
+    if fork is None or threading.active_count() > 1:  # a forked child gets this thread only: a lock another held stays
+        return False
+    try:
+        pid = fork()
+    except OSError:
+        return False
+    if pid:
+        return True  # not waited for: this process ends next, and the writer is then the init process's to reap
+    code = 1
+    try:
+        os.setsid()  # the terminal's Ctrl-C and hang-up are for the command, not for a write it left behind
+        signal.signal(signal.SIGTERM, _stop)  # a service stopped meanwhile: the temporary file is removed
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, _open_max())  # pipes and files of the command's caller are not held open by the writer
+        with collector_paused():
+            for entry, key, desired, hashes in pending:
+                _write(entry, key, desired, hashes)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _open_max() -> int:
+    try:
+        return max(256, os.sysconf("SC_OPEN_MAX"))
+    except (AttributeError, ValueError, OSError):
+        return 65536
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,12 +360,20 @@ def _read(entry: Path, key: str) -> _Kept | None:
     return _Kept(key, tuple((str(f), str(h)) for f, h in files), stamp, desired)
 
 
-def _write(entry: Path, key: str, desired: DesiredState, files: list[str]) -> _Kept | None:
+def _hashes(files: list[str]) -> list[list[str]] | None:
+    """Each file with its sha256, as it is now; None when one cannot be read."""
+    hashes = []
+    for f in files:
+        digest = _sha256(f)
+        if digest is None:
+            return None
+        hashes.append([f, digest])
+    return hashes
+
+
+def _write(entry: Path, key: str, desired: DesiredState, hashes: list[list[str]]) -> _Kept | None:
     """Best effort: a cache that cannot be written (read-only state dir, full disk) costs only the load. What this
     process keeps of it (None: nothing was written)."""
-    hashes = [[f, _sha256(f)] for f in files]
-    if any(h is None for _, h in hashes):
-        return None
     try:  # the encoding carries every value exactly (tuples, sets, enums, the model's classes) or refuses it
         encoded = _encode(desired)
         text = json.dumps({"format": FORMAT, "key": key, "files": hashes, "desired": encoded},
