@@ -109,6 +109,33 @@ class DesiredResource:
     mode: Mode | None = None  # None: the target's mode
 
 
+_BARE = all(not hasattr(c, "__post_init__") and not hasattr(c, "__slots__")
+            for c in (DesiredResource, ResourceKey, SourceLocation))
+"""The three classes are plain frozen dataclasses (nothing done at construction, a __dict__ each): `desired_resource`
+may fill their __dict__ directly."""
+_new = object.__new__
+
+
+def desired_resource(target: str, kind: str, identity: str, ensure: Ensure, fields: Mapping[str, JSONValue],
+                     file: str, line: int, path: str, field_lines: Mapping[str, int],
+                     mode: Mode | None) -> DesiredResource:
+    """`DesiredResource(ResourceKey(target, kind, identity), ensure, fields, SourceLocation(file, line, path),
+    field_lines, mode)`, the same objects, made without the frozen classes' generated __init__ and its
+    object.__setattr__ per field: the loader and the manifest cache make one per resource (10,000 for a large
+    estate, where the __init__s cost ~0.01 s)."""
+    if not _BARE:
+        return DesiredResource(ResourceKey(target, kind, identity), ensure, fields, SourceLocation(file, line, path),
+                               field_lines, mode)
+    key = _new(ResourceKey)
+    key.__dict__.update(target=target, kind=kind, identity=identity)
+    location = _new(SourceLocation)
+    location.__dict__.update(file=file, line=line, path=path)
+    resource = _new(DesiredResource)
+    resource.__dict__.update(key=key, ensure=ensure, fields=fields, location=location, field_lines=field_lines,
+                             mode=mode)
+    return resource
+
+
 @dataclass(frozen=True)
 class VerifyCheck:
     """One entry of the manifest's `verify:` list: a provider check to run on a target."""

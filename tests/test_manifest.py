@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from reconciler.errors import FieldProblem, ManifestError
@@ -24,6 +26,7 @@ from reconciler.model import (
     DesiredState,
     Ensure,
     JSONValue,
+    Mode,
     ResourceKey,
     SourceLocation,
     TargetSpec,
@@ -762,3 +765,25 @@ def test_combined_schema_accepts_the_good_manifest_as_editors_see_it() -> None:
     assert [e.message for e in validator.iter_errors(data)] == []
     data["resources"][0]["applicationTrustLevel"] = "Fulll"
     assert [e.message for e in validator.iter_errors(data)] != []
+
+
+@given(st.text(max_size=8), st.text(max_size=8), st.text(max_size=8), st.sampled_from(list(Ensure)),
+       st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+       st.integers(min_value=1), st.sampled_from([None, *Mode]))
+def test_a_resource_made_without_the_classes_init_is_the_one_their_init_makes(
+        target: str, kind: str, identity: str, ensure: Ensure, fields: dict[str, Any], line: int,
+        mode: Mode | None) -> None:
+    """What the loader and the manifest cache make per resource (model.desired_resource) is what the frozen classes'
+    __init__ makes: equal, hashed alike, frozen, with the same attributes."""
+    from reconciler.model import desired_resource
+
+    lines = {name: line for name in fields}
+    made = desired_resource(target, kind, identity, ensure, fields, "m.yaml", line, "resources[0]", lines, mode)
+    expected = DesiredResource(ResourceKey(target, kind, identity), ensure, fields,
+                               SourceLocation("m.yaml", line, "resources[0]"), lines, mode)
+    assert made == expected and hash(made.key) == hash(expected.key) and made.key < ResourceKey(target, kind,
+                                                                                                identity + "z")
+    assert vars(made) == vars(expected) and vars(made.key) == vars(expected.key)
+    assert vars(made.location) == vars(expected.location)
+    with pytest.raises(AttributeError):
+        made.key.target = "other"  # type: ignore[misc]

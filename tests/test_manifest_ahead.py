@@ -6,6 +6,7 @@ not hold."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import select
 import subprocess
@@ -137,10 +138,23 @@ def test_the_command_line_reads_ahead_for_the_commands_that_load_a_manifest(tmp_
     assert _started(monkeypatch, ["graph", "--state-dir", str(state), str(path)]) == []
 
 
+def _read(path: Path) -> tuple[bytes, bytes]:
+    raw = path.read_bytes()
+    return raw, hashlib.sha256(raw).digest()
+
+
+def _entry(path: Path, state: Path) -> Path:
+    """An entry (its content aside) for the manifest as it is now."""
+    entry = entry_path(path, hashlib.sha256(path.read_bytes()).hexdigest(), state)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text("{}", encoding="utf-8")
+    return entry
+
+
 def test_the_child_reads_only_what_the_command_will_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
     state = tmp_path / "state"
-    assert ahead._worth_reading(path, state) == path.read_bytes()
+    assert ahead._worth_reading(path, state) == _read(path)
     saved = tmp_path / "plan.json"
     saved.write_text('  {"format_version": "1.0"}', encoding="utf-8")
     assert ahead._worth_reading(saved, state) is None  # a saved plan for apply
@@ -149,20 +163,20 @@ def test_the_child_reads_only_what_the_command_will_parse(tmp_path: Path, monkey
     monkeypatch.setattr(ahead, "MAX_BYTES", path.stat().st_size - 1)
     assert ahead._worth_reading(path, state) is None  # larger than the limit: parsed in-process
     monkeypatch.setattr(ahead, "MAX_BYTES", path.stat().st_size)
-    assert ahead._worth_reading(path, state) == path.read_bytes()
-    entry = entry_path(path, state)
-    entry.parent.mkdir(parents=True)
-    entry.write_text("{}", encoding="utf-8")  # the cache holds it: the plan will not parse it
+    assert ahead._worth_reading(path, state) == _read(path)
+    _entry(path, state)  # the cache holds it: the plan will not parse it
     assert ahead._worth_reading(path, state) is None
-    assert ahead._worth_reading(path, None) == path.read_bytes()  # validate does not use the cache
+    assert ahead._worth_reading(path, None) == _read(path)  # validate does not use the cache
+    monkeypatch.setattr(ahead, "MAX_BYTES", path.stat().st_size + 100)
+    with path.open("a", encoding="utf-8") as edit:
+        edit.write("# edited\n")  # its entry is for the bytes it had: the plan will parse it
+    assert ahead._worth_reading(path, state) == _read(path)
 
 
 def test_a_child_that_reads_nothing_answers_nothing(tmp_path: Path) -> None:
     path = _manifest(tmp_path)
     state = tmp_path / "state"
-    entry = entry_path(path, state)
-    entry.parent.mkdir(parents=True)
-    entry.write_text("{}", encoding="utf-8")
+    _entry(path, state)
     ahead.start(path, state_dir=state)
     assert ahead.take(path, path.read_bytes()) is None
     ahead.start(tmp_path / "missing.yaml", state_dir=state)

@@ -239,3 +239,27 @@ def test_the_command_line_leaves_entries_to_the_end_only_for_the_commands_that_l
     assert called == []  # main in-process (tests, embedding) writes each entry as its load ends
     cli.main(["validate", str(tmp_path / "missing.yaml")], as_process=True)
     assert len(called) == 1
+
+
+def test_an_entry_is_named_by_the_manifests_path_and_content_and_one_is_kept_per_path(
+        setup: tuple[Path, Path, Registry, Counting]) -> None:
+    """Whether the cache may hold a manifest as it is now is told by the entry's name (what the read-ahead asks, so
+    an edited manifest is read ahead): an edit's load writes the new content's entry and removes the old one, and
+    an entry named by the path alone (an earlier version's) goes too."""
+    import hashlib
+
+    from reconciler.manifest.entries import entry_path
+
+    manifest, state, registry, load = setup
+    load_cached(manifest, registry, {}, state, load)
+    [first] = (state / CACHE_DIR).iterdir()
+    assert first == entry_path(manifest, hashlib.sha256(manifest.read_bytes()).hexdigest(), state)
+    legacy = state / CACHE_DIR / (first.name.split("-")[0] + ".json")
+    legacy.write_text("{}", encoding="utf-8")
+    elsewhere = state / CACHE_DIR / ("0" * 32 + "-" + "1" * 32 + ".json")  # another manifest's
+    elsewhere.write_text("{}", encoding="utf-8")
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    load_cached(manifest, registry, {}, state, load)
+    assert load.loads == 2
+    assert sorted((state / CACHE_DIR).iterdir()) == sorted(
+        [entry_path(manifest, hashlib.sha256(manifest.read_bytes()).hexdigest(), state), elsewhere])

@@ -86,20 +86,24 @@ def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_
     _STARTED[where] = _Child(pid, read_end, while_waiting)
 
 
-def _worth_reading(path: Path, state_dir: Path | None) -> bytes | None:
-    """The manifest's bytes, or None when the command will not parse them: the cache holds the manifest (an entry for
-    it in `state_dir`, given for a command that uses the cache), it is a saved plan (JSON, for apply) or larger than
-    MAX_BYTES. Raises OSError for a file it cannot read."""
-    if state_dir is not None:
-        from reconciler.manifest.entries import entry_path
-
-        if entry_path(path, state_dir).exists():
-            return None
+def _worth_reading(path: Path, state_dir: Path | None) -> tuple[bytes, bytes] | None:
+    """The manifest's bytes and their sha256, or None when the command will not parse them: it is a saved plan (JSON,
+    for apply) or larger than MAX_BYTES, or the cache holds the manifest as it is (an entry for these bytes in
+    `state_dir`, given for a command that uses the cache; an edited manifest's entry is for other bytes). Raises
+    OSError for a file it cannot read."""
     with path.open("rb") as file:
         if os.fstat(file.fileno()).st_size > MAX_BYTES:
             return None
         raw = file.read(MAX_BYTES + 1)
-    return None if len(raw) > MAX_BYTES or raw.lstrip().startswith(b"{") else raw
+    if len(raw) > MAX_BYTES or raw.lstrip().startswith(b"{"):
+        return None
+    digest = hashlib.sha256(raw)
+    if state_dir is not None:
+        from reconciler.manifest.entries import entry_path
+
+        if entry_path(path, digest.hexdigest(), state_dir).exists():
+            return None
+    return raw, digest.digest()
 
 
 def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
@@ -108,12 +112,11 @@ def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
 
     payload = b""
     try:
-        raw = _worth_reading(path, state_dir)
-        doc = None if raw is None else parse(raw.decode("utf-8-sig"), notable)
-        if raw is not None and doc is not None and doc.data is not None and not doc.problems and \
+        worth = _worth_reading(path, state_dir)
+        doc = None if worth is None else parse(worth[0].decode("utf-8-sig"), notable)
+        if worth is not None and doc is not None and doc.data is not None and not doc.problems and \
                 doc.notable is not None and isinstance(doc.lines, ContainerLines):
-            payload = marshal.dumps((hashlib.sha256(raw).digest(), doc.data, doc.lines.root_line,
-                                     doc.lines.by_collection, doc.notable))
+            payload = marshal.dumps((worth[1], doc.data, doc.lines.root_line, doc.lines.by_collection, doc.notable))
     except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, too deep: the loader says so
         payload = b""
     with os.fdopen(fd, "wb") as out, contextlib.suppress(OSError):  # the parent gone: nobody to tell

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import reconciler
 from reconciler.manifest import ahead
 from reconciler.manifest.collector import collector_paused
-from reconciler.manifest.entries import entry_path
+from reconciler.manifest.entries import entry_path, others
 from reconciler.model import (
     DesiredResource,
     DesiredState,
@@ -58,6 +58,7 @@ from reconciler.model import (
     SourceLocation,
     TargetSpec,
     VerifyCheck,
+    desired_resource,
 )
 
 if TYPE_CHECKING:
@@ -80,8 +81,9 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
         raw = path.read_bytes()
     except (OSError, ValueError):
         return load(path, registry, overrides)  # the loader reports it
-    key = _key(path, raw, registry, overrides)
-    entry = entry_path(path, state_dir)
+    content = hashlib.sha256(raw).hexdigest()
+    key = _key(path, content, registry, overrides)
+    entry = entry_path(path, content, state_dir)
     kept = _KEPT.get(entry)
     if kept is not None and kept.key == key and kept.entry == _entry_stamp(entry) and \
             all(_sha256(f) == h for f, h in kept.files):
@@ -215,10 +217,11 @@ def _load_manifest(path: Path, registry: Registry, overrides: Mapping[str, str] 
     return load_manifest(path, registry, overrides)
 
 
-def _key(path: Path, raw: bytes, registry: Registry, overrides: Mapping[str, str]) -> str:
+def _key(path: Path, content: str, registry: Registry, overrides: Mapping[str, str]) -> str:
+    """`content`: the sha256 of the manifest's bytes."""
     material = {
         "format": FORMAT,
-        "manifest": hashlib.sha256(raw).hexdigest(),
+        "manifest": content,
         "path": str(path),
         "cwd": os.getcwd(),
         "vars": sorted(overrides.items()),
@@ -393,6 +396,9 @@ def _write(entry: Path, key: str, desired: DesiredState, hashes: list[list[str]]
             raise
     except OSError:
         return None
+    for old in others(entry):  # the manifest's entries for its earlier contents: one entry per manifest path
+        with suppress(OSError):
+            os.unlink(old)
     return _Kept(key, tuple((str(f), str(h)) for f, h in hashes), _entry_stamp(entry), desired)
 
 
@@ -419,11 +425,9 @@ def _plain(value: Any) -> bool:
     return False
 
 
-_COMPACT = (tuple(f.name for f in dataclasses.fields(DesiredResource)) == _RESOURCE
-            and all(not hasattr(c, "__post_init__") and not hasattr(c, "__slots__")
-                    for c in (DesiredResource, ResourceKey, SourceLocation)))
-"""Resources are written as lists and rebuilt without their generated __init__ (see `_decode_resources`): only while
-the model classes are what this code knows (their fields, nothing done at construction, a __dict__ each)."""
+_COMPACT = tuple(f.name for f in dataclasses.fields(DesiredResource)) == _RESOURCE
+"""Resources are written as lists (see `_decode_resources`): only while the model's resource has the fields this code
+knows."""
 _ENSURE = {e.value: e for e in Ensure}
 _MODE = {m.value: m for m in Mode}
 
@@ -441,12 +445,10 @@ def _encode_resource(r: DesiredResource) -> Any:
 
 
 def _decode_resources(values: Any) -> tuple[DesiredResource, ...]:
-    """The resources of an entry. A compact one's frozen model classes are made from all their field values as their
-    __init__ would make them, without the __init__'s object.__setattr__ per field (a third of a cache hit's time at
-    50,000 resources), and without a call per object (thousands of them)."""
+    """The resources of an entry. A compact one's model objects are made by `desired_resource`, without the frozen
+    classes' object.__setattr__ per field (a third of a cache hit's time at 50,000 resources)."""
     strings: dict[str, str] = {}
     intern = strings.setdefault  # the target, kind and file repeat: one string each, not one per resource
-    new = object.__new__
     out: list[DesiredResource] = []
     for v in values:
         if isinstance(v, dict) or not _COMPACT:
@@ -458,14 +460,9 @@ def _decode_resources(values: Any) -> tuple[DesiredResource, ...]:
         target, kind, identity, ensure, fields, file, line, path, field_lines, mode = v
         if not (type(target) is str and type(kind) is str and type(file) is str):
             raise ValueError("not a resource")
-        key = new(ResourceKey)
-        key.__dict__.update(target=intern(target, target), kind=intern(kind, kind), identity=identity)
-        location = new(SourceLocation)
-        location.__dict__.update(file=intern(file, file), line=line, path=path)
-        resource = new(DesiredResource)
-        resource.__dict__.update(key=key, ensure=_ENSURE[ensure], fields=fields, location=location,
-                                 field_lines=field_lines, mode=None if mode is None else _MODE[mode])
-        out.append(resource)
+        out.append(desired_resource(intern(target, target), intern(kind, kind), identity, _ENSURE[ensure], fields,
+                                    intern(file, file), line, path, field_lines,
+                                    None if mode is None else _MODE[mode]))
     return tuple(out)
 
 

@@ -39,10 +39,10 @@ from reconciler.model import (
     Ensure,
     JSONValue,
     Mode,
-    ResourceKey,
     SourceLocation,
     TargetSpec,
     VerifyCheck,
+    desired_resource,
 )
 from reconciler.providers.base import Registry, checks_of
 from reconciler.suggest import did_you_mean
@@ -572,14 +572,10 @@ def _resources(run: _Run, registry: Registry, checker: SchemaChecker, targets: d
             found = key_lines.get(k) if k in item else line  # a field prepare added: the resource's line
             field_lines[k] = found or run.doc.line((*base, k))
         mode = item.get("mode")
-        out.append(DesiredResource(
-            key=ResourceKey(target, spec.kind, identity),
-            ensure=_ENSURE_OF[ensure],
-            fields=fields,
-            location=SourceLocation(run.file, line, f"resources[{index}]"),  # format_path(base)
-            field_lines=field_lines,
-            mode=None if mode is None else Mode(mode) if mode in _MODES else None,
-        ))
+        out.append(desired_resource(
+            target, spec.kind, identity, _ENSURE_OF[ensure], fields,
+            run.file, line, f"resources[{index}]",  # format_path(base)
+            field_lines, None if mode is None else Mode(mode) if mode in _MODES else None))
     return out
 
 
