@@ -448,7 +448,7 @@ def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], specia
         raise _Unusual  # an empty stream: the composing path says so
     scalars = _Scalars(loader)
     plain: dict[str, tuple[Any, bool]] = {}  # a plain scalar's text -> its value, notable (by text alone)
-    notable_keys: dict[str, bool] = {}
+    notable_keys: dict[str, tuple[str, bool]] = {}  # a key's text -> the one string used for it, notable
     by_collection: dict[FieldPath, list[int]] = {}
     picked: list[tuple[FieldPath, bool]] = []
     stack: list[tuple[Any, FieldPath, bool, list[int]]] = []  # the collections that enclose `current`
@@ -474,11 +474,11 @@ def _from_events(loader: yaml.SafeLoader, notable: Callable[[str], bool], specia
             if (special and (event.anchor is not None or event.tag is not None)) or text_key in current or (
                     text_key == "<<" and event.implicit[0]):
                 raise _Unusual  # a merge, a duplicate
-            key = text_key
             at.append(event.start_mark.line + 1)
-            pick = notable_keys.get(text_key)
-            if pick is None:
-                pick = notable_keys[text_key] = notable(text_key)
+            known = notable_keys.get(text_key)
+            if known is None:
+                known = notable_keys[text_key] = (text_key, notable(text_key))
+            key, pick = known  # one string per distinct key: dicts share it, and marshal sends it once
             if pick:
                 picked.append(((*cpath, key), True))
             event = get()
