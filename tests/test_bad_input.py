@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from reconciler.cli import main
 from reconciler.errors import ManifestError, MetricsFileError
 from reconciler.manifest import load_manifest
-from reconciler.manifest.variables import MAX_VALUE, Variables, resolve
+from reconciler.manifest.text import MAX_VALUE
+from reconciler.manifest.variables import Variables, resolve
 from reconciler.providers.base import Registry
 from reconciler.store.base import RunRecord
 from reconciler.store.sqlite import SQLiteRunStore

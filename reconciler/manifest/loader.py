@@ -30,9 +30,10 @@ from reconciler.manifest.notify import destination
 from reconciler.manifest.positions import Document, FieldPath, format_path, parse
 from reconciler.manifest.schema import COMMON_FIELDS, SchemaChecker, SchemaIssue
 from reconciler.manifest.text import CONTROLS as _CONTROLS
+from reconciler.manifest.text import MAX_VALUE
 from reconciler.manifest.text import SURROGATES as _SURROGATES
 from reconciler.manifest.text import notable as _notable
-from reconciler.manifest.variables import MAX_TOTAL, MAX_VALUE, Variables, resolve
+from reconciler.manifest.variables import MAX_TOTAL, Variables, resolve
 from reconciler.model import (
     DesiredResource,
     DesiredState,

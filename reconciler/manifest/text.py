@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from reconciler.manifest.variables import MAX_VALUE
-
+MAX_VALUE = 64 * 1024
+"""The longest text (in characters) one variable or one field may expand to (reconciler.manifest.variables)."""
 SURROGATES = "\ud800-\udfff"
 CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 """C0 and C1 control characters and DEL; tab and line breaks are text."""

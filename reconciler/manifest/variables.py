@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reconciler.manifest.text import MAX_VALUE
 from reconciler.suggest import did_you_mean
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -27,8 +28,6 @@ _NAME = re.compile(NAME_PATTERN)
 
 MAX_DEPTH = 8
 """How many levels of variables one variable may go through (`a: ${b}` is one level)."""
-MAX_VALUE = 64 * 1024
-"""The longest text (in characters) one variable or one field may expand to."""
 MAX_TOTAL = 4 * 1024 * 1024
 """The most text variables may produce in one manifest: resolved variables, and again the fields using them."""
 
