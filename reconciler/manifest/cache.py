@@ -111,7 +111,9 @@ def load_cached(path: Path, registry: Registry, overrides: Mapping[str, str] | N
     return desired
 
 
-_LATER: list[tuple[Path, str, DesiredState, list[list[str]]]] | None = None
+_Left = tuple[Path, str, DesiredState, list[list[str]]]
+"""An entry left for later: where, its key, the state, and the files its load read with their hashes."""
+_LATER: list[_Left] | None = None
 """Entries left for `write_pending` (after `write_later`), each with the hashes of the files its load read, taken as
 the load ended; None: each entry is written as its load ends."""
 
@@ -143,7 +145,7 @@ def write_pending() -> None:
             _write(entry, key, desired, hashes)
 
 
-def _detached(pending: list[tuple[Path, str, DesiredState, list[list[str]]]]) -> bool:
+def _detached(pending: list[_Left]) -> bool:
     """True when a forked process writes `pending`; False where it cannot (no fork, another thread, fork failed)."""
     fork = getattr(os, "fork", None)
     if fork is None or threading.active_count() > 1:  # a forked child gets this thread only: a lock another held stays
@@ -164,7 +166,8 @@ def _detached(pending: list[tuple[Path, str, DesiredState, list[list[str]]]]) ->
         os.closerange(3, _open_max())  # pipes and files of the command's caller are not held open by the writer
         with collector_paused():
             for entry, key, desired, hashes in pending:
-                _write(entry, key, desired, hashes)
+                if entry.parent.parent.is_dir():  # a state directory removed since (a test's, a script's) stays so
+                    _write(entry, key, desired, hashes)
         code = 0
     finally:
         os._exit(code)
