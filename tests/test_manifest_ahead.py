@@ -43,7 +43,7 @@ def test_a_document_read_ahead_is_the_one_read_in_process(tmp_path: Path) -> Non
     path = _manifest(tmp_path)
     raw = path.read_bytes()
     ahead.start(path)
-    taken = ahead.take(path, raw)
+    taken = ahead.take(path, hashlib.sha256(raw).digest())
     assert taken == positions.parse(raw.decode("utf-8-sig"), notable)
     assert taken is not None and taken.notable is not None
 
@@ -54,7 +54,7 @@ def test_the_loader_takes_it_and_builds_the_same_desired_state(tmp_path: Path, m
     expected = load_manifest(path, registry())
     taken: list[bool] = []
     take = ahead.take
-    monkeypatch.setattr(ahead, "take", lambda p, raw, meanwhile=None: taken.append(True) or take(p, raw, meanwhile))
+    monkeypatch.setattr(ahead, "take", lambda p, sha, meanwhile=None: taken.append(True) or take(p, sha, meanwhile))
     ahead.start(path)
     assert load_manifest(path, registry()) == expected
     assert taken == [True] and not ahead._STARTED
@@ -67,14 +67,14 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_again_in_process(tmp_pat
     assert select.select([child.fd], [], [], 60)[0]  # it has answered: it read the file before the change below
     changed = path.read_text(encoding="utf-8").replace("applicationTrustLevel: Full", "applicationTrustLevel: Partial")
     path.write_text(changed, encoding="utf-8")
-    assert ahead.take(path, path.read_bytes()) is None
+    assert ahead.take(path, _sha(path)) is None
 
 
 def test_a_yaml_mistake_is_reported_by_the_in_process_read(tmp_path: Path) -> None:
     text = "apiVersion: reconciler/v1\ntargets: {}\nresources:\n  - kind: A\n  - kind: A\n    kind: B\n"
     path = _manifest(tmp_path, text)
     ahead.start(path)
-    assert ahead.take(path, path.read_bytes()) is None
+    assert ahead.take(path, _sha(path)) is None
     with pytest.raises(ManifestError) as caught:
         load_manifest(path, registry())
     assert any("duplicate" in str(p) and ":6" in str(p) for p in caught.value.problems)
@@ -85,9 +85,9 @@ def test_nothing_is_taken_for_another_file_or_twice(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     other.write_bytes(path.read_bytes())
     ahead.start(path)
-    assert ahead.take(other, other.read_bytes()) is None
-    assert ahead.take(path, path.read_bytes()) is not None
-    assert ahead.take(path, path.read_bytes()) is None
+    assert ahead.take(other, _sha(other)) is None
+    assert ahead.take(path, _sha(path)) is not None
+    assert ahead.take(path, _sha(path)) is None
 
 
 def test_a_child_not_taken_is_ended_and_reaped(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_a_child_killed_before_answering_falls_back(tmp_path: Path) -> None:
     ahead.start(path)
     (child,) = ahead._STARTED.values()
     os.kill(child.pid, 9)
-    assert ahead.take(path, path.read_bytes()) in (None, positions.parse(path.read_text(encoding="utf-8"), notable))
+    assert ahead.take(path, _sha(path)) in (None, positions.parse(path.read_text(encoding="utf-8"), notable))
 
 
 def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_path: Path,
@@ -116,7 +116,7 @@ def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_pa
     monkeypatch.undo()
     monkeypatch.delattr(os, "fork")
     ahead.start(path)
-    assert not ahead._STARTED and ahead.take(path, path.read_bytes()) is None
+    assert not ahead._STARTED and ahead.take(path, _sha(path)) is None
 
 
 def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[tuple[Path, Path | None]]:
@@ -136,6 +136,10 @@ def test_the_command_line_reads_ahead_for_the_commands_that_load_a_manifest(tmp_
     assert _started(monkeypatch, ["validate", str(path)]) == [(path, None)]  # validate does not use the cache
     assert _started(monkeypatch, ["history", "--state-dir", str(state), "--manifest", str(path)]) == []
     assert _started(monkeypatch, ["graph", "--state-dir", str(state), str(path)]) == []
+
+
+def _sha(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()
 
 
 def _read(path: Path) -> tuple[bytes, bytes]:
@@ -178,9 +182,9 @@ def test_a_child_that_reads_nothing_answers_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
     _entry(path, state)
     ahead.start(path, state_dir=state)
-    assert ahead.take(path, path.read_bytes()) is None
+    assert ahead.take(path, _sha(path)) is None
     ahead.start(tmp_path / "missing.yaml", state_dir=state)
-    assert ahead.take(tmp_path / "missing.yaml", b"") is None
+    assert ahead.take(tmp_path / "missing.yaml", hashlib.sha256(b"").digest()) is None
 
 
 def test_main_reads_ahead_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,10 +217,10 @@ def test_take_does_the_work_given_for_the_wait_only_while_the_document_is_not_re
     ahead.start(path, lambda: done.append("meanwhile"))
     (child,) = ahead._STARTED.values()
     assert select.select([child.fd], [], [], 60)[0]  # answered already: nothing to wait for
-    assert ahead.take(path, path.read_bytes()) is not None and done == []
+    assert ahead.take(path, _sha(path)) is not None and done == []
     monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
     ahead.start(path, lambda: done.append("meanwhile"))
-    assert ahead.take(path, path.read_bytes(), lambda: done.append("the loader's")) is not None
+    assert ahead.take(path, _sha(path), lambda: done.append("the loader's")) is not None
     assert done == ["meanwhile", "the loader's"]
 
 
@@ -238,7 +242,7 @@ def test_work_for_the_wait_that_fails_does_not_stop_the_load(tmp_path: Path, mon
 
     monkeypatch.setattr(ahead.select, "select", lambda *_: ([], [], []))  # not answered yet
     ahead.start(path, fails)
-    assert ahead.take(path, path.read_bytes()) is not None
+    assert ahead.take(path, _sha(path)) is not None
 
 
 def test_a_plan_process_reports_a_yaml_mistake_as_main_does(tmp_path: Path) -> None:

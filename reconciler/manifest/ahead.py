@@ -123,8 +123,9 @@ def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
         out.write(payload)
 
 
-def take(path: Path, raw: bytes, while_waiting: Callable[[], None] | None = None) -> Document | None:
-    """The document the process started for `path` read, if it read exactly `raw` without a problem; else None.
+def take(path: Path, sha256: bytes, while_waiting: Callable[[], None] | None = None) -> Document | None:
+    """The document the process started for `path` read, if it read exactly the bytes the loader read (their `sha256`
+    digest) without a problem; else None.
 
     When it is not ready yet, the work given to `start` and then `while_waiting` (the loader's) is done first."""
     child = _STARTED.pop(os.path.abspath(path), None)
@@ -146,7 +147,7 @@ def take(path: Path, raw: bytes, while_waiting: Callable[[], None] | None = None
         digest, data, root_line, by_collection, picked = marshal.loads(payload)
     except (ValueError, EOFError, TypeError):
         return None
-    if digest != hashlib.sha256(raw).digest():
+    if digest != sha256:
         return None  # the file changed in between: the loader reads what it read
     from reconciler.manifest.positions import ContainerLines, Document
 

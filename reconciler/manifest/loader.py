@@ -127,8 +127,9 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
     text = raw.decode("utf-8-sig")
 
     checker = SchemaChecker(registry)
+    digest = hashlib.sha256(raw)  # what the read-ahead is compared with, and the manifest's fingerprint
     # read meanwhile by a second process (reconciler.manifest.ahead), if it was; the schema's check made while waiting
-    taken = ahead.take(path, raw, checker.prepare)
+    taken = ahead.take(path, digest.digest(), checker.prepare)
     doc = taken if taken is not None else parse(text, _notable)
     run = _Run(file, doc)
     for problem in doc.problems:
@@ -168,7 +169,7 @@ def _load(path: Path, registry: Registry, overrides: Mapping[str, str] | None) -
         raise ManifestError(list(dict.fromkeys(run.problems)))
     return DesiredState(
         manifest_path=file,
-        manifest_sha256=_fingerprint(raw, overrides),
+        manifest_sha256=_fingerprint(digest, overrides),
         targets={name: spec for name, spec in (targets or {}).items() if spec is not None},
         resources=tuple(resources),
         checks=tuple(checks),
@@ -203,12 +204,12 @@ def _checks(run: _Run, registry: Registry, targets: dict[str, TargetSpec | None]
     return out
 
 
-def _fingerprint(raw: bytes, overrides: Mapping[str, str]) -> str:
-    """sha256 of the file; with --var overrides, of the file plus the sorted overrides.
+def _fingerprint(file: hashlib._Hash, overrides: Mapping[str, str]) -> str:
+    """sha256 of the file (`file`: its digest so far); with --var overrides, of the file plus the sorted overrides.
 
     Without overrides it is the plain file hash, so `sha256sum` can confirm it.
     """
-    digest = hashlib.sha256(raw)
+    digest = file.copy()
     if overrides:
         digest.update(b"\0" + json.dumps(sorted(overrides.items()), ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
