@@ -217,6 +217,15 @@ def test_the_entries_left_are_written_by_a_forked_process_only_where_no_other_th
         stop.set()
         other.join()
     assert forks == [1] and len(list((state / CACHE_DIR).iterdir())) == 1
+    later.write_later()
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")  # loaded again
+    load_cached(manifest, registry, {}, state, load)
+    go = threading.Event()
+    ending = threading.Thread(target=go.wait)  # a downloader that has handed over its last document
+    ending.start()
+    go.set()
+    later.write_pending()  # waited for: it ends at once
+    assert forks == [1, 1] and not ending.is_alive()
 
 
 def test_the_command_line_leaves_entries_to_the_end_only_for_the_commands_that_load_once_and_end(

@@ -39,6 +39,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -148,7 +149,7 @@ def write_pending() -> None:
 def _detached(pending: list[_Left]) -> bool:
     """True when a forked process writes `pending`; False where it cannot (no fork, another thread, fork failed)."""
     fork = getattr(os, "fork", None)
-    if fork is None or threading.active_count() > 1:  # a forked child gets this thread only: a lock another held stays
+    if fork is None or not _alone():  # a forked child gets this thread only: a lock another held would stay held
         return False
     try:
         pid = fork()
@@ -171,6 +172,18 @@ def _detached(pending: list[_Left]) -> bool:
         code = 0
     finally:
         os._exit(code)
+
+
+def _alone(wait: float = 0.05) -> bool:
+    """True when no other thread runs, waiting up to `wait` seconds for those that are ending (a metadata downloader
+    that handed over the last document exits moments later, once it has the interpreter again)."""
+    deadline = time.monotonic() + wait
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current:
+            with suppress(RuntimeError):  # a thread not started by `threading` cannot be joined: it counts as running
+                thread.join(max(0.0, deadline - time.monotonic()))
+    return threading.active_count() == 1
 
 
 def _open_max() -> int:
