@@ -98,12 +98,15 @@ from reconciler.cli import run
 from reconciler.manifest import cache
 
 marks = Path(sys.argv[1])
+command = os.getpid()
 real = cache._write
 def held(*args):  # in the writer: says who it is and what it holds, then waits for the test's word
     fds = sorted(os.listdir('/proc/self/fd'), key=int) if os.path.isdir('/proc/self/fd') else None
     out = [os.readlink(f'/proc/self/fd/{fd}') for fd in (1, 2)] if fds is not None else None
     (marks / 'writer.tmp').write_text(repr((os.getpid(), os.getsid(0), fds, out)))
     (marks / 'writer.tmp').replace(marks / 'writer')
+    if os.getpid() == command:
+        return real(*args)  # written by the command itself: the test says so, without waiting
     deadline = time.monotonic() + 60
     while not (marks / 'go').exists() and time.monotonic() < deadline:
         time.sleep(0.01)

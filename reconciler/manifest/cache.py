@@ -174,7 +174,7 @@ def _detached(pending: list[_Left]) -> bool:
         os._exit(code)
 
 
-def _alone(wait: float = 0.05) -> bool:
+def _alone(wait: float = 0.2) -> bool:
     """True when no other thread runs, waiting up to `wait` seconds for those that are ending (a metadata downloader
     that handed over the last document exits moments later, once it has the interpreter again)."""
     deadline = time.monotonic() + wait
