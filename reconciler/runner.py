@@ -230,9 +230,8 @@ def discover(session: Session, targets: list[str] | None = None,
         try:
             state = session.registry.provider(target.provider).discover(target, session.transport(name), wanted)
         except TransportError as exc:
-            session.tell(f"read {name}: failed")
-            raise DiscoveryError(f"target {name!r}: cannot read live state: {exc}") from None
-        session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
+            raise _read_failed(session, name, exc) from None
+        _tell_read(session, name, state, started)
         return state
 
     reading = _Together(session, together, max(1, session.parallel - len(threaded)))
@@ -294,12 +293,22 @@ class _Together:
         except StopIteration as done:
             state: LiveState = done.value
             self.found[name] = state
-            session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
+            _tell_read(session, name, state, started)
         except TransportError as exc:
-            session.tell(f"read {name}: failed")
-            self.errors[name] = DiscoveryError(f"target {name!r}: cannot read live state: {exc}")
+            self.errors[name] = _read_failed(session, name, exc)
         except Exception as exc:  # what its provider raised, as a thread of its own would have
             self.errors[name] = exc
+
+
+def _tell_read(session: Session, name: str, state: LiveState, started: float) -> None:
+    """Tell that a target was read (either way of reading it)."""
+    session.tell(f"read {name}: {len(state.resources)} object(s) in {time.monotonic() - started:.1f}s")
+
+
+def _read_failed(session: Session, name: str, exc: TransportError) -> DiscoveryError:
+    """Tell that a target could not be read; the error its discovery ends with (either way of reading it)."""
+    session.tell(f"read {name}: failed")
+    return DiscoveryError(f"target {name!r}: cannot read live state: {exc}")
 
 
 def _overlapping(transport: Transport) -> Overlapping:
