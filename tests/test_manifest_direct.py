@@ -76,6 +76,7 @@ def manifests(draw: st.DrawFn) -> str:
 
 
 def _composed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(positions, "_by_lines", lambda text, notable: None)
     monkeypatch.setattr(positions, "_direct", lambda text, notable: None)
 
 
