@@ -92,6 +92,32 @@ def test_the_lab_transport_overlaps_and_its_latency_counts_from_the_send(lab_sta
     two.close()
 
 
+def test_the_lab_reads_while_a_round_trip_is_under_way_and_changes_only_after_it(
+        lab_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of Gets runs when it is sent (the server's work fills the latency, as a remote server's does); a
+    batch that changes the state runs only once its latency is over, when its answer is read: one given up while it
+    waits (an interrupted apply) has changed nothing."""
+    now = [100.0]
+    monkeypatch.setattr(lab_transport, "time", type("Clock", (), {
+        "monotonic": staticmethod(lambda: now[0]), "sleep": staticmethod(lambda s: now.__setitem__(0, now[0] + s))}))
+    transport = LabTransport(lab_state, "atl-cs-001", latency_ms=50)
+    store = transport.store
+
+    def trips() -> Any:
+        return store.parse(store.read_text())["hosts"]["atl-cs-001"].get("roundTrips")
+
+    before = trips()
+    read = transport.begin([Command("Get-CsOAuthConfiguration", {})])
+    assert trips() == (before or 0) + 1  # read already, its answer not yet given
+    assert now == [100.0]
+    assert read.result()[0].ok and now == [100.05]
+    change = transport.begin([Command("Set-CsOAuthConfiguration", {"ServiceName": "00000004-0000-0ff1-ce00-0"})])
+    assert trips() == (before or 0) + 1  # sent, not run
+    del change  # given up while it waits
+    assert trips() == (before or 0) + 1
+    transport.close()
+
+
 def test_parallel_bounds_the_round_trips_in_flight(estate: Estate, manifest: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     in_flight = [0, 0]  # now, most
