@@ -134,10 +134,11 @@ def _read_ahead(args: argparse.Namespace) -> None:
         return
     validate = command == "cmd_validate"  # loads without the cache, and downloads nothing
     state_dir = getattr(args, "state_dir", None)
+    once = command in _LOADS_ONCE  # its documents are downloaded by that process (`run` downloads its own)
     from reconciler.manifest import ahead
 
-    ahead.start(manifest, None if validate else _prepare_downloads,
-                state_dir=state_dir if isinstance(state_dir, Path) and not validate else None)
+    ahead.start(manifest, None if validate or once else _prepare_downloads,
+                state_dir=state_dir if isinstance(state_dir, Path) and not validate else None, downloads=once)
 
 
 def _prepare_downloads() -> None:

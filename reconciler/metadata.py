@@ -30,21 +30,22 @@ import binascii
 import codecs
 import collections
 import functools
+import hashlib
 import json
+import marshal
 import re
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from types import ModuleType
+from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element, TreeBuilder
 from xml.parsers import expat
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from reconciler.errors import MetadataError
 
@@ -71,7 +72,7 @@ class SigningKey:
     def thumbprint(self) -> str:
         """SHA-1 of the DER, upper-case hex: how Windows and the cmdlets show a certificate (worked out once per key:
         the trust graph asks for it for every link to the document)."""
-        return x509.load_der_x509_certificate(self.certificate_der).fingerprint(hashes.SHA1()).hex().upper()
+        return hashlib.sha1(self.certificate_der).hexdigest().upper()
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,19 @@ def _equals(value: Any, expected: str) -> bool:
     return isinstance(value, str) and value.lower() == expected.lower()
 
 
+def _x509() -> ModuleType:
+    """cryptography's X.509 module, imported when a document's certificates are first read (by then the plan's
+    other work is under way; reconciler.manifest.ahead imports it earlier when it has time to spare)."""
+    from cryptography import x509
+
+    return x509
+
+
 def _certificate(value: str) -> bytes | None:
     """DER of a base64 certificate (whitespace ignored), or None when it is not one."""
     try:
         der = base64.b64decode("".join(value.split()), validate=True)
-        x509.load_der_x509_certificate(der)
+        _x509().load_der_x509_certificate(der)
     except (binascii.Error, ValueError):
         return None
     return der
@@ -341,10 +350,13 @@ def download_client(timeout: float, limits: httpx.Limits | None = None) -> httpx
 
 
 def prepare_downloads() -> None:
-    """Make now what a plan's first download would make (the TLS settings, httpx's connection machinery): for a
-    process that has time to spare before it knows what to download (reconciler.manifest.ahead)."""
+    """Make now what a plan's first download would make (the TLS settings, httpx's connection machinery, the
+    certificate reader): for a process that has time to spare before it knows what to download
+    (reconciler.manifest.ahead)."""
     tls_context()
     import httpcore  # noqa: F401  (what httpx imports for its first client)
+
+    _x509()
 
 
 def fetch_metadata(url: str, client: httpx.Client | None = None, timeout: float = 10.0) -> MetadataDocument:
@@ -380,6 +392,47 @@ def _fetch(url: str, client: httpx.Client, timeout: float) -> MetadataDocument:
     return parse_metadata(url, bytes(body), content_type)
 
 
+class Elsewhere(Protocol):
+    """Another process that downloads documents for this one, once (reconciler.manifest.ahead.Downloader)."""
+
+    def send(self, request: bytes) -> bool: ...
+
+    def receive(self, timeout: float) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+def answer_downloads(request: bytes) -> bytes:
+    """In the process asked (`Elsewhere`): the documents of a request (`Documents.start`), downloaded and read as
+    this process downloads and reads them (`Documents.fetch`), as the answer `Documents` decodes."""
+    urls, timeout = marshal.loads(request)
+    with Documents(float(timeout)) as documents:
+        found = documents.fetch([str(url) for url in urls])
+    return marshal.dumps(tuple(
+        (url, doc.detail) if isinstance(doc, MetadataError) else
+        (url, doc.url, doc.service_name, doc.realm, doc.issuer, doc.name,
+         tuple((key.x5t, key.certificate_der) for key in doc.keys), doc.kind)
+        for url, doc in found.items()))
+
+
+def _answered(answer: bytes | None) -> dict[str, MetadataDocument | MetadataError]:
+    """The documents in an answer of `answer_downloads` (none for no answer, or one that does not read)."""
+    found: dict[str, MetadataDocument | MetadataError] = {}
+    if answer is None:
+        return found
+    try:
+        for item in marshal.loads(answer):
+            if len(item) == 2:
+                found[item[0]] = MetadataError(item[0], item[1])
+            else:
+                url, at, service_name, realm, issuer, name, keys, kind = item
+                found[url] = MetadataDocument(at, service_name, realm, issuer, name,
+                                              tuple(SigningKey(x5t, der) for x5t, der in keys), kind)
+    except (ValueError, EOFError, TypeError):
+        return {}
+    return found
+
+
 class Documents:
     """The metadata documents of one run: each URL downloaded once, concurrently, over one shared client.
 
@@ -387,14 +440,20 @@ class Documents:
     them, the other reads the answers kept here. A failure is kept as its MetadataError, so it is reported,
     never retried within the run. Use as a context manager (or call `close`): the client is closed with it
     unless it was given.
+
+    Given another process (`elsewhere`), the documents `start` is given are downloaded there (on another core, not
+    by this process's threads) and read from its answer by the first `fetch`; whatever it does not answer (it
+    failed, or gave no answer in time) is downloaded here then.
     """
 
     def __init__(self, timeout: float = 10.0, client: httpx.Client | None = None, *,
-                 concurrency: int = DOWNLOADS_AT_ONCE) -> None:
+                 concurrency: int = DOWNLOADS_AT_ONCE, elsewhere: Elsewhere | None = None) -> None:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
         self._client = client
         self._own = client is None
+        self._elsewhere = elsewhere
+        self._away: list[str] = []  # what `_elsewhere` was asked for and has not answered yet
         self._results: dict[str, MetadataDocument | MetadataError] = {}
         self._pending: dict[str, Future[MetadataDocument | MetadataError]] = {}
         self._lock = threading.Lock()
@@ -422,9 +481,16 @@ class Documents:
 
         The downloaders are daemon threads: closing (an error, an interrupt) drops the downloads not begun and
         does not wait for those under way, so neither a run nor the process waits on a slow server for nothing."""
-        missing = [url for url in dict.fromkeys(urls) if url not in self._results and url not in self._pending]
+        missing = [url for url in dict.fromkeys(urls) if url not in self._results and url not in self._pending
+                   and url not in self._away]
         if not missing:
             return
+        elsewhere = self._elsewhere
+        if elsewhere is not None and not self._away:
+            if elsewhere.send(marshal.dumps((tuple(missing), self.timeout))):
+                self._away = missing
+                return
+            self._elsewhere = None
         with self._queued:
             if self._closed:
                 return
@@ -458,6 +524,7 @@ class Documents:
         """The answer for each URL (downloading those not seen yet, up to `concurrency` at once; waiting for those
         `start` set going)."""
         wanted = list(dict.fromkeys(urls))
+        self._collect()
         missing = [url for url in wanted if url not in self._results and url not in self._pending]
         if len(missing) == 1 or (missing and self.concurrency == 1):
             self._results.update((url, self._one(url)) for url in missing)
@@ -470,8 +537,21 @@ class Documents:
                 self._results[url] = self._pending.pop(url).result()
         return {url: self._results[url] for url in wanted}
 
+    def _collect(self) -> None:
+        """The other process's answer, once, if it was asked: what it does not answer is downloaded here."""
+        elsewhere, away = self._elsewhere, self._away
+        if elsewhere is None or not away:
+            return
+        self._elsewhere, self._away = None, []
+        # Its downloads run at most `concurrency` at once, each within the timeout; a little more for it to answer.
+        answered = _answered(elsewhere.receive(self.timeout * -(-len(away) // self.concurrency) + 5.0))
+        self._results.update((url, answered[url]) for url in away if url in answered)
+
     def close(self) -> None:
         """Drop the downloads not begun; the client is closed now, or by the last download under way when it ends."""
+        if self._elsewhere is not None:
+            self._elsewhere.close()
+            self._elsewhere, self._away = None, []
         with self._queued:
             self._closed = True
             dropped = list(self._queue)

@@ -132,8 +132,10 @@ def start_downloads(session: Session, settings: Settings) -> None:
     """Start downloading the documents the plan's metadata checks will read (nothing when they are off)."""
     if not settings.check_metadata or session.downloads is not None:
         return
+    from reconciler.manifest import ahead  # the process that read the manifest ahead downloads them, if there is one
+
     trust = declared(session.desired, session.registry)
-    documents = Documents(settings.metadata_timeout)
+    documents = Documents(settings.metadata_timeout, elsewhere=ahead.downloads())
     session.downloads = Downloads(session.desired, trust, documents)
     documents.start(trust.urls)
 

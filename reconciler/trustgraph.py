@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
-from cryptography import x509
 
 from reconciler.errors import MetadataError
 from reconciler.metadata import Documents, MetadataDocument
@@ -264,6 +263,8 @@ def _certificates(doc: MetadataDocument | MetadataError | None, trusted_by: dict
                   ) -> tuple[LinkCertificate, ...]:
     if not isinstance(doc, MetadataDocument):
         return ()
+    from cryptography import x509  # a document's certificates were read before: imported already
+
     out = []
     for key in doc.keys:
         try:

@@ -9,18 +9,24 @@ import argparse
 import hashlib
 import os
 import select
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from reconciler import cli
-from reconciler.errors import ManifestError
+from reconciler import cli, metadata
+from reconciler.errors import ManifestError, MetadataError
 from reconciler.manifest import ahead, load_manifest, positions
 from reconciler.manifest.entries import entry_path
 from reconciler.manifest.text import notable
+from reconciler.metadata import Documents, MetadataDocument
 from tests.e2e import ON_PREMISES, REPO, Estate
 from tests.test_manifest import GOOD, registry
 
@@ -119,9 +125,10 @@ def test_no_fork_where_the_process_runs_another_thread_or_fork_is_missing(tmp_pa
     assert not ahead._STARTED and ahead.take(path, _sha(path)) is None
 
 
-def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[tuple[Path, Path | None]]:
-    started: list[tuple[Path, Path | None]] = []
-    monkeypatch.setattr(ahead, "start", lambda path, _=None, state_dir=None: started.append((path, state_dir)))
+def _started(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[tuple[Path, Path | None, bool]]:
+    started: list[tuple[Path, Path | None, bool]] = []
+    monkeypatch.setattr(ahead, "start", lambda path, _=None, state_dir=None, downloads=False: started.append(
+        (path, state_dir, downloads)))
     args = cli.parse(cli._parser(), argv)
     cli._read_ahead(args)
     return started
@@ -131,9 +138,10 @@ def test_the_command_line_reads_ahead_for_the_commands_that_load_a_manifest(tmp_
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
     state = tmp_path / "state"
-    for command in ("plan", "apply", "drift"):
-        assert _started(monkeypatch, [command, "--state-dir", str(state), str(path)]) == [(path, state)], command
-    assert _started(monkeypatch, ["validate", str(path)]) == [(path, None)]  # validate does not use the cache
+    for command in ("plan", "apply", "drift"):  # and that process downloads their documents
+        assert _started(monkeypatch, [command, "--state-dir", str(state), str(path)]) == [(path, state, True)], command
+    assert _started(monkeypatch, ["validate", str(path)]) == [(path, None, False)]  # validate does not use the cache
+    assert _started(monkeypatch, ["run", "--state-dir", str(state), "--once", str(path)]) == [(path, state, False)]
     assert _started(monkeypatch, ["history", "--state-dir", str(state), "--manifest", str(path)]) == []
     assert _started(monkeypatch, ["graph", "--state-dir", str(state), str(path)]) == []
 
@@ -228,10 +236,13 @@ def test_the_command_line_prepares_the_downloads_while_it_waits(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
     given: list[object] = []
-    monkeypatch.setattr(ahead, "start", lambda _, meanwhile=None, state_dir=None: given.append(meanwhile))
+    monkeypatch.setattr(ahead, "start", lambda _, meanwhile=None, state_dir=None, downloads=False: given.append(
+        meanwhile))
+    cli._read_ahead(cli.parse(cli._parser(), ["run", "--once", "--state-dir", str(tmp_path / "s"), str(path)]))
     cli._read_ahead(cli.parse(cli._parser(), ["plan", "--state-dir", str(tmp_path / "s"), str(path)]))
     cli._read_ahead(cli.parse(cli._parser(), ["validate", str(path)]))
-    assert given == [cli._prepare_downloads, None]  # validate downloads nothing
+    # a plan's documents are downloaded by the process reading ahead; validate downloads nothing
+    assert given == [cli._prepare_downloads, None, None]
 
 
 def test_work_for_the_wait_that_fails_does_not_stop_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,3 +302,124 @@ def test_a_manifest_the_cache_holds_ends_the_read_ahead_started_for_it(tmp_path:
         with pytest.raises(ChildProcessError):
             os.waitpid(child.pid, os.WNOHANG)
         cache._KEPT.clear()  # the second time from the entry itself
+
+
+# --- the process that read ahead downloads the plan's metadata documents ------------------------------------------
+
+FIXTURES = REPO / "tests" / "fixtures" / "metadata"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[list[str]]:
+    """Three real metadata documents (JSON, federation XML), a missing one and a refused connection, over HTTP from
+    a server in a process of its own (the process reading ahead forks only without other threads)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    names = ["exchange-autodiscover.json", "acs-tenant.json", "adfs-federationmetadata.xml"]
+    for name in names:
+        (folder / name).write_bytes((FIXTURES / name).read_bytes())
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    port, closed = ports
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        base = f"http://127.0.0.1:{port}/"
+        yield [base + name for name in names] + [base + "missing.json", f"http://127.0.0.1:{closed}/refused.json"]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _same(found: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert list(found) == list(expected)
+    for url, doc in expected.items():
+        if isinstance(doc, MetadataError):
+            assert isinstance(found[url], MetadataError) and str(found[url]) == str(doc), url
+        else:
+            assert found[url] == doc, url
+
+
+def _in_process(urls: list[str]) -> dict[str, Any]:
+    with Documents(5.0) as documents:
+        return documents.fetch(urls)
+
+
+def _helper(path: Path, monkeypatch: pytest.MonkeyPatch) -> ahead.Downloader:
+    """The process that read `path` ahead, kept to download; this process is then kept from downloading itself."""
+    ahead.start(path, downloads=True)
+    assert ahead.take(path, _sha(path)) is not None
+    helper = ahead.downloads()
+    assert helper is not None and ahead.downloads() is None  # one user
+    return helper
+
+
+def test_the_process_that_read_ahead_downloads_the_documents_this_process_would(
+        tmp_path: Path, served: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _in_process(served)
+    assert sum(isinstance(doc, MetadataDocument) for doc in expected.values()) == 3
+    helper = _helper(_manifest(tmp_path), monkeypatch)
+    pid = helper._child.pid if helper._child else 0
+
+    def here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("downloaded in this process")
+
+    monkeypatch.setattr(metadata, "download_client", here)
+    with Documents(5.0, elsewhere=helper) as documents:
+        documents.start(served)
+        found = documents.fetch(served)
+    _same(found, expected)
+    with pytest.raises(ChildProcessError):  # it ended with its answer, and was reaped
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_documents_the_other_process_does_not_answer_are_downloaded_here(
+        tmp_path: Path, served: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _in_process(served)
+    helper = _helper(_manifest(tmp_path), monkeypatch)
+    assert helper._child is not None
+    os.kill(helper._child.pid, signal.SIGKILL)  # gone before it was asked (or while it downloads)
+    with Documents(5.0, elsewhere=helper) as documents:
+        documents.start(served)
+        _same(documents.fetch(served), expected)
+
+
+def test_a_manifest_from_the_cache_still_has_its_documents_downloaded_by_that_process(
+        tmp_path: Path, served: list[str]) -> None:
+    path = _manifest(tmp_path)
+    state = tmp_path / "state"
+    _entry(path, state)  # the cache holds it: the process reads nothing, and answers so
+    ahead.start(path, state_dir=state, downloads=True)
+    (child,) = ahead._STARTED.values()
+    assert select.select([child.fd], [], [], 60)[0]
+    ahead.drop(path)  # the load came from the cache
+    helper = ahead.downloads()
+    assert helper is not None
+    with Documents(5.0, elsewhere=helper) as documents:
+        documents.start(served[:1])
+        assert isinstance(documents.fetch(served[:1])[served[0]], MetadataDocument)
+
+
+def test_a_process_kept_to_download_and_never_asked_is_ended(tmp_path: Path) -> None:
+    path = _manifest(tmp_path)
+    ahead.start(path, downloads=True)
+    assert ahead.take(path, _sha(path)) is not None
+    ((child, _),) = ahead._HELPER
+    ahead.discard()
+    assert not ahead._HELPER and ahead.downloads() is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
+    ahead.start(path)  # started to read only: ended once it answered
+    assert ahead.take(path, _sha(path)) is not None and not ahead._HELPER

@@ -8,16 +8,19 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import FieldProblem
 from reconciler.portable import beside_path
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
 
 def load_certificate(data: bytes) -> x509.Certificate:
     """An X.509 certificate from a .cer file's bytes, DER or PEM (as Windows exports either). Raises ValueError."""
+    from cryptography import x509  # what reads a certificate imports it (a plan of none does not)
+
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)

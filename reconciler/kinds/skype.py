@@ -24,9 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from reconciler.errors import FieldProblem
 from reconciler.kinds.certificates import (
     CERTIFICATE_OF,
@@ -177,9 +174,6 @@ def _types_equal(want: Any, have: Any, desired: Mapping[str, Any]) -> bool:
 
 # --- manifest preparation ---------------------------------------------------------------------------
 
-_DER = Encoding.DER
-
-
 def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path) -> dict[str, JSONValue]:
     """Read a declared certificate file (DER or PEM) into base64 DER, and check raw data parses.
 
@@ -187,9 +181,14 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
     -CertificateFileData would name a path on the remote server.
     """
     out = dict(fields)
+    if "certificateFile" not in out and "certificateRawData" not in out:
+        return out  # most partner applications come from their metadata: no certificate to read
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     if "certificateFile" in out:
         cert = certificate_file(manifest_dir, str(Path(str(out.pop("certificateFile")))), "certificateFile")
-        out["certificateRawData"] = base64.b64encode(cert.public_bytes(_DER)).decode("ascii")
+        out["certificateRawData"] = base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
     elif "certificateRawData" in out:
         raw = "".join(str(out["certificateRawData"]).split())
         try:
@@ -197,7 +196,7 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
         except (ValueError, binascii.Error):
             raise FieldProblem("certificateRawData",
                                "is not a base64-encoded DER X.509 certificate") from None
-        out["certificateRawData"] = base64.b64encode(cert.public_bytes(_DER)).decode("ascii")
+        out["certificateRawData"] = base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
     return out
 
 

@@ -19,8 +19,6 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography import x509
-
 from reconciler.errors import CmdletError
 from reconciler.kinds import skype_certificate as documented
 from reconciler.lab import certs, exchange
@@ -33,6 +31,8 @@ _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 def store_entry(der: bytes, *, has_private_key: bool = True) -> dict[str, Any]:
     """A store entry for a DER certificate, its details read from the certificate itself."""
+    from cryptography import x509  # imported by what reads a certificate
+
     cert = x509.load_der_x509_certificate(der)
     return {"Thumbprint": certs.thumbprint(der), "Subject": cert.subject.rfc4514_string(),
             "NotBefore": cert.not_valid_before_utc.isoformat(), "NotAfter": cert.not_valid_after_utc.isoformat(),

@@ -13,11 +13,19 @@ document builds here).
 
 Only a process that has no other thread forks (the console script at start-up, `reconciler.cli.run`), and only
 where fork exists (not on Windows, which parses in-process as before).
+
+A command that loads its manifest once (plan, apply, drift) also has that process download the plan's metadata
+documents (`downloads`, reconciler.metadata.Documents): after its answer it waits for one list of URLs and answers
+with the documents, downloaded and read on the other core while this one reads the targets (the downloads' client,
+threads and parsing cost this process ~0.07 s of a 0.6 s plan, benchmarks/README.md "Ninth round"). Messages both
+ways are framed (`_send`, `_receive`); a process that fails or is gone gives no answer, and the documents are then
+downloaded here as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import marshal
 import os
@@ -42,16 +50,23 @@ either way (benchmarks/README.md, "Sixth round")."""
 class _Child:
     pid: int
     fd: int
+    """Its answers."""
     while_waiting: Callable[[], None] | None
+    requests: int | None = None
+    """Where this process asks it to download (None: it reads the manifest only)."""
 
 
 _STARTED: dict[str, _Child] = {}
 """By the manifest's absolute path: the process reading it."""
+_HELPER: list[tuple[_Child, bool]] = []
+"""The process that read the manifest (at most one), kept to download documents; whether its answer was read."""
 
 
-def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_dir: Path | None = None) -> None:
+def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_dir: Path | None = None,
+          downloads: bool = False) -> None:
     """Fork a process that parses `path`; nothing where fork does not exist, in a process that runs another thread
     (a forked child gets only this one: a lock another held would stay held), or when one is already under way.
+    With `downloads` it then stays to download documents once (`downloads()`).
 
     `while_waiting` is work of this process's own that `take` does first when the document is not ready yet: what
     the command does later anyway and needs nothing of the manifest (the time would otherwise be spent waiting).
@@ -63,27 +78,32 @@ def start(path: Path, while_waiting: Callable[[], None] | None = None, *, state_
     where = os.path.abspath(path)
     if fork is None or threading.active_count() > 1 or where in _STARTED:
         return
+    pipes: list[int] = []
     try:
-        read_end, write_end = os.pipe()
-    except OSError:
-        return
-    try:
+        pipes.extend(os.pipe())
+        if downloads:
+            pipes.extend(os.pipe())
         pid = fork()
     except OSError:
-        os.close(read_end)
-        os.close(write_end)
+        for fd in pipes:
+            os.close(fd)
         return
+    read_end, write_end, *asks = pipes
     if pid == 0:  # the child: parse, answer, end without running anything of the parent's (no atexit, no flush)
         code = 1
         try:
             os.close(read_end)
+            if asks:
+                os.close(asks[1])
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it quietly, with the parent
-            _answer(Path(where), state_dir, write_end)
+            _serve(Path(where), state_dir, write_end, asks[0] if asks else None)
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
-    _STARTED[where] = _Child(pid, read_end, while_waiting)
+    if asks:
+        os.close(asks[0])
+    _STARTED[where] = _Child(pid, read_end, while_waiting, asks[1] if asks else None)
 
 
 def _worth_reading(path: Path, state_dir: Path | None) -> tuple[bytes, bytes] | None:
@@ -106,21 +126,61 @@ def _worth_reading(path: Path, state_dir: Path | None) -> tuple[bytes, bytes] | 
     return raw, digest.digest()
 
 
-def _answer(path: Path, state_dir: Path | None, fd: int) -> None:
+def _serve(path: Path, state_dir: Path | None, fd: int, requests: int | None) -> None:
+    """The child's work: answer with the manifest's document; then, when asked, download once."""
+    with contextlib.suppress(OSError):  # the parent gone: nobody to tell
+        _send(fd, _answer(path, state_dir))
+        if requests is None:
+            return
+        from reconciler.metadata import answer_downloads, prepare_downloads
+
+        with contextlib.suppress(Exception):
+            prepare_downloads()  # while the parent loads: ready when it asks
+        request = _receive(requests)
+        if request is not None:
+            _send(fd, answer_downloads(request))
+
+
+def _answer(path: Path, state_dir: Path | None) -> bytes:
     from reconciler.manifest.positions import ContainerLines, parse
     from reconciler.manifest.text import notable
 
-    payload = b""
     try:
         worth = _worth_reading(path, state_dir)
         doc = None if worth is None else parse(worth[0].decode("utf-8-sig"), notable)
         if worth is not None and doc is not None and doc.data is not None and not doc.problems and \
                 doc.notable is not None and isinstance(doc.lines, ContainerLines):
-            payload = marshal.dumps((worth[1], doc.data, doc.lines.root_line, doc.lines.by_collection, doc.notable))
+            return marshal.dumps((worth[1], doc.data, doc.lines.root_line, doc.lines.by_collection, doc.notable))
     except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, too deep: the loader says so
-        payload = b""
-    with os.fdopen(fd, "wb") as out, contextlib.suppress(OSError):  # the parent gone: nobody to tell
-        out.write(payload)
+        pass
+    return b""
+
+
+_LENGTH = 8
+"""A message's length leads it: 8 bytes, big-endian."""
+
+
+def _send(fd: int, message: bytes) -> None:
+    view = memoryview(len(message).to_bytes(_LENGTH, "big") + message)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _receive(fd: int) -> bytes | None:
+    """One message, or None when the other side ended first (or sent something short)."""
+    head = _exactly(fd, _LENGTH)
+    return None if head is None else _exactly(fd, int.from_bytes(head, "big"))
+
+
+def _exactly(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def take(path: Path, sha256: bytes, while_waiting: Callable[[], None] | None = None) -> Document | None:
@@ -135,12 +195,7 @@ def take(path: Path, sha256: bytes, while_waiting: Callable[[], None] | None = N
         if work is not None and not select.select([child.fd], [], [], 0)[0]:
             with contextlib.suppress(Exception):  # done early only: what fails here fails again where it belongs
                 work()
-    try:
-        with os.fdopen(child.fd, "rb") as answer:
-            payload = answer.read()
-    except OSError:
-        payload = b""
-    _reap(child.pid)
+    payload = _read_answer(child)
     if not payload:
         return None
     try:
@@ -154,23 +209,107 @@ def take(path: Path, sha256: bytes, while_waiting: Callable[[], None] | None = N
     return Document(data, ContainerLines(data, root_line, by_collection), (), frozenset(), picked)
 
 
+def _read_answer(child: _Child) -> bytes | None:
+    """The child's answer; the child kept to download when it was started to (`_HELPER`), else ended."""
+    try:
+        payload = _receive(child.fd)
+    except OSError:
+        payload = None
+    if child.requests is not None and payload is not None:
+        _HELPER[:] = [(child, True)]
+    else:
+        _end(child)
+    return payload
+
+
 def drop(path: Path) -> None:
-    """End the process started for `path`, if one was and it was not taken: the manifest came from the cache (a `run`
+    """The manifest came from the cache: the process started for `path`, if one was and it was not taken, has nothing
+    to give. It is kept to download when it was started to (its answer read when it is asked), else ended (a `run`
     loop would otherwise keep it, ended, until the loop ends)."""
     child = _STARTED.pop(os.path.abspath(path), None)
-    if child is not None:
+    if child is None:
+        return
+    if child.requests is not None:
+        _HELPER[:] = [(child, False)]
+    else:
         _end(child)
 
 
+def downloads() -> Downloader | None:
+    """The process that read the manifest, to download documents in once (reconciler.metadata.Documents); None when
+    there is none, or when the answer it was not asked for (the manifest came from the cache) is not there yet."""
+    if not _HELPER:
+        return None
+    child, answered = _HELPER.pop()
+    if not answered:
+        if not select.select([child.fd], [], [], 0)[0]:
+            _end(child)
+            return None
+        try:
+            answered = _receive(child.fd) is not None
+        except OSError:
+            answered = False
+        if not answered:
+            _end(child)
+            return None
+    return Downloader(child)
+
+
+class Downloader:
+    """Documents downloaded by the process that read the manifest: one request (`send`), one answer (`receive`); the
+    process ends with its answer, or with `close`."""
+
+    def __init__(self, child: _Child) -> None:
+        self._child: _Child | None = child
+
+    def send(self, request: bytes) -> bool:
+        """Ask; False when the process cannot be asked (it is then ended)."""
+        child = self._child
+        if child is None or child.requests is None:
+            return False
+        try:
+            _send(child.requests, request)
+        except OSError:
+            self.close()
+            return False
+        os.close(child.requests)  # one request: it answers, and ends
+        self._child = dataclasses.replace(child, requests=None)
+        return True
+
+    def receive(self, timeout: float) -> bytes | None:
+        """Its answer, or None when it gives none within `timeout` seconds (it is then ended); ends it."""
+        child = self._child
+        if child is None:
+            return None
+        answer = None
+        try:
+            if select.select([child.fd], [], [], timeout)[0]:
+                answer = _receive(child.fd)
+        except OSError:
+            answer = None
+        self.close()
+        return answer
+
+    def close(self) -> None:
+        if self._child is not None:
+            _end(self._child)
+            self._child = None
+
+
 def discard() -> None:
-    """End every process started and not taken (a command that stopped before loading, or never loaded)."""
+    """End every process started and not taken (a command that stopped before loading, or never loaded), and the one
+    kept to download if it was not asked."""
     while _STARTED:
         _end(_STARTED.popitem()[1])
+    while _HELPER:
+        _end(_HELPER.pop()[0])
 
 
 def _end(child: _Child) -> None:
-    with contextlib.suppress(OSError):
-        os.close(child.fd)
+    for fd in (child.fd, child.requests):
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     with contextlib.suppress(OSError):
         os.kill(child.pid, signal.SIGKILL)
     _reap(child.pid)

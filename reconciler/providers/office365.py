@@ -26,15 +26,12 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from typing import TYPE_CHECKING, Any
 
 from reconciler.changes import Action, Change
 from reconciler.commands import Command, CommandResult, Transport
 from reconciler.errors import DiscoveryError
-from reconciler.kinds.certificates import CertificateLookup, certificate_file
+from reconciler.kinds.certificates import CertificateLookup, certificate_file, load_certificate
 from reconciler.kinds.spec import DiagnoseContext, FieldSpec, Finding, KindSpec
 from reconciler.model import (
     DesiredResource,
@@ -49,6 +46,9 @@ from reconciler.model import (
 from reconciler.providers import office365_apps
 from reconciler.providers.base import ServiceIdentity, TargetFinding, TrustEdge
 from reconciler.providers.common import BOOLEAN, CREDENTIAL_ITEM_SCHEMA, GUID, resource_schema
+
+if TYPE_CHECKING:  # imported by what reads a certificate (a plan of none does not)
+    from cryptography import x509
 
 SELECT = "id,appId,displayName,accountEnabled,servicePrincipalNames,keyCredentials"
 KEY_TYPE = "AsymmetricX509Cert"
@@ -74,6 +74,8 @@ def _certificate_of(key_b64: Any) -> x509.Certificate | None:
     """The certificate a keyCredential's `key` holds (base64 DER), or None (missing or not a certificate)."""
     if not isinstance(key_b64, str) or not key_b64:
         return None
+    from cryptography import x509
+
     try:
         return x509.load_der_x509_certificate(base64.b64decode(key_b64, validate=True))
     except ValueError:
@@ -102,6 +104,8 @@ def _credential(entry: Mapping[str, Any], manifest_dir: Path, index: int) -> dic
 
 def key_entry(cert: x509.Certificate, label: str) -> dict[str, JSONValue]:
     """A key credential the principal must carry, from the public certificate (dates and thumbprint from it)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     der = cert.public_bytes(Encoding.DER)
     return {
         "file": label,
@@ -153,7 +157,7 @@ def resolve_credentials(fields: Mapping[str, JSONValue], lookup: CertificateLook
                                "cannot be given to this principal before it signs")
                 failed = True
                 continue
-            keys.append(key_entry(x509.load_der_x509_certificate(cert.der), cert.label))
+            keys.append(key_entry(load_certificate(cert.der), cert.label))
     unique = {str(k["thumbprint"]): k for k in keys if isinstance(k, Mapping)}
     out["keyCredentials"] = list(unique.values())
     if failed:

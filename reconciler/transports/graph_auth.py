@@ -28,16 +28,15 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from reconciler.errors import TransportError
 from reconciler.transports.base import MASK, Sensitive, check_private
+
+if TYPE_CHECKING:  # cryptography is imported by what signs or reads a certificate
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 DEFAULT_SECRET_ENV = "RECONCILE_GRAPH_CLIENT_SECRET"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -209,6 +208,11 @@ class CertificateAssertion:
     def _load(self) -> rsa.RSAPrivateKey:
         if self._key is not None:
             return self._key
+        from cryptography import x509
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         what = "connection.certificateKeyFile"
         check_private(self.key_file, what)
         pem = _read_bytes(self.key_file, what)
@@ -240,13 +244,19 @@ class CertificateAssertion:
         data = _read_bytes(self.certificate_file, "connection.certificateFile")
         if b"-----BEGIN" not in data:
             return data
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
         try:
-            return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+            return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
         except ValueError:
             raise TransportError(f"connection.certificateFile: {self.certificate_file} is not an X.509 "
                                  "certificate (PEM or DER)") from None
 
     def assertion(self, token_url: str, client_id: str, now: float) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         key = self._load()
         sha256, sha1 = self._thumbprints
         header = {"alg": "RS256", "typ": "JWT", "x5t#S256": sha256, "x5t": sha1}
