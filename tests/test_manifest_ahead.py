@@ -423,3 +423,15 @@ def test_a_process_kept_to_download_and_never_asked_is_ended(tmp_path: Path) -> 
         os.waitpid(child.pid, os.WNOHANG)
     ahead.start(path)  # started to read only: ended once it answered
     assert ahead.take(path, _sha(path)) is not None and not ahead._HELPER
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pipe sizes are Linux's")
+def test_the_answer_crosses_a_pipe_wide_enough_for_a_large_manifest(tmp_path: Path) -> None:
+    import fcntl
+
+    path = _manifest(tmp_path)
+    ahead.start(path)
+    (child,) = ahead._STARTED.values()
+    assert fcntl.fcntl(child.fd, fcntl.F_GETPIPE_SZ) >= min(ahead._PIPE_BYTES, int(
+        Path("/proc/sys/fs/pipe-max-size").read_text(encoding="ascii")))
+    assert ahead.take(path, _sha(path)) is not None
