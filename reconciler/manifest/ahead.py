@@ -167,7 +167,7 @@ _LENGTH = 8
 _PIPE_BYTES = 1 << 20
 """What the answers' pipe holds (Linux; an unprivileged process may ask for up to 1 MiB): a 2 MB manifest's answer
 then crosses in two parts, where the default 64 KiB pipe takes some thirty turns of the two processes (the hand-over
-0.027 -> 0.0xx s, benchmarks/README.md "Ninth round")."""
+0.027 -> 0.009 s, benchmarks/README.md "Ninth round")."""
 
 
 def _widen(fd: int) -> None:

@@ -560,9 +560,10 @@ def _by_lines(text: str, notable: Callable[[str], bool]) -> Document | None:
     Taken only by a document in the plain block style: a mapping at the top, every line a comment, blank, `key:`,
     `key: value`, `- value` or `- key: value` (a sequence indented under its key or not), where a key is plain text
     of letters, digits and `_ . - / $`, and a value fits on its line: plain text that cannot mean anything else to
-    YAML (no `: `, ` #`, no indicator first), or quoted without escapes. Everything else (flow collections, block
-    scalars, anchors, tags, a comment after a value, a value continued on the next line, tabs, a duplicate key,
-    deeper than MAX_DEPTH, anything wrong) returns None, so the parser reads it and reports. What it returns is
+    YAML (no `: `, no indicator first), quoted without escapes, or a one-line list `[a, b]` (`_FLOW`), a comment
+    after it allowed. Everything else (flow mappings and nested lists, block scalars, anchors, tags, a value
+    continued on the next line, tabs, a duplicate key, deeper than MAX_DEPTH, anything wrong) returns None, so the
+    parser reads it and reports. What it returns is
     what `_direct` builds for the same text: the same resolver and scalar rules (`_Scalars`), the same lines, the
     same notable paths (tests/test_manifest_lines.py holds the two equal over generated documents)."""
     if "\r" in text:
