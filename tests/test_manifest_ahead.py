@@ -218,6 +218,21 @@ def test_a_plan_process_that_read_ahead_prints_the_plan_main_prints(estate: Esta
     assert "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove." in done.stdout
 
 
+def test_a_plan_process_reports_a_document_it_cannot_download_as_main_does(estate: Estate) -> None:
+    """The process that read the manifest ahead downloads the documents for the console script; a document that
+    cannot be downloaded is reported as main in-process (which downloads them itself) reports it: the same plan,
+    the same error, the same exit."""
+    broken = estate.write("broken.yaml", ON_PREMISES.read_text(encoding="utf-8").replace(
+        "${sharepointHost}/jsonmetadata.ashx", "${sharepointHost}/no-such-document.json"))
+    argv = ["plan", "--var", f"lab={estate.url}", "--state-dir", str(estate.root / "fresh"), str(broken)]
+    done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=estate.root, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    argv[4] = str(estate.root / "in-process")
+    in_process = estate.run(*argv)
+    assert (done.returncode, done.stdout) == (in_process.code, in_process.out)
+    assert done.returncode == 1 and "no-such-document.json: HTTP 404" in done.stdout + done.stderr
+
+
 def test_take_does_the_work_given_for_the_wait_only_while_the_document_is_not_ready(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _manifest(tmp_path)
