@@ -180,9 +180,9 @@ def prepare_partner_application(fields: dict[str, JSONValue], manifest_dir: Path
     The file is read here, on the machine running reconcile, and sent as CertificateRawData:
     -CertificateFileData would name a path on the remote server.
     """
+    if "certificateFile" not in fields and "certificateRawData" not in fields:
+        return fields  # most partner applications come from their metadata: no certificate to read
     out = dict(fields)
-    if "certificateFile" not in out and "certificateRawData" not in out:
-        return out  # most partner applications come from their metadata: no certificate to read
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -75,6 +75,8 @@ class KindSpec:
     after: tuple[str, ...] = ()
     replace_when: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue]], str | None] | None = None
     prepare: Callable[[dict[str, JSONValue], Path], dict[str, JSONValue]] | None = None
+    """The manifest's fields as the kind sends them (files read, defaults added), from the loader's own copy of the
+    entry's fields (nothing else holds it: it may be returned as it is); raises FieldProblem."""
     description: str = ""
     diagnose: Callable[[Mapping[str, JSONValue], Mapping[str, JSONValue] | None, DiagnoseContext],
                        list[Finding]] | None = None

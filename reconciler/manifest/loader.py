@@ -639,7 +639,7 @@ def _prepare(run: _Run, spec: KindSpec, item: dict[str, Any], base: FieldPath,
     if spec.prepare is None:
         return fields
     try:
-        return spec.prepare(dict(fields), manifest_dir)
+        return spec.prepare(fields, manifest_dir)  # its own copy: nothing else holds it
     except FieldProblem as problem:
         run.add((*base, problem.field), problem.message)
     except (OSError, ValueError) as exc:
