@@ -263,7 +263,7 @@ def _certificates(doc: MetadataDocument | MetadataError | None, trusted_by: dict
                   ) -> tuple[LinkCertificate, ...]:
     if not isinstance(doc, MetadataDocument):
         return ()
-    from cryptography import x509  # a document's certificates were read before: imported already
+    from cryptography import x509  # the certificates' dates, for the graph (a plan does not ask for them)
 
     out = []
     for key in doc.keys:

@@ -141,7 +141,7 @@ class LabTransport:
 
         A batch of Gets runs now, as a remote server does its work while the round trip is under way: the
         emulation (the server's work, done in this process) fills the latency instead of following it (discovery
-        of 200 targets: about 0.035 s of emulation, benchmarks/README.md "Ninth round"). A batch that may change
+        of 200 targets: about 0.05 s of emulation, benchmarks/README.md "Ninth round"). A batch that may change
         the state runs when its answer is asked for, after its latency, as before: one interrupted while it waits
         has changed nothing."""
         if self._closed:
