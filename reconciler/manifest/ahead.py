@@ -185,9 +185,12 @@ def _send(fd: int, message: bytes) -> None:
 
 
 def _receive(fd: int) -> bytes | None:
-    """One message, or None when the other side ended first (or sent something short)."""
-    head = _exactly(fd, _LENGTH)
-    return None if head is None else _exactly(fd, int.from_bytes(head, "big"))
+    """One message, or None when the other side ended first, sent something short, or cannot be read."""
+    try:
+        head = _exactly(fd, _LENGTH)
+        return None if head is None else _exactly(fd, int.from_bytes(head, "big"))
+    except OSError:
+        return None
 
 
 def _exactly(fd: int, size: int) -> bytes | None:
@@ -229,10 +232,7 @@ def take(path: Path, sha256: bytes, while_waiting: Callable[[], None] | None = N
 
 def _read_answer(child: _Child) -> bytes | None:
     """The child's answer; the child kept to download when it was started to (`_HELPER`), else ended."""
-    try:
-        payload = _receive(child.fd)
-    except OSError:
-        payload = None
+    payload = _receive(child.fd)
     if child.requests is not None and payload is not None:
         _HELPER[:] = [(child, True)]
     else:
@@ -259,17 +259,9 @@ def downloads() -> Downloader | None:
     if not _HELPER:
         return None
     child, answered = _HELPER.pop()
-    if not answered:
-        if not select.select([child.fd], [], [], 0)[0]:
-            _end(child)
-            return None
-        try:
-            answered = _receive(child.fd) is not None
-        except OSError:
-            answered = False
-        if not answered:
-            _end(child)
-            return None
+    if not answered and (not select.select([child.fd], [], [], 0)[0] or _receive(child.fd) is None):
+        _end(child)
+        return None
     return Downloader(child)
 
 
